@@ -1,0 +1,5 @@
+"""Allow ``python -m medseg`` (and ``torchrun -m medseg``)."""
+
+from medseg.cli import main
+
+main()

@@ -1,0 +1,176 @@
+"""Command line: each command parses its arguments and calls one function.
+
+Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --help`` is instant.
+A :class:`medseg.errors.MedsegError` is printed as one ``error:`` line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Callable, List, Optional
+
+import typer
+
+from medseg import __version__
+from medseg.errors import MedsegError
+
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="3D lesion segmentation: train, predict, evaluate; lesion recall tracked in MLflow.")
+
+
+def _fail(message: str, code: int) -> None:
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn MedsegError into one clear stderr line and its exit code, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MedsegError as err:
+            _fail(str(err), err.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medseg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+    """medseg command line."""
+
+
+def _triple(text: str, kind: type, option: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise MedsegError(f"{option} {text!r}: expected three positive numbers like 96,96,64")
+    return values
+
+
+@app.command()
+@user_errors
+def synth(out: Path = typer.Argument(..., help="Folder to create (MSD layout)."),
+          cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
+          test_cases: int = typer.Option(0, "--test-cases", min=0, help="Held-back cases (imagesTs/labelsTs)."),
+          seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+          shape: str = typer.Option("96,96,64", "--shape", help="Volume size in voxels X,Y,Z."),
+          spacing: str = typer.Option("1.5,1.5,2.0", "--spacing", help="Voxel spacing in mm X,Y,Z.")) -> None:
+    """Write a synthetic MRI-like lesion dataset (imagesTr/, labelsTr/, dataset.json)."""
+    from medseg.synthetic import write_dataset
+
+    size, mm = _triple(shape, int, "--shape"), _triple(spacing, float, "--spacing")
+    path = write_dataset(out, cases, seed=seed, test_cases=test_cases, shape=size, spacing=mm)
+    typer.echo(f"wrote {cases} + {test_cases} cases: {path}")
+
+
+@app.command()
+@user_errors
+def train(config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/demo.yaml."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set train.epochs=2 (repeatable)."),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+    """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow."""
+    from medseg.config import load_config
+    from medseg.train import train as run_training
+
+    cfg = load_config(config, set_ or [])
+    result = run_training(cfg, progress=not quiet)
+    typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
+    typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
+    if result.run_id:
+        typer.echo(f"MLflow run id: {result.run_id}")
+        typer.echo(f"open it with: {result.ui_command}")
+
+
+@app.command()
+@user_errors
+def predict(model: Path = typer.Argument(..., help="Checkpoint (best.pt) written by 'medseg train'."),
+            inputs: List[str] = typer.Argument(..., help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha)."),
+            out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
+            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+            threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the model's probability threshold."),
+            min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", help="Override the model's minimum lesion volume."),
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+    """Segment scans; each mask has exactly its scan's shape, affine and orientation."""
+    from medseg.inference import predict_files
+
+    rows, errors = predict_files(model, inputs, out, device, threshold, min_lesion_mm3, progress=not quiet)
+    for row in rows:
+        typer.echo(f"{row['mask']}: {row['lesions']} lesion(s), {row['seconds']:.1f} s")
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    typer.echo(f"{len(rows)} scan(s) done, {len(errors)} failed")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted masks."),
+             ref_dir: Path = typer.Argument(..., help="Folder of reference labels (same file names)."),
+             out: Optional[Path] = typer.Option(None, "--out", help="Per-case CSV to write."),
+             matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
+             match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
+             connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26.")) -> None:
+    """Per-case Dice and lesion-wise TP/FP/FN, recall, precision, F1."""
+    from medseg.evaluate import evaluate_dirs
+
+    if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
+        raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
+    summary, rows, errors = evaluate_dirs(pred_dir, ref_dir, out, matching, match_threshold, connectivity)
+    for row in rows:
+        typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
+    _print_summary(summary)
+    for line in errors:
+        typer.echo(f"error: {line}", err=True)
+    if errors:
+        raise typer.Exit(1)
+
+
+def _print_summary(s: dict) -> None:
+    typer.echo(f"{s['cases']} case(s), matching rule '{s['matching']}': dice {s['dice']:.3f}  lesion recall "
+               f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
+               f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})")
+
+
+@app.command()
+@user_errors
+def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folder (data, runs, predictions)."),
+         cases: int = typer.Option(20, "--cases", min=3, help="Synthetic training cases."),
+         test_cases: int = typer.Option(8, "--test-cases", min=1, help="Held-back synthetic cases."),
+         seed: int = typer.Option(0, "--seed"),
+         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key of configs/demo.yaml."),
+         quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")) -> None:
+    """synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate, on CPU in minutes."""
+    from medseg.demo import run_demo
+
+    result = run_demo(out, cases, test_cases, seed, tuple(set_ or []), progress=not quiet)
+    _print_summary(result.summary)
+    typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
+    if result.run_id:
+        typer.echo(f"MLflow run id: {result.run_id}")
+        typer.echo(f"open it with: mlflow ui --backend-store-uri sqlite:///{(out / 'runs' / 'mlflow.db').resolve()}")
+
+
+def main() -> None:
+    """Console entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
+    sys.exit(0)

@@ -1,0 +1,232 @@
+"""Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
+
+Flow: ``yaml.safe_load(file)`` -> relative data paths resolved against the YAML file's folder ->
+``--set a.b=value`` overrides (values parsed as YAML scalars; paths relative to the working
+directory) -> :class:`ExperimentConfig` validation. Unknown keys are rejected and the message
+lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from medseg.errors import MedsegError
+
+Triple = tuple[float, float, float]
+IntTriple = tuple[int, int, int]
+
+
+class Section(BaseModel):
+    """Base for every config section: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Where the cases are and how they are split and cached."""
+
+    dataset: Path = Field(description="Dataset folder with dataset.json (Medical Segmentation Decathlon layout).")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
+    cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
+
+
+class PreprocessConfig(Section):
+    """Deterministic preprocessing shared by training, validation and predict."""
+
+    target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = first case's spacing.")
+    normalize: Literal["zscore_nonzero", "zscore", "none"] = Field("zscore_nonzero", description="Intensity normalisation per channel.")
+
+
+class SamplingConfig(Section):
+    """Training patch sampling."""
+
+    patch_size: IntTriple = Field((64, 64, 32), description="Patch size in voxels (x, y, z).")
+    samples_per_volume: int = Field(2, gt=0, description="Patches drawn from each loaded volume per step.")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel.")
+    flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
+
+    @model_validator(mode="after")
+    def _positive_patch(self) -> "SamplingConfig":
+        if min(self.patch_size) <= 0:
+            raise ValueError(f"patch_size must be positive in every axis, got {list(self.patch_size)}")
+        return self
+
+
+class ModelConfig(Section):
+    """Network choice (see :mod:`medseg.models` for the registry)."""
+
+    name: str = Field("unet", description="Network name from the registry.")
+    channels: tuple[int, ...] = Field((16, 32, 64, 128), description="Feature maps per level.")
+    strides: tuple[int, ...] = Field((2, 2, 2), description="Down-sampling stride between levels.")
+    num_res_units: int = Field(1, ge=0, description="Residual units per block.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
+    norm: Literal["instance", "batch"] = Field("instance", description="Normalisation layer.")
+
+
+class LossConfig(Section):
+    """Loss by name (see :mod:`medseg.losses`); options not used by a loss are ignored by it."""
+
+    name: str = Field("focal_dice", description="focal_dice, dice, focal, bce_dice.")
+    gamma: float = Field(2.0, ge=0, description="Focal exponent.")
+    alpha: Optional[float] = Field(0.25, ge=0, le=1, description="Focal weight of positives; null = none.")
+    w_focal: float = Field(1.0, ge=0, description="Weight of the focal (or BCE) term.")
+    w_dice: float = Field(1.0, ge=0, description="Weight of the Dice term.")
+    batch_dice: bool = Field(True, description="Dice over the whole batch (True) or per sample (False).")
+    smooth_nr: float = Field(0.0, ge=0, description="Dice numerator smoothing.")
+    smooth_dr: float = Field(1e-5, gt=0, description="Dice denominator smoothing.")
+    squared_pred: bool = Field(False, description="Squared terms in the Dice denominator.")
+
+
+class OptimConfig(Section):
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    schedule: Literal["poly", "cosine"] = Field("poly", description="Per-step decay to zero.")
+
+
+class TrainConfig(Section):
+    """Training loop settings."""
+
+    epochs: int = Field(50, gt=0, description="Passes over the training cases.")
+    batch_size: int = Field(2, gt=0, description="Volumes per step (each gives samples_per_volume patches).")
+    val_every: int = Field(5, gt=0, description="Validate every N epochs (and after the last).")
+    select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
+    seed: int = Field(0, description="Seed for python, numpy and torch.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    output_dir: Path = Field(Path("runs"), description="Run folders are created here (relative to the working directory).")
+
+
+class InferenceConfig(Section):
+    """Sliding-window inference and the operating point."""
+
+    roi_size: Optional[IntTriple] = Field(None, description="Window size; null = sampling.patch_size.")
+    overlap: float = Field(0.5, ge=0, lt=1, description="Window overlap.")
+    sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
+    blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
+    min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
+
+
+class EvalConfig(Section):
+    """Lesion matching rule used in validation and evaluation."""
+
+    matching: Literal["overlap", "iou", "dsc"] = Field("overlap", description="Lesion matching rule.")
+    match_threshold: Optional[float] = Field(None, ge=0, le=1, description="iou/dsc threshold; null = 0.5 (iou), 0.1 (dsc).")
+    connectivity: Literal[6, 18, 26] = Field(26, description="Voxel connectivity of a lesion.")
+
+
+class TrackingConfig(Section):
+    """MLflow tracking."""
+
+    enabled: bool = Field(True, description="Log to MLflow.")
+    uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or sqlite in the run folder.")
+    experiment: str = Field("medseg", description="Experiment name.")
+
+
+class ExperimentConfig(Section):
+    """The whole experiment."""
+
+    data: DataConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+
+def apply_override(raw: dict[str, Any], assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override to a nested dict in place (value parsed as YAML).
+
+    Raises:
+        MedsegError: when the assignment has no ``=``.
+    """
+    if "=" not in assignment:
+        raise MedsegError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+    key, value = assignment.split("=", 1)
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise MedsegError(f"--set {assignment!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def _model_for(path: tuple[Any, ...]) -> Optional[type[BaseModel]]:
+    model: Any = ExperimentConfig
+    for part in path:
+        field = model.model_fields.get(str(part)) if isinstance(model, type) else None
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """Turn a pydantic error into one line per problem naming the key and the valid choices."""
+    lines = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(p) for p in loc)
+        if item["type"] == "extra_forbidden":
+            parent = _model_for(loc[:-1])
+            valid = ", ".join(parent.model_fields) if parent else "?"
+            section = ".".join(str(p) for p in loc[:-1]) or "top level"
+            lines.append(f"{source}: unknown key '{key}' (valid keys in {section}: {valid})")
+        else:
+            lines.append(f"{source}: {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Read, override and validate an experiment config.
+
+    Args:
+        path: YAML file. ``data.dataset`` in it is resolved against the file's folder.
+        overrides: ``key=value`` strings; paths in them resolve against the working directory.
+
+    Raises:
+        MedsegError: missing/unreadable file, bad YAML, unknown key or bad value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MedsegError(f"{path}: config file not found; pass the path of a YAML file such as configs/demo.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise MedsegError(f"{path}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax") from None
+    if not isinstance(raw, dict):
+        raise MedsegError(f"{path}: expected a mapping of sections (data:, train:, ...) at the top level")
+    dataset = (raw.get("data") or {}).get("dataset") if isinstance(raw.get("data"), dict) else None
+    if isinstance(dataset, str) and not Path(dataset).expanduser().is_absolute():
+        raw["data"]["dataset"] = str((path.parent / dataset).resolve())
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise MedsegError(format_validation_error(err, str(path))) from None
+
+
+def flatten(cfg: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten a config into ``{"section.key": "value"}`` strings (for MLflow params)."""
+    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)
+    return out

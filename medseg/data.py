@@ -1,0 +1,74 @@
+"""Splits, target spacing, cached datasets and loaders."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from medseg.errors import MedsegError
+from medseg.io import Case, read_geometry
+
+
+def split_cases(cases: Sequence[Case], val_fraction: float, seed: int) -> tuple[list[Case], list[Case]]:
+    """Shuffle with ``seed`` and hold out ``round(n * val_fraction)`` (at least 1) cases.
+
+    Raises:
+        MedsegError: fewer than 2 cases.
+    """
+    if len(cases) < 2:
+        raise MedsegError(f"dataset has {len(cases)} case(s); training needs at least 2 (one for validation)")
+    order = np.random.default_rng(seed).permutation(len(cases))
+    n_val = min(len(cases) - 1, max(1, round(len(cases) * val_fraction)))
+    val = [cases[i] for i in sorted(order[:n_val])]
+    train = [cases[i] for i in sorted(order[n_val:])]
+    return train, val
+
+
+def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel spacing (mm) along the RAS-reoriented axes of a (4, 4) affine."""
+    linear = np.asarray(affine)[:3, :3]
+    spacing = np.zeros(3)
+    for axis in range(3):
+        column = linear[:, axis]
+        spacing[int(np.argmax(np.abs(column)))] = np.linalg.norm(column)
+    return tuple(float(s) for s in spacing)
+
+
+def median_spacing(cases: Sequence[Case]) -> tuple[float, float, float]:
+    """Median RAS spacing over the cases' headers (no voxels read)."""
+    spacings = np.array([ras_spacing(read_geometry(c.image)[1]) for c in cases])
+    return tuple(float(round(s, 4)) for s in np.median(spacings, axis=0))
+
+
+def as_dicts(cases: Sequence[Case]) -> list[dict[str, str]]:
+    """MONAI data dicts ``{"image", "label"}``."""
+    return [{"image": str(c.image), "label": str(c.label), "case_id": c.case_id} for c in cases]
+
+
+def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]):
+    """Cached training dataset (deterministic part cached, random crops/flips per draw) and cached
+    validation dataset (whole preprocessed volumes)."""
+    from monai.data import CacheDataset
+    from monai.transforms import Compose
+
+    from medseg.transforms import augment, preprocess
+
+    pre = preprocess(spacing, cfg.preprocess.normalize)
+    s = cfg.sampling
+    train_tf = Compose(pre + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob))
+    train_tf.set_random_state(seed=cfg.train.seed)
+    workers = min(4, max(1, cfg.data.num_workers))
+    train_ds = CacheDataset(as_dicts(train_cases), train_tf, cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
+    val_ds = CacheDataset(as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
+    return train_ds, val_ds
+
+
+def make_loader(cfg, dataset):
+    """Shuffled training loader; each item yields ``samples_per_volume`` patches, collated flat."""
+    import torch
+    from monai.data import DataLoader
+
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
+                      generator=generator, persistent_workers=cfg.data.num_workers > 0)

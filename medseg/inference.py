@@ -1,0 +1,187 @@
+"""Sliding-window prediction of one volume and of many files.
+
+``predict_volume`` preprocesses a scan exactly as in training, runs Gaussian-blended sliding-window
+inference, resamples the probability map back onto the scan's own grid (one affine resampling of
+probabilities; labels are never interpolated) and thresholds it there, so the mask has the scan's
+exact shape, affine and orientation.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from medseg.errors import MedsegError
+from medseg.io import IMAGE_SUFFIXES, save_like, strip_suffix
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MedsegError("device 'cuda' requested but no CUDA device is available; use --device cpu or auto")
+    return torch.device(name)
+
+
+def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi: Sequence[int],
+                         device: torch.device) -> torch.Tensor:
+    """Lesion probabilities of a batch of whole volumes.
+
+    Args:
+        image: (B, C, X, Y, Z) preprocessed volume(s).
+        icfg: :class:`medseg.config.InferenceConfig` (overlap, sw_batch_size, blend).
+
+    Returns:
+        (B, 1, X, Y, Z) float32 probabilities on the CPU.
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = image.as_tensor() if hasattr(image, "as_tensor") else image
+    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        logits = sliding_window_inference(x.to(device), roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
+                                          predictor=model, overlap=icfg.overlap, mode=icfg.blend,
+                                          sigma_scale=0.125, device=device)
+    return torch.sigmoid(logits.float()).cpu()
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for prediction with the settings its checkpoint carries."""
+
+    model: torch.nn.Module
+    spacing: tuple[float, float, float]
+    normalize: str
+    roi: tuple[int, int, int]
+    icfg: Any
+    threshold: float
+    min_lesion_mm3: float
+    connectivity: int
+    device: torch.device
+
+
+def load_model(checkpoint: Path | str, device: str = "auto") -> LoadedModel:
+    """Build the network of a checkpoint and load its weights (``weights_only=True``)."""
+    from medseg.checkpoint import load_checkpoint
+    from medseg.config import ExperimentConfig
+    from medseg.models import build_model
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = ExperimentConfig.model_validate(ckpt["config"])
+    pre = ckpt["preprocess"]
+    model = build_model(cfg.model, in_channels=int(pre["in_channels"]), out_channels=1)
+    model.load_state_dict(ckpt["state_dict"])
+    dev = pick_device(device)
+    model.to(dev).eval()
+    op = ckpt["operating_point"]
+    return LoadedModel(model, tuple(pre["spacing"]), pre["normalize"],
+                       tuple(cfg.inference.roi_size or cfg.sampling.patch_size), cfg.inference,
+                       float(op["threshold"]), float(op["min_lesion_mm3"]), cfg.eval.connectivity, dev)
+
+
+@dataclass
+class Prediction:
+    """Outputs on the scan's own grid: ``prob`` float32 (X, Y, Z), ``mask`` uint8 (X, Y, Z)."""
+
+    prob: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray
+
+
+def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | None = None,
+                   min_lesion_mm3: float | None = None) -> Prediction:
+    """Predict one scan file; the mask is on the file's own voxel grid."""
+    from monai.data import MetaTensor
+    from monai.transforms import Compose, SpatialResample
+
+    from medseg.metrics import remove_small
+    from medseg.transforms import preprocess
+
+    try:
+        data = Compose(preprocess(lm.spacing, lm.normalize, with_label=False))({"image": str(image_path)})
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
+        raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
+    img = data["image"]
+    if img.shape[0] != 1:
+        raise MedsegError(f"{image_path}: has {img.shape[0]} channels, the model expects 1; pass a single-channel scan")
+    prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device)[0]
+    affine = np.asarray(img.meta["original_affine"], dtype=float)
+    shape = [int(s) for s in img.meta["spatial_shape"]][:3]
+    back = SpatialResample(mode="bilinear", padding_mode="border")(
+        MetaTensor(prob, affine=img.affine), dst_affine=torch.as_tensor(affine), spatial_size=shape)
+    prob_np = np.asarray(back[0], dtype=np.float32)
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    thr = lm.threshold if threshold is None else threshold
+    min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
+    mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
+    return Prediction(prob_np, mask, affine)
+
+
+def _last_line(exc: BaseException) -> str:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their image files, sorted) and globs -> image paths.
+
+    Raises:
+        MedsegError: an input that matches nothing.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES) and not f.name.startswith("."))
+        elif p.exists():
+            found = [p]
+        else:
+            found = [Path(f) for f in sorted(glob.glob(item)) if f.endswith(IMAGE_SUFFIXES)]
+        if not found:
+            raise MedsegError(f"{item}: no such file, or no .nii/.nii.gz/.nrrd/.mha scans in it; check the path")
+        paths.extend(found)
+    return paths
+
+
+def output_name(path: Path) -> str:
+    """Mask file name for a scan: same stem, NIfTI scans keep .nii.gz, others their own suffix."""
+    suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), ".nii.gz")
+    return strip_suffix(path) + (".nii.gz" if suffix in (".nii", ".nii.gz") else suffix)
+
+
+def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
+                  threshold: float | None = None, min_lesion_mm3: float | None = None,
+                  progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predict every input scan and write ``out_dir/<name>`` masks (atomically).
+
+    Returns:
+        (rows of scan, lesions, seconds for the scans done; one error line per scan that failed).
+    """
+    from tqdm import tqdm
+
+    from medseg.metrics import label_lesions
+
+    paths = expand_inputs(inputs)
+    lm = load_model(checkpoint, device)
+    out = Path(out_dir)
+    rows, errors = [], []
+    for path in tqdm(paths, desc="predict", unit="scan", disable=not progress):
+        start = time.perf_counter()
+        try:
+            pred = predict_volume(lm, path, threshold, min_lesion_mm3)
+            save_like(pred.mask, path, out / output_name(path))
+        except MedsegError as err:
+            errors.append(str(err))
+            continue
+        n = label_lesions(pred.mask, lm.connectivity)[1]
+        rows.append({"scan": str(path), "mask": str(out / output_name(path)), "lesions": n,
+                     "seconds": round(time.perf_counter() - start, 3)})
+    return rows, errors

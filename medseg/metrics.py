@@ -1,0 +1,106 @@
+"""Voxel and lesion-wise metrics.
+
+* Lesion: a connected component of a binary mask (``connectivity`` 6, 18 or 26).
+* Matching rules (named in every report):
+  ``overlap`` - a GT lesion is found if any predicted voxel touches it; a predicted lesion is a
+  true positive if it touches any GT lesion (many-to-one both ways);
+  ``iou`` / ``dsc`` - a pair matches when its IoU (default 0.5) / Dice (default 0.1) reaches the
+  threshold; a GT lesion is found if some predicted lesion matches it, a predicted lesion is a
+  true positive if it matches some GT lesion.
+* Recall = found GT lesions / GT lesions; precision = TP predicted lesions / predicted lesions;
+  F1 their harmonic mean; FP per scan = unmatched predicted lesions / scans. With nothing to find
+  recall is 1, with nothing predicted precision is 1: scans without lesions never give NaN.
+* Dice per case: ``2|P∩G| / (|P| + |G|)``, 1.0 when both are empty.
+
+Connected-component labelling uses scipy (MONAI has no lesion matching; its
+``get_largest_connected_component_mask`` keeps one component only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import ndimage
+
+DEFAULT_THRESHOLDS = {"overlap": 0.0, "iou": 0.5, "dsc": 0.1}
+
+
+def structure(connectivity: int) -> np.ndarray:
+    """3x3x3 structuring element for 6-, 18- or 26-connectivity."""
+    return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+
+
+def label_lesions(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Label connected components of ``mask`` (X, Y, Z): (labels int32 (X, Y, Z), count)."""
+    labels, n = ndimage.label(mask.astype(bool), structure(connectivity))
+    return labels.astype(np.int32), int(n)
+
+
+def remove_small(mask: np.ndarray, min_voxels: float, connectivity: int = 26) -> np.ndarray:
+    """Drop components smaller than ``min_voxels`` voxels from a binary (X, Y, Z) mask."""
+    if min_voxels <= 1:
+        return mask.astype(bool)
+    labels, n = label_lesions(mask, connectivity)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    p, r = pred.astype(bool), ref.astype(bool)
+    denom = p.sum() + r.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(p, r).sum() / denom)
+
+
+@dataclass(frozen=True)
+class LesionCounts:
+    """Lesion-wise counts of one scan (or several, summed)."""
+
+    n_ref: int = 0
+    n_pred: int = 0
+    found: int = 0  # GT lesions matched
+    tp_pred: int = 0  # predicted lesions matched
+    scans: int = 1
+
+    def __add__(self, other: "LesionCounts") -> "LesionCounts":
+        return LesionCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
+
+    @property
+    def fn(self) -> int:
+        return self.n_ref - self.found
+
+    @property
+    def fp(self) -> int:
+        return self.n_pred - self.tp_pred
+
+    def summary(self) -> dict[str, float]:
+        """recall, precision, f1, fp_per_scan (see module docstring for the conventions)."""
+        recall = self.found / self.n_ref if self.n_ref else 1.0
+        precision = self.tp_pred / self.n_pred if self.n_pred else 1.0
+        f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
+        return {"lesion_recall": recall, "lesion_precision": precision, "lesion_f1": f1,
+                "fp_per_scan": self.fp / self.scans if self.scans else 0.0}
+
+
+def match_lesions(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
+                  connectivity: int = 26) -> LesionCounts:
+    """Count lesion matches between binary masks ``pred`` and ``ref`` (X, Y, Z) under ``rule``."""
+    p_lab, n_p = label_lesions(pred, connectivity)
+    r_lab, n_r = label_lesions(ref, connectivity)
+    if n_p == 0 or n_r == 0:
+        return LesionCounts(n_r, n_p, 0, 0)
+    both = (p_lab > 0) & (r_lab > 0)
+    pair = r_lab[both].astype(np.int64) * (n_p + 1) + p_lab[both]
+    inter = np.bincount(pair, minlength=(n_r + 1) * (n_p + 1)).reshape(n_r + 1, n_p + 1)[1:, 1:]
+    if rule == "overlap":
+        matched = inter > 0
+    else:
+        r_size = np.bincount(r_lab.ravel(), minlength=n_r + 1)[1:, None]
+        p_size = np.bincount(p_lab.ravel(), minlength=n_p + 1)[None, 1:]
+        t = DEFAULT_THRESHOLDS[rule] if threshold is None else threshold
+        score = inter / (r_size + p_size - inter) if rule == "iou" else 2 * inter / (r_size + p_size)
+        matched = (score >= t) & (inter > 0)
+    return LesionCounts(n_r, n_p, int(matched.any(1).sum()), int(matched.any(0).sum()))

@@ -1,0 +1,168 @@
+"""The training loop: checks, data, model, focal + Dice, AdamW + poly/cosine, validation,
+``last``/``best`` checkpoints, MLflow.
+
+Every user mistake found in the dataset is reported before anything is written.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from medseg.config import ExperimentConfig, flatten
+from medseg.errors import MedsegError
+
+
+@dataclass
+class TrainResult:
+    """What a finished training produced."""
+
+    run_dir: Path
+    best_path: Path
+    last_path: Path
+    run_id: str | None
+    best_metric: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    ui_command: str | None = None
+
+
+def _schedule(kind: str, total_steps: int):
+    """Per-step multiplier of the peak learning rate: poly (power 0.9) or cosine, both to 0."""
+    if kind == "poly":
+        return lambda step: (1 - min(step, total_steps) / total_steps) ** 0.9
+    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+
+
+def _check_dataset(cfg: ExperimentConfig):
+    from medseg.data import median_spacing
+    from medseg.io import check_pair, find_cases
+    from medseg.models import min_input_multiple
+
+    cases = find_cases(cfg.data.dataset)
+    for case in cases:
+        check_pair(case)
+    multiple = min_input_multiple(cfg.model)
+    roi = cfg.inference.roi_size or cfg.sampling.patch_size
+    for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):
+        if any(s % multiple for s in size):
+            raise MedsegError(f"{name}: {list(size)} must be multiples of {multiple} (the product of model.strides)")
+    spacing = cfg.preprocess.target_spacing or median_spacing(cases)
+    return cases, tuple(float(s) for s in spacing)
+
+
+def _payload(cfg: ExperimentConfig, model, spacing, epoch: int, metrics: dict[str, float]) -> dict:
+    return {
+        "state_dict": model.state_dict(),
+        "config": cfg.model_dump(mode="json"),
+        "preprocess": {"spacing": list(spacing), "normalize": cfg.preprocess.normalize, "in_channels": 1},
+        "operating_point": {"threshold": cfg.inference.threshold, "min_lesion_mm3": cfg.inference.min_lesion_mm3},
+        "epoch": epoch,
+        "metrics": dict(metrics),
+    }
+
+
+def _new_run_dir(output_dir: Path) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir, n = output_dir / stamp, 1
+    while run_dir.exists():
+        n += 1
+        run_dir = output_dir / f"{stamp}-{n}"
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
+    """Train a model as configured; returns where the checkpoints and the MLflow run are."""
+    from monai.utils import set_determinism
+
+    from medseg.data import make_datasets, make_loader, split_cases
+    from medseg.inference import pick_device
+    from medseg.tracking import make_tracker
+
+    cases, spacing = _check_dataset(cfg)
+    train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed)
+    device = pick_device(cfg.train.device)
+    set_determinism(cfg.train.seed)
+    output_dir = Path(cfg.train.output_dir)
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
+    run_dir = _new_run_dir(output_dir)
+    try:
+        tracker = make_tracker(cfg.tracking, output_dir, run_dir.name)
+    except MedsegError:
+        run_dir.rmdir()
+        raise
+    try:
+        result = _fit(cfg, train_cases, val_cases, spacing, device, run_dir, tracker, progress)
+    except BaseException:
+        tracker.end("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
+        raise
+    tracker.end("FINISHED")
+    result.ui_command = getattr(tracker, "ui_command", lambda: None)()
+    return result
+
+
+def _fit(cfg, train_cases, val_cases, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
+    from tqdm import tqdm
+
+    from medseg import __version__
+    from medseg.checkpoint import save_checkpoint
+    from medseg.data import make_datasets, make_loader
+    from medseg.losses import build_loss
+    from medseg.models import build_model
+    from medseg.validation import validate
+
+    config_path = run_dir / "config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(spacing)),
+                                       "data.n_train": str(len(train_cases)), "data.n_val": str(len(val_cases))})
+    tracker.set_tags({"medseg.version": __version__, "torch.version": torch.__version__, "device": str(device)})
+    tracker.log_artifact(config_path)
+
+    train_ds, val_ds = make_datasets(cfg, train_cases, val_cases, spacing)
+    loader = make_loader(cfg, train_ds)
+    model = build_model(cfg.model, in_channels=1, out_channels=1).to(device)
+    loss_fn = build_loss(cfg.loss, mode="sigmoid")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total = cfg.train.epochs * len(loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.optim.schedule, total))
+
+    best_path, last_path = run_dir / "best.pt", run_dir / "last.pt"
+    best, history, last_val = -math.inf, [], {}
+    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    for epoch in range(1, cfg.train.epochs + 1):
+        model.train()
+        losses = []
+        for batch in loader:
+            x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                logits = model(x)
+            loss = loss_fn(logits.float(), y)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix_str(f"epoch {epoch}/{cfg.train.epochs} loss {losses[-1]:.3f} val_recall {last_val.get('val_lesion_recall', float('nan')):.2f}")
+        metrics = {"train_loss": sum(losses) / max(1, len(losses)), "lr": scheduler.get_last_lr()[0]}
+        if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
+            last_val = validate(model, val_ds, cfg, spacing, device)
+            metrics.update(last_val)
+            if last_val[cfg.train.select_metric] > best:
+                best = last_val[cfg.train.select_metric]
+                save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), best_path)
+        save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), last_path)
+        tracker.log_metrics(metrics, step=epoch)
+        history.append({"epoch": epoch, **metrics})
+    bar.close()
+    tracker.log_artifact(best_path, "checkpoints")
+    return TrainResult(run_dir, best_path, last_path, tracker.run_id, best, history)

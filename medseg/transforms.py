@@ -1,0 +1,60 @@
+"""MONAI dictionary transforms.
+
+``preprocess`` is deterministic and shared by training, validation and predict: load ->
+channel-first -> orientation RAS -> resample to the target spacing (images linear, labels nearest
+neighbour) -> lesion label to {0, 1} -> intensity normalisation. ``augment`` adds the random part
+used in training only: pad to the patch size, positive/negative patch sampling, flips.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from monai.transforms import (
+    AsDiscreted,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    RandCropByPosNegLabeld,
+    RandFlipd,
+    Spacingd,
+    SpatialPadd,
+)
+
+
+def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True) -> list:
+    """Deterministic transforms on ``{"image": path[, "label": path]}``.
+
+    Output: ``image`` float32 MetaTensor (1, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
+    in {0, 1} (every non-zero label value is lesion).
+    """
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    steps = [
+        LoadImaged(keys, image_only=True),
+        EnsureChannelFirstd(keys),
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=tuple(spacing), mode=modes),
+        EnsureTyped(keys, dtype="float32", track_meta=True),
+    ]
+    if with_label:
+        steps.append(AsDiscreted("label", threshold=0.5))
+    if normalize != "none":
+        steps.append(NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True))
+    return steps
+
+
+def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_prob: float) -> list:
+    """Random training transforms: pad, draw ``samples`` patches (a share ``pos_fraction``
+    centred on lesion voxels), random flips along each axis."""
+    steps = [
+        SpatialPadd(["image", "label"], spatial_size=tuple(patch_size)),
+        RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=tuple(patch_size),
+                               pos=pos_fraction, neg=1.0 - pos_fraction, num_samples=samples,
+                               allow_smaller=True),
+    ]
+    if flip_prob > 0:
+        steps += [RandFlipd(["image", "label"], prob=flip_prob, spatial_axis=axis) for axis in range(3)]
+    return steps

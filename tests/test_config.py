@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from medseg.config import ExperimentConfig, flatten, load_config
+from medseg.errors import MedsegError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_configs_validate():
+    for path in CONFIGS.glob("*.yaml"):
+        cfg = load_config(path)
+        assert isinstance(cfg, ExperimentConfig)
+
+
+def test_unknown_key_names_key_and_valid_ones(tmp_path):
+    path = write(tmp_path, "data: {dataset: d}\ntrain: {epoch: 3}\n")
+    with pytest.raises(MedsegError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "train.epoch" in msg and "epochs" in msg and "batch_size" in msg and str(path) in msg
+
+
+def test_wrong_type_and_bounds(tmp_path):
+    path = write(tmp_path, "data: {dataset: d}\n")
+    with pytest.raises(MedsegError, match="train.epochs"):
+        load_config(path, ["train.epochs=abc"])
+    with pytest.raises(MedsegError, match="patch_size"):
+        load_config(path, ["sampling.patch_size=[-1, 8, 8]"])
+    with pytest.raises(MedsegError, match="schedule"):
+        load_config(path, ["optim.schedule=linear"])
+
+
+def test_overrides_and_relative_dataset(tmp_path):
+    path = write(tmp_path, "data: {dataset: sub/data}\n")
+    cfg = load_config(path, ["train.epochs=7", "loss.alpha=null"])
+    assert cfg.train.epochs == 7 and cfg.loss.alpha is None
+    assert cfg.data.dataset == (tmp_path / "sub" / "data").resolve()
+    assert flatten(cfg)["train.epochs"] == "7"
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(MedsegError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(MedsegError, match="KEY=VALUE"):
+        load_config(write(tmp_path, "data: {dataset: d}\n"), ["train.epochs"])
+
+
+def test_config_is_frozen(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {dataset: d}\n"))
+    with pytest.raises(Exception):
+        cfg.train.epochs = 3

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from medseg.metrics import LesionCounts, dice, label_lesions, match_lesions, remove_small
+
+
+def cube(mask, lo, size):
+    mask[lo[0]:lo[0] + size, lo[1]:lo[1] + size, lo[2]:lo[2] + size] = True
+
+
+def test_dice_matches_numpy():
+    rng = np.random.default_rng(0)
+    a, b = rng.random((12, 10, 8)) > 0.6, rng.random((12, 10, 8)) > 0.5
+    expected = 2 * np.sum(a & b) / (a.sum() + b.sum())
+    assert dice(a, b) == pytest.approx(expected)
+    assert dice(np.zeros((3, 3, 3)), np.zeros((3, 3, 3))) == 1.0
+    assert dice(a, np.zeros_like(a)) == 0.0
+
+
+def test_overlap_rule_counts_by_hand():
+    ref = np.zeros((30, 30, 30), bool)
+    pred = np.zeros_like(ref)
+    cube(ref, (2, 2, 2), 4)      # found (pred touches one voxel)
+    cube(ref, (15, 15, 15), 3)   # missed
+    cube(ref, (22, 2, 2), 2)     # found
+    pred[5, 5, 5] = True
+    cube(pred, (21, 1, 1), 2)
+    cube(pred, (10, 25, 25), 2)  # false positive
+    c = match_lesions(pred, ref, "overlap")
+    assert (c.n_ref, c.n_pred, c.found, c.tp_pred, c.fn, c.fp) == (3, 3, 2, 2, 1, 1)
+    s = c.summary()
+    assert s["lesion_recall"] == pytest.approx(2 / 3) and s["lesion_precision"] == pytest.approx(2 / 3)
+    assert s["fp_per_scan"] == 1.0
+
+
+def test_iou_and_dsc_rules():
+    ref = np.zeros((20, 20, 20), bool)
+    pred = np.zeros_like(ref)
+    cube(ref, (0, 0, 0), 4)          # 64 voxels
+    pred[0:4, 0:4, 0:2] = True       # 32 voxels inside: IoU 0.5, Dice 0.667
+    cube(ref, (10, 10, 10), 4)
+    pred[10:11, 10:14, 10:14] = True  # 16 voxels: IoU 0.25, Dice 0.4
+    iou = match_lesions(pred, ref, "iou")
+    assert (iou.found, iou.tp_pred) == (1, 1)
+    assert match_lesions(pred, ref, "iou", 0.2).found == 2
+    assert match_lesions(pred, ref, "dsc").found == 2
+    assert match_lesions(pred, ref, "dsc", 0.5).found == 1
+
+
+def test_connectivity_changes_lesion_count():
+    m = np.zeros((5, 5, 5), bool)
+    m[1, 1, 1] = m[2, 2, 2] = True  # corner neighbours
+    assert label_lesions(m, 26)[1] == 1 and label_lesions(m, 6)[1] == 2
+
+
+def test_scans_without_lesions_never_nan():
+    empty = np.zeros((6, 6, 6), bool)
+    s = match_lesions(empty, empty).summary()
+    assert s == {"lesion_recall": 1.0, "lesion_precision": 1.0, "lesion_f1": 1.0, "fp_per_scan": 0.0}
+    fp = empty.copy()
+    fp[1, 1, 1] = True
+    total = LesionCounts(scans=0) + match_lesions(fp, empty) + match_lesions(empty, empty)
+    assert total.summary()["fp_per_scan"] == 0.5 and total.summary()["lesion_precision"] == 0.0
+
+
+def test_remove_small():
+    m = np.zeros((10, 10, 10), bool)
+    cube(m, (0, 0, 0), 3)
+    m[8, 8, 8] = True
+    out = remove_small(m, 2)
+    assert out.sum() == 27 and not out[8, 8, 8]
