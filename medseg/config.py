@@ -47,7 +47,9 @@ class SamplingConfig(Section):
 
     patch_size: IntTriple = Field((64, 64, 32), description="Patch size in voxels (x, y, z).")
     samples_per_volume: int = Field(2, gt=0, description="Patches drawn from each loaded volume per step.")
-    pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion voxel.")
+    strategy: Literal["lesion", "voxel"] = Field("lesion", description="lesion: pick a lesion uniformly, then a voxel in it; voxel: a lesion voxel uniformly (MONAI RandCropByPosNegLabeld).")
+    size_power: float = Field(0.0, ge=0, description="lesion strategy: weight lesions by size^-p (0 = uniform).")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion.")
     flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
 
     @model_validator(mode="after")

@@ -52,11 +52,12 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     from monai.data import CacheDataset
     from monai.transforms import Compose
 
-    from medseg.transforms import augment, preprocess
+    from medseg.transforms import augment, preprocess, sampling_prep
 
     pre = preprocess(spacing, cfg.preprocess.normalize)
     s = cfg.sampling
-    train_tf = Compose(pre + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob))
+    train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
+                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power))
     train_tf.set_random_state(seed=cfg.train.seed)
     workers = min(4, max(1, cfg.data.num_workers))
     train_ds = CacheDataset(as_dicts(train_cases), train_tf, cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)

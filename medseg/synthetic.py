@@ -112,11 +112,13 @@ def make_case(rng: np.random.Generator, shape: tuple[int, int, int] = SHAPE,
         tries += 1
         diameter = float(np.exp(rng.uniform(np.log(3.0), np.log(30.0))))
         centre = rng.uniform(-0.6, 0.6, size=3) * head_r * 0.86
-        blob = _lesion_blob(rng, grid, centre, diameter) & brain
-        if blob.sum() < 2 or (blob & keep_out).any():
-            continue
-        contrast = rng.uniform(0.30, 0.65) * 800.0
-        img += contrast * ndimage.gaussian_filter(blob.astype(np.float32), 0.6)
+        blob = _lesion_blob(rng, grid, centre, diameter)
+        if blob.sum() < 2 or (blob & ~brain).any() or (blob & keep_out).any():
+            continue  # whole lesions only: a blob clipped by the brain edge would leave fragments
+        # FLAIR-like: brighter than any brain tissue (white matter ~800), partial volume at the edge
+        level = 800.0 * (1.0 + rng.uniform(0.30, 0.65))
+        soft = ndimage.gaussian_filter(blob.astype(np.float32), 0.6)
+        img = img * (1 - soft) + level * soft
         label[blob] = 1
         keep_out |= ndimage.binary_dilation(blob, iterations=2)
         placed += 1

@@ -157,7 +157,7 @@ def _fit(cfg, train_cases, val_cases, spacing, device, run_dir: Path, tracker, p
         if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
             last_val = validate(model, val_ds, cfg, spacing, device)
             metrics.update(last_val)
-            if last_val[cfg.train.select_metric] > best:
+            if last_val[cfg.train.select_metric] >= best:
                 best = last_val[cfg.train.select_metric]
                 save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), best_path)
         save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), last_path)

@@ -2,8 +2,9 @@
 
 ``preprocess`` is deterministic and shared by training, validation and predict: load ->
 channel-first -> orientation RAS -> resample to the target spacing (images linear, labels nearest
-neighbour) -> lesion label to {0, 1} -> intensity normalisation. ``augment`` adds the random part
-used in training only: pad to the patch size, positive/negative patch sampling, flips.
+neighbour) -> lesion label to {0, 1} -> intensity normalisation. ``sampling_prep`` (cached) and
+``augment`` (random) are training only: pad to the patch size, lesion-balanced or voxel-uniform
+patch sampling with a positive/negative ratio, flips.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from monai.transforms import (
     Spacingd,
     SpatialPadd,
 )
+
+from medseg.sampling import LesionIndicesd, RandLesionCropd
 
 
 def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True) -> list:
@@ -46,15 +49,24 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
     return steps
 
 
-def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_prob: float) -> list:
-    """Random training transforms: pad, draw ``samples`` patches (a share ``pos_fraction``
-    centred on lesion voxels), random flips along each axis."""
-    steps = [
-        SpatialPadd(["image", "label"], spatial_size=tuple(patch_size)),
-        RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=tuple(patch_size),
-                               pos=pos_fraction, neg=1.0 - pos_fraction, num_samples=samples,
-                               allow_smaller=True),
-    ]
+def sampling_prep(patch_size: Sequence[int], strategy: str) -> list:
+    """Deterministic, cacheable part of patch sampling: pad to the patch size and, for the
+    lesion-balanced strategy, list each lesion's voxels."""
+    steps = [SpatialPadd(["image", "label"], spatial_size=tuple(patch_size))]
+    return steps + ([LesionIndicesd("label")] if strategy == "lesion" else [])
+
+
+def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_prob: float,
+            strategy: str = "lesion", size_power: float = 0.0) -> list:
+    """Random training transforms: draw ``samples`` patches (a share ``pos_fraction`` centred on
+    lesions: one lesion picked uniformly then a voxel in it (``lesion``), or a lesion voxel picked
+    uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then random flips along each axis."""
+    if strategy == "lesion":
+        steps = [RandLesionCropd(["image", "label"], patch_size, samples, pos_fraction, size_power)]
+    else:
+        steps = [RandCropByPosNegLabeld(["image", "label"], label_key="label", spatial_size=tuple(patch_size),
+                                        pos=pos_fraction, neg=1.0 - pos_fraction, num_samples=samples,
+                                        allow_smaller=True)]
     if flip_prob > 0:
         steps += [RandFlipd(["image", "label"], prob=flip_prob, spatial_axis=axis) for axis in range(3)]
     return steps

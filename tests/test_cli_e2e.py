@@ -1,0 +1,117 @@
+"""End to end through the CLI, as a user runs it: synth -> train -> predict -> evaluate -> MLflow."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tests.conftest import MEDSEG, save_nifti
+
+DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
+TINY = ["--set", "train.epochs=2", "--set", "train.val_every=1", "--set", "sampling.patch_size=[16,16,16]",
+        "--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "train.batch_size=2",
+        "--set", "preprocess.target_spacing=null", "--set", "tracking.experiment=e2e", "--quiet"]
+SIX = {"train_loss", "val_dice", "val_lesion_recall", "val_lesion_precision", "val_lesion_f1", "val_fp_per_scan"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*MEDSEG, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e") / "data"
+    res = run("synth", root, "--cases", 4, "--test-cases", 2, "--shape", "32,32,24", "--seed", 5)
+    assert res.returncode == 0, res.stderr
+    return root
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
+    out = tmp_path / "runs"
+    res = run("train", DEMO, "--set", f"data.dataset={tiny_dataset}", "--set", f"train.output_dir={out}", *TINY)
+    assert res.returncode == 0, res.stderr
+    assert "MLflow run id:" in res.stdout and "mlflow ui --backend-store-uri sqlite:///" in res.stdout
+    run_id = res.stdout.split("MLflow run id:")[1].split()[0]
+    best = next(out.glob("*/best.pt"))
+
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(b"\x1f\x8b truncated")
+    res = run("predict", best, tiny_dataset / "imagesTs", corrupt, "--out", tmp_path / "pred", "--device", "cpu", "--quiet")
+    assert res.returncode == 1 and "corrupt.nii.gz" in res.stderr and "Traceback" not in res.stderr
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(p.name for p in (tiny_dataset / "imagesTs").iterdir())
+    for scan in sorted((tiny_dataset / "imagesTs").iterdir()):
+        src, mask = nib.load(str(scan)), nib.load(str(tmp_path / "pred" / scan.name))
+        assert mask.shape == src.shape
+        assert np.array_equal(mask.affine, src.affine)
+        assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+
+    res = run("evaluate", tmp_path / "pred", tiny_dataset / "labelsTs", "--out", tmp_path / "eval.csv")
+    assert res.returncode == 0, res.stderr
+    assert "lesion recall" in res.stdout and (tmp_path / "eval.csv").read_text().startswith("case,dice")
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    run_data = client.get_run(run_id).data
+    assert SIX <= set(run_data.metrics)
+    assert [m.step for m in client.get_metric_history(run_id, "val_lesion_recall")] == [1, 2]
+    assert run_data.params["train.epochs"] == "2"
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoints")}
+    assert {"config.yaml", "checkpoints/best.pt"} <= artifacts
+
+
+def assert_user_error(res, *needles):
+    assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)
+    assert "Traceback" not in res.stderr and res.stderr.startswith("error: ")
+    for needle in needles:
+        assert needle in res.stderr, res.stderr
+
+
+def test_missing_config(tmp_path):
+    assert_user_error(run("train", tmp_path / "nope.yaml"), "nope.yaml", "not found")
+
+
+def test_unknown_key(tmp_path):
+    res = run("train", DEMO, "--set", "train.epoch=3", "--set", f"train.output_dir={tmp_path / 'o'}")
+    assert_user_error(res, "train.epoch", "epochs")
+    assert not (tmp_path / "o").exists()
+
+
+def test_dataset_json_names_missing_file(tiny_dataset, tmp_path):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    meta = json.loads((tiny_dataset / "dataset.json").read_text())
+    meta["training"] = [{"image": "./imagesTr/gone.nii.gz", "label": "./labelsTr/gone.nii.gz"}]
+    (bad / "dataset.json").write_text(json.dumps(meta))
+    res = run("train", DEMO, "--set", f"data.dataset={bad}", "--set", f"train.output_dir={tmp_path / 'o'}")
+    assert_user_error(res, "gone.nii.gz", "does not exist")
+    assert not (tmp_path / "o").exists()
+
+
+def test_label_with_other_shape(tmp_path, affine):
+    root = tmp_path / "d"
+    for i in range(2):
+        save_nifti(np.zeros((16, 16, 16), np.float32), affine, root / "imagesTr" / f"c{i}.nii.gz")
+        save_nifti(np.zeros((16, 16, 8 if i else 16), np.uint8), affine, root / "labelsTr" / f"c{i}.nii.gz")
+    entries = [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(2)]
+    (root / "dataset.json").write_text(json.dumps({"training": entries}))
+    res = run("train", DEMO, "--set", f"data.dataset={root}", "--set", f"train.output_dir={tmp_path / 'o'}")
+    assert_user_error(res, "c1.nii.gz", "shape")
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_that_is_not_one(tiny_dataset, tmp_path):
+    ckpt = tmp_path / "fake.pt"
+    ckpt.write_bytes(b"garbage")
+    assert_user_error(run("predict", ckpt, tiny_dataset / "imagesTs", "--out", tmp_path / "p"), "fake.pt")
+
+
+def test_help_is_fast_and_lists_commands():
+    res = run("--help")
+    assert res.returncode == 0
+    for cmd in ("synth", "train", "predict", "evaluate", "demo"):
+        assert cmd in res.stdout
