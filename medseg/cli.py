@@ -150,8 +150,8 @@ def _print_summary(s: dict) -> None:
 @app.command()
 @user_errors
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folder (data, runs, predictions)."),
-         cases: int = typer.Option(20, "--cases", min=3, help="Synthetic training cases."),
-         test_cases: int = typer.Option(8, "--test-cases", min=1, help="Held-back synthetic cases."),
+         cases: int = typer.Option(40, "--cases", min=3, help="Synthetic training cases."),
+         test_cases: int = typer.Option(16, "--test-cases", min=1, help="Held-back synthetic cases."),
          seed: int = typer.Option(0, "--seed"),
          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key of configs/demo.yaml."),
          quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")) -> None:

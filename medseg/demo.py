@@ -21,7 +21,7 @@ class DemoResult:
     seconds: float
 
 
-def run_demo(out: Path, cases: int = 20, test_cases: int = 8, seed: int = 0, overrides: tuple[str, ...] = (),
+def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, overrides: tuple[str, ...] = (),
              progress: bool = True) -> DemoResult:
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
     from medseg.config import load_config

@@ -117,7 +117,8 @@ def make_case(rng: np.random.Generator, shape: tuple[int, int, int] = SHAPE,
             continue  # whole lesions only: a blob clipped by the brain edge would leave fragments
         # FLAIR-like: brighter than any brain tissue (white matter ~800), partial volume at the edge
         level = 800.0 * (1.0 + rng.uniform(0.30, 0.65))
-        soft = ndimage.gaussian_filter(blob.astype(np.float32), 0.6)
+        # lesion voxels at full level (the label marks what is visibly bright), soft rim outside
+        soft = np.maximum(blob, ndimage.gaussian_filter(blob.astype(np.float32), 0.6))
         img = img * (1 - soft) + level * soft
         label[blob] = 1
         keep_out |= ndimage.binary_dilation(blob, iterations=2)
