@@ -163,11 +163,18 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folde
     typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
     if result.run_id:
         typer.echo(f"MLflow run id: {result.run_id}")
-        typer.echo(f"open it with: mlflow ui --backend-store-uri sqlite:///{(out / 'runs' / 'mlflow.db').resolve()}")
+        from medseg.tracking import default_uri, mlflow_executable
+
+        typer.echo(f"open it with: {mlflow_executable()} ui --backend-store-uri {default_uri(out / 'runs')}")
 
 
 def main() -> None:
     """Console entry point."""
+    import warnings
+
+    # MONAI announces a future default of Orientationd; it does not change our RAS reorientation.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
+    warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
     app()
 
 

@@ -66,6 +66,8 @@ def find_cases(dataset: Path | str, split: str = "training") -> list[Case]:
         raise MedsegError(f"{meta_path}: no '{split}' cases listed; add entries like {{\"image\": \"./imagesTr/a.nii.gz\", \"label\": \"./labelsTr/a.nii.gz\"}}")
     cases = []
     for entry in entries:
+        if isinstance(entry, str):  # MSD "test" lists bare image paths
+            entry = {"image": entry}
         if not isinstance(entry, dict) or "image" not in entry:
             raise MedsegError(f"{meta_path}: entry {entry!r} in '{split}' needs an 'image' key")
         image = _inside(root, entry["image"], meta_path)

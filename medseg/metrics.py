@@ -85,22 +85,35 @@ class LesionCounts:
                 "fp_per_scan": self.fp / self.scans if self.scans else 0.0}
 
 
-def match_lesions(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                  connectivity: int = 26) -> LesionCounts:
-    """Count lesion matches between binary masks ``pred`` and ``ref`` (X, Y, Z) under ``rule``."""
+def _matches(pred: np.ndarray, ref: np.ndarray, rule: str, threshold: float | None,
+             connectivity: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(matched bool (n_ref, n_pred), GT lesion sizes (n_ref,), predicted lesion sizes (n_pred,))."""
     p_lab, n_p = label_lesions(pred, connectivity)
     r_lab, n_r = label_lesions(ref, connectivity)
+    r_size = np.bincount(r_lab.ravel(), minlength=n_r + 1)[1:]
+    p_size = np.bincount(p_lab.ravel(), minlength=n_p + 1)[1:]
     if n_p == 0 or n_r == 0:
-        return LesionCounts(n_r, n_p, 0, 0)
+        return np.zeros((n_r, n_p), bool), r_size, p_size
     both = (p_lab > 0) & (r_lab > 0)
     pair = r_lab[both].astype(np.int64) * (n_p + 1) + p_lab[both]
     inter = np.bincount(pair, minlength=(n_r + 1) * (n_p + 1)).reshape(n_r + 1, n_p + 1)[1:, 1:]
     if rule == "overlap":
-        matched = inter > 0
-    else:
-        r_size = np.bincount(r_lab.ravel(), minlength=n_r + 1)[1:, None]
-        p_size = np.bincount(p_lab.ravel(), minlength=n_p + 1)[None, 1:]
-        t = DEFAULT_THRESHOLDS[rule] if threshold is None else threshold
-        score = inter / (r_size + p_size - inter) if rule == "iou" else 2 * inter / (r_size + p_size)
-        matched = (score >= t) & (inter > 0)
-    return LesionCounts(n_r, n_p, int(matched.any(1).sum()), int(matched.any(0).sum()))
+        return inter > 0, r_size, p_size
+    t = DEFAULT_THRESHOLDS[rule] if threshold is None else threshold
+    rs, ps = r_size[:, None], p_size[None, :]
+    score = inter / (rs + ps - inter) if rule == "iou" else 2 * inter / (rs + ps)
+    return (score >= t) & (inter > 0), r_size, p_size
+
+
+def match_lesions(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
+                  connectivity: int = 26) -> LesionCounts:
+    """Count lesion matches between binary masks ``pred`` and ``ref`` (X, Y, Z) under ``rule``."""
+    matched, r_size, p_size = _matches(pred, ref, rule, threshold, connectivity)
+    return LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
+
+
+def gt_lesion_hits(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
+                   connectivity: int = 26) -> tuple[np.ndarray, np.ndarray]:
+    """Per GT lesion: (size in voxels (n_ref,), found bool (n_ref,)) — for recall by size."""
+    matched, r_size, _ = _matches(pred, ref, rule, threshold, connectivity)
+    return r_size, matched.any(1)

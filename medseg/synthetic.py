@@ -163,7 +163,7 @@ def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 
         "tensorImageSize": "3D", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "lesion"},
         "numTraining": cases, "numTest": test_cases,
         "training": entries["training"], "test": [e["image"] for e in entries["test"]],
-        "test_labels": [e["label"] for e in entries["test"]],
+        "test_labeled": entries["test"],  # medseg extension: held-back cases with their labels
     }
     path = out / "dataset.json"
     path.write_text(json.dumps(meta, indent=2))

@@ -106,8 +106,17 @@ class MlflowTracker:
     def ui_command(self) -> str:
         """The shell command that opens this store in the MLflow UI."""
         if self.uri.startswith("sqlite:"):
-            return f"mlflow ui --backend-store-uri {self.uri}"
+            return f"{mlflow_executable()} ui --backend-store-uri {self.uri}"
         return f"open {self.uri}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+
+def mlflow_executable() -> str:
+    """``mlflow`` next to this Python (e.g. ``.venv/bin/mlflow``) when it is there, else plain ``mlflow``."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).with_name("mlflow")
+    return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
 
 
 def make_tracker(cfg, output_dir: Path, run_name: str) -> Tracker:

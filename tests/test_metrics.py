@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from medseg.metrics import LesionCounts, dice, label_lesions, match_lesions, remove_small
+from medseg.metrics import LesionCounts, dice, gt_lesion_hits, label_lesions, match_lesions, remove_small
 
 
 def cube(mask, lo, size):
@@ -69,3 +69,13 @@ def test_remove_small():
     m[8, 8, 8] = True
     out = remove_small(m, 2)
     assert out.sum() == 27 and not out[8, 8, 8]
+
+
+def test_gt_lesion_hits_sizes_and_flags():
+    ref = np.zeros((20, 20, 20), bool)
+    pred = np.zeros_like(ref)
+    cube(ref, (0, 0, 0), 2)
+    cube(ref, (10, 10, 10), 3)
+    pred[11, 11, 11] = True
+    sizes, found = gt_lesion_hits(pred, ref)
+    assert list(sizes) == [8, 27] and list(found) == [False, True]
