@@ -92,25 +92,38 @@ def train(config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs
     typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
     typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
     if result.run_id:
-        typer.echo(f"MLflow run id: {result.run_id}")
+        typer.echo(f"MLflow run id: {result.run_id} (model: runs:/{result.run_id}/model)")
         typer.echo(f"open it with: {result.ui_command}")
 
 
 @app.command()
 @user_errors
-def predict(model: Path = typer.Argument(..., help="Checkpoint (best.pt) written by 'medseg train'."),
+def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflow URI runs:/<id>/model, models:/<name>/<version>."),
             inputs: List[str] = typer.Argument(..., help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha)."),
             out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
             device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
             threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the model's probability threshold."),
             min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", help="Override the model's minimum lesion volume."),
+            tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 scan on 2 CPU cores. Default: the model's setting (off)."),
+            save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
+            save_instances: bool = typer.Option(False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."),
+            table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
+            skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
+            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store for runs:/ and models:/ URIs (default $MLFLOW_TRACKING_URI)."),
             quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
-    """Segment scans; each mask has exactly its scan's shape, affine and orientation."""
-    from medseg.inference import predict_files
+    """Segment scans; each mask has exactly its scan's shape, affine and orientation.
 
-    rows, errors = predict_files(model, inputs, out, device, threshold, min_lesion_mm3, progress=not quiet)
+    Writes <case>.nii.gz masks (NRRD/MHA scans keep their format), per-lesion tables and
+    summary.csv. A scan that fails is reported and skipped; the exit code is then 1.
+    """
+    from medseg.predict import PredictOptions, predict_files
+
+    opts = PredictOptions(threshold, min_lesion_mm3, tta, save_prob, save_instances, table, skip_existing)
+    rows, errors = predict_files(model, inputs, out, device, opts, not quiet, tracking_uri)
+    if _rank() > 0:
+        return
     for row in rows:
-        typer.echo(f"{row['mask']}: {row['lesions']} lesion(s), {row['seconds']:.1f} s")
+        typer.echo(f"{row['mask']}: {row['lesions']} lesion(s), {row['lesion_volume_mm3']:.0f} mm3, {row['seconds']:.1f} s")
     for line in errors:
         typer.echo(f"error: {line}", err=True)
     typer.echo(f"{len(rows)} scan(s) done, {len(errors)} failed")
@@ -139,6 +152,12 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         typer.echo(f"error: {line}", err=True)
     if errors:
         raise typer.Exit(1)
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", "0"))
 
 
 def _print_summary(s: dict) -> None:

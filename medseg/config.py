@@ -111,6 +111,7 @@ class InferenceConfig(Section):
     overlap: float = Field(0.5, ge=0, lt=1, description="Window overlap.")
     sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
+    tta: bool = Field(False, description="Mirror test-time augmentation: mean logits over all 8 flips (8x the cost).")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
     min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
 
@@ -129,6 +130,7 @@ class TrackingConfig(Section):
     enabled: bool = Field(True, description="Log to MLflow.")
     uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or sqlite in the run folder.")
     experiment: str = Field("medseg", description="Experiment name.")
+    register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
 
 
 class ExperimentConfig(Section):

@@ -26,7 +26,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
     from medseg.config import load_config
     from medseg.evaluate import evaluate_dirs
-    from medseg.inference import predict_files
+    from medseg.predict import predict_files
     from medseg.synthetic import write_dataset
     from medseg.tracking import resolve_uri
     from medseg.train import train

@@ -8,8 +8,6 @@ exact shape, affine and orientation.
 
 from __future__ import annotations
 
-import glob
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,7 +16,6 @@ import numpy as np
 import torch
 
 from medseg.errors import MedsegError
-from medseg.io import IMAGE_SUFFIXES, save_like, strip_suffix
 
 
 def pick_device(name: str) -> torch.device:
@@ -30,13 +27,35 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+MIRRORS = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
+
+
+class MirrorTTA(torch.nn.Module):
+    """Mean logits of ``model`` over all 8 mirrorings of a (B, C, X, Y, Z) window (nnU-Net's TTA).
+    MONAI's ``TestTimeAugmentation`` works on whole dict samples with random transforms, not on
+    the windows of a sliding-window pass, hence this wrapper."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = None
+        for axes in MIRRORS:
+            out = self.model(x.flip(axes) if axes else x)
+            out = out.flip(axes) if axes else out
+            total = out if total is None else total + out
+        return total / len(MIRRORS)
+
+
 def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi: Sequence[int],
-                         device: torch.device) -> torch.Tensor:
+                         device: torch.device, tta: bool | None = None) -> torch.Tensor:
     """Lesion probabilities of a batch of whole volumes.
 
     Args:
         image: (B, C, X, Y, Z) preprocessed volume(s).
-        icfg: :class:`medseg.config.InferenceConfig` (overlap, sw_batch_size, blend).
+        icfg: :class:`medseg.config.InferenceConfig` (overlap, sw_batch_size, blend, tta).
+        tta: override ``icfg.tta``.
 
     Returns:
         (B, 1, X, Y, Z) float32 probabilities on the CPU.
@@ -44,9 +63,10 @@ def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi:
     from monai.inferers import sliding_window_inference
 
     x = image.as_tensor() if hasattr(image, "as_tensor") else image
+    predictor = MirrorTTA(model) if (icfg.tta if tta is None else tta) else model
     with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
         logits = sliding_window_inference(x.to(device), roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
-                                          predictor=model, overlap=icfg.overlap, mode=icfg.blend,
+                                          predictor=predictor, overlap=icfg.overlap, mode=icfg.blend,
                                           sigma_scale=0.125, device=device)
     return torch.sigmoid(logits.float()).cpu()
 
@@ -66,13 +86,25 @@ class LoadedModel:
     device: torch.device
 
 
-def load_model(checkpoint: Path | str, device: str = "auto") -> LoadedModel:
-    """Build the network of a checkpoint and load its weights (``weights_only=True``)."""
+def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
+    """Build the network of a checkpoint and load its weights (``weights_only=True``).
+
+    Args:
+        checkpoint: a .pt file, or an MLflow URI ``runs:/<id>/model`` / ``models:/<name>/<version>``.
+    """
+    import tempfile
+
     from medseg.checkpoint import load_checkpoint
     from medseg.config import ExperimentConfig
     from medseg.models import build_model
 
-    ckpt = load_checkpoint(checkpoint)
+    if str(checkpoint).startswith(("runs:/", "models:/")):
+        from medseg.tracking import fetch_model
+
+        with tempfile.TemporaryDirectory(prefix="medseg-model-") as tmp:
+            ckpt = load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)))
+    else:
+        ckpt = load_checkpoint(checkpoint)
     cfg = ExperimentConfig.model_validate(ckpt["config"])
     pre = ckpt["preprocess"]
     model = build_model(cfg.model, in_channels=int(pre["in_channels"]), out_channels=1)
@@ -95,7 +127,7 @@ class Prediction:
 
 
 def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | None = None,
-                   min_lesion_mm3: float | None = None) -> Prediction:
+                   min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
     """Predict one scan file; the mask is on the file's own voxel grid."""
     from monai.data import MetaTensor
     from monai.transforms import Compose, SpatialResample
@@ -110,7 +142,7 @@ def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | N
     img = data["image"]
     if img.shape[0] != 1:
         raise MedsegError(f"{image_path}: has {img.shape[0]} channels, the model expects 1; pass a single-channel scan")
-    prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device)[0]
+    prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
     back = SpatialResample(mode="bilinear", padding_mode="border")(
@@ -128,60 +160,3 @@ def _last_line(exc: BaseException) -> str:
         exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__
-
-
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their image files, sorted) and globs -> image paths.
-
-    Raises:
-        MedsegError: an input that matches nothing.
-    """
-    paths: list[Path] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES) and not f.name.startswith("."))
-        elif p.exists():
-            found = [p]
-        else:
-            found = [Path(f) for f in sorted(glob.glob(item)) if f.endswith(IMAGE_SUFFIXES)]
-        if not found:
-            raise MedsegError(f"{item}: no such file, or no .nii/.nii.gz/.nrrd/.mha scans in it; check the path")
-        paths.extend(found)
-    return paths
-
-
-def output_name(path: Path) -> str:
-    """Mask file name for a scan: same stem, NIfTI scans keep .nii.gz, others their own suffix."""
-    suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), ".nii.gz")
-    return strip_suffix(path) + (".nii.gz" if suffix in (".nii", ".nii.gz") else suffix)
-
-
-def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
-                  threshold: float | None = None, min_lesion_mm3: float | None = None,
-                  progress: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
-    """Predict every input scan and write ``out_dir/<name>`` masks (atomically).
-
-    Returns:
-        (rows of scan, lesions, seconds for the scans done; one error line per scan that failed).
-    """
-    from tqdm import tqdm
-
-    from medseg.metrics import label_lesions
-
-    paths = expand_inputs(inputs)
-    lm = load_model(checkpoint, device)
-    out = Path(out_dir)
-    rows, errors = [], []
-    for path in tqdm(paths, desc="predict", unit="scan", disable=not progress):
-        start = time.perf_counter()
-        try:
-            pred = predict_volume(lm, path, threshold, min_lesion_mm3)
-            save_like(pred.mask, path, out / output_name(path))
-        except MedsegError as err:
-            errors.append(str(err))
-            continue
-        n = label_lesions(pred.mask, lm.connectivity)[1]
-        rows.append({"scan": str(path), "mask": str(out / output_name(path)), "lesions": n,
-                     "seconds": round(time.perf_counter() - start, 3)})
-    return rows, errors

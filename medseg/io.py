@@ -93,24 +93,16 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
             return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=float)
         import SimpleITK as sitk
 
+        from medseg.readers import sitk_affine
+
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        return tuple(reader.GetSize()), _sitk_affine(reader)
+        return tuple(reader.GetSize()), sitk_affine(reader)
     except MedsegError:
         raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
         raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export the file") from None
-
-
-def _sitk_affine(reader) -> np.ndarray:
-    """Voxel-to-RAS affine from SimpleITK's LPS origin/spacing/direction."""
-    dim = len(reader.GetSize())
-    direction = np.array(reader.GetDirection()).reshape(dim, dim)[:3, :3]
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(reader.GetSpacing()[:3])
-    affine[:3, 3] = reader.GetOrigin()[:3]
-    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
 
 
 def check_pair(case: Case, atol: float = 1e-3) -> None:
@@ -137,11 +129,12 @@ def _atomic_target(out_path: Path) -> Path:
     return Path(tmp)
 
 
-def save_like(array: np.ndarray, reference: Path, out_path: Path) -> None:
+def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float = 1.0) -> None:
     """Write ``array`` (X, Y, Z) on the grid of ``reference``, atomically.
 
     The header (NIfTI: affine, qform/sform codes, units; other formats: origin, spacing,
-    direction) is copied from the reference; only the data type changes.
+    direction) is copied from the reference; only the data type changes. ``scale`` is stored as
+    the NIfTI ``scl_slope`` (readers get ``array * scale``); other formats store ``array`` as is.
     """
     tmp = _atomic_target(out_path)
     try:
@@ -154,7 +147,7 @@ def save_like(array: np.ndarray, reference: Path, out_path: Path) -> None:
             img = nib.Nifti1Image(array, ref.affine, header)
             img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
             img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
-            img.header.set_slope_inter(1.0, 0.0)
+            img.header.set_slope_inter(scale, 0.0)
             nib.save(img, str(tmp))
         else:
             import SimpleITK as sitk

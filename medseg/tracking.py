@@ -23,6 +23,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: Path, subdir: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_model(self, checkpoint: Path, register_as: str | None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
 
@@ -41,6 +42,9 @@ class NullTracker:
         return None
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        return None
+
+    def log_model(self, checkpoint: Path, register_as: str | None) -> None:
         return None
 
     def end(self, status: str = "FINISHED") -> None:
@@ -100,6 +104,21 @@ class MlflowTracker:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
+    def log_model(self, checkpoint: Path, register_as: str | None) -> None:
+        """Log the checkpoint under ``model/`` (``runs:/<id>/model``) and optionally register it
+        (``models:/<name>/<version>``)."""
+        from mlflow.exceptions import MlflowException
+
+        self.client.log_artifact(self.run_id, str(checkpoint), "model")
+        if register_as:
+            try:
+                self.client.create_registered_model(register_as)
+            except MlflowException:
+                pass  # already registered: add a version
+            source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+            version = self.client.create_model_version(register_as, source, run_id=self.run_id)
+            self.registered = f"models:/{register_as}/{version.version}"
+
     def end(self, status: str = "FINISHED") -> None:
         self.client.set_terminated(self.run_id, status)
 
@@ -124,3 +143,26 @@ def make_tracker(cfg, output_dir: Path, run_name: str) -> Tracker:
     if not cfg.enabled:
         return NullTracker()
     return MlflowTracker(resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir)
+
+
+def fetch_model(uri: str, tracking_uri: str | None, dest: Path) -> Path:
+    """Download the checkpoint behind ``runs:/<id>/model`` or ``models:/<name>/<version>``.
+
+    Raises:
+        MedsegError: no tracking URI, unknown run/model, or no checkpoint in it.
+    """
+    import mlflow
+
+    uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri_store:
+        raise MedsegError(f"{uri}: an MLflow URI needs a tracking store; pass --tracking-uri (e.g. sqlite:///runs/mlflow.db) or set MLFLOW_TRACKING_URI")
+    try:
+        mlflow.set_tracking_uri(uri_store)
+        mlflow.set_registry_uri(uri_store)
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except Exception as exc:  # MlflowException and store errors
+        raise MedsegError(f"{uri}: cannot be fetched from {uri_store} ({str(exc).splitlines()[0][:160]}); check the run id / model name and version") from None
+    found = [local] if local.is_file() else sorted(local.rglob("*.pt"))
+    if not found:
+        raise MedsegError(f"{uri}: holds no medseg checkpoint (*.pt); log one with 'medseg train'")
+    return found[0]

@@ -81,7 +81,7 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     """Train a model as configured; returns where the checkpoints and the MLflow run are."""
     from monai.utils import set_determinism
 
-    from medseg.data import make_datasets, make_loader, split_cases
+    from medseg.data import split_cases
     from medseg.inference import pick_device
     from medseg.tracking import make_tracker
 
@@ -89,6 +89,7 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed)
     device = pick_device(cfg.train.device)
     set_determinism(cfg.train.seed)
+    datasets = _load_datasets(cfg, train_cases, val_cases, spacing)
     output_dir = Path(cfg.train.output_dir)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -101,33 +102,59 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
         run_dir.rmdir()
         raise
     try:
-        result = _fit(cfg, train_cases, val_cases, spacing, device, run_dir, tracker, progress)
-    except BaseException:
-        tracker.end("KILLED" if not isinstance(sys.exc_info()[1], Exception) else "FAILED")
+        result = _fit(cfg, datasets, spacing, device, run_dir, tracker, progress)
+    except Exception:
+        tracker.end("FAILED")
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit
+        tracker.end("KILLED")
         raise
     tracker.end("FINISHED")
     result.ui_command = getattr(tracker, "ui_command", lambda: None)()
     return result
 
 
-def _fit(cfg, train_cases, val_cases, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
+def _load_datasets(cfg, train_cases, val_cases, spacing):
+    """Preprocess and cache every case before anything is written; a file that cannot be read
+    becomes a MedsegError naming it."""
+    from medseg.data import make_datasets
+    from medseg.io import Case
+
+    try:
+        return make_datasets(cfg, train_cases, val_cases, spacing)
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError chains
+        text = "".join(str(e) for e in _chain(exc))
+        culprit = next((c for c in [*train_cases, *val_cases] for f in (c.image, c.label) if str(f) in text), None)
+        where = f"{culprit.image} / {culprit.label}" if isinstance(culprit, Case) else "a case of the dataset"
+        last = _chain(exc)[-1]
+        raise MedsegError(f"{where}: cannot be loaded ({type(last).__name__}: {str(last).strip()[:160]}); re-export or remove the case") from None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out = [exc]
+    while out[-1].__cause__ is not None or out[-1].__context__ is not None:
+        out.append(out[-1].__cause__ or out[-1].__context__)
+    return out
+
+
+def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
     from medseg import __version__
     from medseg.checkpoint import save_checkpoint
-    from medseg.data import make_datasets, make_loader
+    from medseg.data import make_loader
     from medseg.losses import build_loss
     from medseg.models import build_model
     from medseg.validation import validate
 
     config_path = run_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+    train_ds, val_ds = datasets
     tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(spacing)),
-                                       "data.n_train": str(len(train_cases)), "data.n_val": str(len(val_cases))})
+                                       "data.n_train": str(len(train_ds)), "data.n_val": str(len(val_ds))})
     tracker.set_tags({"medseg.version": __version__, "torch.version": torch.__version__, "device": str(device)})
     tracker.log_artifact(config_path)
 
-    train_ds, val_ds = make_datasets(cfg, train_cases, val_cases, spacing)
     loader = make_loader(cfg, train_ds)
     model = build_model(cfg.model, in_channels=1, out_channels=1).to(device)
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
@@ -164,5 +191,5 @@ def _fit(cfg, train_cases, val_cases, spacing, device, run_dir: Path, tracker, p
         tracker.log_metrics(metrics, step=epoch)
         history.append({"epoch": epoch, **metrics})
     bar.close()
-    tracker.log_artifact(best_path, "checkpoints")
+    tracker.log_model(best_path, cfg.tracking.register_model)
     return TrainResult(run_dir, best_path, last_path, tracker.run_id, best, history)

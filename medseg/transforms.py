@@ -24,6 +24,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medseg.readers import SimpleITKReader
 from medseg.sampling import LesionIndicesd, RandLesionCropd
 
 
@@ -35,8 +36,10 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    loader = LoadImaged(keys, image_only=True)
+    loader.register(SimpleITKReader())  # NRRD / MetaImage; NIfTI stays with nibabel
     steps = [
-        LoadImaged(keys, image_only=True),
+        loader,
         EnsureChannelFirstd(keys),
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=tuple(spacing), mode=modes),

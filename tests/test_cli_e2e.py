@@ -13,7 +13,8 @@ from tests.conftest import MEDSEG, save_nifti
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 TINY = ["--set", "train.epochs=2", "--set", "train.val_every=1", "--set", "sampling.patch_size=[16,16,16]",
         "--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "train.batch_size=2",
-        "--set", "preprocess.target_spacing=null", "--set", "tracking.experiment=e2e", "--quiet"]
+        "--set", "preprocess.target_spacing=null", "--set", "tracking.experiment=e2e",
+        "--set", "tracking.register_model=e2e-model", "--quiet"]
 SIX = {"train_loss", "val_dice", "val_lesion_recall", "val_lesion_precision", "val_lesion_f1", "val_fp_per_scan"}
 
 
@@ -34,7 +35,7 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     out = tmp_path / "runs"
     res = run("train", DEMO, "--set", f"data.dataset={tiny_dataset}", "--set", f"train.output_dir={out}", *TINY)
     assert res.returncode == 0, res.stderr
-    assert "MLflow run id:" in res.stdout and "mlflow ui --backend-store-uri sqlite:///" in res.stdout
+    assert "MLflow run id:" in res.stdout and "ui --backend-store-uri sqlite:///" in res.stdout
     run_id = res.stdout.split("MLflow run id:")[1].split()[0]
     best = next(out.glob("*/best.pt"))
 
@@ -42,12 +43,28 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     corrupt.write_bytes(b"\x1f\x8b truncated")
     res = run("predict", best, tiny_dataset / "imagesTs", corrupt, "--out", tmp_path / "pred", "--device", "cpu", "--quiet")
     assert res.returncode == 1 and "corrupt.nii.gz" in res.stderr and "Traceback" not in res.stderr
-    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == sorted(p.name for p in (tiny_dataset / "imagesTs").iterdir())
+    scans = sorted(p.name for p in (tiny_dataset / "imagesTs").iterdir())
+    assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == scans
+    assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    summary = (tmp_path / "pred" / "summary.csv").read_text().splitlines()
+    assert summary[0] == "scan,mask,lesions,lesion_volume_mm3,seconds" and len(summary) == 1 + len(scans)
+    assert all((tmp_path / "pred" / n.replace(".nii.gz", "_lesions.json")).exists() for n in scans)
     for scan in sorted((tiny_dataset / "imagesTs").iterdir()):
         src, mask = nib.load(str(scan)), nib.load(str(tmp_path / "pred" / scan.name))
         assert mask.shape == src.shape
         assert np.array_equal(mask.affine, src.affine)
         assert set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+
+    # two processes under torchrun (gloo on CPU): each takes half the scans, rank 0 writes one summary
+    torchrun = str(Path(MEDSEG[0]).with_name("torchrun"))
+    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "medseg", "predict", str(best),
+                          str(tiny_dataset / "imagesTs"), "--out", str(tmp_path / "pred_ddp"), "--device", "cpu", "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len((tmp_path / "pred_ddp" / "summary.csv").read_text().splitlines()) == 1 + len(scans)
+    for name in scans:
+        a = np.asanyarray(nib.load(str(tmp_path / "pred" / name)).dataobj)
+        assert np.array_equal(a, np.asanyarray(nib.load(str(tmp_path / "pred_ddp" / name)).dataobj))
 
     res = run("evaluate", tmp_path / "pred", tiny_dataset / "labelsTs", "--out", tmp_path / "eval.csv")
     assert res.returncode == 0, res.stderr
@@ -60,8 +77,17 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert SIX <= set(run_data.metrics)
     assert [m.step for m in client.get_metric_history(run_id, "val_lesion_recall")] == [1, 2]
     assert run_data.params["train.epochs"] == "2"
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "checkpoints")}
-    assert {"config.yaml", "checkpoints/best.pt"} <= artifacts
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
+    assert {"config.yaml", "model/best.pt"} <= artifacts
+
+    # the same model straight from MLflow: by run and from the registry
+    store = f"sqlite:///{out / 'mlflow.db'}"
+    for uri in (f"runs:/{run_id}/model", "models:/e2e-model/1"):
+        res = run("predict", uri, tiny_dataset / "imagesTs", "--out", tmp_path / "pred_uri", "--tracking-uri", store, "--quiet")
+        assert res.returncode == 0, res.stderr
+    same = [np.array_equal(np.asanyarray(nib.load(str(p)).dataobj), np.asanyarray(nib.load(str(tmp_path / "pred_uri" / p.name)).dataobj))
+            for p in (tmp_path / "pred").glob("*.nii.gz")]
+    assert same and all(same)
 
 
 def assert_user_error(res, *needles):
@@ -115,3 +141,16 @@ def test_help_is_fast_and_lists_commands():
     assert res.returncode == 0
     for cmd in ("synth", "train", "predict", "evaluate", "demo"):
         assert cmd in res.stdout
+
+
+def test_truncated_volume_in_training_set(tiny_dataset, tmp_path):
+    import shutil
+
+    root = tmp_path / "d"
+    shutil.copytree(tiny_dataset, root)
+    victim = root / "imagesTr" / "synth_001.nii.gz"
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])
+    res = run("train", DEMO, "--set", f"data.dataset={root}", "--set", f"train.output_dir={tmp_path / 'o'}", *TINY)
+    assert_user_error(res, "synth_001.nii.gz", "cannot be loaded")
+    assert not (tmp_path / "o").exists()

@@ -10,7 +10,7 @@ from medseg.config import InferenceConfig
 from medseg.data import ras_spacing
 from medseg.inference import LoadedModel, predict_volume
 from medseg.metrics import dice
-from tests.conftest import save_nifti
+from tests.conftest import oblique_affine, save_nifti
 
 
 class Threshold(torch.nn.Module):
@@ -36,7 +36,17 @@ def loaded(spacing):
     return LoadedModel(Threshold(), tuple(spacing), "none", (16, 16, 8), icfg, 0.5, 0.0, 26, torch.device("cpu"))
 
 
-def test_native_spacing_is_exact(tmp_path, affine):
+AFFINES = {
+    "oblique_LAS": oblique_affine(),
+    "RAS": np.diag([0.9, 1.2, 2.5, 1.0]),
+    "LPS": np.diag([-0.9, -1.2, 2.5, 1.0]),
+    "permuted": np.array([[0, 0, 2.5, 4.0], [-1.2, 0, 0, 9.0], [0, 0.9, 0, -3.0], [0, 0, 0, 1.0]]),
+}
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_native_spacing_is_exact(tmp_path, name):
+    affine = AFFINES[name]
     path, img = scan(tmp_path, affine)
     pred = predict_volume(loaded(ras_spacing(nib.load(str(path)).affine)), path)
     assert pred.mask.shape == img.shape
@@ -52,3 +62,61 @@ def test_resampled_grid_comes_back(tmp_path, affine, spacing):
     # no shift: the centre of mass agrees within a fifth of a voxel
     com = [np.mean(np.nonzero(m)[i]) for m in (pred.mask, img > 0.5) for i in range(3)]
     assert np.allclose(com[:3], com[3:], atol=0.2)
+
+
+def save_nrrd(array, path, spacing=(0.8, 1.1, 3.0), direction=(0, 1, 0, 1, 0, 0, 0, 0, -1), origin=(12.0, -7.5, 30.0)):
+    """An LPS NRRD with permuted, flipped axes."""
+    import SimpleITK as sitk
+
+    img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    img.SetSpacing(spacing)
+    img.SetDirection(direction)
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+    return path
+
+
+@pytest.mark.parametrize("spacing", [None, (1.5, 1.5, 1.5)])
+def test_nrrd_lps_round_trip(tmp_path, spacing):
+    import SimpleITK as sitk
+
+    from medseg.io import read_geometry
+    from medseg.predict import PredictOptions, _write_one
+
+    _, img = scan(tmp_path, np.eye(4))
+    path = save_nrrd(img, tmp_path / "scan.nrrd")
+    native = ras_spacing(read_geometry(path)[1])
+    row = _write_one(loaded(spacing or native), path, tmp_path / "out", PredictOptions())
+    out = sitk.ReadImage(row["mask"])
+    ref = sitk.ReadImage(str(path))
+    assert out.GetSize() == ref.GetSize() and out.GetSpacing() == ref.GetSpacing()
+    assert out.GetDirection() == ref.GetDirection() and out.GetOrigin() == ref.GetOrigin()
+    mask = sitk.GetArrayFromImage(out).transpose(2, 1, 0).astype(bool)
+    if spacing is None:
+        assert np.array_equal(mask, img > 0.5)
+    else:
+        assert dice(mask, img > 0.5) > 0.9
+
+
+class Shifted(torch.nn.Module):
+    """Not flip-invariant: output depends on the neighbour along every axis, so a wrong flip-back
+    in TTA shows up."""
+
+    def forward(self, x):
+        return 40.0 * (torch.roll(x, (1, 1, 1), dims=(2, 3, 4)) - 0.5)
+
+
+def test_tta_flips_back_correctly(tmp_path, affine):
+    from medseg.inference import MirrorTTA
+
+    x = torch.rand(1, 1, 8, 6, 4)
+    model = torch.nn.Conv3d(1, 1, 3, padding=1)
+    with torch.no_grad():
+        model.weight.zero_()
+        model.weight[0, 0, 1, 1, 1] = 2.0  # pointwise: flip-equivariant, TTA must equal the plain output
+        assert torch.allclose(MirrorTTA(model)(x), model(x), atol=1e-6)
+        plain, tta = Shifted()(x), MirrorTTA(Shifted())(x)
+        assert not torch.allclose(plain, tta)  # a non-equivariant model does change: the wrapper is not a no-op
+    path, img = scan(tmp_path, affine)
+    pred = predict_volume(loaded(ras_spacing(nib.load(str(path)).affine)), path, tta=True)
+    assert np.array_equal(pred.mask.astype(bool), np.asanyarray(nib.load(str(path)).dataobj) > 0.5)

@@ -1,0 +1,33 @@
+"""torchrun support: rank/world from the environment, a process group on demand, gathering
+Python objects on every rank. Without torchrun (no WORLD_SIZE) everything is rank 0 of 1."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+
+def rank_and_world(device: torch.device | None = None) -> tuple[int, int]:
+    """(rank, world size); starts the process group (gloo on CPU, nccl on CUDA) under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def gather(items: list[Any]) -> list[Any]:
+    """Concatenate every rank's list on all ranks (identity without a process group)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return items
+    parts: list[list[Any]] = [[] for _ in range(dist.get_world_size())]
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]

@@ -1,0 +1,63 @@
+"""Per-lesion table of a predicted mask: id, volume (mm^3), centroid in world (scanner) mm,
+bounding box (voxel indices), max and mean probability."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from medseg.metrics import label_lesions
+
+
+def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connectivity: int = 26) -> list[dict[str, Any]]:
+    """One row per connected component of ``mask`` (X, Y, Z), numbered 1.. in scan order.
+
+    Args:
+        prob: (X, Y, Z) probabilities on the same grid.
+        affine: (4, 4) voxel-to-world matrix of that grid (NIfTI convention, RAS mm).
+    """
+    labels, n = label_lesions(mask, connectivity)
+    if n == 0:
+        return []
+    index = np.arange(1, n + 1)
+    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index)
+    centroids = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, index)).reshape(n, 3)
+    world = (affine[:3, :3] @ centroids.T).T + affine[:3, 3]
+    maxima = ndimage.maximum(prob, labels, index)
+    means = ndimage.mean(prob, labels, index)
+    boxes = ndimage.find_objects(labels)
+    rows = []
+    for i in range(n):
+        box = boxes[i]
+        rows.append({
+            "id": i + 1, "voxels": int(sizes[i]), "volume_mm3": round(float(sizes[i]) * voxel_mm3, 3),
+            "centroid_x_mm": round(float(world[i, 0]), 3), "centroid_y_mm": round(float(world[i, 1]), 3),
+            "centroid_z_mm": round(float(world[i, 2]), 3),
+            "bbox_min": [int(s.start) for s in box], "bbox_max": [int(s.stop) - 1 for s in box],
+            "max_prob": round(float(maxima[i]), 4), "mean_prob": round(float(means[i]), 4),
+        })
+    return rows
+
+
+def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
+    """Write ``stem.csv`` and ``stem.json`` atomically (temporary name, then rename)."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    fields = ["id", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
+              "bbox_min", "bbox_max", "max_prob", "mean_prob"]
+    csv_tmp, json_tmp = stem.with_name(f".{stem.name}.csv.tmp"), stem.with_name(f".{stem.name}.json.tmp")
+    with csv_tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**row, "bbox_min": " ".join(map(str, row["bbox_min"])),
+                             "bbox_max": " ".join(map(str, row["bbox_max"]))})
+    json_tmp.write_text(json.dumps(rows, indent=1))
+    os.replace(csv_tmp, stem.with_name(stem.name + ".csv"))
+    os.replace(json_tmp, stem.with_name(stem.name + ".json"))

@@ -1,0 +1,121 @@
+"""Batch prediction: inputs -> masks (+ probability map, lesion instance map, per-lesion table)
+on each scan's own grid, a run summary, failures reported and skipped, atomic writes."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from medseg.errors import MedsegError
+from medseg.io import IMAGE_SUFFIXES, save_like, strip_suffix
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Operating-point overrides (None = the checkpoint's) and what to write besides the mask."""
+
+    threshold: float | None = None
+    min_lesion_mm3: float | None = None
+    tta: bool | None = None  # mirror TTA over 8 flips; None = the checkpoint's setting
+    prob: bool = False  # <case>_prob: probabilities as uint8 (NIfTI: scale 1/255 in the header)
+    instances: bool = False  # <case>_lesions: each lesion numbered 1..n
+    table: bool = True  # <case>_lesions.csv / .json
+    skip_existing: bool = False
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders (their image files, sorted) and globs -> image paths.
+
+    Raises:
+        MedsegError: an input that matches nothing.
+    """
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES) and not f.name.startswith("."))
+        elif p.exists():
+            found = [p]
+        else:
+            found = [Path(f) for f in sorted(glob.glob(item)) if f.endswith(IMAGE_SUFFIXES)]
+        if not found:
+            raise MedsegError(f"{item}: no such file, or no .nii/.nii.gz/.nrrd/.mha scans in it; check the path")
+        paths.extend(found)
+    return paths
+
+
+def output_suffix(path: Path) -> str:
+    """NIfTI scans give .nii.gz outputs, other formats keep their own suffix."""
+    suffix = next((s for s in IMAGE_SUFFIXES if path.name.endswith(s)), ".nii.gz")
+    return ".nii.gz" if suffix in (".nii", ".nii.gz") else suffix
+
+
+def _write_one(lm, path: Path, out: Path, opts: PredictOptions) -> dict[str, Any]:
+    from medseg.inference import predict_volume
+    from medseg.lesion_table import lesion_rows, write_table
+    from medseg.metrics import label_lesions
+
+    start = time.perf_counter()
+    stem, ext = strip_suffix(path), output_suffix(path)
+    pred = predict_volume(lm, path, opts.threshold, opts.min_lesion_mm3, opts.tta)
+    rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
+    if opts.prob:
+        save_like(np.rint(pred.prob * 255).astype(np.uint8), path, out / f"{stem}_prob{ext}", scale=1 / 255)
+    if opts.instances:
+        save_like(label_lesions(pred.mask, lm.connectivity)[0].astype(np.uint16), path, out / f"{stem}_lesions{ext}")
+    if opts.table:
+        write_table(rows, out / f"{stem}_lesions")
+    save_like(pred.mask, path, out / f"{stem}{ext}")  # the mask last: its presence marks a finished scan
+    return {"scan": str(path), "mask": str(out / f"{stem}{ext}"), "lesions": len(rows),
+            "lesion_volume_mm3": round(sum(r["volume_mm3"] for r in rows), 3),
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
+                  opts: PredictOptions = PredictOptions(), progress: bool = True,
+                  tracking_uri: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predict every input scan into ``out_dir`` and write ``out_dir/summary.csv``.
+
+    Under ``torchrun`` each rank takes every WORLD_SIZE-th scan and rank 0 merges the summary.
+
+    Returns:
+        (one summary row per scan done: scan, mask, lesions, lesion_volume_mm3, seconds;
+        one error line per scan that failed) — on rank 0, for all ranks.
+    """
+    from tqdm import tqdm
+
+    from medseg.distributed import gather, rank_and_world
+    from medseg.inference import load_model
+
+    paths = expand_inputs(inputs)
+    lm = load_model(checkpoint, device, tracking_uri)
+    rank, world = rank_and_world(lm.device)
+    out = Path(out_dir)
+    rows, errors = [], []
+    for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
+        if opts.skip_existing and (out / f"{strip_suffix(path)}{output_suffix(path)}").exists():
+            continue
+        try:
+            rows.append(_write_one(lm, path, out, opts))
+        except MedsegError as err:
+            errors.append(str(err))
+    rows, errors = gather(rows), gather(errors)
+    if rows and rank == 0:
+        _write_summary(sorted(rows, key=lambda r: r["scan"]), out / "summary.csv")
+    return rows, errors
+
+
+def _write_summary(rows: list[dict[str, Any]], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["scan", "mask", "lesions", "lesion_volume_mm3", "seconds"])
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
