@@ -129,8 +129,7 @@ class Prediction:
 def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | None = None,
                    min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
     """Predict one scan file; the mask is on the file's own voxel grid."""
-    from monai.data import MetaTensor
-    from monai.transforms import Compose, SpatialResample
+    from monai.transforms import Compose
 
     from medseg.metrics import remove_small
     from medseg.transforms import preprocess
@@ -145,14 +144,59 @@ def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | N
     prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
-    back = SpatialResample(mode="bilinear", padding_mode="border")(
-        MetaTensor(prob, affine=img.affine), dst_affine=torch.as_tensor(affine), spatial_size=shape)
-    prob_np = np.asarray(back[0], dtype=np.float32)
+    prob_np = restore_grid(prob, np.asarray(img.affine, dtype=float), affine, shape)
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     thr = lm.threshold if threshold is None else threshold
     min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
     mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
     return Prediction(prob_np, mask, affine)
+
+
+def _axis_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """If model-grid voxels map onto scan-grid voxels by axis permutation, flips and an integer
+    shift (orientation change and crop, no resampling), return (signed permutation R, shift t)
+    with ``dst_index = R @ src_index + t``; else None."""
+    transform = np.linalg.inv(dst_affine) @ src_affine
+    r, t = transform[:3, :3], transform[:3, 3]
+    r_int, t_int = np.rint(r), np.rint(t)
+    ok = np.allclose(r, r_int, atol=1e-4) and np.allclose(t, t_int, atol=1e-3)
+    if not ok or not all(np.count_nonzero(row) == 1 for row in r_int) or abs(abs(np.linalg.det(r_int)) - 1) > 1e-6:
+        return None
+    return r_int.astype(int), t_int.astype(int)
+
+
+def restore_grid(prob: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int]) -> np.ndarray:
+    """Put a (1, X', Y', Z') probability map on the model grid back onto the scan grid (X, Y, Z).
+
+    Orientation changes and crops are undone exactly by transposing, flipping and pasting (zeros
+    outside the crop); anything else (a spacing change) by one bilinear affine resampling with
+    MONAI's ``SpatialResample``. Probabilities only: masks are thresholded afterwards.
+    """
+    mapping = _axis_map(src_affine, dst_affine)
+    if mapping is None:
+        from monai.data import MetaTensor
+        from monai.transforms import SpatialResample
+
+        back = SpatialResample(mode="bilinear", padding_mode="zeros")(
+            MetaTensor(prob, affine=torch.as_tensor(src_affine)), dst_affine=torch.as_tensor(dst_affine),
+            spatial_size=list(dst_shape))
+        return np.asarray(back[0], dtype=np.float32)
+    r, t = mapping
+    arr = prob[0].numpy()
+    src_axes = [int(np.nonzero(r[d])[0][0]) for d in range(3)]
+    arr = arr.transpose(src_axes)
+    offsets = []
+    for d in range(3):
+        if r[d, src_axes[d]] < 0:
+            arr = np.flip(arr, d)
+            offsets.append(t[d] - (arr.shape[d] - 1))
+        else:
+            offsets.append(t[d])
+    out = np.zeros(tuple(dst_shape), dtype=np.float32)
+    dst = tuple(slice(max(o, 0), min(o + n, size)) for o, n, size in zip(offsets, arr.shape, dst_shape))
+    src = tuple(slice(s.start - o, s.stop - o) for s, o in zip(dst, offsets))
+    out[dst] = arr[src]
+    return out
 
 
 def _last_line(exc: BaseException) -> str:

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from monai.transforms import (
     AsDiscreted,
+    CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
@@ -28,6 +29,11 @@ from medseg.readers import SimpleITKReader
 from medseg.sampling import LesionIndicesd, RandLesionCropd
 
 
+def nonzero(x):
+    """Foreground for cropping: any non-zero voxel in any channel."""
+    return x != 0
+
+
 def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True) -> list:
     """Deterministic transforms on ``{"image": path[, "label": path]}``.
 
@@ -41,6 +47,9 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
     steps = [
         loader,
         EnsureChannelFirstd(keys),
+        # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
+        # border, so fewer windows are run; the prediction is pasted back at inference.
+        CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=tuple(spacing), mode=modes),
         EnsureTyped(keys, dtype="float32", track_meta=True),

@@ -120,3 +120,35 @@ def test_tta_flips_back_correctly(tmp_path, affine):
     path, img = scan(tmp_path, affine)
     pred = predict_volume(loaded(ras_spacing(nib.load(str(path)).affine)), path, tta=True)
     assert np.array_equal(pred.mask.astype(bool), np.asanyarray(nib.load(str(path)).dataobj) > 0.5)
+
+
+@pytest.mark.parametrize("name", AFFINES)
+def test_zero_border_is_cropped_and_pasted_back_exactly(tmp_path, name):
+    affine = AFFINES[name]
+    _, img = scan(tmp_path, affine)
+    img[:4] = 0
+    img[:, -3:] = 0
+    img[..., :2] = 0
+    path = save_nifti(img, affine, tmp_path / "masked.nii.gz")
+    pred = predict_volume(loaded(ras_spacing(nib.load(str(path)).affine)), path)
+    assert np.array_equal(pred.mask.astype(bool), np.asanyarray(nib.load(str(path)).dataobj) > 0.5)
+
+
+def test_fast_restore_agrees_with_affine_resampling():
+    from monai.data import MetaTensor
+    from monai.transforms import SpatialResample
+
+    from medseg.inference import _axis_map, restore_grid
+
+    dst = AFFINES["permuted"]
+    # model grid: axes permuted and flipped relative to the scan, cropped by (2, 1, 3) voxels
+    perm = np.array([[0, 1, 0], [0, 0, -1], [1, 0, 0]])
+    src = dst.copy()
+    src[:3, :3] = dst[:3, :3] @ perm
+    src[:3, 3] = (dst @ np.array([2, 12, 3, 1]))[:3]
+    prob = torch.rand(1, 9, 7, 5)
+    assert _axis_map(src, dst) is not None
+    fast = restore_grid(prob, src, dst, (12, 14, 16))
+    slow = SpatialResample(mode="nearest", padding_mode="zeros")(
+        MetaTensor(prob, affine=torch.as_tensor(src)), dst_affine=torch.as_tensor(dst), spatial_size=[12, 14, 16])
+    assert np.allclose(fast, np.asarray(slow[0]), atol=1e-6) and np.count_nonzero(fast) == 9 * 7 * 5
