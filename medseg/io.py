@@ -20,6 +20,7 @@ import numpy as np
 from medseg.errors import MedsegError
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd")
+PARTIAL = "partial-"  # marks a file being written; renamed into place when complete
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,17 @@ def check_pair(case: Case, atol: float = 1e-3) -> None:
 def _atomic_target(out_path: Path) -> Path:
     out_path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(s for s in IMAGE_SUFFIXES if out_path.name.endswith(s))[:7] or out_path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=suffix, dir=out_path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.{PARTIAL}", suffix=suffix, dir=out_path.parent)
     os.close(fd)
     return Path(tmp)
+
+
+def remove_partials(folder: Path) -> int:
+    """Delete files a killed run left half-written in ``folder``; returns how many."""
+    stale = [p for p in folder.glob(f".*.{PARTIAL}*") if p.is_file()] if folder.is_dir() else []
+    for path in stale:
+        path.unlink()
+    return len(stale)
 
 
 def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float = 1.0) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import IMAGE_SUFFIXES, save_like, strip_suffix
+from medseg.io import IMAGE_SUFFIXES, remove_partials, save_like, strip_suffix
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,8 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
     lm = load_model(checkpoint, device, tracking_uri)
     rank, world = rank_and_world(lm.device)
     out = Path(out_dir)
+    if rank == 0:
+        remove_partials(out)
     rows, errors = [], []
     for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
         if opts.skip_existing and (out / f"{strip_suffix(path)}{output_suffix(path)}").exists():
@@ -106,6 +108,8 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
             rows.append(_write_one(lm, path, out, opts))
         except MedsegError as err:
             errors.append(str(err))
+        except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
+            errors.append(f"{path}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out")
     rows, errors = gather(rows), gather(errors)
     if rows and rank == 0:
         _write_summary(sorted(rows, key=lambda r: r["scan"]), out / "summary.csv")

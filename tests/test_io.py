@@ -84,3 +84,22 @@ def test_save_like_nrrd_keeps_geometry(tmp_path):
 def test_oblique_affine_fixture_is_not_trivial():
     a = oblique_affine()
     assert not np.allclose(a[:3, :3], np.diag(np.diag(a[:3, :3])))
+
+
+def test_crash_while_writing_leaves_no_file(tmp_path, affine, monkeypatch):
+    from medseg.io import remove_partials
+
+    ref = save_nifti(np.zeros((5, 5, 5), np.float32), affine, tmp_path / "ref.nii.gz")
+
+    def crash(img, filename):
+        with open(filename, "wb") as fh:
+            fh.write(b"\x1f\x8b half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(nib, "save", crash)
+    with pytest.raises(OSError):
+        save_like(np.ones((5, 5, 5), np.uint8), ref, tmp_path / "out" / "m.nii.gz")
+    assert list((tmp_path / "out").iterdir()) == []
+    # what a SIGKILL would leave (no finally): a hidden partial file, removed by the next run
+    (tmp_path / "out" / ".m.nii.gz.partial-abc.nii.gz").write_bytes(b"x")
+    assert remove_partials(tmp_path / "out") == 1 and list((tmp_path / "out").iterdir()) == []

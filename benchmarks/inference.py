@@ -1,0 +1,154 @@
+"""medseg predict against plain MONAI calls, same volume, network and settings, one process.
+
+    .venv/bin/python benchmarks/inference.py [--runs 3] [--extra]
+
+Volume: the first BraTS FLAIR under $MEDSEG_REAL_DATA (240x240x155), else a synthetic one of that
+size. Network: MONAI UNet 16-32-64-128-256, 2 residual units, random weights (speed does not
+depend on them). roi 96^3, overlap 0.25, Gaussian blending, sw_batch_size 4, no TTA.
+Reference: LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd, NormalizeIntensityd,
+sliding_window_inference, Activationsd, Invertd, AsDiscreted, SaveImaged.
+medseg: the whole ``predict`` (load -> preprocess -> window -> restore geometry -> write mask and
+lesion table). Wall time and peak RSS above the idle process, medians of interleaved runs.
+``--extra`` also times medseg with overlap 0.5 and with mirror TTA (one run each).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROI, OVERLAP, SW_BATCH = (96, 96, 96), 0.25, 4
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(fn) -> tuple[float, float]:
+    """(seconds, peak RSS in MB above the RSS at the start), RSS sampled every 20 ms."""
+    base, peak, done = rss_mb(), [0.0], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb())
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    return seconds, max(peak[0], rss_mb()) - base
+
+
+def volume(tmp: Path) -> Path:
+    root = os.environ.get("MEDSEG_REAL_DATA")
+    if root:
+        found = sorted(Path(root).rglob("Flair_subtrMeanDivStd.nii.gz"))
+        if found:
+            return found[0]
+    from medseg.synthetic import write_dataset
+
+    write_dataset(tmp / "synth", 1, seed=0, shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0))
+    return tmp / "synth" / "imagesTr" / "synth_000.nii.gz"
+
+
+def network() -> torch.nn.Module:
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(0)
+    return UNet(3, 1, 1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2).eval()
+
+
+def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool) -> Path:
+    from medseg.checkpoint import save_checkpoint
+    from medseg.config import ExperimentConfig
+
+    cfg = ExperimentConfig.model_validate({
+        "data": {"dataset": str(tmp)},
+        "model": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+        "sampling": {"patch_size": list(ROI)},
+        "inference": {"roi_size": list(ROI), "overlap": overlap, "sw_batch_size": SW_BATCH, "tta": tta}})
+    path = tmp / f"medseg_{overlap}_{tta}.pt"
+    save_checkpoint({"state_dict": net.state_dict(), "config": cfg.model_dump(mode="json"),
+                     "preprocess": {"spacing": list(spacing), "normalize": "zscore_nonzero", "in_channels": 1},
+                     "operating_point": {"threshold": 0.5, "min_lesion_mm3": 0.0}}, path)
+    return path
+
+
+def reference(net: torch.nn.Module, image: Path, spacing, out: Path) -> None:
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
+                                  NormalizeIntensityd, Orientationd, SaveImaged, Spacingd)
+
+    pre = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Orientationd("image", axcodes="RAS"),
+                   Spacingd("image", pixdim=spacing, mode="bilinear"),
+                   NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
+    data = pre({"image": str(image)})
+    with torch.no_grad():
+        data["pred"] = sliding_window_inference(data["image"][None], ROI, SW_BATCH, net, overlap=OVERLAP, mode="gaussian")[0]
+    post = Compose([Activationsd("pred", sigmoid=True),
+                    Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False),
+                    AsDiscreted("pred", threshold=0.5),
+                    SaveImaged("pred", output_dir=str(out), output_postfix="seg", separate_folder=False,
+                               output_dtype=np.uint8, print_log=False)])
+    post(data)
+
+
+def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--extra", action="store_true")
+    args = parser.parse_args()
+    from medseg.data import ras_spacing
+    from medseg.io import read_geometry
+    from medseg.predict import PredictOptions, predict_files
+
+    tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
+    image = volume(tmp)
+    shape, affine = read_geometry(image)
+    spacing = ras_spacing(affine)
+    net = network()
+    ckpt = medseg_checkpoint(net, spacing, tmp, OVERLAP, False)
+    print(f"volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}")
+    results: dict[str, list[tuple[float, float]]] = {"medseg": [], "reference": []}
+    for i in range(args.runs + 1):  # run 0 warms caches up and is not counted
+        m = measure(lambda: predict_files(ckpt, [str(image)], tmp / f"m{i}", "cpu", PredictOptions(), False))
+        r = measure(lambda: reference(net, image, spacing, tmp / f"r{i}"))
+        if i:
+            results["medseg"].append(m)
+            results["reference"].append(r)
+        print(f"run {i}: medseg {m[0]:.1f} s {m[1]:.0f} MB | reference {r[0]:.1f} s {r[1]:.0f} MB", flush=True)
+    med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in results.items()}
+    print(f"medseg    {med['medseg'][0]:.2f} s  peak +{med['medseg'][1]:.0f} MB")
+    print(f"reference {med['reference'][0]:.2f} s  peak +{med['reference'][1]:.0f} MB")
+    print(f"ratio medseg/reference: time {med['medseg'][0] / med['reference'][0]:.2f}x, "
+          f"peak RSS {med['medseg'][1] / med['reference'][1]:.2f}x")
+    ours = np.asanyarray(__import__("nibabel").load(str(tmp / "m1" / image.name.replace(".nii.gz", ".nii.gz"))).dataobj)
+    print(f"mask voxels medseg {int(ours.sum())}")
+    if args.extra:
+        for overlap, tta in ((0.5, False), (OVERLAP, True)):
+            path = medseg_checkpoint(net, spacing, tmp, overlap, tta)
+            s, m = measure(lambda: predict_files(path, [str(image)], tmp / f"x{overlap}{tta}", "cpu", PredictOptions(), False))
+            print(f"medseg overlap {overlap} tta {tta}: {s:.1f} s, peak +{m:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
