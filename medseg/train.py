@@ -140,8 +140,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
-    from medseg import __version__
     from medseg.checkpoint import save_checkpoint
+    from medseg.lineage import lineage_tags
     from medseg.data import make_loader
     from medseg.losses import build_loss
     from medseg.models import build_model
@@ -152,7 +152,7 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
     train_ds, val_ds = datasets
     tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(spacing)),
                                        "data.n_train": str(len(train_ds)), "data.n_val": str(len(val_ds))})
-    tracker.set_tags({"medseg.version": __version__, "torch.version": torch.__version__, "device": str(device)})
+    tracker.set_tags(lineage_tags(cfg, device))
     tracker.log_artifact(config_path)
 
     loader = make_loader(cfg, train_ds)

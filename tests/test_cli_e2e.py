@@ -77,6 +77,8 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert SIX <= set(run_data.metrics)
     assert [m.step for m in client.get_metric_history(run_id, "val_lesion_recall")] == [1, 2]
     assert run_data.params["train.epochs"] == "2"
+    assert {"git_commit", "version.monai", "version.torch", "version.mlflow", "dataset_fingerprint", "device"} <= set(run_data.tags)
+    assert "val_lesion_recall_small" in run_data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
     assert {"config.yaml", "model/best.pt"} <= artifacts
 
