@@ -138,13 +138,16 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              out: Optional[Path] = typer.Option(None, "--out", help="Per-case CSV to write."),
              matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
-             connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26.")) -> None:
-    """Per-case Dice and lesion-wise TP/FP/FN, recall, precision, F1."""
-    from medseg.evaluate import evaluate_dirs
+             connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
+             dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow GT lesions by N voxels first (BraTS 2023: 1-2)."),
+             min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels.")) -> None:
+    """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table; summary."""
+    from medseg.evaluate import EvalOptions, evaluate_dirs
 
     if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
         raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
-    summary, rows, errors = evaluate_dirs(pred_dir, ref_dir, out, matching, match_threshold, connectivity)
+    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels)
+    summary, rows, errors = evaluate_dirs(pred_dir, ref_dir, out, opts)
     for row in rows:
         typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
     _print_summary(summary)

@@ -25,7 +25,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
              progress: bool = True) -> DemoResult:
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
     from medseg.config import load_config
-    from medseg.evaluate import evaluate_dirs
+    from medseg.evaluate import EvalOptions, evaluate_dirs
     from medseg.predict import predict_files
     from medseg.synthetic import write_dataset
     from medseg.tracking import resolve_uri
@@ -43,13 +43,17 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     print("[4/4] evaluating against labelsTs")
-    summary, _, errors = evaluate_dirs(out / "pred", data / "labelsTs", out / "eval.csv", cfg.eval.matching,
-                                       cfg.eval.match_threshold, cfg.eval.connectivity)
+    opts = EvalOptions(cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity)
+    summary, _, errors = evaluate_dirs(out / "pred", data / "labelsTs", out / "eval.csv", opts)
+    for line in errors:
+        print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
         from mlflow.tracking import MlflowClient
 
         client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
         for key in ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan"):
             client.log_metric(result.run_id, f"test_{key}", float(summary[key]))
-        client.log_artifact(result.run_id, str(out / "eval.csv"))
+        for name in ("eval.csv", "eval_lesions.csv", "eval_summary.json"):
+            if (out / name).exists():
+                client.log_artifact(result.run_id, str(out / name), "heldback")
     return DemoResult(summary["lesion_recall"], summary["dice"], summary, result.run_id, time.perf_counter() - start)

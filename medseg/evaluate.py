@@ -1,12 +1,17 @@
-"""``medseg evaluate``: per-case Dice and lesion-wise counts between two folders of masks.
+"""``medseg evaluate``: per-case, per-lesion and summary tables between two folders of masks.
 
 Predictions and references are paired by file name and compared voxel by voxel on their own
 (identical) grids; a pair on different grids is reported, not silently resampled.
+Outputs: per-case CSV (Dice, HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1),
+``<out>_lesions.csv`` (every GT and predicted lesion, its volume and whether it matched) and
+``<out>_summary.json``.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,21 @@ import numpy as np
 
 from medseg.errors import MedsegError
 from medseg.io import IMAGE_SUFFIXES, strip_suffix
-from medseg.metrics import LesionCounts, dice, match_lesions
+from medseg.metrics import LesionCounts, dice, lesion_pairs
+
+SIZE_BINS_MM3 = (10.0, 100.0, 1000.0)  # recall bins: <10, 10-100, 100-1000, >1000 mm^3
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Matching rule and its parameters (named in every report)."""
+
+    matching: str = "overlap"
+    match_threshold: float | None = None
+    connectivity: int = 26
+    dilate: int = 0
+    min_voxels: int = 0
+    size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
 
 
 def _read_mask(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -45,16 +64,65 @@ def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list
     return pairs, errors
 
 
-def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None, rule: str = "overlap",
-                  threshold: float | None = None, connectivity: int = 26) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def hd95(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> float:
+    """95th-percentile Hausdorff distance in mm (MONAI); 0 when both are empty, NaN when one is."""
+    if not pred.any() and not ref.any():
+        return 0.0
+    if not pred.any() or not ref.any():
+        return float("nan")
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    p = torch.as_tensor(pred[None, None].astype(np.float32))
+    r = torch.as_tensor(ref[None, None].astype(np.float32))
+    return float(compute_hausdorff_distance(p, r, percentile=95, spacing=spacing.tolist())[0, 0])
+
+
+def _case(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions):
+    voxel = float(abs(np.linalg.det(affine[:3, :3])))
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
+                                           opts.dilate, opts.min_voxels)
+    counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
+    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing),
+           "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel,
+           "volume_diff_mm3": float(pred.sum() - ref.sum()) * voxel, "gt_lesions": counts.n_ref,
+           "pred_lesions": counts.n_pred, "tp": counts.found, "fn": counts.fn, "fp": counts.fp, **counts.summary()}
+    lesions = [{"case": name, "kind": "gt", "id": i + 1, "volume_mm3": float(s) * voxel, "matched": bool(matched[i].any()),
+                "matches": " ".join(str(j + 1) for j in np.nonzero(matched[i])[0])} for i, s in enumerate(r_size)]
+    lesions += [{"case": name, "kind": "pred", "id": j + 1, "volume_mm3": float(s) * voxel, "matched": bool(matched[:, j].any()),
+                 "matches": " ".join(str(i + 1) for i in np.nonzero(matched[:, j])[0])} for j, s in enumerate(p_size)]
+    return row, lesions, counts
+
+
+def _summary(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: EvalOptions) -> dict[str, Any]:
+    gt = [l for l in lesions if l["kind"] == "gt"]
+    edges = (0.0, *opts.size_bins_mm3, float("inf"))
+    by_size = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = [l["matched"] for l in gt if lo <= l["volume_mm3"] < hi]
+        by_size[f"{lo:g}-{hi:g}"] = {"lesions": len(sel), "recall": float(np.mean(sel)) if sel else None}
+    empty = [r for r in rows if r["gt_lesions"] == 0]
+    hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
+    return {"cases": len(rows), "rule": asdict(opts), "matching": opts.matching,
+            "dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
+            "hd95_mm_median": float(np.median(hd)) if hd else None, **total.summary(),
+            "gt_lesions": total.n_ref, "pred_lesions": total.n_pred, "tp": total.found, "fn": total.fn, "fp": total.fp,
+            "recall_by_size_mm3": by_size,
+            "case_specificity": float(np.mean([r["pred_lesions"] == 0 for r in empty])) if empty else None,
+            "cases_without_lesions": len(empty)}
+
+
+def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
+                  opts: EvalOptions = EvalOptions()) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name.
 
     Returns:
-        (summary: dice (mean over cases), pooled lesion recall/precision/f1/fp_per_scan, counts,
-        matching rule; per-case rows; error lines for cases that could not be compared).
+        (summary, per-case rows, error lines for cases that could not be compared). With
+        ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>_summary.json``.
     """
     pairs, errors = _pairs(Path(pred_dir), Path(ref_dir))
-    rows, total = [], LesionCounts(scans=0)
+    rows, lesions, total = [], [], LesionCounts(scans=0)
     for pred_path, ref_path in pairs:
         try:
             pred, p_aff = _read_mask(pred_path)
@@ -64,16 +132,17 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
         except MedsegError as err:
             errors.append(str(err))
             continue
-        counts = match_lesions(pred, ref, rule, threshold, connectivity)
+        row, case_lesions, counts = _case(pred, ref, r_aff, strip_suffix(ref_path), opts)
+        rows.append(row)
+        lesions += case_lesions
         total = total + counts
-        rows.append({"case": strip_suffix(ref_path), "dice": dice(pred, ref), "gt_lesions": counts.n_ref,
-                     "pred_lesions": counts.n_pred, "tp": counts.found, "fn": counts.fn, "fp": counts.fp,
-                     **{k: v for k, v in LesionCounts(counts.n_ref, counts.n_pred, counts.found, counts.tp_pred).summary().items()}})
-    summary = {"cases": len(rows), "matching": rule, "dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
-               **total.summary(), "gt_lesions": total.n_ref, "pred_lesions": total.n_pred, "tp": total.found,
-               "fn": total.fn, "fp": total.fp}
+    summary = _summary(rows, lesions, total, opts)
     if out_csv is not None and rows:
-        _write_csv(rows, Path(out_csv))
+        out = Path(out_csv)
+        _write_csv(rows, out)
+        if lesions:
+            _write_csv(lesions, out.with_name(out.stem + "_lesions.csv"))
+        out.with_name(out.stem + "_summary.json").write_text(json.dumps(summary, indent=2))
     return summary, rows, errors
 
 

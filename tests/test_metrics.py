@@ -79,3 +79,18 @@ def test_gt_lesion_hits_sizes_and_flags():
     pred[11, 11, 11] = True
     sizes, found = gt_lesion_hits(pred, ref)
     assert list(sizes) == [8, 27] and list(found) == [False, True]
+
+
+def test_brats_rule_dilation_and_min_size_by_hand():
+    ref = np.zeros((30, 30, 30), bool)
+    pred = np.zeros_like(ref)
+    cube(ref, (2, 2, 2), 4)          # 64 voxels; prediction 2 voxels away: found only with dilation 2
+    cube(pred, (7, 2, 2), 2)
+    cube(ref, (20, 20, 20), 1)       # 1-voxel GT lesion: ignored with min_voxels 5
+    cube(pred, (25, 25, 25), 1)      # 1-voxel FP: ignored with min_voxels 5
+    plain = match_lesions(pred, ref)
+    assert (plain.n_ref, plain.found, plain.n_pred, plain.fp) == (2, 0, 2, 2)
+    d1 = match_lesions(pred, ref, dilate=1)
+    assert d1.found == 0
+    brats = match_lesions(pred, ref, dilate=2, min_voxels=5)
+    assert (brats.n_ref, brats.found, brats.n_pred, brats.tp_pred, brats.fp) == (1, 1, 1, 1, 0)

@@ -1,0 +1,40 @@
+import json
+
+import numpy as np
+import pytest
+
+from medseg.evaluate import EvalOptions, evaluate_dirs
+from tests.conftest import oblique_affine, save_nifti
+
+
+def test_tables_on_crafted_cases(tmp_path):
+    affine = oblique_affine((1.0, 1.0, 2.0))
+    ref, pred = np.zeros((20, 20, 10), np.uint8), np.zeros((20, 20, 10), np.uint8)
+    ref[2:6, 2:6, 2:4] = 1        # 32 voxels = 64 mm3, found
+    ref[12:14, 12:14, 5] = 1      # 4 voxels = 8 mm3, missed
+    pred[3:6, 3:6, 2:4] = 1
+    pred[15:17, 2:4, 7] = 1       # false positive
+    save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
+    save_nifti(pred, affine, tmp_path / "pred" / "a.nii.gz")
+    empty = np.zeros_like(ref)
+    save_nifti(empty, affine, tmp_path / "ref" / "b.nii.gz")
+    save_nifti(empty, affine, tmp_path / "pred" / "b.nii.gz")
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out" / "ev.csv", EvalOptions())
+    assert errors == []
+    a = next(r for r in rows if r["case"] == "a")
+    assert (a["gt_lesions"], a["tp"], a["fn"], a["fp"]) == (2, 1, 1, 1)
+    assert a["ref_volume_mm3"] == pytest.approx(72.0, rel=1e-5) and a["volume_diff_mm3"] == pytest.approx(-28.0, rel=1e-5)
+    assert np.isfinite(a["hd95_mm"]) and a["hd95_mm"] > 0
+    assert summary["lesion_recall"] == 0.5 and summary["fp_per_scan"] == 0.5 and summary["case_specificity"] == 1.0
+    assert summary["recall_by_size_mm3"]["0-10"] == {"lesions": 1, "recall": 0.0}
+    assert summary["recall_by_size_mm3"]["10-100"] == {"lesions": 1, "recall": 1.0}
+    lesions = (tmp_path / "out" / "ev_lesions.csv").read_text().splitlines()
+    assert lesions[0].startswith("case,kind,id,volume_mm3,matched") and len(lesions) == 1 + 4
+    assert json.loads((tmp_path / "out" / "ev_summary.json").read_text())["matching"] == "overlap"
+
+
+def test_missing_prediction_is_reported(tmp_path, affine):
+    save_nifti(np.zeros((4, 4, 4), np.uint8), affine, tmp_path / "ref" / "a.nii.gz")
+    (tmp_path / "pred").mkdir()
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref")
+    assert rows == [] and "a.nii.gz" in errors[0]
