@@ -157,6 +157,23 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used)."),
+         min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
+         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")) -> None:
+    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
+    from medseg.tune import run_tune
+
+    res = run_tune(checkpoint, min_recall, device)
+    c = res["chosen"]
+    typer.echo(f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
+               f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}")
+    typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
+               + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
+    typer.echo(f"stored in {checkpoint}; curve {res['curve_csv']}, plot {res['froc_png']}")
+
+
 def _rank() -> int:
     import os
 

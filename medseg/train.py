@@ -56,8 +56,10 @@ def _check_dataset(cfg: ExperimentConfig):
     return cases, tuple(float(s) for s in spacing)
 
 
-def _payload(cfg: ExperimentConfig, model, spacing, epoch: int, metrics: dict[str, float]) -> dict:
+def _payload(cfg: ExperimentConfig, model, spacing, epoch: int, metrics: dict[str, float], tracker) -> dict:
     return {
+        "mlflow_run_id": tracker.run_id,
+        "tracking_uri": getattr(tracker, "uri", None),
         "state_dict": model.state_dict(),
         "config": cfg.model_dump(mode="json"),
         "preprocess": {"spacing": list(spacing), "normalize": cfg.preprocess.normalize, "in_channels": 1},
@@ -186,8 +188,8 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
             metrics.update(last_val)
             if last_val[cfg.train.select_metric] >= best:
                 best = last_val[cfg.train.select_metric]
-                save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), best_path)
-        save_checkpoint(_payload(cfg, model, spacing, epoch, metrics), last_path)
+                save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), best_path)
+        save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), last_path)
         tracker.log_metrics(metrics, step=epoch)
         history.append({"epoch": epoch, **metrics})
     bar.close()

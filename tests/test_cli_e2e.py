@@ -91,6 +91,16 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
             for p in (tmp_path / "pred").glob("*.nii.gz")]
     assert same and all(same)
 
+    # operating point tuned on the validation cases, stored in the checkpoint and the run
+    res = run("tune", best, "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert "operating point: threshold" in res.stdout and "CPM" in res.stdout
+    import torch
+
+    assert "target" in torch.load(best, weights_only=True)["operating_point"]
+    assert "froc_cpm" in client.get_run(run_id).data.metrics
+    assert {"tuning/froc.png", "tuning/operating_curve.csv"} <= {a.path for a in client.list_artifacts(run_id, "tuning")}
+
 
 def assert_user_error(res, *needles):
     assert res.returncode == 2, (res.returncode, res.stdout, res.stderr)

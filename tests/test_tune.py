@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from medseg.tune import Scan, choose, froc, plot_froc, sweep
+
+
+def scans():
+    """Two scans: a strong lesion, a weak one (max prob 0.35) and a false blob (max prob 0.6)."""
+    ref = np.zeros((20, 20, 20), bool)
+    prob = np.zeros((20, 20, 20), np.float32)
+    ref[2:6, 2:6, 2:6] = True
+    prob[2:6, 2:6, 2:6] = 0.9
+    ref[12:14, 12:14, 12:14] = True
+    prob[12:14, 12:14, 12:14] = 0.35
+    prob[16:18, 2:4, 2:4] = 0.6
+    return [Scan(prob, ref, 1.0), Scan(np.zeros_like(prob), np.zeros_like(ref), 1.0)]
+
+
+def test_sweep_and_choose():
+    curve = sweep(scans(), thresholds=(0.3, 0.5, 0.7), min_volumes=(0.0,))
+    by_t = {r["threshold"]: r for r in curve}
+    assert by_t[0.3]["lesion_recall"] == 1.0 and by_t[0.3]["fp_per_scan"] == 0.5
+    assert by_t[0.5]["lesion_recall"] == 0.5 and by_t[0.7]["fp_per_scan"] == 0.0
+    assert choose(curve)["threshold"] == 0.3            # F1 0.8 beats 0.5 and 0.667
+    assert choose(curve, min_recall=0.5)["threshold"] == 0.7  # fewest FP with recall >= 0.5
+
+
+def test_froc_by_hand(tmp_path):
+    result = froc(scans(), floor=0.1)
+    # confidences 0.9 (TP), 0.6 (FP), 0.35 (TP); 2 scans
+    assert result["recall_at"][0.125] == 0.5   # only the 0.9 lesion without any FP
+    assert result["recall_at"][0.5] == 1.0     # one FP over two scans = 0.5 per scan
+    assert result["cpm"] == pytest.approx((0.5 + 0.5 + 1 + 1 + 1 + 1 + 1) / 7)
+    plot_froc(result, tmp_path / "froc.png")
+    assert (tmp_path / "froc.png").stat().st_size > 1000
