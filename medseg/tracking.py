@@ -67,8 +67,13 @@ class MlflowTracker:
     def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path) -> None:
         from mlflow.tracking import MlflowClient
 
+        # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server
+        self.spool = output_dir / f"unsent-mlflow-{run_name}.jsonl"
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
@@ -90,37 +95,87 @@ class MlflowTracker:
             self.client.log_batch(self.run_id, params=items[i:i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Queue the metrics and send everything queued; an outage keeps them queued (see flush)."""
         import time
+
+        now = int(time.time() * 1000)
+        self._pending.append(("metrics", (dict(metrics), step, now)))
+        self.flush()
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self._pending.append(("artifact", (str(path), subdir)))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send queued records in order; stop at the first failure (server gone) and keep the
+        rest for the next call. Returns True when nothing is left."""
+        import warnings
 
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
-
-    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), subdir)
+        while self._pending:
+            kind, args = self._pending[0]
+            try:
+                if kind == "metrics":
+                    metrics, step, ts = args
+                    self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+                else:
+                    self.client.log_artifact(self.run_id, *args)
+            except Exception as exc:  # connection errors, MlflowException: keep and retry later
+                warnings.warn(f"MLflow at {self.uri} unavailable ({type(exc).__name__}); {len(self._pending)} record(s) kept for retry")
+                return False
+            self._pending.pop(0)
+        return True
 
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
 
     def log_model(self, checkpoint: Path, register_as: str | None) -> None:
-        """Log the checkpoint under ``model/`` (``runs:/<id>/model``) and optionally register it
-        (``models:/<name>/<version>``)."""
+        """Log the checkpoint under ``model/`` (``runs:/<id>/model``); registration under
+        ``register_as`` (``models:/<name>/<version>``) happens at :meth:`end`, once it is sent."""
+        self.log_artifact(checkpoint, "model")
+        self._register_as = register_as
+
+    def _register(self) -> None:
         from mlflow.exceptions import MlflowException
 
-        self.client.log_artifact(self.run_id, str(checkpoint), "model")
-        if register_as:
-            try:
-                self.client.create_registered_model(register_as)
-            except MlflowException:
-                pass  # already registered: add a version
-            source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
-            version = self.client.create_model_version(register_as, source, run_id=self.run_id)
-            self.registered = f"models:/{register_as}/{version.version}"
+        name = getattr(self, "_register_as", None)
+        if not name:
+            return
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:
+            pass  # already registered: add a version
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+        version = self.client.create_model_version(name, source, run_id=self.run_id)
+        self.registered = f"models:/{name}/{version.version}"
 
-    def end(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status)
+    def end(self, status: str = "FINISHED", retries: int = 6) -> None:
+        """Flush (retrying with back-off for about a minute), then close the run. What the server
+        never accepted is written to ``output_dir/unsent-mlflow-<run>.jsonl`` for a later replay."""
+        import json
+        import time
+
+        for attempt in range(retries):
+            if self.flush():
+                break
+            time.sleep(min(2 ** attempt, 20))
+        if self._pending:
+            with self.spool.open("a") as fh:
+                for kind, args in self._pending:
+                    fh.write(json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n")
+            import sys
+
+            print(f"warning: MLflow at {self.uri} did not accept {len(self._pending)} record(s); saved in {self.spool}", file=sys.stderr)
+            return
+        try:
+            self._register()
+            self.client.set_terminated(self.run_id, status)
+        except Exception as exc:  # the records are in; registry or end status must not fail the run
+            import sys
+
+            print(f"warning: MLflow at {self.uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}", file=sys.stderr)
 
     def ui_command(self) -> str:
         """The shell command that opens this store in the MLflow UI."""
