@@ -50,20 +50,18 @@ def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0
 
     Args:
         logits: (B, C, ...) raw scores, one independent channel per class.
-        target: (B, C, ...) in {0, 1} (soft targets allowed).
+        target: (B, C, ...) in {0, 1}.
 
     Returns:
         (B, C, ...) loss per element.
     """
     logits = logits.float()
     target = target.float()
-    log_p = F.logsigmoid(logits)
-    log_1mp = F.logsigmoid(-logits)
-    log_pt = target * log_p + (1 - target) * log_1mp
-    loss = -log_pt
+    # BCE from logits, stable: x - x*y - log(sigmoid(x)); then log(1 - p_t) = log(sigmoid(-x * (2y - 1)))
+    # for binary y (the form MONAI uses: fewer passes over the volume than p_t itself)
+    loss = logits - logits * target - F.logsigmoid(logits)
     if gamma:
-        one_minus_pt = target * torch.sigmoid(-logits) + (1 - target) * torch.sigmoid(logits)
-        loss = loss * one_minus_pt.pow(gamma)
+        loss = torch.exp(gamma * F.logsigmoid(-logits * (target * 2 - 1))) * loss
     if alpha is not None:
         loss = loss * (alpha * target + (1 - alpha) * (1 - target))
     return loss
