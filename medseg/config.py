@@ -112,6 +112,7 @@ class InferenceConfig(Section):
     sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
     tta: bool = Field(False, description="Mirror test-time augmentation: mean logits over all 8 flips (8x the cost).")
+    amp: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), off = float32.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
     min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
 

@@ -48,6 +48,16 @@ class MirrorTTA(torch.nn.Module):
         return total / len(MIRRORS)
 
 
+def use_bf16(device: torch.device, amp: str) -> bool:
+    """bf16 autocast for inference: forced on/off, or (auto) on CUDA and on CPUs whose oneDNN has
+    native bf16 (about 2x faster there; masks agree with float32 to within a few boundary voxels)."""
+    if amp != "auto":
+        return amp == "on"
+    if device.type == "cuda":
+        return True
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi: Sequence[int],
                          device: torch.device, tta: bool | None = None) -> torch.Tensor:
     """Lesion probabilities of a batch of whole volumes.
@@ -64,7 +74,8 @@ def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi:
 
     x = image.as_tensor() if hasattr(image, "as_tensor") else image
     predictor = MirrorTTA(model) if (icfg.tta if tta is None else tta) else model
-    with torch.inference_mode(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    bf16 = use_bf16(device, getattr(icfg, "amp", "auto"))
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = sliding_window_inference(x.to(device), roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
                                           predictor=predictor, overlap=icfg.overlap, mode=icfg.blend,
                                           sigma_scale=0.125, device=device)

@@ -25,13 +25,18 @@ def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connecti
     labels, n = label_lesions(mask, connectivity)
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
+    # statistics over lesion voxels only (bincount), not over the whole volume: a scan is mostly background
+    where = np.nonzero(labels)
+    lab = labels[where]
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    sizes = ndimage.sum_labels(np.ones_like(labels), labels, index)
-    centroids = np.array(ndimage.center_of_mass(np.ones_like(labels), labels, index)).reshape(n, 3)
+    sizes = np.bincount(lab, minlength=n + 1)[1:].astype(float)
+    centroids = np.stack([np.bincount(lab, weights=w, minlength=n + 1)[1:] / sizes for w in where], axis=1)
     world = (affine[:3, :3] @ centroids.T).T + affine[:3, 3]
-    maxima = ndimage.maximum(prob, labels, index)
-    means = ndimage.mean(prob, labels, index)
+    values = prob[where].astype(np.float64)
+    means = np.bincount(lab, weights=values, minlength=n + 1)[1:] / sizes
+    maxima = np.full(n + 1, -np.inf)
+    np.maximum.at(maxima, lab, values)
+    maxima = maxima[1:]
     boxes = ndimage.find_objects(labels)
     rows = []
     for i in range(n):
