@@ -65,16 +65,19 @@ def _write_one(lm, path: Path, out: Path, opts: PredictOptions) -> dict[str, Any
     start = time.perf_counter()
     stem, ext = strip_suffix(path), output_suffix(path)
     pred = predict_volume(lm, path, opts.threshold, opts.min_lesion_mm3, opts.tta)
-    rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
+    voxel_mm3 = float(abs(np.linalg.det(pred.affine[:3, :3])))
+    labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
     if opts.prob:
         save_like(np.rint(pred.prob * 255).astype(np.uint8), path, out / f"{stem}_prob{ext}", scale=1 / 255)
     if opts.instances:
-        save_like(label_lesions(pred.mask, lm.connectivity)[0].astype(np.uint16), path, out / f"{stem}_lesions{ext}")
+        save_like(labels.astype(np.uint16), path, out / f"{stem}_lesions{ext}")
     if opts.table:
+        rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
         write_table(rows, out / f"{stem}_lesions")
+        count = len(rows)
     save_like(pred.mask, path, out / f"{stem}{ext}")  # the mask last: its presence marks a finished scan
-    return {"scan": str(path), "mask": str(out / f"{stem}{ext}"), "lesions": len(rows),
-            "lesion_volume_mm3": round(sum(r["volume_mm3"] for r in rows), 3),
+    return {"scan": str(path), "mask": str(out / f"{stem}{ext}"), "lesions": count,
+            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3),
             "seconds": round(time.perf_counter() - start, 3)}
 
 
