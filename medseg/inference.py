@@ -76,9 +76,18 @@ def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi:
     predictor = MirrorTTA(model) if (icfg.tta if tta is None else tta) else model
     bf16 = use_bf16(device, getattr(icfg, "amp", "auto"))
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        logits = sliding_window_inference(x.to(device), roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
-                                          predictor=predictor, overlap=icfg.overlap, mode=icfg.blend,
-                                          sigma_scale=0.125, device=device)
+        if device.type == "cuda":
+            # stitches on the GPU while it fits, falls back to CPU stitching (or buffered mode)
+            # for volumes that do not (MONAI issue 6427)
+            from monai.inferers import SlidingWindowInfererAdapt
+
+            inferer = SlidingWindowInfererAdapt(roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size, overlap=icfg.overlap,
+                                                mode=icfg.blend, sigma_scale=0.125, progress=False)
+            logits = inferer(x.to(device), predictor)
+        else:
+            logits = sliding_window_inference(x, roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
+                                              predictor=predictor, overlap=icfg.overlap, mode=icfg.blend,
+                                              sigma_scale=0.125)
     return torch.sigmoid(logits.float()).cpu()
 
 
