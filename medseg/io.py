@@ -106,6 +106,36 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export the file") from None
 
 
+def check_readable(path: Path) -> None:
+    """Read the whole file once without keeping it: a truncated or corrupt body (which a header
+    check does not see) is found here, before any training thread touches it.
+
+    Raises:
+        MedsegError: naming the file.
+    """
+    import gzip
+    import zlib
+
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as fh:
+                while fh.read(1 << 24):
+                    pass
+        elif str(path).endswith(".nii"):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            needed = int(img.header["vox_offset"]) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
+            if path.stat().st_size < needed:
+                raise EOFError(f"file has {path.stat().st_size} bytes, the header needs {needed}")
+        else:
+            import SimpleITK as sitk
+
+            sitk.ReadImage(str(path))
+    except (OSError, EOFError, zlib.error, RuntimeError) as exc:
+        raise MedsegError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}); re-export it or remove the case") from None
+
+
 def check_pair(case: Case, atol: float = 1e-3) -> None:
     """Image and label must share shape and affine (within ``atol`` mm).
 

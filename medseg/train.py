@@ -41,12 +41,14 @@ def _schedule(kind: str, total_steps: int):
 
 def _check_dataset(cfg: ExperimentConfig):
     from medseg.data import median_spacing
-    from medseg.io import check_pair, find_cases
+    from medseg.io import check_pair, check_readable, find_cases
     from medseg.models import min_input_multiple
 
     cases = find_cases(cfg.data.dataset)
     for case in cases:
         check_pair(case)
+        for path in (case.image, case.label):
+            check_readable(path)
     multiple = min_input_multiple(cfg.model)
     roi = cfg.inference.roi_size or cfg.sampling.patch_size
     for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):

@@ -164,5 +164,5 @@ def test_truncated_volume_in_training_set(tiny_dataset, tmp_path):
     data = victim.read_bytes()
     victim.write_bytes(data[: len(data) // 2])
     res = run("train", DEMO, "--set", f"data.dataset={root}", "--set", f"train.output_dir={tmp_path / 'o'}", *TINY)
-    assert_user_error(res, "synth_001.nii.gz", "cannot be loaded")
+    assert_user_error(res, "synth_001.nii.gz", "truncated or corrupt")
     assert not (tmp_path / "o").exists()
