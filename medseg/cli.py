@@ -141,7 +141,8 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
              dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow GT lesions by N voxels first (BraTS 2023: 1-2)."),
              min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels.")) -> None:
-    """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table; summary."""
+    """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
+    summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluate import EvalOptions, evaluate_dirs
 
     if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
@@ -151,6 +152,10 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
     for row in rows:
         typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
     _print_summary(summary)
+    if "froc" in summary:
+        f = summary["froc"]
+        typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
+                   + f" FP/scan; CPM {f['cpm']:.3f}")
     for line in errors:
         typer.echo(f"error: {line}", err=True)
     if errors:

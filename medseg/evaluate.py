@@ -78,13 +78,15 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> float:
     return float(compute_hausdorff_distance(p, r, percentile=95, spacing=spacing.tolist())[0, 0])
 
 
-def _case(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions):
+def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
+                with_hd95: bool = True) -> tuple[dict, list[dict], LesionCounts]:
+    """Per-case row, per-lesion rows and lesion counts of one (prediction, reference) pair."""
     voxel = float(abs(np.linalg.det(affine[:3, :3])))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
                                            opts.dilate, opts.min_voxels)
     counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
-    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing),
+    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing) if with_hd95 else float("nan"),
            "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel,
            "volume_diff_mm3": float(pred.sum() - ref.sum()) * voxel, "gt_lesions": counts.n_ref,
            "pred_lesions": counts.n_pred, "tp": counts.found, "fn": counts.fn, "fp": counts.fp, **counts.summary()}
@@ -122,7 +124,7 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
         ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>_summary.json``.
     """
     pairs, errors = _pairs(Path(pred_dir), Path(ref_dir))
-    rows, lesions, total = [], [], LesionCounts(scans=0)
+    rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
             pred, p_aff = _read_mask(pred_path)
@@ -132,21 +134,55 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
         except MedsegError as err:
             errors.append(str(err))
             continue
-        row, case_lesions, counts = _case(pred, ref, r_aff, strip_suffix(ref_path), opts)
+        row, case_lesions, counts = case_tables(pred, ref, r_aff, strip_suffix(ref_path), opts)
         rows.append(row)
         lesions += case_lesions
         total = total + counts
+        froc_scans.append(_prob_scan(pred_path, ref, r_aff))
     summary = _summary(rows, lesions, total, opts)
+    froc_result = _froc(froc_scans, opts, out_csv)
+    if froc_result:
+        summary["froc"] = {"recall_at_fp_per_scan": froc_result["recall_at"], "cpm": froc_result["cpm"]}
     if out_csv is not None and rows:
         out = Path(out_csv)
-        _write_csv(rows, out)
+        write_csv(rows, out)
         if lesions:
-            _write_csv(lesions, out.with_name(out.stem + "_lesions.csv"))
+            write_csv(lesions, out.with_name(out.stem + "_lesions.csv"))
         out.with_name(out.stem + "_summary.json").write_text(json.dumps(summary, indent=2))
     return summary, rows, errors
 
 
-def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray):
+    """The probability map ``<case>_prob.*`` written by ``predict --save-prob``, if present."""
+    from medseg.tune import Scan
+
+    name = pred_path.name
+    suffix = next(s for s in IMAGE_SUFFIXES if name.endswith(s))
+    prob_path = pred_path.with_name(name[: -len(suffix)] + "_prob" + suffix)
+    if not prob_path.exists():
+        return None
+    import nibabel as nib
+
+    prob = np.asarray(nib.load(str(prob_path)).get_fdata(dtype=np.float32))
+    return Scan(prob, ref, float(abs(np.linalg.det(affine[:3, :3])))) if prob.shape == ref.shape else None
+
+
+def _froc(scans: list, opts: EvalOptions, out_csv: Path | str | None) -> dict | None:
+    """FROC over the scans when every one has a probability map (see :mod:`medseg.tune`)."""
+    if not scans or any(s is None for s in scans):
+        return None
+    from medseg.tune import froc, plot_froc
+
+    result = froc(scans, connectivity=opts.connectivity)
+    if out_csv is not None:
+        out = Path(out_csv)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_froc(result, out.with_name(out.stem + "_froc.png"))
+    return result
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write dict rows (same keys) as CSV, atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", newline="") as fh:

@@ -71,6 +71,21 @@ def _payload(cfg: ExperimentConfig, model, spacing, epoch: int, metrics: dict[st
     }
 
 
+def _write_best_report(val, folder: Path) -> None:
+    """Per-case and per-lesion CSVs and overlays of the best epoch so far (replacing older ones)."""
+    import shutil
+
+    from medseg.evaluate import write_csv
+    from medseg.reports import overlays
+
+    shutil.rmtree(folder / "overlays", ignore_errors=True)
+    write_csv(val.cases, folder / "val_best_cases.csv")
+    if val.lesions:
+        write_csv(val.lesions, folder / "val_best_lesions.csv")
+    for case_id, image, pred, ref in val.worst:
+        overlays(case_id, image, pred, ref, folder / "overlays")
+
+
 def _new_run_dir(output_dir: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir, n = output_dir / stamp, 1
@@ -186,14 +201,22 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
             bar.set_postfix_str(f"epoch {epoch}/{cfg.train.epochs} loss {losses[-1]:.3f} val_recall {last_val.get('val_lesion_recall', float('nan')):.2f}")
         metrics = {"train_loss": sum(losses) / max(1, len(losses)), "lr": scheduler.get_last_lr()[0]}
         if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
-            last_val = validate(model, val_ds, cfg, spacing, device)
+            val = validate(model, val_ds, cfg, spacing, device)
+            last_val = val.metrics
             metrics.update(last_val)
             if last_val[cfg.train.select_metric] >= best:
                 best = last_val[cfg.train.select_metric]
                 save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), best_path)
+                _write_best_report(val, run_dir / "report")
         save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), last_path)
         tracker.log_metrics(metrics, step=epoch)
         history.append({"epoch": epoch, **metrics})
     bar.close()
+    from medseg.reports import training_curve
+
+    training_curve(history, run_dir / "report" / "training_curve.png")
+    for path in sorted((run_dir / "report").rglob("*")):
+        if path.is_file():
+            tracker.log_artifact(path, str(path.parent.relative_to(run_dir)))
     tracker.log_model(best_path, cfg.tracking.register_model)
     return TrainResult(run_dir, best_path, last_path, tracker.run_id, best, history)

@@ -81,6 +81,8 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert "val_lesion_recall_small" in run_data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
     assert {"config.yaml", "model/best.pt"} <= artifacts
+    report = {a.path for a in client.list_artifacts(run_id, "report")}
+    assert {"report/training_curve.png", "report/val_best_cases.csv"} <= report
 
     # the same model straight from MLflow: by run and from the registry
     store = f"sqlite:///{out / 'mlflow.db'}"

@@ -38,3 +38,24 @@ def test_missing_prediction_is_reported(tmp_path, affine):
     (tmp_path / "pred").mkdir()
     summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref")
     assert rows == [] and "a.nii.gz" in errors[0]
+
+
+def test_froc_from_saved_probability_maps(tmp_path):
+    from medseg.io import save_like
+
+    affine = oblique_affine((1.0, 1.0, 2.0))
+    ref = np.zeros((20, 20, 10), np.uint8)
+    ref[2:6, 2:6, 2:4] = 1
+    ref[12:14, 12:14, 5] = 1
+    prob = np.zeros(ref.shape, np.float32)
+    prob[2:6, 2:6, 2:4] = 0.9
+    prob[12:14, 12:14, 5] = 0.3   # found only at low confidence
+    prob[16:18, 2:4, 7] = 0.6     # a false positive in between
+    ref_path = save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
+    save_like((prob >= 0.5).astype(np.uint8), ref_path, tmp_path / "pred" / "a.nii.gz")
+    save_like(np.rint(prob * 255).astype(np.uint8), ref_path, tmp_path / "pred" / "a_prob.nii.gz", scale=1 / 255)
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out" / "ev.csv")
+    assert errors == [] and [r["case"] for r in rows] == ["a"]
+    froc = summary["froc"]["recall_at_fp_per_scan"]
+    assert froc[0.125] == 0.5 and froc[1.0] == 1.0
+    assert (tmp_path / "out" / "ev_froc.png").exists()
