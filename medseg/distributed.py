@@ -31,3 +31,13 @@ def gather(items: list[Any]) -> list[Any]:
     parts: list[list[Any]] = [[] for _ in range(dist.get_world_size())]
     dist.all_gather_object(parts, items)
     return [item for part in parts for item in part]
+
+
+def finish() -> None:
+    """Wait for every rank and tear the process group down (a gloo group left alive at exit
+    can abort the process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -94,7 +94,7 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
     """
     from tqdm import tqdm
 
-    from medseg.distributed import gather, rank_and_world
+    from medseg.distributed import finish, gather, rank_and_world
     from medseg.inference import load_model
 
     paths = expand_inputs(inputs)
@@ -116,6 +116,7 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
     rows, errors = gather(rows), gather(errors)
     if rows and rank == 0:
         _write_summary(sorted(rows, key=lambda r: r["scan"]), out / "summary.csv")
+    finish()
     return rows, errors
 
 
