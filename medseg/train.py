@@ -156,12 +156,32 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status: tuple[str, float]) -> float:
+    """One pass over the loader (bf16 autocast on CUDA); returns the mean loss. The progress bar
+    shows epoch, loss and the last validation lesion recall."""
+    model.train()
+    losses = []
+    for batch in loader:
+        x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix_str(f"{status[0]} loss {losses[-1]:.3f} val_recall {status[1]:.2f}")
+    return sum(losses) / max(1, len(losses))
+
+
 def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
     from medseg.checkpoint import save_checkpoint
-    from medseg.lineage import lineage_tags
     from medseg.data import make_loader
+    from medseg.lineage import lineage_tags
     from medseg.losses import build_loss
     from medseg.models import build_model
     from medseg.validation import validate
@@ -185,21 +205,9 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
     best, history, last_val = -math.inf, [], {}
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, file=sys.stderr)
     for epoch in range(1, cfg.train.epochs + 1):
-        model.train()
-        losses = []
-        for batch in loader:
-            x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                logits = model(x)
-            loss = loss_fn(logits.float(), y)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix_str(f"epoch {epoch}/{cfg.train.epochs} loss {losses[-1]:.3f} val_recall {last_val.get('val_lesion_recall', float('nan')):.2f}")
-        metrics = {"train_loss": sum(losses) / max(1, len(losses)), "lr": scheduler.get_last_lr()[0]}
+        status = f"epoch {epoch}/{cfg.train.epochs}", last_val.get("val_lesion_recall", float("nan"))
+        train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status)
+        metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
         if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
             val = validate(model, val_ds, cfg, spacing, device)
             last_val = val.metrics
