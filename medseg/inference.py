@@ -155,12 +155,18 @@ def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | N
     from medseg.transforms import preprocess
 
     try:
-        data = Compose(preprocess(lm.spacing, lm.normalize, with_label=False))({"image": str(image_path)})
+        data = Compose(preprocess(lm.spacing, lm.normalize, with_label=False, check_finite=True))({"image": str(image_path)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
+        root = _root(exc)
+        if isinstance(root, MedsegError):
+            raise root from None
         raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
     img = data["image"]
+    if img.ndim != 4:
+        raise MedsegError(f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments 3D scans")
     if img.shape[0] != 1:
         raise MedsegError(f"{image_path}: has {img.shape[0]} channels, the model expects 1; pass a single-channel scan")
+
     prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
@@ -219,8 +225,13 @@ def restore_grid(prob: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndar
     return out
 
 
-def _last_line(exc: BaseException) -> str:
+def _root(exc: BaseException) -> BaseException:
     while exc.__cause__ is not None:
         exc = exc.__cause__
+    return exc
+
+
+def _last_line(exc: BaseException) -> str:
+    exc = _root(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__

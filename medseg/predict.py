@@ -113,6 +113,8 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
             errors.append(str(err))
         except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
             errors.append(f"{path}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out")
+        except Exception as err:  # anything unforeseen fails this scan only; the batch goes on
+            errors.append(f"{path}: failed ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); please report it")
     rows, errors = gather(rows), gather(errors)
     if rows and rank == 0:
         _write_summary(sorted(rows, key=lambda r: r["scan"]), out / "summary.csv")

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from monai.transforms import (
     AsDiscreted,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
+    MapTransform,
     NormalizeIntensityd,
     Orientationd,
     RandCropByPosNegLabeld,
@@ -25,6 +27,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
+from medseg.errors import MedsegError
 from medseg.readers import SimpleITKReader
 from medseg.sampling import LesionIndicesd, RandLesionCropd
 
@@ -34,7 +37,18 @@ def nonzero(x):
     return x != 0
 
 
-def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True) -> list:
+class FiniteCheckd(MapTransform):
+    """Refuse an image with NaN or infinite voxels (they would spread through normalisation)."""
+
+    def __call__(self, data: dict) -> dict:
+        for key in self.keys:
+            if not torch.isfinite(torch.as_tensor(data[key])).all():
+                name = getattr(data[key], "meta", {}).get("filename_or_obj", key)
+                raise MedsegError(f"{name}: contains NaN or infinite voxels; re-export the scan or replace them")
+        return data
+
+
+def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False) -> list:
     """Deterministic transforms on ``{"image": path[, "label": path]}``.
 
     Output: ``image`` float32 MetaTensor (1, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
@@ -46,6 +60,7 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
     loader.register(SimpleITKReader())  # NRRD / MetaImage; NIfTI stays with nibabel
     steps = [
         loader,
+        *([FiniteCheckd(["image"])] if check_finite else []),
         EnsureChannelFirstd(keys),
         # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
         # border, so fewer windows are run; the prediction is pasted back at inference.

@@ -152,3 +152,24 @@ def test_fast_restore_agrees_with_affine_resampling():
     slow = SpatialResample(mode="nearest", padding_mode="zeros")(
         MetaTensor(prob, affine=torch.as_tensor(src)), dst_affine=torch.as_tensor(dst), spatial_size=[12, 14, 16])
     assert np.allclose(fast, np.asarray(slow[0]), atol=1e-6) and np.count_nonzero(fast) == 9 * 7 * 5
+
+
+@pytest.mark.parametrize("kind", ["2d", "5d", "nan", "empty", "not_gzip"])
+def test_bad_scans_are_user_errors(tmp_path, kind):
+    from medseg.errors import MedsegError
+
+    path = tmp_path / f"{kind}.nii.gz"
+    if kind == "2d":
+        save_nifti(np.random.rand(20, 20).astype(np.float32), np.eye(4), path)
+    elif kind == "5d":
+        save_nifti(np.random.rand(8, 8, 6, 2, 2).astype(np.float32), np.eye(4), path)
+    elif kind == "nan":
+        x = np.random.rand(20, 20, 10).astype(np.float32)
+        x[3, 3, 3] = np.nan
+        save_nifti(x, np.eye(4), path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        path.write_bytes(b"plain text, not gzip")
+    with pytest.raises(MedsegError, match=kind):
+        predict_volume(loaded((1.0, 1.0, 1.0)), path)
