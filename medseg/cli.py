@@ -140,14 +140,15 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
              connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
              dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow GT lesions by N voxels first (BraTS 2023: 1-2)."),
-             min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels.")) -> None:
+             min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels."),
+             min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluate import EvalOptions, evaluate_dirs
 
     if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
         raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
-    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels)
+    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3)
     summary, rows, errors = evaluate_dirs(pred_dir, ref_dir, out, opts)
     for row in rows:
         typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")

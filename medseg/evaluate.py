@@ -33,6 +33,7 @@ class EvalOptions:
     connectivity: int = 26
     dilate: int = 0
     min_voxels: int = 0
+    min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
 
 
@@ -83,8 +84,9 @@ def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str
     """Per-case row, per-lesion rows and lesion counts of one (prediction, reference) pair."""
     voxel = float(abs(np.linalg.det(affine[:3, :3])))
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    min_voxels = max(opts.min_voxels, int(np.ceil(opts.min_mm3 / voxel - 1e-9)))
     matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
-                                           opts.dilate, opts.min_voxels)
+                                           opts.dilate, min_voxels)
     counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
     row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing) if with_hd95 else float("nan"),
            "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel,

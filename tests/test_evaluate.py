@@ -31,6 +31,9 @@ def test_tables_on_crafted_cases(tmp_path):
     lesions = (tmp_path / "out" / "ev_lesions.csv").read_text().splitlines()
     assert lesions[0].startswith("case,kind,id,volume_mm3,matched") and len(lesions) == 1 + 4
     assert json.loads((tmp_path / "out" / "ev_summary.json").read_text())["matching"] == "overlap"
+    # 8 mm3 GT lesion and 8 mm3 false positive left out below 10 mm3 (voxel = 2 mm3)
+    summary, _, _ = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", None, EvalOptions(min_mm3=10.0))
+    assert (summary["gt_lesions"], summary["fp"], summary["lesion_recall"]) == (1, 0, 1.0)
 
 
 def test_missing_prediction_is_reported(tmp_path, affine):
