@@ -38,7 +38,7 @@ class DataConfig(Section):
 class PreprocessConfig(Section):
     """Deterministic preprocessing shared by training, validation and predict."""
 
-    target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = first case's spacing.")
+    target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing.")
     normalize: Literal["zscore_nonzero", "zscore", "none"] = Field("zscore_nonzero", description="Intensity normalisation per channel.")
 
 
