@@ -20,7 +20,7 @@ import numpy as np
 from medseg.config import load_config
 from medseg.demo import DEMO_CONFIG
 from medseg.inference import load_model, predict_volume
-from medseg.io import find_cases
+from medseg.sources import find_cases
 from medseg.metrics import LesionCounts, dice, gt_lesion_hits, match_lesions
 from medseg.synthetic import write_dataset
 from medseg.train import train

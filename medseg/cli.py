@@ -99,8 +99,10 @@ def train(config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs
 @app.command()
 @user_errors
 def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflow URI runs:/<id>/model, models:/<name>/<version>."),
-            inputs: List[str] = typer.Argument(..., help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha)."),
+            inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
             out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
+            dataset: Optional[str] = typer.Option(None, "--dataset", help="Also predict the cases of a dataset or experiment config (multi-channel cases: one file per channel); masks named <case_id>."),
+            split: str = typer.Option("test", "--split", help="--dataset split: test (imagesTs / MSD test) or training."),
             device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
             threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the model's probability threshold."),
             min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", help="Override the model's minimum lesion volume."),
@@ -119,7 +121,14 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflo
     from medseg.predict import PredictOptions, predict_files
 
     opts = PredictOptions(threshold, min_lesion_mm3, tta, save_prob, save_instances, table, skip_existing)
-    rows, errors = predict_files(model, inputs, out, device, opts, not quiet, tracking_uri)
+    cases = []
+    if dataset is not None:
+        from medseg.sources import from_argument
+
+        cases = from_argument(dataset, split=split)[0].require_clean()
+    if not inputs and not cases:
+        raise MedsegError("nothing to predict: give scan files/folders, or --dataset DATASET")
+    rows, errors = predict_files(model, inputs or [], out, device, opts, not quiet, tracking_uri, cases)
     if _rank() > 0:
         return
     for row in rows:
@@ -134,22 +143,32 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflo
 @app.command()
 @user_errors
 def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted masks."),
-             ref_dir: Path = typer.Argument(..., help="Folder of reference labels (same file names)."),
+             ref_dir: str = typer.Argument(..., help="Folder of reference labels (same file names), or a dataset / case list / experiment config (predictions named <case_id>)."),
              out: Optional[Path] = typer.Option(None, "--out", help="Per-case CSV to write."),
              matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
              connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
              dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow GT lesions by N voxels first (BraTS 2023: 1-2)."),
              min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels."),
-             min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3.")) -> None:
+             min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3."),
+             lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
+             split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluate import EvalOptions, evaluate_dirs
 
     if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
         raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
-    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3)
-    summary, rows, errors = evaluate_dirs(pred_dir, ref_dir, out, opts)
+    cases, wanted = None, _ints(lesion_labels, "--lesion-labels") if lesion_labels else None
+    ref_path = Path(ref_dir)
+    if ref_path.is_file() or (ref_path / "dataset.json").is_file():
+        from medseg.sources import from_argument
+
+        ds, cfg = from_argument(ref_dir, split=split)
+        cases = ds.require_clean()
+        wanted = wanted or (cfg.data.lesion_labels if cfg else None)
+    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=wanted)
+    summary, rows, errors = evaluate_dirs(pred_dir, ref_path, out, opts, cases)
     for row in rows:
         typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
     _print_summary(summary)
@@ -178,6 +197,72 @@ def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run 
     typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
                + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
     typer.echo(f"stored in {checkpoint}; curve {res['curve_csv']}, plot {res['froc_png']}")
+
+
+def _dataset(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str]):
+    from medseg.sources import from_argument
+
+    if layout not in ("auto", "msd", "nnunet", "list", "pattern"):
+        raise MedsegError(f"--layout {layout!r}: use auto, msd, nnunet, list or pattern")
+    return from_argument(dataset, layout, channels or None, label)
+
+
+DATASET_HELP = "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
+
+
+@app.command()
+@user_errors
+def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
+          layout: str = typer.Option("auto", "--layout", help="auto, msd, nnunet, list or pattern."),
+          channel: Optional[List[str]] = typer.Option(None, "--channel", help="pattern layout: a glob per channel with {case}; others: a channel name to keep (repeatable)."),
+          label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
+          lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
+          atol: float = typer.Option(1e-3, "--atol", help="Geometry tolerance (mm) between channels and label.")) -> None:
+    """Validate every case and report all problems at once (exit 0 clean, 1 problems found)."""
+    from medseg.check import check_dataset, format_report
+
+    ds, cfg = _dataset(dataset, layout, channel, label)
+    wanted = _ints(lesion_labels, "--lesion-labels") if lesion_labels else (cfg.data.lesion_labels if cfg else None)
+    problems = check_dataset(ds, wanted, atol)
+    for line in problems:
+        typer.echo(f"problem: {line}", err=True)
+    typer.echo(format_report(ds, problems))
+    if problems:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
+         out: Optional[Path] = typer.Option(None, "--out", help="plan.yaml to write (default: print only)."),
+         layout: str = typer.Option("auto", "--layout", help="auto, msd, nnunet, list or pattern."),
+         channel: Optional[List[str]] = typer.Option(None, "--channel", help="As for 'medseg check'."),
+         label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
+         lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
+         memory_gb: float = typer.Option(8.0, "--memory-gb", min=0.1, help="Training memory budget for the patch size (GPU memory, or RAM on CPU).")) -> None:
+    """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes) and plan spacing, patch and normalisation."""
+    import yaml
+
+    from medseg.config import ModelConfig, SamplingConfig, TrainConfig
+    from medseg.plan import fingerprint, make_plan, write_plan
+
+    ds, cfg = _dataset(dataset, layout, channel, label)
+    ds.require_clean()
+    wanted = _ints(lesion_labels, "--lesion-labels") if lesion_labels else (cfg.data.lesion_labels if cfg else None)
+    model_cfg, sampling, train_cfg = (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
+    fp = fingerprint(ds, wanted)
+    planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
+    typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
+    if out is not None:
+        write_plan(out, fp, planned, str(ds.root))
+        typer.echo(f"wrote {out} (train with --set data.plan={out})")
+
+
+def _ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise MedsegError(f"{option} {text!r}: expected integers like 1,2,3,4") from None
 
 
 def _rank() -> int:

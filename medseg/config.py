@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medseg.errors import MedsegError
+from medseg.sources import expand
 
 Triple = tuple[float, float, float]
 IntTriple = tuple[int, int, int]
@@ -27,11 +28,19 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
-    """Where the cases are and how they are split and cached."""
+    """Where the cases are, which channels and label values are used, how they are split and cached."""
 
-    dataset: Path = Field(description="Dataset folder with dataset.json (Medical Segmentation Decathlon layout).")
+    dataset: Path = Field(description="Dataset folder (MSD or nnU-Net raw, with dataset.json; or the root of a pattern layout) or a case list (.csv/.yaml). $VARS are expanded.")
+    layout: Literal["auto", "msd", "nnunet", "list", "pattern"] = Field("auto", description="auto = list for .csv/.yaml, nnunet when dataset.json has channel_names + file_ending, else msd.")
+    channels: Optional[tuple[str, ...]] = Field(None, description="pattern layout: one glob per channel with {case} (e.g. '*/{case}/Flair.nii.gz'); other layouts: channel names to use, in order (null = all).")
+    label: Optional[str] = Field(None, description="pattern layout: glob of the label file with {case}.")
+    lesion_labels: Optional[tuple[int, ...]] = Field(None, description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are background; null = every non-zero value.")
+    exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
+    val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
+    plan: Optional[Path] = Field(None, description="plan.yaml from 'medseg plan'; null = plan the dataset at the start of training. Keys set in this config win over the plan.")
     cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
+    cache_dir: Optional[Path] = Field(None, description="Folder for a disk cache of preprocessed cases (MONAI PersistentDataset), reused across runs; null = memory (CacheDataset).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
 
 
@@ -39,7 +48,9 @@ class PreprocessConfig(Section):
     """Deterministic preprocessing shared by training, validation and predict."""
 
     target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing.")
-    normalize: Literal["zscore_nonzero", "zscore", "none"] = Field("zscore_nonzero", description="Intensity normalisation per channel.")
+    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] = Field("zscore_nonzero", description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / std), none.")
+    background: Literal["zero", "min"] = Field("zero", description="Which voxels are outside the body: zero, or min (each channel's minimum, for scans already z-scored with a constant background); they are cropped away and left out of z-scoring.")
+    ct_stats: Optional[tuple[tuple[float, float, float, float], ...]] = Field(None, description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the foreground).")
 
 
 class SamplingConfig(Section):
@@ -213,9 +224,12 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
         raise MedsegError(f"{path}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax") from None
     if not isinstance(raw, dict):
         raise MedsegError(f"{path}: expected a mapping of sections (data:, train:, ...) at the top level")
-    dataset = (raw.get("data") or {}).get("dataset") if isinstance(raw.get("data"), dict) else None
-    if isinstance(dataset, str) and not Path(dataset).expanduser().is_absolute():
-        raw["data"]["dataset"] = str((path.parent / dataset).resolve())
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for key in ("dataset", "plan", "cache_dir"):
+        value = data.get(key)
+        if isinstance(value, str):
+            value = expand(value)
+            data[key] = value if Path(value).is_absolute() else str((path.parent / value).resolve())
     for assignment in overrides:
         apply_override(raw, assignment)
     try:

@@ -13,7 +13,7 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -34,17 +34,35 @@ class EvalOptions:
     dilate: int = 0
     min_voxels: int = 0
     min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
+    lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
 
 
-def _read_mask(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
+def _read_mask(path: Path, lesion_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean lesion mask (X, Y, Z) and affine of a mask or label file (NIfTI, NRRD, MHA)."""
+    from medseg.io import read_lesion_mask
 
-    try:
-        img = nib.load(str(path))
-        return np.asanyarray(img.dataobj) > 0, np.asarray(img.affine)
-    except Exception as exc:  # nibabel raises several types for corrupt files
-        raise MedsegError(f"{path}: cannot read mask ({type(exc).__name__}); re-create it") from None
+    return read_lesion_mask(path, lesion_labels), _affine(path)
+
+
+def _affine(path: Path) -> np.ndarray:
+    from medseg.io import read_geometry
+
+    return read_geometry(path)[1]
+
+
+def _pairs_from_cases(pred_dir: Path, cases) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Reference labels of a dataset's cases, predictions named ``<case_id>.*``."""
+    preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
+    pairs, errors = [], []
+    for case in cases:
+        if case.label is None:
+            continue
+        if case.case_id in preds:
+            pairs.append((preds[case.case_id], case.label))
+        else:
+            errors.append(f"{pred_dir / case.case_id}: no prediction for case {case.case_id}; run medseg predict --dataset on it")
+    return pairs, errors
 
 
 def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -118,25 +136,27 @@ def _summary(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: E
 
 
 def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
-                  opts: EvalOptions = EvalOptions()) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
-    """Compare every reference mask with the prediction of the same name.
+                  opts: EvalOptions = EvalOptions(), cases=None) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Compare every reference mask with the prediction of the same name (or, with ``cases``,
+    every case's label with the prediction ``<case_id>.*`` in ``pred_dir``).
 
     Returns:
         (summary, per-case rows, error lines for cases that could not be compared). With
         ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>_summary.json``.
     """
-    pairs, errors = _pairs(Path(pred_dir), Path(ref_dir))
+    pairs, errors = _pairs_from_cases(Path(pred_dir), cases) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
             pred, p_aff = _read_mask(pred_path)
-            ref, r_aff = _read_mask(ref_path)
+            ref, r_aff = _read_mask(ref_path, opts.lesion_labels)
             if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
                 raise MedsegError(f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on the reference's scan")
         except MedsegError as err:
             errors.append(str(err))
             continue
-        row, case_lesions, counts = case_tables(pred, ref, r_aff, strip_suffix(ref_path), opts)
+        name = strip_suffix(pred_path) if cases is not None else strip_suffix(ref_path)
+        row, case_lesions, counts = case_tables(pred, ref, r_aff, name, opts)
         rows.append(row)
         lesions += case_lesions
         total = total + counts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -104,6 +104,10 @@ class LoadedModel:
     min_lesion_mm3: float
     connectivity: int
     device: torch.device
+    in_channels: int = 1
+    channels: tuple[str, ...] = ()
+    ct_stats: Optional[list] = None
+    background: str = "zero"
 
 
 def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
@@ -134,7 +138,9 @@ def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str |
     op = ckpt["operating_point"]
     return LoadedModel(model, tuple(pre["spacing"]), pre["normalize"],
                        tuple(cfg.inference.roi_size or cfg.sampling.patch_size), cfg.inference,
-                       float(op["threshold"]), float(op["min_lesion_mm3"]), cfg.eval.connectivity, dev)
+                       float(op["threshold"]), float(op["min_lesion_mm3"]), cfg.eval.connectivity, dev,
+                       int(pre["in_channels"]), tuple(pre.get("channels") or ()), pre.get("ct_stats") or None,
+                       pre.get("background", "zero"))
 
 
 @dataclass
@@ -146,16 +152,23 @@ class Prediction:
     affine: np.ndarray
 
 
-def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | None = None,
+def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
                    min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
-    """Predict one scan file; the mask is on the file's own voxel grid."""
+    """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
+    the model's channel order; the mask is on the (first) file's own voxel grid."""
     from monai.transforms import Compose
 
     from medseg.metrics import remove_small
+    from medseg.data import image_entry
     from medseg.transforms import preprocess
 
     try:
-        data = Compose(preprocess(lm.spacing, lm.normalize, with_label=False, check_finite=True))({"image": str(image_path)})
+        files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
+        image_path = files[0]
+        _same_grid(files)
+        steps = preprocess(lm.spacing, lm.normalize, with_label=False, check_finite=True, ct_stats=lm.ct_stats,
+                           background=lm.background)
+        data = Compose(steps)({"image": image_entry(files)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
         root = _root(exc)
         if isinstance(root, MedsegError):
@@ -164,8 +177,10 @@ def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | N
     img = data["image"]
     if img.ndim != 4:
         raise MedsegError(f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments 3D scans")
-    if img.shape[0] != 1:
-        raise MedsegError(f"{image_path}: has {img.shape[0]} channels, the model expects 1; pass a single-channel scan")
+    if img.shape[0] != lm.in_channels:
+        names = f" ({', '.join(lm.channels)})" if lm.channels else ""
+        raise MedsegError(f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
+                          "pass one file per channel in that order (or a 4D file)")
 
     prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
@@ -176,6 +191,18 @@ def predict_volume(lm: LoadedModel, image_path: Path | str, threshold: float | N
     min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
     mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
     return Prediction(prob_np, mask, affine)
+
+
+def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
+    """Per-channel files must share one grid (MONAI would stack them without looking)."""
+    from medseg.io import read_geometry
+
+    shape0, affine0 = read_geometry(files[0])
+    for path in files[1:]:
+        shape, affine = read_geometry(path)
+        if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(affine, affine0, atol=atol):
+            raise MedsegError(f"{path}: is on a different grid (shape {tuple(shape[:3])}) than {files[0].name} (shape {tuple(shape0[:3])}); "
+                              "resample every channel onto the first one's grid")
 
 
 def _axis_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

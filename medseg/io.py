@@ -1,7 +1,6 @@
 """Reading datasets and writing masks that keep the scan's exact geometry.
 
-``find_cases`` reads a Medical Segmentation Decathlon folder (``dataset.json`` with a ``training``
-list); ``check_pair`` compares image and label headers without loading voxels; ``save_like``
+Dataset layouts are read by :mod:`medseg.sources`; ``check_pair`` compares image and label headers without loading voxels; ``save_like``
 writes an array with the header of a reference scan (NIfTI via nibabel, keeping qform/sform codes;
 NRRD/MHA via SimpleITK, keeping origin, spacing and direction), through a temporary file renamed
 into place so an interrupted write leaves nothing behind.
@@ -9,7 +8,6 @@ into place so an interrupted write leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,11 +23,21 @@ PARTIAL = "partial-"  # marks a file being written; renamed into place when comp
 
 @dataclass(frozen=True)
 class Case:
-    """One case: an image file and, for training/evaluation, its label file."""
+    """One case: its image files (one per channel, or one 3D/4D file) and, for training and
+    evaluation, its label file."""
 
     case_id: str
-    image: Path
+    images: tuple[Path, ...]
     label: Path | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, (str, Path)):
+            object.__setattr__(self, "images", (Path(self.images),))
+
+    @property
+    def image(self) -> Path:
+        """The first channel's file: the reference grid of the case."""
+        return self.images[0]
 
 
 def strip_suffix(path: Path | str) -> str:
@@ -39,45 +47,6 @@ def strip_suffix(path: Path | str) -> str:
         if name.endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
-
-
-def _inside(root: Path, rel: str, source: Path) -> Path:
-    path = (root / rel).resolve()
-    if root.resolve() not in path.parents:
-        raise MedsegError(f"{source}: path {rel!r} escapes the dataset folder {root}; keep files inside it")
-    return path
-
-
-def find_cases(dataset: Path | str, split: str = "training") -> list[Case]:
-    """List the cases of an MSD dataset folder, checking every named file exists.
-
-    Raises:
-        MedsegError: no dataset.json, bad JSON, empty list, or a named file missing.
-    """
-    root = Path(dataset)
-    meta_path = root / "dataset.json"
-    if not meta_path.is_file():
-        raise MedsegError(f"{meta_path}: not found; point data.dataset at a folder with dataset.json (e.g. from 'medseg synth')")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MedsegError(f"{meta_path}: not valid JSON ({exc}); fix or regenerate it") from None
-    entries = meta.get(split) if isinstance(meta, dict) else None
-    if not entries:
-        raise MedsegError(f"{meta_path}: no '{split}' cases listed; add entries like {{\"image\": \"./imagesTr/a.nii.gz\", \"label\": \"./labelsTr/a.nii.gz\"}}")
-    cases = []
-    for entry in entries:
-        if isinstance(entry, str):  # MSD "test" lists bare image paths
-            entry = {"image": entry}
-        if not isinstance(entry, dict) or "image" not in entry:
-            raise MedsegError(f"{meta_path}: entry {entry!r} in '{split}' needs an 'image' key")
-        image = _inside(root, entry["image"], meta_path)
-        label = _inside(root, entry["label"], meta_path) if entry.get("label") else None
-        for path in (image, label):
-            if path is not None and not path.is_file():
-                raise MedsegError(f"{meta_path}: lists {path}, which does not exist; add the file or remove the entry")
-        cases.append(Case(strip_suffix(image), image, label))
-    return cases
 
 
 def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
@@ -91,7 +60,7 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
             import nibabel as nib
 
             img = nib.load(str(path))
-            return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=float)
+            return _sane(path, tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=float))
         import SimpleITK as sitk
 
         from medseg.readers import sitk_affine
@@ -99,16 +68,29 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         reader.ReadImageInformation()
-        return tuple(reader.GetSize()), sitk_affine(reader)
+        return _sane(path, tuple(reader.GetSize()), sitk_affine(reader))
     except MedsegError:
         raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
         raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export the file") from None
 
 
+def _sane(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
+    """Refuse headers no scan has: non-finite or singular affines (zero spacing), empty axes."""
+    if not np.isfinite(affine).all():
+        raise MedsegError(f"{path}: the header's affine has NaN or infinite entries; fix the qform/sform (e.g. re-export with SimpleITK or dcm2niix)")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if (spacing[: len(shape)] <= 1e-6).any() or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise MedsegError(f"{path}: the header gives a zero voxel spacing {tuple(round(float(s), 4) for s in spacing)}; fix the pixdim/spacing in the header")
+    if any(s <= 0 for s in shape):
+        raise MedsegError(f"{path}: the header gives an empty axis (shape {shape}); re-export the file")
+    return shape, affine
+
+
 def check_readable(path: Path) -> None:
     """Read the whole file once without keeping it: a truncated or corrupt body (which a header
-    check does not see) is found here, before any training thread touches it.
+    check does not see) is found here, before any training thread touches it. A NIfTI header
+    claiming more voxels than the file holds (e.g. terabytes) is refused without allocating them.
 
     Raises:
         MedsegError: naming the file.
@@ -117,23 +99,59 @@ def check_readable(path: Path) -> None:
     import zlib
 
     try:
-        if str(path).endswith(".gz"):
-            with gzip.open(path, "rb") as fh:
-                while fh.read(1 << 24):
-                    pass
-        elif str(path).endswith(".nii"):
+        if str(path).endswith((".nii", ".nii.gz")):
             import nibabel as nib
 
             img = nib.load(str(path))
-            needed = int(img.header["vox_offset"]) + int(np.prod(img.shape)) * img.get_data_dtype().itemsize
-            if path.stat().st_size < needed:
-                raise EOFError(f"file has {path.stat().st_size} bytes, the header needs {needed}")
+            needed = int(img.header["vox_offset"]) + int(np.prod(img.shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+            if str(path).endswith(".gz"):
+                size = 0
+                with gzip.open(path, "rb") as fh:
+                    while chunk := fh.read(1 << 24):
+                        size += len(chunk)
+            else:
+                size = path.stat().st_size
+            if size < needed:
+                raise EOFError(f"file holds {size} bytes, its header needs {needed:.0f}")
         else:
             import SimpleITK as sitk
 
             sitk.ReadImage(str(path))
-    except (OSError, EOFError, zlib.error, RuntimeError) as exc:
+    except (OSError, EOFError, zlib.error, RuntimeError, ValueError) as exc:
         raise MedsegError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}); re-export it or remove the case") from None
+
+
+def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (X, Y, Z[, C]) in the file's own order and the (4, 4) RAS affine (NIfTI via
+    nibabel with scaling applied, other formats via SimpleITK).
+
+    Raises:
+        MedsegError: unreadable file.
+    """
+    try:
+        if str(path).endswith((".nii", ".nii.gz")):
+            import nibabel as nib
+
+            img = nib.load(str(path))
+            return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
+        import SimpleITK as sitk
+
+        from medseg.readers import sitk_affine
+
+        image = sitk.ReadImage(str(path))
+        arr = sitk.GetArrayFromImage(image)
+        spatial = image.GetDimension()
+        return np.moveaxis(arr, list(range(spatial)), list(range(spatial))[::-1]), sitk_affine(image)
+    except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
+        raise MedsegError(f"{path}: cannot read the voxels ({type(exc).__name__}: {str(exc)[:120]}); re-export the file") from None
+
+
+def read_lesion_mask(path: Path, lesion_labels=None) -> np.ndarray:
+    """Boolean lesion mask (X, Y, Z) of a label file: values in ``lesion_labels``, or every
+    non-zero value when it is None."""
+    label, _ = read_array(path)
+    label = label.reshape(label.shape[:3])
+    return np.isin(np.rint(label), list(lesion_labels)) if lesion_labels else label > 0
 
 
 def check_pair(case: Case, atol: float = 1e-3) -> None:

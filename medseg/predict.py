@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import IMAGE_SUFFIXES, remove_partials, save_like, strip_suffix
+from medseg.io import IMAGE_SUFFIXES, Case, remove_partials, save_like, strip_suffix
 
 
 @dataclass(frozen=True)
@@ -57,14 +57,18 @@ def output_suffix(path: Path) -> str:
     return ".nii.gz" if suffix in (".nii", ".nii.gz") else suffix
 
 
-def _write_one(lm, path: Path, out: Path, opts: PredictOptions) -> dict[str, Any]:
+def _write_one(lm, path: Path | Case, out: Path, opts: PredictOptions) -> dict[str, Any]:
+    """Predict one scan file, or one case (one file per channel; outputs named by its case id)."""
     from medseg.inference import predict_volume
     from medseg.lesion_table import lesion_rows, write_table
     from medseg.metrics import label_lesions
 
     start = time.perf_counter()
-    stem, ext = strip_suffix(path), output_suffix(path)
-    pred = predict_volume(lm, path, opts.threshold, opts.min_lesion_mm3, opts.tta)
+    files = path.images if isinstance(path, Case) else (path,)
+    stem = path.case_id if isinstance(path, Case) else strip_suffix(path)
+    path = files[0]  # the reference grid and header of every output
+    ext = output_suffix(path)
+    pred = predict_volume(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta)
     voxel_mm3 = float(abs(np.linalg.det(pred.affine[:3, :3])))
     labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
     if opts.prob:
@@ -83,8 +87,9 @@ def _write_one(lm, path: Path, out: Path, opts: PredictOptions) -> dict[str, Any
 
 def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
                   opts: PredictOptions = PredictOptions(), progress: bool = True,
-                  tracking_uri: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Predict every input scan into ``out_dir`` and write ``out_dir/summary.csv``.
+                  tracking_uri: str | None = None, cases: Sequence[Case] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """Predict every input scan and every case (multi-channel: one file per channel, outputs named
+    by case id) into ``out_dir`` and write ``out_dir/summary.csv``.
 
     Under ``torchrun`` each rank takes every WORLD_SIZE-th scan and rank 0 merges the summary.
 
@@ -97,7 +102,7 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
     from medseg.distributed import finish, gather, rank_and_world
     from medseg.inference import load_model
 
-    paths = expand_inputs(inputs)
+    paths = [*expand_inputs(inputs), *cases]
     lm = load_model(checkpoint, device, tracking_uri)
     rank, world = rank_and_world(lm.device)
     out = Path(out_dir)
@@ -105,19 +110,20 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
         remove_partials(out)
     rows, errors = [], []
     for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
-        if opts.skip_existing and (out / f"{strip_suffix(path)}{output_suffix(path)}").exists():
+        name, first = (path.case_id, path.image) if isinstance(path, Case) else (strip_suffix(path), path)
+        if opts.skip_existing and (out / f"{name}{output_suffix(first)}").exists():
             continue
         try:
             rows.append(_write_one(lm, path, out, opts))
         except MedsegError as err:
             errors.append(str(err))
         except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
-            errors.append(f"{path}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out")
+            errors.append(f"{first}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out")
         except Exception as err:  # anything unforeseen fails this scan only; the batch goes on
-            errors.append(f"{path}: failed ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); please report it")
+            errors.append(f"{first}: failed ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); please report it")
     rows, errors = gather(rows), gather(errors)
     if rows and rank == 0:
-        _write_summary(sorted(rows, key=lambda r: r["scan"]), out / "summary.csv")
+        _write_summary(sorted(rows, key=lambda r: r["mask"]), out / "summary.csv")
     finish()
     return rows, errors
 

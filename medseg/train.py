@@ -39,32 +39,65 @@ def _schedule(kind: str, total_steps: int):
     return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
 
 
-def _check_dataset(cfg: ExperimentConfig):
-    from medseg.data import median_spacing
-    from medseg.io import check_pair, check_readable, find_cases
-    from medseg.models import min_input_multiple
+@dataclass
+class Prepared:
+    """A checked dataset and the config completed by the plan."""
 
-    cases = find_cases(cfg.data.dataset)
-    for case in cases:
-        check_pair(case)
-        for path in (case.image, case.label):
-            check_readable(path)
+    cfg: ExperimentConfig
+    cases: list
+    spacing: tuple[float, float, float]
+    channels: tuple[str, ...]
+    plan: dict | None
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """List and check every case (all problems reported at once, as ``medseg check`` does), then
+    fill the keys the config leaves unset from the plan (``data.plan`` or planned now).
+
+    Raises:
+        MedsegError: listing every problem of the dataset, or a config that does not fit it.
+    """
+    from medseg.check import check_dataset, rules_for
+    from medseg.models import min_input_multiple
+    from medseg.plan import apply_plan, fingerprint, make_plan, needs_plan, read_plan
+    from medseg.sources import from_config
+
+    ds = from_config(cfg.data)
+    problems = check_dataset(ds, cfg.data.lesion_labels)
+    if problems:
+        raise MedsegError("\n".join(problems + [f"{len(problems)} problem(s) in the dataset; fix them (see 'medseg check {cfg.data.dataset}') and train again"]))
+    plan = None
+    if cfg.data.plan is not None:
+        plan = read_plan(cfg.data.plan)
+    elif needs_plan(cfg):
+        batch = cfg.train.batch_size * cfg.sampling.samples_per_volume
+        plan = make_plan(fingerprint(ds, cfg.data.lesion_labels), cfg.model, batch)
+    if plan is not None:
+        cfg = apply_plan(cfg, plan)
     multiple = min_input_multiple(cfg.model)
     roi = cfg.inference.roi_size or cfg.sampling.patch_size
     for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):
         if any(s % multiple for s in size):
             raise MedsegError(f"{name}: {list(size)} must be multiples of {multiple} (the product of model.strides)")
-    spacing = cfg.preprocess.target_spacing or median_spacing(cases)
-    return cases, tuple(float(s) for s in spacing)
+    if cfg.preprocess.target_spacing is None:  # plan-less config with target_spacing: null
+        from medseg.data import median_spacing
+
+        spacing = median_spacing(ds.cases)
+    else:
+        spacing = cfg.preprocess.target_spacing
+    channels = ds.channels or tuple(f"channel{i}" for i in range(rules_for(ds).n_channels))
+    return Prepared(cfg, ds.cases, tuple(float(s) for s in spacing), channels, plan)
 
 
-def _payload(cfg: ExperimentConfig, model, spacing, epoch: int, metrics: dict[str, float], tracker) -> dict:
+def _payload(cfg: ExperimentConfig, model, spacing, channels, epoch: int, metrics: dict[str, float], tracker) -> dict:
     return {
         "mlflow_run_id": tracker.run_id,
         "tracking_uri": getattr(tracker, "uri", None),
         "state_dict": model.state_dict(),
         "config": cfg.model_dump(mode="json"),
-        "preprocess": {"spacing": list(spacing), "normalize": cfg.preprocess.normalize, "in_channels": 1},
+        "preprocess": {"spacing": list(spacing), "normalize": cfg.preprocess.normalize, "in_channels": len(channels),
+                       "channels": list(channels), "ct_stats": [list(s) for s in cfg.preprocess.ct_stats or []],
+                       "background": cfg.preprocess.background},
         "operating_point": {"threshold": cfg.inference.threshold, "min_lesion_mm3": cfg.inference.min_lesion_mm3},
         "epoch": epoch,
         "metrics": dict(metrics),
@@ -104,8 +137,9 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     from medseg.inference import pick_device
     from medseg.tracking import make_tracker
 
-    cases, spacing = _check_dataset(cfg)
-    train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed)
+    prep = prepare(cfg)
+    cfg, spacing = prep.cfg, prep.spacing
+    train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
     device = pick_device(cfg.train.device)
     set_determinism(cfg.train.seed)
     datasets = _load_datasets(cfg, train_cases, val_cases, spacing)
@@ -121,7 +155,7 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
         run_dir.rmdir()
         raise
     try:
-        result = _fit(cfg, datasets, spacing, device, run_dir, tracker, progress)
+        result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress)
     except Exception:
         tracker.end("FAILED")
         raise
@@ -176,7 +210,7 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, stat
     return sum(losses) / max(1, len(losses))
 
 
-def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
+def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
     from tqdm import tqdm
 
     from medseg.checkpoint import save_checkpoint
@@ -193,9 +227,13 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
                                        "data.n_train": str(len(train_ds)), "data.n_val": str(len(val_ds))})
     tracker.set_tags(lineage_tags(cfg, device))
     tracker.log_artifact(config_path)
+    if plan is not None:
+        plan_path = run_dir / "plan.yaml"
+        plan_path.write_text(yaml.safe_dump({"plan": plan}, sort_keys=False))
+        tracker.log_artifact(plan_path)
 
     loader = make_loader(cfg, train_ds)
-    model = build_model(cfg.model, in_channels=1, out_channels=1).to(device)
+    model = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total = cfg.train.epochs * len(loader)
@@ -214,9 +252,9 @@ def _fit(cfg, datasets, spacing, device, run_dir: Path, tracker, progress: bool)
             metrics.update(last_val)
             if last_val[cfg.train.select_metric] >= best:
                 best = last_val[cfg.train.select_metric]
-                save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), best_path)
+                save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), best_path)
                 _write_best_report(val, run_dir / "report")
-        save_checkpoint(_payload(cfg, model, spacing, epoch, metrics, tracker), last_path)
+        save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), last_path)
         tracker.log_metrics(metrics, step=epoch)
         history.append({"epoch": epoch, **metrics})
     bar.close()

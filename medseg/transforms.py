@@ -9,7 +9,7 @@ patch sampling with a positive/negative ratio, flips.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from monai.transforms import (
@@ -48,11 +48,83 @@ class FiniteCheckd(MapTransform):
         return data
 
 
-def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False) -> list:
-    """Deterministic transforms on ``{"image": path[, "label": path]}``.
+class SelectLesionLabelsd(MapTransform):
+    """Label values in ``values`` -> 1, every other value -> 0 (e.g. BraTS {1, 2, 3, 4} -> whole
+    tumour). MONAI's ``MapLabelValued`` keeps unlisted values, so it cannot drop the others."""
 
-    Output: ``image`` float32 MetaTensor (1, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
-    in {0, 1} (every non-zero label value is lesion).
+    def __init__(self, keys: Sequence[str], values: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.values = torch.as_tensor(list(values))
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            out = d[key].clone()  # a MetaTensor keeps its affine and file name
+            out[:] = torch.isin(torch.as_tensor(d[key]).round().long(), self.values)
+            d[key] = out
+        return d
+
+
+class ClipChannelsd(MapTransform):
+    """Clip each channel of ``image`` (C, X, Y, Z) to its own [low, high] (CT: the foreground's
+    0.5-99.5 percentiles, nnU-Net's CT normalisation). MONAI's clipping transforms take one range
+    for all channels or per-image percentiles, not fixed per-channel ranges."""
+
+    def __init__(self, keys: Sequence[str], ranges: Sequence[Sequence[float]]) -> None:
+        super().__init__(keys)
+        self.ranges = [(float(lo), float(hi)) for lo, hi in ranges]
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            img = d[key].clone()
+            for c, (lo, hi) in enumerate(self.ranges[: img.shape[0]]):
+                img[c] = img[c].clamp(lo, hi)
+            d[key] = img
+        return d
+
+
+class MinToZerod(MapTransform):
+    """Voxels at their channel's minimum -> 0: scans already normalised with a constant background
+    (e.g. -3.6 outside the brain) get the zero background that cropping and z-scoring over
+    non-zero voxels expect. Raw scans with a zero background are unchanged."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            img = d[key].clone()
+            for c in range(img.shape[0]):
+                img[c][img[c] == img[c].min()] = 0
+            d[key] = img
+        return d
+
+
+def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] = None) -> list:
+    """Intensity normalisation steps on ``image`` (C, X, Y, Z), per channel.
+
+    ``zscore_nonzero``: z-score over non-zero voxels (MRI); ``zscore``: over all voxels; ``ct``:
+    clip to the dataset's foreground percentiles, then z-score with the dataset's foreground mean
+    and std (``ct_stats``: one ``(low, high, mean, std)`` per channel, from ``medseg plan``).
+    """
+    if normalize == "none":
+        return []
+    if normalize == "ct":
+        if not ct_stats:
+            raise MedsegError("preprocess.normalize 'ct' needs preprocess.ct_stats ([low, high, mean, std] per channel); run 'medseg plan'")
+        return [ClipChannelsd(["image"], [s[:2] for s in ct_stats]),
+                NormalizeIntensityd("image", subtrahend=[s[2] for s in ct_stats], divisor=[s[3] for s in ct_stats], channel_wise=True)]
+    return [NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True)]
+
+
+def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False,
+               lesion_labels: Optional[Sequence[int]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
+               background: str = "zero") -> list:
+    """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
+
+    Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
+    in {0, 1}: the values in ``lesion_labels`` are lesion (``None``: every non-zero value).
+    ``background``: ``zero`` (raw scans) or ``min`` (each channel's minimum is background, see
+    :class:`MinToZerod`).
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
@@ -62,6 +134,8 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
         loader,
         *([FiniteCheckd(["image"])] if check_finite else []),
         EnsureChannelFirstd(keys),
+        *([MinToZerod(["image"])] if background == "min" else []),
+        *([SelectLesionLabelsd(["label"], lesion_labels)] if with_label and lesion_labels else []),
         # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
         # border, so fewer windows are run; the prediction is pasted back at inference.
         CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),
@@ -71,9 +145,7 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
     ]
     if with_label:
         steps.append(AsDiscreted("label", threshold=0.5))
-    if normalize != "none":
-        steps.append(NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True))
-    return steps
+    return steps + normalisation(normalize, ct_stats)
 
 
 def sampling_prep(patch_size: Sequence[int], strategy: str) -> list:

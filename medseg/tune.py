@@ -117,19 +117,19 @@ def write_curve(curve: list[dict[str, float]], path: Path) -> None:
 
 def validation_scans(ckpt: dict, lm) -> list[Scan]:
     """Predict the validation cases of the checkpoint's run on their own grids."""
-    import nibabel as nib
-
     from medseg.config import ExperimentConfig
     from medseg.data import split_cases
     from medseg.inference import predict_volume
-    from medseg.io import find_cases
+    from medseg.io import read_lesion_mask
+    from medseg.sources import from_config
 
     cfg = ExperimentConfig.model_validate(ckpt["config"])
-    _, val_cases = split_cases(find_cases(cfg.data.dataset), cfg.data.val_fraction, cfg.train.seed)
+    cases = from_config(cfg.data).require_clean()
+    _, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
     scans = []
     for case in val_cases:
-        pred = predict_volume(lm, case.image)
-        ref = np.asanyarray(nib.load(str(case.label)).dataobj) > 0
+        pred = predict_volume(lm, case.images)
+        ref = read_lesion_mask(case.label, cfg.data.lesion_labels)
         scans.append(Scan(pred.prob, ref, float(abs(np.linalg.det(pred.affine[:3, :3])))))
     return scans
 

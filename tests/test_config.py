@@ -14,10 +14,17 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_shipped_configs_validate():
+def test_shipped_configs_validate(monkeypatch, tmp_path):
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(tmp_path))
     for path in CONFIGS.glob("*.yaml"):
         cfg = load_config(path)
         assert isinstance(cfg, ExperimentConfig)
+
+
+def test_unset_environment_variable_is_named(monkeypatch):
+    monkeypatch.delenv("MEDSEG_REAL_DATA", raising=False)
+    with pytest.raises(MedsegError, match=r"\$MEDSEG_REAL_DATA is not set"):
+        load_config(CONFIGS / "brats_flair.yaml")
 
 
 def test_unknown_key_names_key_and_valid_ones(tmp_path):

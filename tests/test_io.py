@@ -6,7 +6,8 @@ import pytest
 import SimpleITK as sitk
 
 from medseg.errors import MedsegError
-from medseg.io import Case, check_pair, find_cases, read_geometry, save_like
+from medseg.io import Case, check_pair, read_geometry, save_like
+from medseg.sources import find_cases
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -28,7 +29,7 @@ def test_find_cases_and_errors(tmp_path, affine):
     make_dataset(root, [{"image": "../../etc/passwd", "label": "./labelsTr/a.nii.gz"}])
     with pytest.raises(MedsegError, match="escapes"):
         find_cases(root)
-    with pytest.raises(MedsegError, match="dataset.json"):
+    with pytest.raises(MedsegError, match="not found"):
         find_cases(tmp_path / "nothing")
 
 
