@@ -39,3 +39,57 @@ def test_every_real_case_predicts_on_its_own_grid(real_data, tmp_path):
         assert np.allclose(mask_affine, affine, atol=1e-4), row["case"]
         label_shape, label_affine = read_geometry(real_data / row["label"])
         assert tuple(label_shape) == tuple(shape[:3]) and np.allclose(label_affine, affine, atol=1e-3), row["case"]
+
+
+REAL_SOURCES = {  # folder: (channel globs, label glob, lesion labels)
+    "deepmedic_brats2015": (["brats2015TrainingData/*/{case}/Flair_subtrMeanDivStd.nii.gz",
+                             "brats2015TrainingData/*/{case}/T1c_subtrMeanDivStd.nii.gz"],
+                            "brats2015TrainingData/*/{case}/OTMultiClass.nii.gz", [1, 2, 3, 4]),
+    "sam_med3d_brats2021": (["imagesTr/{case}.nii.gz"], "labelsTr/{case}.nii.gz", None),
+    "isles22_example": (["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_adc.nii.gz"],
+                        "derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz", None),
+    "pyradiomics": (["{case}_image.nrrd"], "{case}_label.nrrd", None),
+}
+
+
+@pytest.mark.real
+def test_check_and_plan_are_clean_on_every_real_case(real_data):
+    from medseg.check import check_dataset
+    from medseg.config import ModelConfig
+    from medseg.plan import fingerprint, make_plan
+    from medseg.sources import discover
+
+    total = 0
+    for folder, (channels, label, lesion_labels) in REAL_SOURCES.items():
+        ds = discover(real_data / folder, "pattern", channels=channels, label=label)
+        assert check_dataset(ds, lesion_labels) == [], folder
+        fp = fingerprint(ds, lesion_labels)
+        plan = make_plan(fp, ModelConfig(), batch=4)
+        assert fp["lesions"]["total"] >= len(ds.cases) and all(s > 0 for s in plan["preprocess"]["target_spacing"]), folder
+        total += len(ds.cases)
+    assert total == 11
+
+
+@pytest.mark.real
+def test_isles_flair_is_on_another_grid(real_data):
+    from medseg.check import check_dataset
+    from medseg.sources import discover
+
+    channels = ["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_flair.nii.gz"]
+    ds = discover(real_data / "isles22_example", "pattern", channels=channels, label="derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz")
+    problems = check_dataset(ds)
+    assert len(problems) == 1 and "flair.nii.gz" in problems[0] and "different grid" in problems[0]
+
+
+@pytest.mark.real
+def test_brats_flair_config_checks_clean(real_data, monkeypatch):
+    from pathlib import Path
+
+    from medseg.check import check_dataset
+    from medseg.config import load_config
+    from medseg.sources import from_config
+
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "brats_flair.yaml")
+    ds = from_config(cfg.data)
+    assert len(ds.cases) == 6 and check_dataset(ds, cfg.data.lesion_labels) == []
