@@ -62,6 +62,7 @@ class SamplingConfig(Section):
     size_power: float = Field(0.0, ge=0, description="lesion strategy: weight lesions by size^-p (0 = uniform).")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion.")
     flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
+    intensity_prob: float = Field(0.0, ge=0, le=1, description="Probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS recipe); helps across scanners.")
 
     @model_validator(mode="after")
     def _positive_patch(self) -> "SamplingConfig":
@@ -112,6 +113,10 @@ class TrainConfig(Section):
     select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
     seed: int = Field(0, description="Seed for python, numpy and torch.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping.")
+    max_nonfinite_steps: int = Field(5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training.")
+    early_stop_patience: Optional[int] = Field(None, gt=0, description="Stop after this many validations without a better select_metric; null = never.")
+    deterministic: bool = Field(False, description="Deterministic algorithms (reproducible, slower on GPU).")
     output_dir: Path = Field(Path("runs"), description="Run folders are created here (relative to the working directory).")
 
 

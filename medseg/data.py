@@ -77,7 +77,8 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     pre = preprocess(spacing, p.normalize, lesion_labels=cfg.data.lesion_labels, ct_stats=p.ct_stats, background=p.background)
     s = cfg.sampling
     train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
-                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power))
+                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,
+                               s.intensity_prob))
     train_tf.set_random_state(seed=cfg.train.seed)
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)

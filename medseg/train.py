@@ -141,7 +141,7 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     cfg, spacing = prep.cfg, prep.spacing
     train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
     device = pick_device(cfg.train.device)
-    set_determinism(cfg.train.seed)
+    set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = _load_datasets(cfg, train_cases, val_cases, spacing)
     output_dir = Path(cfg.train.output_dir)
     try:
@@ -156,6 +156,9 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
         raise
     try:
         result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress)
+    except MedsegError as err:
+        tracker.end("KILLED" if err.exit_code == 143 else "FAILED")
+        raise
     except Exception:
         tracker.end("FAILED")
         raise
@@ -190,24 +193,32 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
-def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status: tuple[str, float]) -> float:
-    """One pass over the loader (bf16 autocast on CUDA); returns the mean loss. The progress bar
-    shows epoch, loss and the last validation lesion recall."""
+def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status: tuple[str, float],
+                 guard=None, stop=None, grad_clip: float | None = None) -> float:
+    """One pass over the loader (bf16 autocast on CUDA); returns the mean loss of the applied
+    steps. A non-finite loss skips its step (``guard``); a stop signal ends the pass between steps
+    (``stop``). The progress bar shows epoch, loss and the last validation lesion recall."""
     model.train()
     losses = []
-    for batch in loader:
+    for i, batch in enumerate(loader):
         x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        losses.append(float(loss.detach()))
+        value = float(loss.detach())
+        if guard is None or guard.ok(value, f"{status[0]} step {i + 1}"):
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            scheduler.step()  # skipped steps do not advance the schedule
+            losses.append(value)
         bar.update(1)
-        bar.set_postfix_str(f"{status[0]} loss {losses[-1]:.3f} val_recall {status[1]:.2f}")
-    return sum(losses) / max(1, len(losses))
+        bar.set_postfix_str(f"{status[0]} loss {value:.3f} val_recall {status[1]:.2f}")
+        if stop is not None:
+            stop.check()
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
 def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
@@ -215,6 +226,7 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
 
     from medseg.checkpoint import save_checkpoint
     from medseg.data import make_loader
+    from medseg.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
     from medseg.lineage import lineage_tags
     from medseg.losses import build_loss
     from medseg.models import build_model
@@ -241,22 +253,36 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
 
     best_path, last_path = run_dir / "best.pt", run_dir / "last.pt"
     best, history, last_val = -math.inf, [], {}
+    guard, early = NonFiniteGuard(cfg.train.max_nonfinite_steps), EarlyStopping(cfg.train.early_stop_patience)
     bar = tqdm(total=total, desc="train", unit="step", disable=not progress, file=sys.stderr)
-    for epoch in range(1, cfg.train.epochs + 1):
-        status = f"epoch {epoch}/{cfg.train.epochs}", last_val.get("val_lesion_recall", float("nan"))
-        train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status)
-        metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
-        if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
-            val = validate(model, val_ds, cfg, spacing, device)
-            last_val = val.metrics
-            metrics.update(last_val)
-            if last_val[cfg.train.select_metric] >= best:
-                best = last_val[cfg.train.select_metric]
-                save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), best_path)
-                _write_best_report(val, run_dir / "report")
-        save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), last_path)
-        tracker.log_metrics(metrics, step=epoch)
-        history.append({"epoch": epoch, **metrics})
+    with StopSignal() as stop:
+        for epoch in range(1, cfg.train.epochs + 1):
+            status = f"epoch {epoch}/{cfg.train.epochs}", last_val.get("val_lesion_recall", float("nan"))
+            try:
+                train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status,
+                                          guard, stop, cfg.train.grad_clip)
+            except Stopped as sig:
+                save_checkpoint(_payload(cfg, model, spacing, channels, epoch, {"stopped_by": str(sig)}, tracker), last_path)
+                bar.close()
+                raise MedsegError(f"{run_dir}: stopped by {sig} during epoch {epoch}; {last_path.name} holds the model of the "
+                                  f"last step{', ' + best_path.name + ' the best validated one' if best_path.exists() else ''}", exit_code=143) from None
+            metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
+            if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
+                val = validate(model, val_ds, cfg, spacing, device)
+                last_val = val.metrics
+                metrics.update(last_val)
+                improved = last_val[cfg.train.select_metric] >= best
+                early.update(last_val[cfg.train.select_metric] > best)
+                if improved:
+                    best = last_val[cfg.train.select_metric]
+                    save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), best_path)
+                    _write_best_report(val, run_dir / "report")
+            save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), last_path)
+            tracker.log_metrics(metrics, step=epoch)
+            history.append({"epoch": epoch, **metrics})
+            if early.stop:
+                print(f"early stop: no better {cfg.train.select_metric} in {early.patience} validations (epoch {epoch})", file=sys.stderr)
+                break
     bar.close()
     from medseg.reports import training_curve
 

@@ -23,6 +23,8 @@ from monai.transforms import (
     Orientationd,
     RandCropByPosNegLabeld,
     RandFlipd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     Spacingd,
     SpatialPadd,
 )
@@ -156,10 +158,11 @@ def sampling_prep(patch_size: Sequence[int], strategy: str) -> list:
 
 
 def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_prob: float,
-            strategy: str = "lesion", size_power: float = 0.0) -> list:
+            strategy: str = "lesion", size_power: float = 0.0, intensity_prob: float = 0.0) -> list:
     """Random training transforms: draw ``samples`` patches (a share ``pos_fraction`` centred on
     lesions: one lesion picked uniformly then a voxel in it (``lesion``), or a lesion voxel picked
-    uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then random flips along each axis."""
+    uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then random flips along each axis and,
+    with ``intensity_prob``, random intensity scaling and shifting."""
     if strategy == "lesion":
         steps = [RandLesionCropd(["image", "label"], patch_size, samples, pos_fraction, size_power)]
     else:
@@ -168,4 +171,7 @@ def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_p
                                         allow_smaller=True)]
     if flip_prob > 0:
         steps += [RandFlipd(["image", "label"], prob=flip_prob, spatial_axis=axis) for axis in range(3)]
+    if intensity_prob > 0:
+        steps += [RandScaleIntensityd("image", factors=0.1, prob=intensity_prob),
+                  RandShiftIntensityd("image", offsets=0.1, prob=intensity_prob)]
     return steps
