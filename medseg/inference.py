@@ -129,6 +129,9 @@ def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str |
             ckpt = load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)))
     else:
         ckpt = load_checkpoint(checkpoint)
+    missing = [k for k in ("config", "preprocess", "state_dict", "operating_point") if k not in ckpt]
+    if missing:
+        raise MedsegError(f"{checkpoint}: not a complete medseg checkpoint (no {', '.join(missing)}); use best.pt or last.pt of a training run")
     cfg = ExperimentConfig.model_validate(ckpt["config"])
     pre = ckpt["preprocess"]
     model = build_model(cfg.model, in_channels=int(pre["in_channels"]), out_channels=1)
@@ -198,6 +201,11 @@ def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
     from medseg.io import read_geometry
 
     shape0, affine0 = read_geometry(files[0])
+    for path in files:
+        shape = read_geometry(path)[0] if path != files[0] else shape0
+        if len(shape) < 3 or len(shape) > 4:
+            raise MedsegError(f"{path}: shape {tuple(shape)} has {len(shape)} dimensions; medseg segments 3D scans "
+                              "(a 4th axis only for channels)")
     for path in files[1:]:
         shape, affine = read_geometry(path)
         if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(affine, affine0, atol=atol):

@@ -57,12 +57,16 @@ def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
     fields = ["id", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
               "bbox_min", "bbox_max", "max_prob", "mean_prob"]
     csv_tmp, json_tmp = stem.with_name(f".{stem.name}.csv.tmp"), stem.with_name(f".{stem.name}.json.tmp")
-    with csv_tmp.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({**row, "bbox_min": " ".join(map(str, row["bbox_min"])),
-                             "bbox_max": " ".join(map(str, row["bbox_max"]))})
-    json_tmp.write_text(json.dumps(rows, indent=1))
-    os.replace(csv_tmp, stem.with_name(stem.name + ".csv"))
-    os.replace(json_tmp, stem.with_name(stem.name + ".json"))
+    try:
+        with csv_tmp.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({**row, "bbox_min": " ".join(map(str, row["bbox_min"])),
+                                 "bbox_max": " ".join(map(str, row["bbox_max"]))})
+        json_tmp.write_text(json.dumps(rows, indent=1))
+        os.replace(csv_tmp, stem.with_name(stem.name + ".csv"))
+        os.replace(json_tmp, stem.with_name(stem.name + ".json"))
+    finally:  # a failed write (disk full) leaves no temporary file behind
+        for tmp in (csv_tmp, json_tmp):
+            tmp.unlink(missing_ok=True)

@@ -85,8 +85,27 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         spacing = median_spacing(ds.cases)
     else:
         spacing = cfg.preprocess.target_spacing
+    _warn_if_patch_exceeds(ds.cases, cfg.sampling.patch_size, spacing)
     channels = ds.channels or tuple(f"channel{i}" for i in range(rules_for(ds).n_channels))
     return Prepared(cfg, ds.cases, tuple(float(s) for s in spacing), channels, plan)
+
+
+def _warn_if_patch_exceeds(cases, patch, spacing) -> None:
+    """A patch larger than every case (at the target spacing) is mostly padding: say so."""
+    import numpy as np
+
+    from medseg.data import ras_spacing
+    from medseg.io import read_geometry
+
+    largest = np.zeros(3)
+    for case in cases:
+        shape, affine = read_geometry(case.image)
+        order = [int(np.argmax(np.abs(affine[:3, :3])[r])) for r in range(3)]
+        largest = np.maximum(largest, np.array(shape[:3])[order] * np.array(ras_spacing(affine)) / np.array(spacing))
+    if any(p > s for p, s in zip(patch, largest)):
+        fit = [int(s) for s in largest]
+        print(f"warning: sampling.patch_size {list(patch)} is larger than every image at the target spacing (at most {fit}); "
+              "patches are mostly padding: use a smaller patch_size (or let 'medseg plan' choose it)", file=sys.stderr)
 
 
 def _payload(cfg: ExperimentConfig, model, spacing, channels, epoch: int, metrics: dict[str, float], tracker) -> dict:

@@ -11,13 +11,12 @@ Training data: ``medseg train`` on a dataset with one bad case: refused before a
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import oblique_affine, save_nifti
+from tests.conftest import oblique_affine
 from tests.robustness import badfiles
 from tests.robustness.conftest import (DEMO, IS_ROOT, SHAPE, SPACING, TINY_TRAIN, assert_clean_error, assert_mask_loads,
                                        assert_no_partials, describe, error_lines, good_cases, lesion_label, limit_memory,
@@ -64,17 +63,14 @@ def scan_batch(robust_root, tiny_checkpoint, good_scans):
     return res, out, bad, good_scans
 
 
-def case_param(case: str, reason: str | None = None):
-    marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+def case_param(case: str):
+    marks = []
     if case == "unreadable":
         marks.append(pytest.mark.skipif(IS_ROOT, reason="running as root: a chmod-000 file stays readable"))
     return pytest.param(case, marks=marks, id=case)
 
 
-SCAN_XFAIL: dict[str, str] = {}
-
-
-@pytest.mark.parametrize("case", [case_param(c, SCAN_XFAIL.get(c)) for c in SCAN_CASES])
+@pytest.mark.parametrize("case", [case_param(c) for c in SCAN_CASES])
 def test_bad_scan_in_batch(scan_batch, case):
     res, out, bad, good = scan_batch
     path = bad[case]
@@ -171,9 +167,6 @@ DATASET_CASES = {
     "nan_in_training_image": ds_nan_image,
     "dataset_json_invalid": ds_invalid_json,
 }
-DATASET_XFAIL: dict[str, str] = {}
-
-
 @pytest.fixture(scope="session")
 def dataset_runs(robust_root):
     """``medseg train`` on each broken dataset (two at a time)."""
@@ -186,8 +179,7 @@ def dataset_runs(robust_root):
     return {case: (res, *built[case]) for case, res in zip(DATASET_CASES, run_many(calls))}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.xfail(strict=True, reason=DATASET_XFAIL[c])]
-                                               if c in DATASET_XFAIL else [], id=c) for c in DATASET_CASES])
+@pytest.mark.parametrize("case", DATASET_CASES)
 def test_bad_training_case(dataset_runs, case):
     res, path, words, out = dataset_runs[case]
     assert_clean_error(res, str(path.relative_to(path.parents[1])) if path.name != "dataset.json" else str(path), words)

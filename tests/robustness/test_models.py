@@ -83,9 +83,6 @@ MODEL_CASES = {
     "pickle_runs_code": ("model", ("not a loadable", "refused", "unsafe", "weights_only", "code")),
     "two_channel_model": ("scan", ("channel",)),
 }
-MODEL_XFAIL: dict[str, str] = {}
-
-
 @pytest.fixture(scope="session")
 def model_runs(robust_root, tiny_checkpoint, good_dataset, good_scans):
     folder = robust_root / "models"
@@ -105,8 +102,7 @@ def model_runs(robust_root, tiny_checkpoint, good_dataset, good_scans):
     return {case: (res, models[case], outs[case]) for case, res in zip(models, run_many(calls))}, folder
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[pytest.mark.xfail(strict=True, reason=MODEL_XFAIL[c])]
-                                               if c in MODEL_XFAIL else [], id=c) for c in MODEL_CASES])
+@pytest.mark.parametrize("case", list(MODEL_CASES))
 def test_bad_model(model_runs, good_scans, case):
     runs, folder = model_runs
     res, model, out = runs[case]
