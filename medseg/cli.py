@@ -80,15 +80,23 @@ def synth(out: Path = typer.Argument(..., help="Folder to create (MSD layout).")
 
 @app.command()
 @user_errors
-def train(config: Path = typer.Argument(..., help="Experiment YAML, e.g. configs/demo.yaml."),
+def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set train.epochs=2 (repeatable)."),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M extends a finished run."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
-    """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow."""
+    """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow.
+
+    SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
+    """
     from medseg.config import load_config
     from medseg.train import train as run_training
 
-    cfg = load_config(config, set_ or [])
-    result = run_training(cfg, progress=not quiet)
+    if (config is None) == (resume is None):
+        raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if resume is not None and not (resume / "last.pt").is_file():
+        raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+    cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
+    result = run_training(cfg, progress=not quiet, resume=resume)
     typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
     typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
     if result.run_id:

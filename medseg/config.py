@@ -113,6 +113,7 @@ class TrainConfig(Section):
     select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
     seed: int = Field(0, description="Seed for python, numpy and torch.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    checkpoint_every_steps: Optional[int] = Field(100, gt=0, description="Also write last.pt (with everything to resume) every N steps inside an epoch; it is always written at each epoch end. null = epoch ends only.")
     grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping.")
     max_nonfinite_steps: int = Field(5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training.")
     early_stop_patience: Optional[int] = Field(None, gt=0, description="Stop after this many validations without a better select_metric; null = never.")

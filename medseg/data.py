@@ -98,4 +98,4 @@ def make_loader(cfg, dataset):
 
     generator = torch.Generator().manual_seed(cfg.train.seed)
     return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                      generator=generator, persistent_workers=cfg.data.num_workers > 0)
+                      generator=generator, persistent_workers=False)  # re-seeded from the generator each epoch: exact resume

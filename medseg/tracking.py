@@ -64,7 +64,7 @@ def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
 class MlflowTracker:
     """One MLflow run, driven through ``MlflowClient``."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path) -> None:
+    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
@@ -74,6 +74,10 @@ class MlflowTracker:
         self.client = MlflowClient(tracking_uri=uri)
         self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server
         self.spool = output_dir / f"unsent-mlflow-{run_name}.jsonl"
+        self._logged_steps: set[int] = set()
+        if resume_run_id is not None:
+            self._reopen(resume_run_id)
+            return
         try:
             exp = self.client.get_experiment_by_name(experiment)
             if exp is None:
@@ -87,6 +91,18 @@ class MlflowTracker:
                               "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
         self.experiment_id = exp_id
 
+    def _reopen(self, run_id: str) -> None:
+        """Continue an existing run (resume): its metric steps already logged are not sent twice."""
+        try:
+            run = self.client.get_run(run_id)
+            self.client.update_run(run_id, status="RUNNING")
+            self._logged_steps = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
+        except Exception as exc:  # MlflowException, store errors
+            raise MedsegError(f"MLflow run {run_id} at {self.uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
+                              "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)") from None
+        self.run_id = run_id
+        self.experiment_id = run.info.experiment_id
+
     def log_params(self, params: dict[str, str]) -> None:
         from mlflow.entities import Param
 
@@ -98,6 +114,9 @@ class MlflowTracker:
         """Queue the metrics and send everything queued; an outage keeps them queued (see flush)."""
         import time
 
+        if step in self._logged_steps:  # logged before a crash, then redone after resume
+            return
+        self._logged_steps.add(step)
         now = int(time.time() * 1000)
         self._pending.append(("metrics", (dict(metrics), step, now)))
         self.flush()
@@ -193,11 +212,13 @@ def mlflow_executable() -> str:
     return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
 
 
-def make_tracker(cfg, output_dir: Path, run_name: str) -> Tracker:
-    """MlflowTracker when ``cfg.enabled`` (a :class:`medseg.config.TrackingConfig`), else NullTracker."""
+def make_tracker(cfg, output_dir: Path, run_name: str, resume_run_id: str | None = None,
+                 uri: str | None = None) -> Tracker:
+    """MlflowTracker when ``cfg.enabled`` (a :class:`medseg.config.TrackingConfig`), else
+    NullTracker; ``resume_run_id`` reopens that run (in store ``uri`` when given)."""
     if not cfg.enabled:
         return NullTracker()
-    return MlflowTracker(resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir)
+    return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id)
 
 
 def fetch_model(uri: str, tracking_uri: str | None, dest: Path) -> Path:

@@ -148,33 +148,42 @@ def _new_run_dir(output_dir: Path) -> Path:
     return run_dir
 
 
-def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
-    """Train a model as configured; returns where the checkpoints and the MLflow run are."""
+def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = None) -> TrainResult:
+    """Train a model as configured; returns where the checkpoints and the MLflow run are.
+
+    With ``resume`` (a run folder), training continues from its ``last.pt`` exactly where it
+    stopped (same batches, same MLflow run); a larger ``train.epochs`` extends a finished run.
+    """
     from monai.utils import set_determinism
 
     from medseg.data import split_cases
     from medseg.inference import pick_device
     from medseg.tracking import make_tracker
 
+    state = _resume_state(resume) if resume is not None else None
     prep = prepare(cfg)
     cfg, spacing = prep.cfg, prep.spacing
     train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
     device = pick_device(cfg.train.device)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = _load_datasets(cfg, train_cases, val_cases, spacing)
-    output_dir = Path(cfg.train.output_dir)
+    if state is not None:
+        run_dir = Path(resume)
+        tracker = make_tracker(cfg.tracking, run_dir.parent, run_dir.name, state["mlflow_run_id"], state["tracking_uri"])
+    else:
+        output_dir = Path(cfg.train.output_dir)
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
+        run_dir = _new_run_dir(output_dir)
+        try:
+            tracker = make_tracker(cfg.tracking, output_dir, run_dir.name)
+        except MedsegError:
+            run_dir.rmdir()
+            raise
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
-    run_dir = _new_run_dir(output_dir)
-    try:
-        tracker = make_tracker(cfg.tracking, output_dir, run_dir.name)
-    except MedsegError:
-        run_dir.rmdir()
-        raise
-    try:
-        result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress)
+        result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress, state)
     except MedsegError as err:
         tracker.end("KILLED" if err.exit_code == 143 else "FAILED")
         raise
@@ -187,6 +196,23 @@ def train(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     tracker.end("FINISHED")
     result.ui_command = getattr(tracker, "ui_command", lambda: None)()
     return result
+
+
+def _resume_state(run_dir: Path) -> dict:
+    """``last.pt`` of a run folder with its resume section.
+
+    Raises:
+        MedsegError: no run folder, no last.pt, or a checkpoint without resume state.
+    """
+    from medseg.checkpoint import load_checkpoint
+
+    last = Path(run_dir) / "last.pt"
+    if not last.is_file():
+        raise MedsegError(f"{run_dir}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+    ckpt = load_checkpoint(last)
+    if "resume" not in ckpt:
+        raise MedsegError(f"{last}: holds no resume state (written by an older medseg or by a stopped run without one); start a new run")
+    return ckpt
 
 
 def _load_datasets(cfg, train_cases, val_cases, spacing):
@@ -212,14 +238,29 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return out
 
 
+@dataclass
+class EpochProgress:
+    """Steps of the current epoch done so far and their losses (what a mid-epoch checkpoint keeps)."""
+
+    done: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status: tuple[str, float],
-                 guard=None, stop=None, grad_clip: float | None = None) -> float:
+                 guard=None, stop=None, grad_clip: float | None = None, progress: EpochProgress | None = None,
+                 on_step=None) -> float:
     """One pass over the loader (bf16 autocast on CUDA); returns the mean loss of the applied
     steps. A non-finite loss skips its step (``guard``); a stop signal ends the pass between steps
-    (``stop``). The progress bar shows epoch, loss and the last validation lesion recall."""
+    (``stop``). With ``progress`` from a mid-epoch checkpoint, its first ``progress.done`` batches
+    are drawn (keeping the random streams in step) but not trained on again. ``on_step(progress)``
+    runs after every step (periodic checkpoints). The progress bar shows epoch, loss and the last
+    validation lesion recall."""
     model.train()
-    losses = []
+    progress = progress if progress is not None else EpochProgress()
+    skip = progress.done
     for i, batch in enumerate(loader):
+        if i < skip:
+            continue
         x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
@@ -232,28 +273,26 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, stat
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
             scheduler.step()  # skipped steps do not advance the schedule
-            losses.append(value)
+            progress.losses.append(value)
+        progress.done = i + 1
         bar.update(1)
         bar.set_postfix_str(f"{status[0]} loss {value:.3f} val_recall {status[1]:.2f}")
+        if on_step is not None:
+            on_step(progress)
         if stop is not None:
             stop.check()
-    return sum(losses) / len(losses) if losses else float("nan")
+    return sum(progress.losses) / len(progress.losses) if progress.losses else float("nan")
 
 
-def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker, progress: bool) -> TrainResult:
-    from tqdm import tqdm
-
-    from medseg.checkpoint import save_checkpoint
-    from medseg.data import make_loader
-    from medseg.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
+def _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir: Path, tracker, resumed: dict | None) -> None:
+    """Config (and plan) into the run folder and MLflow; a resumed run only records the resume."""
     from medseg.lineage import lineage_tags
-    from medseg.losses import build_loss
-    from medseg.models import build_model
-    from medseg.validation import validate
 
     config_path = run_dir / "config.yaml"
     config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    train_ds, val_ds = datasets
+    if resumed is not None:  # MLflow params cannot change; the extended epochs are in config.yaml and a tag
+        tracker.set_tags({"resumed_at_step": str(resumed["global_step"]), "train.epochs": str(cfg.train.epochs)})
+        return
     tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(spacing)),
                                        "data.n_train": str(len(train_ds)), "data.n_val": str(len(val_ds))})
     tracker.set_tags(lineage_tags(cfg, device))
@@ -263,28 +302,76 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
         plan_path.write_text(yaml.safe_dump({"plan": plan}, sort_keys=False))
         tracker.log_artifact(plan_path)
 
+
+def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker, progress: bool,
+         resumed: dict | None = None) -> TrainResult:
+    from tqdm import tqdm
+
+    from medseg.checkpoint import save_checkpoint
+    from medseg.data import make_loader
+    from medseg.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
+    from medseg.losses import build_loss
+    from medseg.models import build_model
+    from medseg.resume import capture_rng, restore_rng
+    from medseg.validation import validate
+
+    train_ds, val_ds = datasets
+    rs = resumed["resume"] if resumed is not None else None
+    _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir, tracker, rs)
     loader = make_loader(cfg, train_ds)
     model = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    total = cfg.train.epochs * len(loader)
+    per_epoch = len(loader)
+    total = cfg.train.epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.optim.schedule, total))
 
     best_path, last_path = run_dir / "best.pt", run_dir / "last.pt"
     best, history, last_val = -math.inf, [], {}
     guard, early = NonFiniteGuard(cfg.train.max_nonfinite_steps), EarlyStopping(cfg.train.early_stop_patience)
-    bar = tqdm(total=total, desc="train", unit="step", disable=not progress, file=sys.stderr)
+    start, partial = 1, EpochProgress()
+    if rs is not None:
+        try:
+            model.load_state_dict(resumed["state_dict"])
+            optimizer.load_state_dict(rs["optimizer"])
+        except (RuntimeError, ValueError) as exc:
+            raise MedsegError(f"{last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
+                              "resume without changing model settings") from None
+        scheduler.load_state_dict(rs["scheduler"])
+        best, history, early.since_best = rs["best"], list(rs["history"]), rs["since_best"]
+        last_val = history[-1] if history else {}
+        start = rs["epoch"] + (1 if rs["step_in_epoch"] == 0 else 0)
+        if rs["step_in_epoch"]:
+            partial = EpochProgress(rs["step_in_epoch"], list(rs["epoch_losses"]))
+        restore_rng(rs["rng"], train_ds, loader.generator)
+
+    def save_last(epoch: int, step: EpochProgress, rng: dict, metrics: dict) -> None:
+        state = {"epoch": epoch, "step_in_epoch": step.done, "epoch_losses": list(step.losses),
+                 "global_step": (epoch - 1) * per_epoch + step.done if step.done else epoch * per_epoch,
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                 "best": best, "since_best": early.since_best, "history": history}
+        save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker) | {"resume": state}, last_path)
+
+    every = cfg.train.checkpoint_every_steps
+    bar = tqdm(total=total, initial=min(total, (start - 1) * per_epoch), desc="train", unit="step", disable=not progress, file=sys.stderr)
     with StopSignal() as stop:
-        for epoch in range(1, cfg.train.epochs + 1):
+        for epoch in range(start, cfg.train.epochs + 1):
             status = f"epoch {epoch}/{cfg.train.epochs}", last_val.get("val_lesion_recall", float("nan"))
+            rng = capture_rng(train_ds, loader.generator)  # before the loader draws its order: replayable
+
+            def periodic(step: EpochProgress, epoch=epoch, rng=rng) -> None:
+                if every and step.done % every == 0 and step.done < per_epoch:
+                    save_last(epoch, step, rng, {"train_loss_so_far": sum(step.losses) / max(1, len(step.losses))})
+
+            step_state, partial = partial, EpochProgress()
             try:
                 train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status,
-                                          guard, stop, cfg.train.grad_clip)
+                                          guard, stop, cfg.train.grad_clip, step_state, periodic)
             except Stopped as sig:
-                save_checkpoint(_payload(cfg, model, spacing, channels, epoch, {"stopped_by": str(sig)}, tracker), last_path)
+                save_last(epoch, step_state, rng, {"stopped_by": str(sig)})
                 bar.close()
-                raise MedsegError(f"{run_dir}: stopped by {sig} during epoch {epoch}; {last_path.name} holds the model of the "
-                                  f"last step{', ' + best_path.name + ' the best validated one' if best_path.exists() else ''}", exit_code=143) from None
+                raise MedsegError(f"{run_dir}: stopped by {sig} at epoch {epoch} step {step_state.done}; {last_path.name} holds "
+                                  f"everything to continue: medseg train --resume {run_dir}", exit_code=143) from None
             metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
             if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
                 val = validate(model, val_ds, cfg, spacing, device)
@@ -296,9 +383,9 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
                     best = last_val[cfg.train.select_metric]
                     save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), best_path)
                     _write_best_report(val, run_dir / "report")
-            save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), last_path)
-            tracker.log_metrics(metrics, step=epoch)
             history.append({"epoch": epoch, **metrics})
+            save_last(epoch, EpochProgress(), capture_rng(train_ds, loader.generator), metrics)
+            tracker.log_metrics(metrics, step=epoch)
             if early.stop:
                 print(f"early stop: no better {cfg.train.select_metric} in {early.patience} validations (epoch {epoch})", file=sys.stderr)
                 break
@@ -309,5 +396,6 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
     for path in sorted((run_dir / "report").rglob("*")):
         if path.is_file():
             tracker.log_artifact(path, str(path.parent.relative_to(run_dir)))
-    tracker.log_model(best_path, cfg.tracking.register_model)
+    if best_path.exists():
+        tracker.log_model(best_path, cfg.tracking.register_model)
     return TrainResult(run_dir, best_path, last_path, tracker.run_id, best, history)
