@@ -97,6 +97,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
         raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
     cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
     result = run_training(cfg, progress=not quiet, resume=resume)
+    if _rank() > 0:
+        return
     typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
     typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
     if result.run_id:

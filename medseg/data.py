@@ -91,11 +91,20 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     return train_ds, val_ds
 
 
-def make_loader(cfg, dataset):
-    """Shuffled training loader; each item yields ``samples_per_volume`` patches, collated flat."""
+def make_loader(cfg, dataset, rank: int = 0, world: int = 1):
+    """Training loader; each item yields ``samples_per_volume`` patches, collated flat. Under
+    torchrun a ``DistributedSampler`` gives each rank its share of the cases (reshuffled every
+    epoch with ``sampler.set_epoch``): the global batch is ``batch_size * samples_per_volume *
+    world`` patches."""
     import torch
     from monai.data import DataLoader
 
     generator = torch.Generator().manual_seed(cfg.train.seed)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=True, num_workers=cfg.data.num_workers,
-                      generator=generator, persistent_workers=False)  # re-seeded from the generator each epoch: exact resume
+    sampler = None
+    if world > 1:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=cfg.data.num_workers, generator=generator,
+                      persistent_workers=False)  # re-seeded from the generator each epoch: exact resume

@@ -41,3 +41,51 @@ def finish() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def _active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    import torch.distributed as dist
+
+    if _active():
+        dist.barrier()
+
+
+def broadcast(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (identity without a process group)."""
+    import torch.distributed as dist
+
+    if not _active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def mean_over_ranks(value: float) -> float:
+    """Mean of a float over the ranks (identity without a process group)."""
+    import torch.distributed as dist
+
+    if not _active():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / dist.get_world_size()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when ``flag`` is True on some rank (keeps collective decisions, such as
+    skipping a step or stopping, identical across ranks: a rank that diverges would hang DDP)."""
+    import torch.distributed as dist
+
+    if not _active():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)

@@ -31,7 +31,9 @@ class NonFiniteGuard:
         self.limit, self.in_a_row, self.skipped = limit, 0, 0
 
     def ok(self, loss: float, where: str) -> bool:
-        if math.isfinite(loss):
+        from medseg.distributed import any_rank
+
+        if not any_rank(not math.isfinite(loss)):  # under torchrun every rank skips together
             self.in_a_row = 0
             return True
         self.in_a_row += 1
@@ -65,8 +67,11 @@ class StopSignal:
             signal.signal(signal.SIGTERM, self._previous)
 
     def check(self) -> None:
-        if self.received is not None:
-            raise Stopped(signal.Signals(self.received).name)
+        """Raise :class:`Stopped` when a signal arrived (on any rank under torchrun)."""
+        from medseg.distributed import any_rank
+
+        if any_rank(self.received is not None):
+            raise Stopped(signal.Signals(self.received or signal.SIGTERM).name)
 
 
 class EarlyStopping:

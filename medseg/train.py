@@ -7,6 +7,7 @@ Every user mistake found in the dataset is reported before anything is written.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -157,17 +158,25 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
     from monai.utils import set_determinism
 
     from medseg.data import split_cases
+    from medseg.distributed import broadcast, finish, rank_and_world
     from medseg.inference import pick_device
-    from medseg.tracking import make_tracker
+    from medseg.tracking import NullTracker, make_tracker
 
     state = _resume_state(resume) if resume is not None else None
     prep = prepare(cfg)
     cfg, spacing = prep.cfg, prep.spacing
     train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
     device = pick_device(cfg.train.device)
+    rank, world = rank_and_world(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
-    datasets = _load_datasets(cfg, train_cases, val_cases, spacing)
-    if state is not None:
+    datasets = _load_datasets(cfg, train_cases, val_cases if rank == 0 else [], spacing)
+    if rank > 0:  # only rank 0 writes: checkpoints, reports, MLflow
+        run_dir = Path(broadcast(None))
+        tracker = NullTracker()
+    elif state is not None:
         run_dir = Path(resume)
         tracker = make_tracker(cfg.tracking, run_dir.parent, run_dir.name, state["mlflow_run_id"], state["tracking_uri"])
     else:
@@ -182,8 +191,11 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
         except MedsegError:
             run_dir.rmdir()
             raise
+    if rank == 0 and world > 1:
+        broadcast(str(run_dir))
     try:
-        result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress, state)
+        result = _fit(cfg, datasets, spacing, prep.channels, prep.plan, device, run_dir, tracker, progress and rank == 0,
+                      state, rank, world)
     except MedsegError as err:
         tracker.end("KILLED" if err.exit_code == 143 else "FAILED")
         raise
@@ -194,6 +206,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
         tracker.end("KILLED")
         raise
     tracker.end("FINISHED")
+    finish()
     result.ui_command = getattr(tracker, "ui_command", lambda: None)()
     return result
 
@@ -304,7 +317,10 @@ def _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir: Path, trac
 
 
 def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker, progress: bool,
-         resumed: dict | None = None) -> TrainResult:
+         resumed: dict | None = None, rank: int = 0, world: int = 1) -> TrainResult:
+    """The epochs. Under torchrun (``world > 1``) the model is wrapped in DistributedDataParallel,
+    each rank trains on its share of the cases, and rank 0 alone validates, writes checkpoints and
+    reports and logs to MLflow; decisions (early stop) are broadcast from it."""
     from tqdm import tqdm
 
     from medseg.checkpoint import save_checkpoint
@@ -315,11 +331,18 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
     from medseg.resume import capture_rng, restore_rng
     from medseg.validation import validate
 
+    from medseg.distributed import broadcast, mean_over_ranks
+
+    main = rank == 0
     train_ds, val_ds = datasets
     rs = resumed["resume"] if resumed is not None else None
-    _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir, tracker, rs)
-    loader = make_loader(cfg, train_ds)
-    model = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
+    if main:
+        _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir, tracker, rs)
+    loader = make_loader(cfg, train_ds, rank, world)
+    net = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
+    model = net
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     per_epoch = len(loader)
@@ -332,7 +355,7 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
     start, partial = 1, EpochProgress()
     if rs is not None:
         try:
-            model.load_state_dict(resumed["state_dict"])
+            net.load_state_dict(resumed["state_dict"])
             optimizer.load_state_dict(rs["optimizer"])
         except (RuntimeError, ValueError) as exc:
             raise MedsegError(f"{last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
@@ -346,11 +369,13 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
         restore_rng(rs["rng"], train_ds, loader.generator)
 
     def save_last(epoch: int, step: EpochProgress, rng: dict, metrics: dict) -> None:
+        if not main:
+            return
         state = {"epoch": epoch, "step_in_epoch": step.done, "epoch_losses": list(step.losses),
                  "global_step": (epoch - 1) * per_epoch + step.done if step.done else epoch * per_epoch,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
                  "best": best, "since_best": early.since_best, "history": history}
-        save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker) | {"resume": state}, last_path)
+        save_checkpoint(_payload(cfg, net, spacing, channels, epoch, metrics, tracker) | {"resume": state}, last_path)
 
     every = cfg.train.checkpoint_every_steps
     bar = tqdm(total=total, initial=min(total, (start - 1) * per_epoch), desc="train", unit="step", disable=not progress, file=sys.stderr)
@@ -363,6 +388,8 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
                 if every and step.done % every == 0 and step.done < per_epoch:
                     save_last(epoch, step, rng, {"train_loss_so_far": sum(step.losses) / max(1, len(step.losses))})
 
+            if world > 1:
+                loader.sampler.set_epoch(epoch)
             step_state, partial = partial, EpochProgress()
             try:
                 train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status,
@@ -372,24 +399,26 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
                 bar.close()
                 raise MedsegError(f"{run_dir}: stopped by {sig} at epoch {epoch} step {step_state.done}; {last_path.name} holds "
                                   f"everything to continue: medseg train --resume {run_dir}", exit_code=143) from None
-            metrics = {"train_loss": train_loss, "lr": scheduler.get_last_lr()[0]}
-            if epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs:
-                val = validate(model, val_ds, cfg, spacing, device)
+            metrics = {"train_loss": mean_over_ranks(train_loss), "lr": scheduler.get_last_lr()[0]}
+            if (epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs) and main:
+                val = validate(net, val_ds, cfg, spacing, device)
                 last_val = val.metrics
                 metrics.update(last_val)
                 improved = last_val[cfg.train.select_metric] >= best
                 early.update(last_val[cfg.train.select_metric] > best)
                 if improved:
                     best = last_val[cfg.train.select_metric]
-                    save_checkpoint(_payload(cfg, model, spacing, channels, epoch, metrics, tracker), best_path)
+                    save_checkpoint(_payload(cfg, net, spacing, channels, epoch, metrics, tracker), best_path)
                     _write_best_report(val, run_dir / "report")
             history.append({"epoch": epoch, **metrics})
             save_last(epoch, EpochProgress(), capture_rng(train_ds, loader.generator), metrics)
             tracker.log_metrics(metrics, step=epoch)
-            if early.stop:
+            if broadcast(early.stop):
                 print(f"early stop: no better {cfg.train.select_metric} in {early.patience} validations (epoch {epoch})", file=sys.stderr)
                 break
     bar.close()
+    if not main:
+        return TrainResult(run_dir, best_path, last_path, None, best, history)
     from medseg.reports import training_curve
 
     training_curve(history, run_dir / "report" / "training_curve.png")

@@ -86,3 +86,27 @@ def test_resume_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "no last.pt" in res.stderr and "Traceback" not in res.stderr
     res = subprocess.run([*MEDSEG, "train"], capture_output=True, text=True)
     assert res.returncode == 2 and "--resume" in res.stderr
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_train_one_run(tmp_path):
+    """DDP on CPU (gloo), 2 processes: one checkpoint set, one MLflow run, both ranks exit 0."""
+    data = tmp_path / "data"
+    assert subprocess.run([*MEDSEG, "synth", data, "--cases", "5", "--shape", "32,32,24", "--seed", "4"]).returncode == 0
+    torchrun = str(Path(MEDSEG[0]).with_name("torchrun"))
+    out = tmp_path / "runs"
+    args = settings(data, out)
+    args[args.index(f"train.epochs={EPOCHS}")] = "train.epochs=2"
+    res = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "medseg", "train", DEMO, *args],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = [p for p in out.iterdir() if p.is_dir() and p.name != "mlartifacts"]
+    assert len(runs) == 1 and {"best.pt", "last.pt", "config.yaml"} <= {p.name for p in runs[0].iterdir()}
+    assert res.stdout.count("MLflow run id:") == 1
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("resume")
+    found = client.search_runs([exp.experiment_id])
+    assert len(found) == 1 and found[0].info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(found[0].info.run_id, "train_loss")) == [1, 2]
