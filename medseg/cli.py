@@ -268,6 +268,21 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
         typer.echo(f"wrote {out} (train with --set data.plan={out})")
 
 
+@app.command()
+@user_errors
+def show(case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha); 4D: channel 0 is shown."),
+         pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted mask on the scan's grid (red contour)."),
+         label: Optional[Path] = typer.Option(None, "--label", help="Ground-truth label on the scan's grid (green contour)."),
+         out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <case>_show.png in the current folder)."),
+         lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2 (default: every non-zero value).")) -> None:
+    """PNG of axial, coronal and sagittal slices (RAS) through the largest lesion, label and prediction outlined."""
+    from medseg.show import show_case
+
+    res = show_case(case, pred, label, out, _ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
+    counts = ", ".join(f"{w} {n} lesion(s)" for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions)) if n is not None)
+    typer.echo(f"wrote {res.png}" + (f" ({counts})" if counts else ""))
+
+
 def _ints(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))

@@ -151,9 +151,17 @@ class MlflowTracker:
             self.client.set_tag(self.run_id, key, value)
 
     def log_model(self, checkpoint: Path, register_as: str | None) -> None:
-        """Log the checkpoint under ``model/`` (``runs:/<id>/model``); registration under
-        ``register_as`` (``models:/<name>/<version>``) happens at :meth:`end`, once it is sent."""
-        self.log_artifact(checkpoint, "model")
+        """Log the checkpoint as an MLflow pyfunc model under ``model/`` (``runs:/<id>/model``,
+        loadable with ``mlflow.pyfunc.load_model``; the checkpoint is ``model/artifacts/best.pt``);
+        registration under ``register_as`` (``models:/<name>/<version>``) happens at :meth:`end`,
+        once it is sent."""
+        from medseg.mlflow_model import save_pyfunc
+
+        folder = save_pyfunc(checkpoint, checkpoint.parent / "mlflow_model")
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                rel = path.parent.relative_to(folder)
+                self.log_artifact(path, "model" if str(rel) == "." else f"model/{rel}")
         self._register_as = register_as
 
     def _register(self) -> None:

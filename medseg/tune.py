@@ -176,4 +176,9 @@ def _log(ckpt: dict, checkpoint: Path, chosen: dict, result: dict, files: Sequen
         client.log_metric(run_id, key, float(value))
     for path in files:
         client.log_artifact(run_id, str(path), "tuning")
-    client.log_artifact(run_id, str(checkpoint), "model")
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="medseg-tuned-") as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
+        shutil.copy(checkpoint, Path(tmp) / "best.pt")
+        client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "model/artifacts")

@@ -80,7 +80,8 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert {"git_commit", "version.monai", "version.torch", "version.mlflow", "dataset_fingerprint", "device"} <= set(run_data.tags)
     assert "val_lesion_recall_small" in run_data.metrics
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "model")}
-    assert {"config.yaml", "model/best.pt"} <= artifacts
+    assert {"config.yaml", "model/MLmodel"} <= artifacts
+    assert "model/artifacts/best.pt" in {a.path for a in client.list_artifacts(run_id, "model/artifacts")}
     report = {a.path for a in client.list_artifacts(run_id, "report")}
     assert {"report/training_curve.png", "report/val_best_cases.csv"} <= report
 

@@ -7,6 +7,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from tests.conftest import MEDSEG
@@ -69,7 +71,14 @@ def test_train_against_server_and_read_back(server, tmp_path):
     assert got.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "val_lesion_f1")] == [1, 2]
     assert got.data.params["loss.name"] == "focal_dice" and "git_commit" in got.data.tags
-    assert "model/best.pt" in {a.path for a in client.list_artifacts(run_id, "model")}
+    assert "model/MLmodel" in {a.path for a in client.list_artifacts(run_id, "model")}
+    import mlflow.pyfunc  # the logged model loads and predicts through MLflow's own API
+
+    local = client.download_artifacts(run_id, "model", str(tmp_path))  # no global tracking URI: other tests spawn CLIs
+    pyfunc = mlflow.pyfunc.load_model(local)
+    scan = sorted((data / "imagesTr").iterdir())[0]
+    mask = pyfunc.predict([str(scan)])[0]
+    assert mask.shape == nib.load(str(scan)).shape and set(np.unique(mask)) <= {0, 1}
     res = run("predict", "models:/srv-model/1", data / "imagesTr", "--out", tmp_path / "pred", "--tracking-uri", server["uri"], "--quiet")
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 4

@@ -1,0 +1,281 @@
+"""medseg's training step against a plain PyTorch/MONAI loop doing the same work, one process.
+
+    .venv/bin/python benchmarks/train_step.py [--size 96] [--steps 4] [--runs 5] [--device auto]
+                                              [--peak-tflops 989]
+
+Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
+1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
+intensities with a random sparse binary label (a few spheres, about 1 % of the voxels); AdamW
+(lr 3e-3, weight decay 1e-4) with the poly LambdaLR of ``medseg.train._schedule``. ``--steps``
+pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader would give them).
+
+- medseg: ``medseg.train._train_epoch`` over that list (focal + Dice from
+  ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, no stop signal, no clipping,
+  a do-nothing progress bar).
+- plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only, as
+  medseg does), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
+  smooth_nr=0, smooth_dr=1e-5)`` (the same terms and settings as medseg's default loss, MONAI's
+  implementation), backward, optimizer.step, scheduler.step, and ``loss.item()`` for logging (medseg
+  reads the loss value every step too).
+
+Both start from the same weights (state dict copied) and see the same batches; each has its own
+optimizer and scheduler. One warm-up pass each, then ``--runs`` timed passes of ``--steps`` steps,
+interleaved with alternating order so machine noise hits both alike; medians. Reported: patches/s
+(2 per step), ms/step, the ratio medseg / plain (CPU target <= 1.05; on a busy machine the ratio of
+process CPU seconds, also printed, is steadier than wall time), and peak memory: on CPU the
+peak RSS of each pipeline measured in a fresh process (the script re-invokes itself with a hidden
+flag and runs one pass; ``ru_maxrss`` only ever grows, so one process cannot measure two pipelines), shown absolute
+and above the RSS after setup; on CUDA ``torch.cuda.max_memory_allocated`` over the timed passes.
+
+FLOPs: forward + backward of one patch counted with ``torch.utils.flop_counter.FlopCounterMode``
+(convolutions and matmuls; the element-wise work of norms, activations and the loss is not
+counted), printed on every device; achieved TFLOP/s = GFLOP/patch x patches/s. On CUDA also the
+share of ``--peak-tflops`` (default 989: H100/H200 SXM dense bf16). A GPU utilisation proxy (busy
+time / wall time) is not printed: CUDA events give the span of the stream including idle gaps, not
+busy time; use ``nsys`` or ``torch.profiler`` for that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+BATCH = 2
+CHANNELS, STRIDES, RES_UNITS = (16, 32, 64, 128, 256), (2, 2, 2, 2), 2
+LR, WEIGHT_DECAY = 3e-3, 1e-4
+
+
+class NoBar:
+    """Stands in for tqdm: _train_epoch calls update and set_postfix_str."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
+    """``n`` batches of BATCH patches: noise plus a few spheres (the label), as MetaTensors."""
+    from monai.data import MetaTensor
+
+    g = torch.Generator().manual_seed(seed)
+    grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
+    batches = []
+    for _ in range(n):
+        label = torch.zeros(BATCH, 1, size, size, size)
+        for b in range(BATCH):
+            for _ in range(3):
+                centre = torch.randint(size // 8, size - size // 8, (3,), generator=g).float().view(3, 1, 1, 1)
+                radius = size / 12 * (0.6 + 0.6 * torch.rand((), generator=g))
+                label[b, 0][((grid - centre) ** 2).sum(0) <= radius ** 2] = 1.0
+        image = torch.randn(BATCH, 1, size, size, size, generator=g) + label
+        batches.append({"image": MetaTensor(image), "label": MetaTensor(label)})
+    return batches
+
+
+def build(seed: int = 0) -> torch.nn.Module:
+    from medseg.config import ModelConfig
+    from medseg.models import build_model
+
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(channels=CHANNELS, strides=STRIDES, num_res_units=RES_UNITS), in_channels=1, out_channels=1)
+
+
+class Pipeline:
+    """One model + optimizer + scheduler and the function that runs one pass over the batches."""
+
+    def __init__(self, name: str, state: dict, device: torch.device, total_steps: int) -> None:
+        from monai.losses import DiceFocalLoss
+
+        from medseg.config import LossConfig
+        from medseg.guards import NonFiniteGuard
+        from medseg.losses import build_loss
+        from medseg.train import _schedule
+
+        self.name, self.device = name, device
+        self.model = build().to(device)
+        self.model.load_state_dict(state)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule("poly", total_steps))
+        if name == "medseg":
+            self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
+            self.guard = NonFiniteGuard(5)
+        else:
+            self.loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True, smooth_nr=0.0, smooth_dr=1e-5)
+
+    def run(self, batches: list[dict]) -> float:
+        """One pass; returns the mean loss."""
+        if self.name == "medseg":
+            from medseg.train import _train_epoch
+
+            return _train_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device,
+                                NoBar(), ("bench", float("nan")), self.guard, None, None)
+        return plain_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device)
+
+
+def plain_epoch(model, batches, loss_fn, optimizer, scheduler, device) -> float:
+    """The plain PyTorch/MONAI training loop."""
+    model.train()
+    losses = []
+    for batch in batches:
+        x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+        loss = loss_fn(logits.float(), y)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(loss.item())
+    return sum(losses) / len(losses)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(pipe: Pipeline, batches: list[dict]) -> tuple[float, float, float]:
+    """(wall seconds, process CPU seconds, mean loss) of one pass."""
+    sync(pipe.device)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    loss = pipe.run(batches)
+    sync(pipe.device)
+    return time.perf_counter() - start, time.process_time() - start_cpu, loss
+
+
+def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
+    """FLOPs of forward + backward of one patch (FlopCounterMode; convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build().to(device)
+    model.load_state_dict(state)
+    model.train()
+    x = torch.randn(1, 1, size, size, size, device=device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            out = model(x)
+        out.float().mean().backward()
+    return float(counter.get_total_flops())
+
+
+def memory_child(name: str, size: int, steps: int) -> None:
+    """Hidden mode: one pipeline in this fresh process (CPU); prints its peak RSS as JSON."""
+    batches = make_batches(steps, size)
+    state = build().state_dict()
+    pipe = Pipeline(name, state, torch.device("cpu"), steps + 1)
+    setup_mb = rss_mb()
+    pipe.run(batches)  # one pass: the optimizer state is created at its first step
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    print(json.dumps({"peak_mb": peak_mb, "setup_mb": setup_mb}))
+
+
+def cpu_peak_rss(name: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--_memory", name, "--size", str(args.size), "--steps", str(args.steps)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise SystemExit(f"memory run of {name} failed:\n{res.stderr[-2000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--size", type=int, default=None, help="patch edge in voxels (default 96 on CPU, 128 on CUDA)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed pass (default 4 on CPU, 20 on CUDA)")
+    parser.add_argument("--runs", type=int, default=5, help="timed passes per pipeline (after 1 warm-up pass)")
+    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
+    parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    args.size = args.size or (128 if cuda else 96)
+    args.steps = args.steps or (20 if cuda else 4)
+    if args.size % 16:
+        raise SystemExit(f"--size {args.size}: must be a multiple of 16 (the product of the strides)")
+    if args._memory:
+        memory_child(args._memory, args.size, args.steps)
+        return
+
+    batches = make_batches(args.steps, args.size)
+    state = build().state_dict()
+    total = (args.runs + 1) * args.steps + 1
+    pipes = {name: Pipeline(name, copy.deepcopy(state), device, total) for name in ("medseg", "plain")}
+    gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
+    print(f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "
+          f"{args.steps} steps per pass, {args.runs} timed passes, device {device}{gpu}, "
+          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+
+    gflop = flops_per_patch(state, args.size, device) / 1e9
+    print(f"forward + backward of one {args.size}^3 patch: {gflop:.1f} GFLOP (FlopCounterMode, convolutions)")
+
+    times: dict[str, list[float]] = {name: [] for name in pipes}
+    cpu: dict[str, list[float]] = {name: [] for name in pipes}
+    peak_alloc: dict[str, float] = {name: 0.0 for name in pipes}
+    for i in range(args.runs + 1):  # pass 0 warms up and is not counted; the order alternates
+        line = []
+        for name in (list(pipes) if i % 2 else list(pipes)[::-1]):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
+            sec, cpu_s, loss = timed(pipes[name], batches)
+            if cuda and i:
+                peak_alloc[name] = max(peak_alloc[name], torch.cuda.max_memory_allocated(device) / 2**20)
+            line.append(f"{name} {sec:6.2f} s (cpu {cpu_s:6.2f} s, loss {loss:.4f})")
+            if i:
+                times[name].append(sec)
+                cpu[name].append(cpu_s)
+        print(f"  pass {i}{' (warm-up)' if not i else ''}: " + " | ".join(line), flush=True)
+
+    if cuda:
+        memory = {name: f"{peak_alloc[name]:8.0f} MB allocated" for name in pipes}
+        mem_ratio = peak_alloc["medseg"] / peak_alloc["plain"]
+    else:
+        rss = {name: cpu_peak_rss(name, args) for name in pipes}
+        memory = {name: f"{r['peak_mb']:6.0f} MB RSS (+{r['peak_mb'] - r['setup_mb']:5.0f} over setup)" for name, r in rss.items()}
+        mem_ratio = rss["medseg"]["peak_mb"] / rss["plain"]["peak_mb"]
+
+    med = {name: statistics.median(v) for name, v in times.items()}
+    patches = args.steps * BATCH
+    print(f"\nmedian of {args.runs} passes of {args.steps} steps ({patches} patches), load average now {os.getloadavg()[0]:.2f}")
+    print(f"{'pipeline':8s} {'patches/s':>10s} {'ms/step':>9s} {'min-max ms/step':>16s} {'TFLOP/s':>8s}  peak memory")
+    for name, sec in med.items():
+        lo, hi = (min(times[name]) / args.steps * 1000, max(times[name]) / args.steps * 1000)
+        print(f"{name:8s} {patches / sec:10.2f} {sec / args.steps * 1000:9.1f} {lo:7.0f}-{hi:<8.0f} "
+              f"{gflop * patches / sec / 1000:8.3f}  {memory[name]}")
+    ratio = med["medseg"] / med["plain"]
+    target = " (CPU target <= 1.05: " + ("ok)" if ratio <= 1.05 else "above target)") if not cuda else ""
+    cpu_ratio = statistics.median(cpu["medseg"]) / statistics.median(cpu["plain"])
+    print(f"ratio medseg / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
+          f"peak memory {mem_ratio:.2f}")
+    if cuda:
+        for name, sec in med.items():
+            achieved = gflop * patches / sec / 1000
+            print(f"{name:8s} {achieved:7.1f} TFLOP/s = {100 * achieved / args.peak_tflops:5.1f} % of the "
+                  f"{args.peak_tflops:.0f} TFLOP/s bf16 peak")
+
+
+if __name__ == "__main__":
+    main()

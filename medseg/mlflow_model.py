@@ -1,0 +1,50 @@
+"""The trained model as an MLflow pyfunc model: ``mlflow.pyfunc.load_model("runs:/<id>/model")``
+gives an object whose ``predict`` segments scans, so MLflow's own tooling (registry, model
+serving, ``mlflow models predict``) can use medseg models. The medseg checkpoint travels inside as
+an artifact (``model/artifacts/best.pt``), which is also what ``medseg predict runs:/...`` loads.
+
+MLflow's ``mlflow.pytorch`` flavour would pickle the whole network object and lose the
+preprocessing and operating point the checkpoint carries, hence a pyfunc wrapper.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+import mlflow.pyfunc
+
+
+class MedsegModel(mlflow.pyfunc.PythonModel):
+    """pyfunc model: input = scan paths (a list, or a table with a ``scan`` column); output = one
+    uint8 mask (X, Y, Z) per scan, on the scan's own grid. ``params={"out_dir": DIR}`` also writes
+    the masks there, with the scans' headers."""
+
+    def load_context(self, context) -> None:
+        from medseg.inference import load_model
+
+        self.lm = load_model(context.artifacts["checkpoint"], "auto")
+
+    def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+        from medseg.inference import predict_volume
+        from medseg.io import save_like, strip_suffix
+
+        scans = list(model_input["scan"]) if hasattr(model_input, "columns") else list(model_input)
+        out_dir = (params or {}).get("out_dir")
+        masks = []
+        for scan in scans:
+            pred = predict_volume(self.lm, Path(scan))
+            if out_dir:
+                save_like(pred.mask, Path(scan), Path(out_dir) / f"{strip_suffix(scan)}.nii.gz")
+            masks.append(pred.mask)
+        return masks
+
+
+def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
+    """Write the MLflow model folder for ``checkpoint`` into ``dest`` (replacing it)."""
+    import shutil
+
+    import medseg
+
+    shutil.rmtree(dest, ignore_errors=True)
+    mlflow.pyfunc.save_model(str(dest), python_model=MedsegModel(), artifacts={"checkpoint": str(checkpoint)},
+                             pip_requirements=[f"medseg=={medseg.__version__}"])
+    return dest
