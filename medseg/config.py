@@ -42,6 +42,7 @@ class DataConfig(Section):
     cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
     cache_dir: Optional[Path] = Field(None, description="Folder for a disk cache of preprocessed cases (MONAI PersistentDataset), reused across runs; null = memory (CacheDataset).")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
+    thread_loader: bool = Field(False, description="MONAI ThreadDataLoader: prepare the next batch in a background thread (GPU training with cached data).")
 
 
 class PreprocessConfig(Section):
@@ -114,6 +115,9 @@ class TrainConfig(Section):
     seed: int = Field(0, description="Seed for python, numpy and torch.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
     checkpoint_every_steps: Optional[int] = Field(100, gt=0, description="Also write last.pt (with everything to resume) every N steps inside an epoch; it is always written at each epoch end. null = epoch ends only.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; float32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more).")
+    channels_last: bool = Field(False, description="channels_last_3d memory format for network and inputs (can help cuDNN on GPUs; measure).")
     grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping.")
     max_nonfinite_steps: int = Field(5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training.")
     early_stop_patience: Optional[int] = Field(None, gt=0, description="Stop after this many validations without a better select_metric; null = never.")

@@ -97,7 +97,7 @@ def make_loader(cfg, dataset, rank: int = 0, world: int = 1):
     epoch with ``sampler.set_epoch``): the global batch is ``batch_size * samples_per_volume *
     world`` patches."""
     import torch
-    from monai.data import DataLoader
+    from monai.data import DataLoader, ThreadDataLoader
 
     generator = torch.Generator().manual_seed(cfg.train.seed)
     sampler = None
@@ -105,6 +105,8 @@ def make_loader(cfg, dataset, rank: int = 0, world: int = 1):
         from torch.utils.data.distributed import DistributedSampler
 
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, shuffle=sampler is None, sampler=sampler,
-                      num_workers=cfg.data.num_workers, generator=generator,
-                      persistent_workers=False)  # re-seeded from the generator each epoch: exact resume
+    # ThreadDataLoader: the next batch is prepared in a thread while the GPU trains on this one
+    cls = ThreadDataLoader if cfg.data.thread_loader else DataLoader
+    return cls(dataset, batch_size=cfg.train.batch_size, shuffle=sampler is None, sampler=sampler,
+               num_workers=cfg.data.num_workers, generator=generator,
+               persistent_workers=False)  # re-seeded from the generator each epoch: exact resume

@@ -259,10 +259,37 @@ class EpochProgress:
     losses: list[float] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None = float32) and the GradScaler fp16 needs (None otherwise)."""
+
+    dtype: torch.dtype | None = None
+    scaler: object | None = None
+    channels_last: bool = False
+
+
+def precision_for(train_cfg, device: torch.device) -> Precision:
+    """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
+    on CPU (bf16 training on CPU is slower than float32 on most CPUs)."""
+    mode = train_cfg.amp
+    if mode == "auto":
+        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "off"
+    if mode == "off":
+        return Precision(channels_last=train_cfg.channels_last)
+    if mode == "fp16":
+        return Precision(torch.float16, torch.amp.GradScaler(device.type), train_cfg.channels_last)
+    return Precision(torch.bfloat16, None, train_cfg.channels_last)
+
+
+def _plain(t) -> torch.Tensor:
+    """The tensor of a MetaTensor (or a tensor as is, when meta tracking is off)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t
+
+
 def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status: tuple[str, float],
                  guard=None, stop=None, grad_clip: float | None = None, progress: EpochProgress | None = None,
-                 on_step=None) -> float:
-    """One pass over the loader (bf16 autocast on CUDA); returns the mean loss of the applied
+                 on_step=None, precision: Precision = Precision()) -> float:
+    """One pass over the loader (autocast and loss scaling as ``precision`` says); returns the mean loss of the applied
     steps. A non-finite loss skips its step (``guard``); a stop signal ends the pass between steps
     (``stop``). With ``progress`` from a mid-epoch checkpoint, its first ``progress.done`` batches
     are drawn (keeping the random streams in step) but not trained on again. ``on_step(progress)``
@@ -274,17 +301,26 @@ def _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, stat
     for i, batch in enumerate(loader):
         if i < skip:
             continue
-        x, y = batch["image"].as_tensor().to(device), batch["label"].as_tensor().to(device)
+        x, y = _plain(batch["image"]).to(device, non_blocking=True), _plain(batch["label"]).to(device, non_blocking=True)
+        if precision.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with torch.autocast(device.type, dtype=precision.dtype or torch.float32, enabled=precision.dtype is not None):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         value = float(loss.detach())
         if guard is None or guard.ok(value, f"{status[0]} step {i + 1}"):
-            loss.backward()
+            scaler = precision.scaler
+            (scaler.scale(loss) if scaler is not None else loss).backward()
             if grad_clip is not None:
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()  # skipped steps do not advance the schedule
             progress.losses.append(value)
         progress.done = i + 1
@@ -340,9 +376,14 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
         _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir, tracker, rs)
     loader = make_loader(cfg, train_ds, rank, world)
     net = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
+    precision = precision_for(cfg.train, device)
+    if precision.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
     model = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.train.compile:
+        model = torch.compile(model)
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     per_epoch = len(loader)
@@ -361,6 +402,8 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
             raise MedsegError(f"{last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
                               "resume without changing model settings") from None
         scheduler.load_state_dict(rs["scheduler"])
+        if precision.scaler is not None and rs.get("scaler"):
+            precision.scaler.load_state_dict(rs["scaler"])
         best, history, early.since_best = rs["best"], list(rs["history"]), rs["since_best"]
         last_val = history[-1] if history else {}
         start = rs["epoch"] + (1 if rs["step_in_epoch"] == 0 else 0)
@@ -374,6 +417,7 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
         state = {"epoch": epoch, "step_in_epoch": step.done, "epoch_losses": list(step.losses),
                  "global_step": (epoch - 1) * per_epoch + step.done if step.done else epoch * per_epoch,
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                 "scaler": precision.scaler.state_dict() if precision.scaler is not None else {},
                  "best": best, "since_best": early.since_best, "history": history}
         save_checkpoint(_payload(cfg, net, spacing, channels, epoch, metrics, tracker) | {"resume": state}, last_path)
 
@@ -393,7 +437,7 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
             step_state, partial = partial, EpochProgress()
             try:
                 train_loss = _train_epoch(model, loader, loss_fn, optimizer, scheduler, device, bar, status,
-                                          guard, stop, cfg.train.grad_clip, step_state, periodic)
+                                          guard, stop, cfg.train.grad_clip, step_state, periodic, precision)
             except Stopped as sig:
                 save_last(epoch, step_state, rng, {"stopped_by": str(sig)})
                 bar.close()

@@ -104,3 +104,18 @@ def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
     last = next((tmp_path / "runs").glob("*/last.pt"))
     assert "state_dict" in torch.load(last, weights_only=False)
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("amp,channels_last", [("fp16", False), ("bf16", True), ("off", True)])
+def test_mixed_precision_and_memory_format_steps(amp, channels_last):
+    from medseg.config import TrainConfig
+    from medseg.train import precision_for
+
+    model, opt, sched = setup()
+    before = [p.detach().clone() for p in model.parameters()]
+    precision = precision_for(TrainConfig(amp=amp, channels_last=channels_last), torch.device("cpu"))
+    assert (precision.scaler is not None) == (amp == "fp16")
+    mean = _train_epoch(model, loader(2), lambda lg, y: ((lg.float() - y) ** 2).mean(), opt, sched, torch.device("cpu"),
+                        Bar(), ("e", 0.0), NonFiniteGuard(3), precision=precision)
+    assert math.isfinite(mean) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert precision_for(TrainConfig(), torch.device("cpu")).dtype is None  # auto on CPU = float32
