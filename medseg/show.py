@@ -162,9 +162,13 @@ def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.08, wspace=0.04)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI)
-    plt.close(fig)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=DPI)
+    except OSError as err:
+        raise MedsegError(f"{out}: cannot write the picture ({err.strerror or err}); pick another --out") from None
+    finally:
+        plt.close(fig)
 
 
 def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = None, out: Optional[Path] = None,
@@ -178,7 +182,7 @@ def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = 
             lesion (default: any non-zero value).
 
     Raises:
-        MedsegError: a missing or unreadable file, a mask on another grid.
+        MedsegError: a missing or unreadable file, a mask on another grid, an unwritable ``out``.
     """
     image = Path(image)
     case = strip_suffix(image)
