@@ -79,3 +79,21 @@ def test_cli_writes_a_plan_training_can_read(tmp_path):
     assert res.returncode == 0, res.stderr
     saved = yaml.safe_load((tmp_path / "plan.yaml").read_text())
     assert saved["plan"]["preprocess"]["target_spacing"] == [1.0, 1.0, 2.0] and saved["fingerprint"]["cases"] == 2
+
+
+def test_ct_template_takes_spacing_window_and_patch_from_the_plan(tmp_path):
+    """configs/lesion_ct.yaml on a thick-slice CT dataset: the plan fills what the template leaves out."""
+    from pathlib import Path
+
+    from medseg.config import load_config
+    from medseg.train import prepare
+
+    root = make(tmp_path / "Dataset001_CTLesions", [(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.8, 0.8, 1.25)], name="CT",
+                values=(40.0, 60.0))
+    template = Path(__file__).resolve().parents[1] / "configs" / "lesion_ct.yaml"
+    cfg = load_config(template, [f"data.dataset={root}", "data.lesion_labels=[1,2]"])
+    prep = prepare(cfg)
+    assert prep.cfg.preprocess.normalize == "ct" and len(prep.cfg.preprocess.ct_stats) == 1
+    assert prep.spacing[2] < 5.0  # the thick-slice median is not taken as is
+    assert all(p % 16 == 0 for p in prep.cfg.sampling.patch_size)
+    assert prep.channels == ("CT",)
