@@ -52,3 +52,19 @@ def test_your_own_data_steps_shrunk(tmp_path):
     train = subprocess.run([*MEDSEG, "train", cfg, "--quiet"], capture_output=True, text=True)
     assert train.returncode == 0, train.stderr
     assert "plan.yaml" in {p.name for p in next((tmp_path / "runs").iterdir()).iterdir()}
+
+
+def test_disk_cache_and_thread_loader(tmp_path):
+    """data.cache_dir (PersistentDataset) is filled once and reused; data.thread_loader trains."""
+    data = tmp_path / "data"
+    assert subprocess.run([*MEDSEG, "synth", data, "--cases", "3", "--shape", "32,32,24"], capture_output=True).returncode == 0
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{dataset: {data}, cache_dir: {tmp_path / 'cache'}, thread_loader: true}}\n"
+                   "preprocess: {target_spacing: [1.5, 1.5, 2.0]}\nsampling: {patch_size: [16, 16, 16]}\n"
+                   f"model: {{channels: [4, 8, 16], strides: [2, 2]}}\ntrain: {{epochs: 1, output_dir: {tmp_path / 'runs'}}}\n"
+                   "tracking: {enabled: false}\n")
+    for _ in range(2):
+        res = subprocess.run([*MEDSEG, "train", cfg, "--quiet"], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.pt"))
+        assert len(cached) == 3  # 2 training + 1 validation case, written once
