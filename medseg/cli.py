@@ -153,7 +153,7 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflo
 @app.command()
 @user_errors
 def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted masks."),
-             ref_dir: str = typer.Argument(..., help="Folder of reference labels (same file names), or a dataset / case list / experiment config (predictions named <case_id>)."),
+             ref_dir: str = typer.Argument(..., help="Folder of reference labels (same file names), or a dataset / case list / experiment config (predictions named <case_id>; <case_id>_<class> for a config with several data.lesion_classes)."),
              out: Optional[Path] = typer.Option(None, "--out", help="Per-case CSV to write."),
              matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
@@ -170,25 +170,36 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
     if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
         raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
     cases, wanted = None, _ints(lesion_labels, "--lesion-labels") if lesion_labels else None
+    classes = [("", wanted)]  # (prediction suffix, reference label values)
     ref_path = Path(ref_dir)
     if ref_path.is_file() or (ref_path / "dataset.json").is_file():
+        from medseg.config import lesion_classes
         from medseg.sources import from_argument
 
         ds, cfg = from_argument(ref_dir, split=split)
         cases = ds.require_clean()
-        wanted = wanted or (cfg.data.lesion_labels if cfg else None)
-    opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=wanted)
-    summary, rows, errors = evaluate_dirs(pred_dir, ref_path, out, opts, cases)
-    for row in rows:
-        typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
-    _print_summary(summary)
-    if "froc" in summary:
-        f = summary["froc"]
-        typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
-                   + f" FP/scan; CPM {f['cpm']:.3f}")
-    for line in errors:
+        if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
+            classes = [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
+        else:
+            classes = [("", wanted or (cfg.data.lesion_labels if cfg else None))]
+    failed = []
+    for suffix, values in classes:
+        opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values)
+        target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
+        if suffix:
+            typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
+        summary, rows, errors = evaluate_dirs(pred_dir, ref_path, target, opts, cases, suffix)
+        for row in rows:
+            typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
+        _print_summary(summary)
+        if "froc" in summary:
+            f = summary["froc"]
+            typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
+                       + f" FP/scan; CPM {f['cpm']:.3f}")
+        failed += errors
+    for line in failed:
         typer.echo(f"error: {line}", err=True)
-    if errors:
+    if failed:
         raise typer.Exit(1)
 
 

@@ -35,6 +35,7 @@ class DataConfig(Section):
     channels: Optional[tuple[str, ...]] = Field(None, description="pattern layout: one glob per channel with {case} (e.g. '*/{case}/Flair.nii.gz'); other layouts: channel names to use, in order (null = all).")
     label: Optional[str] = Field(None, description="pattern layout: glob of the label file with {case}.")
     lesion_labels: Optional[tuple[int, ...]] = Field(None, description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are background; null = every non-zero value.")
+    lesion_classes: Optional[dict[str, tuple[int, ...]]] = Field(None, description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.")
     exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
     val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
@@ -155,6 +156,21 @@ class TrackingConfig(Section):
     register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
 
 
+def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ...]]]]:
+    """(name, label values) per network output: ``data.lesion_classes``, else one class
+    ``lesion`` made of ``data.lesion_labels`` (None = every non-zero value)."""
+    if data.lesion_classes:
+        return [(name, tuple(values)) for name, values in data.lesion_classes.items()]
+    return [("lesion", data.lesion_labels)]
+
+
+def all_lesion_values(data: "DataConfig") -> Optional[tuple[int, ...]]:
+    """Every label value that is lesion in some class (None = every non-zero value)."""
+    if data.lesion_classes:
+        return tuple(sorted({v for values in data.lesion_classes.values() for v in values}))
+    return data.lesion_labels
+
+
 class ExperimentConfig(Section):
     """The whole experiment."""
 
@@ -168,6 +184,21 @@ class ExperimentConfig(Section):
     inference: InferenceConfig = InferenceConfig()
     eval: EvalConfig = EvalConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _classes(self) -> "ExperimentConfig":
+        classes = self.data.lesion_classes
+        if classes is not None:
+            if self.data.lesion_labels:
+                raise ValueError("data.lesion_labels and data.lesion_classes: set one of them (lesion_classes for several outputs)")
+            if not classes or any(not values for values in classes.values()):
+                raise ValueError("data.lesion_classes: give each class a non-empty list of label values")
+            bad = [name for name in classes if not name.replace("_", "").isalnum()]
+            if bad:
+                raise ValueError(f"data.lesion_classes: class name {bad[0]!r} must be letters, digits and _ (it names output files)")
+            if len(classes) > 1 and self.sampling.strategy == "voxel":
+                raise ValueError("sampling.strategy 'voxel' samples one label channel; use 'lesion' with several lesion_classes")
+        return self
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:

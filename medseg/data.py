@@ -71,10 +71,13 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     from monai.data.utils import json_hashing
     from monai.transforms import Compose
 
+    from medseg.config import lesion_classes
     from medseg.transforms import augment, preprocess, sampling_prep
 
     p = cfg.preprocess
-    pre = preprocess(spacing, p.normalize, lesion_labels=cfg.data.lesion_labels, ct_stats=p.ct_stats, background=p.background)
+    classes = [values for _, values in lesion_classes(cfg.data)] if cfg.data.lesion_classes else None
+    pre = preprocess(spacing, p.normalize, lesion_labels=cfg.data.lesion_labels, ct_stats=p.ct_stats, background=p.background,
+                     lesion_classes=classes)
     s = cfg.sampling
     train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
                        + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,

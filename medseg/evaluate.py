@@ -51,17 +51,17 @@ def _affine(path: Path) -> np.ndarray:
     return read_geometry(path)[1]
 
 
-def _pairs_from_cases(pred_dir: Path, cases) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """Reference labels of a dataset's cases, predictions named ``<case_id>.*``."""
+def _pairs_from_cases(pred_dir: Path, cases, suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Reference labels of a dataset's cases, predictions named ``<case_id><suffix>.*``."""
     preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
     pairs, errors = [], []
     for case in cases:
         if case.label is None:
             continue
-        if case.case_id in preds:
-            pairs.append((preds[case.case_id], case.label))
+        if case.case_id + suffix in preds:
+            pairs.append((preds[case.case_id + suffix], case.label))
         else:
-            errors.append(f"{pred_dir / case.case_id}: no prediction for case {case.case_id}; run medseg predict --dataset on it")
+            errors.append(f"{pred_dir / (case.case_id + suffix)}: no prediction for case {case.case_id}; run medseg predict --dataset on it")
     return pairs, errors
 
 
@@ -136,7 +136,7 @@ def _summary(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: E
 
 
 def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
-                  opts: EvalOptions = EvalOptions(), cases=None) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+                  opts: EvalOptions = EvalOptions(), cases=None, suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name (or, with ``cases``,
     every case's label with the prediction ``<case_id>.*`` in ``pred_dir``).
 
@@ -144,7 +144,7 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
         (summary, per-case rows, error lines for cases that could not be compared). With
         ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>_summary.json``.
     """
-    pairs, errors = _pairs_from_cases(Path(pred_dir), cases) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
+    pairs, errors = _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:

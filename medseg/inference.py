@@ -108,6 +108,7 @@ class LoadedModel:
     channels: tuple[str, ...] = ()
     ct_stats: Optional[list] = None
     background: str = "zero"
+    classes: tuple[str, ...] = ("lesion",)
 
 
 def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
@@ -134,7 +135,8 @@ def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str |
         raise MedsegError(f"{checkpoint}: not a complete medseg checkpoint (no {', '.join(missing)}); use best.pt or last.pt of a training run")
     cfg = ExperimentConfig.model_validate(ckpt["config"])
     pre = ckpt["preprocess"]
-    model = build_model(cfg.model, in_channels=int(pre["in_channels"]), out_channels=1)
+    classes = tuple(pre.get("classes") or ("lesion",))
+    model = build_model(cfg.model, in_channels=int(pre["in_channels"]), out_channels=len(classes))
     model.load_state_dict(ckpt["state_dict"])
     dev = pick_device(device)
     model.to(dev).eval()
@@ -143,7 +145,7 @@ def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str |
                        tuple(cfg.inference.roi_size or cfg.sampling.patch_size), cfg.inference,
                        float(op["threshold"]), float(op["min_lesion_mm3"]), cfg.eval.connectivity, dev,
                        int(pre["in_channels"]), tuple(pre.get("channels") or ()), pre.get("ct_stats") or None,
-                       pre.get("background", "zero"))
+                       pre.get("background", "zero"), classes)
 
 
 @dataclass
@@ -155,10 +157,11 @@ class Prediction:
     affine: np.ndarray
 
 
-def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
-                   min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
+def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
+                    min_lesion_mm3: float | None = None, tta: bool | None = None) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
-    the model's channel order; the mask is on the (first) file's own voxel grid."""
+    the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
+    the (first) file's own voxel grid."""
     from monai.transforms import Compose
 
     from medseg.metrics import remove_small
@@ -185,15 +188,31 @@ def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], thr
         raise MedsegError(f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
                           "pass one file per channel in that order (or a 4D file)")
 
-    prob = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
+    probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
-    prob_np = restore_grid(prob, np.asarray(img.affine, dtype=float), affine, shape)
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
     thr = lm.threshold if threshold is None else threshold
     min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
-    mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
-    return Prediction(prob_np, mask, affine)
+    out = []
+    for c in range(probs.shape[0]):
+        prob_np = restore_grid(probs[c:c + 1], np.asarray(img.affine, dtype=float), affine, shape)
+        mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
+        out.append(Prediction(prob_np, mask, affine))
+    return out
+
+
+def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
+                   min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
+    """:func:`predict_classes` for a one-class model (the common case).
+
+    Raises:
+        MedsegError: a model with several lesion classes (use :func:`predict_classes`).
+    """
+    if len(lm.classes) > 1:
+        raise MedsegError(f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
+                          "use medseg predict (one mask per class) or medseg.inference.predict_classes")
+    return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta)[0]
 
 
 def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:

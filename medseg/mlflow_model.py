@@ -15,7 +15,7 @@ import mlflow.pyfunc
 
 class MedsegModel(mlflow.pyfunc.PythonModel):
     """pyfunc model: input = scan paths (a list, or a table with a ``scan`` column); output = one
-    uint8 mask (X, Y, Z) per scan, on the scan's own grid. ``params={"out_dir": DIR}`` also writes
+    uint8 mask (X, Y, Z) per scan, on the scan's own grid ((C, X, Y, Z) for C lesion classes). ``params={"out_dir": DIR}`` also writes
     the masks there, with the scans' headers."""
 
     def load_context(self, context) -> None:
@@ -24,17 +24,21 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         self.lm = load_model(context.artifacts["checkpoint"], "auto")
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
-        from medseg.inference import predict_volume
+        import numpy as np
+
+        from medseg.inference import predict_classes
         from medseg.io import save_like, strip_suffix
 
         scans = list(model_input["scan"]) if hasattr(model_input, "columns") else list(model_input)
         out_dir = (params or {}).get("out_dir")
         masks = []
         for scan in scans:
-            pred = predict_volume(self.lm, Path(scan))
+            preds = predict_classes(self.lm, Path(scan))
+            names = [""] if len(preds) == 1 else [f"_{cls}" for cls in self.lm.classes]
             if out_dir:
-                save_like(pred.mask, Path(scan), Path(out_dir) / f"{strip_suffix(scan)}.nii.gz")
-            masks.append(pred.mask)
+                for pred, suffix in zip(preds, names):
+                    save_like(pred.mask, Path(scan), Path(out_dir) / f"{strip_suffix(scan)}{suffix}.nii.gz")
+            masks.append(preds[0].mask if len(preds) == 1 else np.stack([p.mask for p in preds]))
         return masks
 
 

@@ -57,32 +57,44 @@ def output_suffix(path: Path) -> str:
     return ".nii.gz" if suffix in (".nii", ".nii.gz") else suffix
 
 
-def _write_one(lm, path: Path | Case, out: Path, opts: PredictOptions) -> dict[str, Any]:
-    """Predict one scan file, or one case (one file per channel; outputs named by its case id)."""
-    from medseg.inference import predict_volume
-    from medseg.lesion_table import lesion_rows, write_table
-    from medseg.metrics import label_lesions
+def _write_one(lm, path: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
+    """Predict one scan file, or one case (one file per channel; outputs named by its case id).
+    A model with several lesion classes writes ``<case>_<class>.*`` per class. Returns one summary
+    row per mask written."""
+    from medseg.inference import predict_classes
 
     start = time.perf_counter()
     files = path.images if isinstance(path, Case) else (path,)
     stem = path.case_id if isinstance(path, Case) else strip_suffix(path)
     path = files[0]  # the reference grid and header of every output
+    preds = predict_classes(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta)
+    names = [stem] if len(preds) == 1 else [f"{stem}_{cls}" for cls in lm.classes]
+    rows = [_write_outputs(lm, pred, path, out, name, opts) for pred, name in zip(preds, names)]
+    for row in rows:
+        row["seconds"] = round(time.perf_counter() - start, 3)
+    return rows
+
+
+def _write_outputs(lm, pred, path: Path, out: Path, name: str, opts: PredictOptions) -> dict[str, Any]:
+    """Mask (written last: its presence marks a finished scan), optional probability and lesion
+    maps, per-lesion table, on the grid and header of ``path``."""
+    from medseg.lesion_table import lesion_rows, write_table
+    from medseg.metrics import label_lesions
+
     ext = output_suffix(path)
-    pred = predict_volume(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta)
     voxel_mm3 = float(abs(np.linalg.det(pred.affine[:3, :3])))
     labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
     if opts.prob:
-        save_like(np.rint(pred.prob * 255).astype(np.uint8), path, out / f"{stem}_prob{ext}", scale=1 / 255)
+        save_like(np.rint(pred.prob * 255).astype(np.uint8), path, out / f"{name}_prob{ext}", scale=1 / 255)
     if opts.instances:
-        save_like(labels.astype(np.uint16), path, out / f"{stem}_lesions{ext}")
+        save_like(labels.astype(np.uint16), path, out / f"{name}_lesions{ext}")
     if opts.table:
         rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
-        write_table(rows, out / f"{stem}_lesions")
+        write_table(rows, out / f"{name}_lesions")
         count = len(rows)
-    save_like(pred.mask, path, out / f"{stem}{ext}")  # the mask last: its presence marks a finished scan
-    return {"scan": str(path), "mask": str(out / f"{stem}{ext}"), "lesions": count,
-            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3),
-            "seconds": round(time.perf_counter() - start, 3)}
+    save_like(pred.mask, path, out / f"{name}{ext}")
+    return {"scan": str(path), "mask": str(out / f"{name}{ext}"), "lesions": count,
+            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3)}
 
 
 def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
@@ -111,10 +123,11 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
     rows, errors = [], []
     for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
         name, first = (path.case_id, path.image) if isinstance(path, Case) else (strip_suffix(path), path)
-        if opts.skip_existing and (out / f"{name}{output_suffix(first)}").exists():
+        last = name if len(lm.classes) == 1 else f"{name}_{lm.classes[-1]}"  # the last mask written
+        if opts.skip_existing and (out / f"{last}{output_suffix(first)}").exists():
             continue
         try:
-            rows.append(_write_one(lm, path, out, opts))
+            rows.extend(_write_one(lm, path, out, opts))
         except MedsegError as err:
             errors.append(str(err))
         except OSError as err:  # disk full, permissions: this scan fails, the batch goes on

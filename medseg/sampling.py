@@ -26,7 +26,7 @@ INDEX_KEY = "lesion_voxels"
 
 class LesionIndicesd(MapTransform):
     """Add ``lesion_voxels``: a list with one int64 array of flat voxel indices per lesion of
-    ``label`` (1, X, Y, Z)."""
+    ``label`` (C, X, Y, Z; a lesion is a component of the union of the channels)."""
 
     def __init__(self, label_key: str = "label", connectivity: int = 26) -> None:
         super().__init__([label_key])
@@ -34,7 +34,7 @@ class LesionIndicesd(MapTransform):
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
-        labels, n = label_lesions(np.asarray(d[self.label_key][0]) > 0, self.connectivity)
+        labels, n = label_lesions(np.asarray(d[self.label_key]).any(0), self.connectivity)  # lesions of any class
         flat = labels.ravel()
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(1, n + 2))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from medseg.config import ExperimentConfig, flatten
+from medseg.config import ExperimentConfig, all_lesion_values, flatten, lesion_classes
 from medseg.errors import MedsegError
 
 
@@ -64,7 +64,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     from medseg.sources import from_config
 
     ds = from_config(cfg.data)
-    problems = check_dataset(ds, cfg.data.lesion_labels)
+    problems = check_dataset(ds, all_lesion_values(cfg.data))
     if problems:
         raise MedsegError("\n".join(problems + [f"{len(problems)} problem(s) in the dataset; fix them (see 'medseg check {cfg.data.dataset}') and train again"]))
     plan = None
@@ -72,7 +72,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         plan = read_plan(cfg.data.plan)
     elif needs_plan(cfg):
         batch = cfg.train.batch_size * cfg.sampling.samples_per_volume
-        plan = make_plan(fingerprint(ds, cfg.data.lesion_labels), cfg.model, batch)
+        plan = make_plan(fingerprint(ds, all_lesion_values(cfg.data)), cfg.model, batch)
     if plan is not None:
         cfg = apply_plan(cfg, plan)
     multiple = min_input_multiple(cfg.model)
@@ -117,7 +117,7 @@ def _payload(cfg: ExperimentConfig, model, spacing, channels, epoch: int, metric
         "config": cfg.model_dump(mode="json"),
         "preprocess": {"spacing": list(spacing), "normalize": cfg.preprocess.normalize, "in_channels": len(channels),
                        "channels": list(channels), "ct_stats": [list(s) for s in cfg.preprocess.ct_stats or []],
-                       "background": cfg.preprocess.background},
+                       "background": cfg.preprocess.background, "classes": [name for name, _ in lesion_classes(cfg.data)]},
         "operating_point": {"threshold": cfg.inference.threshold, "min_lesion_mm3": cfg.inference.min_lesion_mm3},
         "epoch": epoch,
         "metrics": dict(metrics),
@@ -375,7 +375,7 @@ def _fit(cfg, datasets, spacing, channels, plan, device, run_dir: Path, tracker,
     if main:
         _start_run(cfg, train_ds, val_ds, spacing, plan, device, run_dir, tracker, rs)
     loader = make_loader(cfg, train_ds, rank, world)
-    net = build_model(cfg.model, in_channels=len(channels), out_channels=1).to(device)
+    net = build_model(cfg.model, in_channels=len(channels), out_channels=len(lesion_classes(cfg.data))).to(device)
     precision = precision_for(cfg.train, device)
     if precision.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)

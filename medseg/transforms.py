@@ -67,6 +67,25 @@ class SelectLesionLabelsd(MapTransform):
         return d
 
 
+class SelectLesionClassesd(MapTransform):
+    """Label (1, X, Y, Z) -> (C, X, Y, Z): channel c is 1 where the value is in ``classes[c]``
+    (classes may overlap, e.g. BraTS whole tumour / core / enhancing)."""
+
+    def __init__(self, keys: Sequence[str], classes: Sequence[Sequence[int]]) -> None:
+        super().__init__(keys)
+        self.classes = [torch.as_tensor(list(values)) for values in classes]
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            values = torch.as_tensor(d[key][0]).round().long()
+            out = d[key][:1].repeat(len(self.classes), *([1] * (d[key].ndim - 1)))  # a MetaTensor keeps its meta
+            for c, wanted in enumerate(self.classes):
+                out[c] = torch.isin(values, wanted)
+            d[key] = out
+        return d
+
+
 class ClipChannelsd(MapTransform):
     """Clip each channel of ``image`` (C, X, Y, Z) to its own [low, high] (CT: the foreground's
     0.5-99.5 percentiles, nnU-Net's CT normalisation). MONAI's clipping transforms take one range
@@ -120,11 +139,12 @@ def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] 
 
 def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False,
                lesion_labels: Optional[Sequence[int]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
-               background: str = "zero") -> list:
+               background: str = "zero", lesion_classes: Optional[Sequence[Sequence[int]]] = None) -> list:
     """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
 
     Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
-    in {0, 1}: the values in ``lesion_labels`` are lesion (``None``: every non-zero value).
+    in {0, 1}: the values in ``lesion_labels`` are lesion (``None``: every non-zero value); with
+    several ``lesion_classes`` (label values per class), ``label`` is (C, X, Y, Z), one channel each.
     ``background``: ``zero`` (raw scans) or ``min`` (each channel's minimum is background, see
     :class:`MinToZerod`).
     """
@@ -137,7 +157,8 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
         *([FiniteCheckd(["image"])] if check_finite else []),
         EnsureChannelFirstd(keys),
         *([MinToZerod(["image"])] if background == "min" else []),
-        *([SelectLesionLabelsd(["label"], lesion_labels)] if with_label and lesion_labels else []),
+        *([SelectLesionLabelsd(["label"], lesion_labels)] if with_label and lesion_labels and not lesion_classes else []),
+        *([SelectLesionClassesd(["label"], lesion_classes)] if with_label and lesion_classes else []),
         # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
         # border, so fewer windows are run; the prediction is pasted back at inference.
         CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),

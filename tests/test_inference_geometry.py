@@ -86,7 +86,7 @@ def test_nrrd_lps_round_trip(tmp_path, spacing):
     _, img = scan(tmp_path, np.eye(4))
     path = save_nrrd(img, tmp_path / "scan.nrrd")
     native = ras_spacing(read_geometry(path)[1])
-    row = _write_one(loaded(spacing or native), path, tmp_path / "out", PredictOptions())
+    row = _write_one(loaded(spacing or native), path, tmp_path / "out", PredictOptions())[0]
     out = sitk.ReadImage(row["mask"])
     ref = sitk.ReadImage(str(path))
     assert out.GetSize() == ref.GetSize() and out.GetSpacing() == ref.GetSpacing()

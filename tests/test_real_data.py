@@ -33,7 +33,7 @@ def test_every_real_case_predicts_on_its_own_grid(real_data, tmp_path):
         image = real_data / row["images"].split(";")[0]
         shape, affine = read_geometry(image)
         lm = LoadedModel(Bright(), ras_spacing(affine), "zscore_nonzero", (64, 64, 32), icfg, 0.5, 0.0, 26, torch.device("cpu"))
-        out = _write_one(lm, image, tmp_path / row["case"], PredictOptions())
+        out = _write_one(lm, image, tmp_path / row["case"], PredictOptions())[0]
         mask_shape, mask_affine = read_geometry(tmp_path / row["case"] / out["mask"].split("/")[-1])
         assert tuple(mask_shape) == tuple(shape[:3]), row["case"]
         assert np.allclose(mask_affine, affine, atol=1e-4), row["case"]
