@@ -25,15 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
+
 ROI, OVERLAP, SW_BATCH = (96, 96, 96), 0.25, 4
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def measure(fn) -> tuple[float, float]:

@@ -49,6 +49,8 @@ import time
 
 import torch
 
+from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
+
 BATCH = 2
 CHANNELS, STRIDES, RES_UNITS = (16, 32, 64, 128, 256), (2, 2, 2, 2), 2
 LR, WEIGHT_DECAY = 3e-3, 1e-4
@@ -62,14 +64,6 @@ class NoBar:
 
     def set_postfix_str(self, text: str) -> None:
         pass
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:

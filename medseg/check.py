@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import Case, check_readable, read_array, read_geometry
+from medseg.io import Case, read_geometry, read_verified
 from medseg.sources import Dataset
 
 
@@ -38,7 +38,7 @@ def _image_problems(case: Case, rules: Rules) -> tuple[list[str], Optional[tuple
     single_file = len(case.images) == 1
     for i, path in enumerate(case.images):
         try:
-            check_readable(path)
+            voxels, _ = read_verified(path)  # every byte read once, kept for the NaN check
             shape, affine = read_geometry(path)
         except MedsegError as err:
             problems.append(str(err))
@@ -59,7 +59,6 @@ def _image_problems(case: Case, rules: Rules) -> tuple[list[str], Optional[tuple
             problems.append(f"{path}: channel {i} is on a different grid (shape {tuple(spatial)}) than {case.image.name} "
                             f"(shape {grid[0]}); resample it onto the first channel's grid")
             continue
-        voxels, _ = read_array(path)
         bad = int(np.size(voxels) - np.count_nonzero(np.isfinite(voxels))) if np.issubdtype(voxels.dtype, np.floating) else 0
         if bad:
             problems.append(f"{path}: {bad} NaN or infinite voxel(s); re-export the scan or replace them (e.g. with 0)")
@@ -69,7 +68,7 @@ def _image_problems(case: Case, rules: Rules) -> tuple[list[str], Optional[tuple
 def _label_problems(case: Case, rules: Rules, grid) -> list[str]:
     path = case.label
     try:
-        check_readable(path)
+        voxels, _ = read_verified(path)
         shape, affine = read_geometry(path)
     except MedsegError as err:
         return [str(err)]
@@ -82,7 +81,6 @@ def _label_problems(case: Case, rules: Rules, grid) -> list[str]:
             gap = float(np.abs(affine - grid[1]).max())
             return [f"{path}: label affine differs from the image's ({case.image.name}) by {gap:.3g} (> {rules.atol} mm); "
                     "resample the label onto the image grid (nearest neighbour)"]
-    voxels, _ = read_array(path)
     values = np.unique(voxels)
     if np.issubdtype(values.dtype, np.floating):
         if not np.isfinite(values).all():

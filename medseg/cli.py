@@ -181,7 +181,7 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
             classes = [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
         else:
-            classes = [("", wanted or (cfg.data.lesion_labels if cfg else None))]
+            classes = [("", _lesion_values(lesion_labels, cfg))]
     failed = []
     for suffix, values in classes:
         opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values)
@@ -243,8 +243,7 @@ def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
     from medseg.check import check_dataset, format_report
 
     ds, cfg = _dataset(dataset, layout, channel, label)
-    wanted = _ints(lesion_labels, "--lesion-labels") if lesion_labels else (cfg.data.lesion_labels if cfg else None)
-    problems = check_dataset(ds, wanted, atol)
+    problems = check_dataset(ds, _lesion_values(lesion_labels, cfg), atol)
     for line in problems:
         typer.echo(f"problem: {line}", err=True)
     typer.echo(format_report(ds, problems))
@@ -269,7 +268,7 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
     ds, cfg = _dataset(dataset, layout, channel, label)
     ds.require_clean()
-    wanted = _ints(lesion_labels, "--lesion-labels") if lesion_labels else (cfg.data.lesion_labels if cfg else None)
+    wanted = _lesion_values(lesion_labels, cfg)
     model_cfg, sampling, train_cfg = (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
     fp = fingerprint(ds, wanted)
     planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
@@ -292,6 +291,17 @@ def show(case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha)
     res = show_case(case, pred, label, out, _ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
     counts = ", ".join(f"{w} {n} lesion(s)" for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions)) if n is not None)
     typer.echo(f"wrote {res.png}" + (f" ({counts})" if counts else ""))
+
+
+def _lesion_values(text: Optional[str], cfg) -> Optional[tuple[int, ...]]:
+    """--lesion-labels, else the label values a config counts as lesion (any class), else None."""
+    if text:
+        return _ints(text, "--lesion-labels")
+    if cfg is None:
+        return None
+    from medseg.config import all_lesion_values
+
+    return all_lesion_values(cfg.data)
 
 
 def _ints(text: str, option: str) -> tuple[int, ...]:

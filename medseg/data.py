@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
 
 from medseg.errors import MedsegError
-from pathlib import Path
-
 from medseg.io import Case, read_geometry
 
 
@@ -37,13 +36,17 @@ def split_cases(cases: Sequence[Case], val_fraction: float, seed: int,
     return train, val
 
 
+def ras_order(affine: np.ndarray) -> list[int]:
+    """The file axis that lies along R, A and S of a (4, 4) affine (axis codes, as Orientationd)."""
+    order = [0, 0, 0]
+    for axis in range(3):
+        order[int(np.argmax(np.abs(np.asarray(affine)[:3, axis])))] = axis
+    return order
+
+
 def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
     """Voxel spacing (mm) along the RAS-reoriented axes of a (4, 4) affine."""
-    linear = np.asarray(affine)[:3, :3]
-    spacing = np.zeros(3)
-    for axis in range(3):
-        column = linear[:, axis]
-        spacing[int(np.argmax(np.abs(column)))] = np.linalg.norm(column)
+    spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)[ras_order(affine)]
     return tuple(float(s) for s in spacing)
 
 
@@ -75,9 +78,9 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     from medseg.transforms import augment, preprocess, sampling_prep
 
     p = cfg.preprocess
-    classes = [values for _, values in lesion_classes(cfg.data)] if cfg.data.lesion_classes else None
-    pre = preprocess(spacing, p.normalize, lesion_labels=cfg.data.lesion_labels, ct_stats=p.ct_stats, background=p.background,
-                     lesion_classes=classes)
+    classes = [values for _, values in lesion_classes(cfg.data)]
+    pre = preprocess(spacing, p.normalize, lesion_classes=None if classes[0] is None else classes, ct_stats=p.ct_stats,
+                     background=p.background)
     s = cfg.sampling
     train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
                        + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,

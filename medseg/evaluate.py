@@ -13,12 +13,12 @@ import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from medseg.errors import MedsegError
-from medseg.io import IMAGE_SUFFIXES, strip_suffix
+from medseg.io import IMAGE_SUFFIXES, read_lesion_mask, strip_suffix
 from medseg.metrics import LesionCounts, dice, lesion_pairs
 
 SIZE_BINS_MM3 = (10.0, 100.0, 1000.0)  # recall bins: <10, 10-100, 100-1000, >1000 mm^3
@@ -36,19 +36,6 @@ class EvalOptions:
     min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
     lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
-
-
-def _read_mask(path: Path, lesion_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean lesion mask (X, Y, Z) and affine of a mask or label file (NIfTI, NRRD, MHA)."""
-    from medseg.io import read_lesion_mask
-
-    return read_lesion_mask(path, lesion_labels), _affine(path)
-
-
-def _affine(path: Path) -> np.ndarray:
-    from medseg.io import read_geometry
-
-    return read_geometry(path)[1]
 
 
 def _pairs_from_cases(pred_dir: Path, cases, suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
@@ -148,8 +135,8 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
-            pred, p_aff = _read_mask(pred_path)
-            ref, r_aff = _read_mask(ref_path, opts.lesion_labels)
+            pred, p_aff = read_lesion_mask(pred_path)
+            ref, r_aff = read_lesion_mask(ref_path, opts.lesion_labels)
             if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
                 raise MedsegError(f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on the reference's scan")
         except MedsegError as err:

@@ -220,13 +220,11 @@ def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
     from medseg.io import read_geometry
 
     shape0, affine0 = read_geometry(files[0])
-    for path in files:
-        shape = read_geometry(path)[0] if path != files[0] else shape0
+    for path in files:  # each header read once
+        shape, affine = (shape0, affine0) if path == files[0] else read_geometry(path)
         if len(shape) < 3 or len(shape) > 4:
             raise MedsegError(f"{path}: shape {tuple(shape)} has {len(shape)} dimensions; medseg segments 3D scans "
                               "(a 4th axis only for channels)")
-    for path in files[1:]:
-        shape, affine = read_geometry(path)
         if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(affine, affine0, atol=atol):
             raise MedsegError(f"{path}: is on a different grid (shape {tuple(shape[:3])}) than {files[0].name} (shape {tuple(shape0[:3])}); "
                               "resample every channel onto the first one's grid")

@@ -117,10 +117,11 @@ def _sane(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple
     return shape, affine
 
 
-def check_readable(path: Path) -> None:
-    """Read the whole file once without keeping it: a truncated or corrupt body (which a header
-    check does not see) is found here, before any training thread touches it. A NIfTI header
-    claiming more voxels than the file holds (e.g. terabytes) is refused without allocating them.
+def read_verified(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels and affine like :func:`read_array`, read once and checked in full: a truncated or
+    corrupt body (which a header check does not see) and a NIfTI header claiming more voxels than
+    the file holds (e.g. terabytes) are refused before any array of that size is allocated. A
+    ``.nii.gz`` is inflated once, and the image is built from those bytes.
 
     Raises:
         MedsegError: naming the file.
@@ -133,21 +134,37 @@ def check_readable(path: Path) -> None:
 
             img = nib.load(str(path))
             needed = int(img.header["vox_offset"]) + int(np.prod(img.shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+            raw = None
             if str(path).endswith(".gz"):
-                size = 0
                 with gzip.open(path, "rb") as fh:
-                    while chunk := fh.read(1 << 24):
-                        size += len(chunk)
+                    raw = fh.read()
+                size = len(raw)
             else:
                 size = path.stat().st_size
             if size < needed:
                 raise EOFError(f"file holds {size} bytes, its header needs {needed:.0f}")
-        else:
-            import SimpleITK as sitk
-
-            sitk.ReadImage(str(path))
+            if raw is not None:
+                img = type(img).from_bytes(raw)
+            return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
+        return _read_sitk(path)
     except Exception as exc:  # nibabel/SimpleITK/gzip raise many types for corrupt files
         raise MedsegError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}); re-export it or remove the case") from None
+
+
+def check_readable(path: Path) -> None:
+    """:func:`read_verified`, keeping nothing."""
+    read_verified(path)
+
+
+def _read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    from medseg.readers import sitk_affine
+
+    image = sitk.ReadImage(str(path))
+    arr = sitk.GetArrayFromImage(image)
+    spatial = image.GetDimension()
+    return np.moveaxis(arr, list(range(spatial)), list(range(spatial))[::-1]), sitk_affine(image)
 
 
 def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -163,24 +180,21 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
             img = nib.load(str(path))
             return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
-        import SimpleITK as sitk
-
-        from medseg.readers import sitk_affine
-
-        image = sitk.ReadImage(str(path))
-        arr = sitk.GetArrayFromImage(image)
-        spatial = image.GetDimension()
-        return np.moveaxis(arr, list(range(spatial)), list(range(spatial))[::-1]), sitk_affine(image)
+        return _read_sitk(path)
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
         raise MedsegError(f"{path}: cannot read the voxels ({type(exc).__name__}: {str(exc)[:120]}); re-export the file") from None
 
 
-def read_lesion_mask(path: Path, lesion_labels=None) -> np.ndarray:
-    """Boolean lesion mask (X, Y, Z) of a label file: values in ``lesion_labels``, or every
-    non-zero value when it is None."""
-    label, _ = read_array(path)
-    label = label.reshape(label.shape[:3])
-    return np.isin(np.rint(label), list(lesion_labels)) if lesion_labels else label > 0
+def lesion_mask(labels: np.ndarray, lesion_labels=None) -> np.ndarray:
+    """Boolean lesion mask of a label array: values in ``lesion_labels``, or every non-zero value
+    when it is None."""
+    return np.isin(np.rint(labels), list(lesion_labels)) if lesion_labels else labels > 0
+
+
+def read_lesion_mask(path: Path, lesion_labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion mask (X, Y, Z) of a label or mask file (see :func:`lesion_mask`) and its affine."""
+    label, affine = read_array(path)
+    return lesion_mask(label.reshape(label.shape[:3]), lesion_labels), affine
 
 
 def check_pair(case: Case, atol: float = 1e-3) -> None:

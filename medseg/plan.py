@@ -28,18 +28,14 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
+from medseg.data import ras_order, ras_spacing
 from medseg.errors import MedsegError
-from medseg.io import Case, read_array
+from medseg.io import Case, lesion_mask, read_array
 from medseg.sources import Dataset
 
 SAMPLES_PER_CASE = 10_000
 ANISOTROPY = 3.0
 PLANNED = {"preprocess": ("target_spacing", "normalize", "ct_stats"), "sampling": ("patch_size",)}
-
-
-def _ras_order(affine: np.ndarray) -> list[int]:
-    """File axis that lies along R, A and S."""
-    return [int(np.argmax(np.abs(affine[:3, :3])[r])) for r in range(3)]
 
 
 def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.random.Generator) -> dict[str, Any]:
@@ -52,8 +48,8 @@ def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.rand
         arr = arr.astype(np.float32)
         channels.extend([arr] if arr.ndim == 3 else [arr[..., c] for c in range(arr.shape[3])])
         affine = affine if affine is not None else affine_i
-    order = _ras_order(affine)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)[order]
+    order = ras_order(affine)
+    spacing = np.array(ras_spacing(affine))
     nonzero = np.any([c > c.min() for c in channels], axis=0)  # the body: not the (zero or constant) background
     if nonzero.any():
         idx = np.nonzero(nonzero)
@@ -64,8 +60,7 @@ def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.rand
                            "lesions_mm3": []}
     if case.label is not None:
         label, _ = read_array(case.label)
-        label = np.squeeze(label)
-        mask = np.isin(np.rint(label), lesion_labels) if lesion_labels else label > 0
+        mask = lesion_mask(np.squeeze(label), lesion_labels)
         voxels = np.flatnonzero(mask)
         if voxels.size:
             pick = rng.choice(voxels, min(SAMPLES_PER_CASE, voxels.size), replace=False)

@@ -60,7 +60,7 @@ def expand(path: str | Path) -> str:
     text = os.path.expanduser(os.path.expandvars(str(path)))
     missing = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
     if missing:
-        raise MedsegError(f"{path}: environment variable ${missing[0]} is not set; export it (e.g. MEDSEG_REAL_DATA=../shared/data/real-lesions)")
+        raise MedsegError(f"{path}: environment variable ${missing[0]} is not set; export it with the folder it should point to, or write the path into the config")
     return text
 
 

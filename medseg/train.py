@@ -95,14 +95,13 @@ def _warn_if_patch_exceeds(cases, patch, spacing) -> None:
     """A patch larger than every case (at the target spacing) is mostly padding: say so."""
     import numpy as np
 
-    from medseg.data import ras_spacing
+    from medseg.data import ras_order, ras_spacing
     from medseg.io import read_geometry
 
     largest = np.zeros(3)
-    for case in cases:
+    for case in cases:  # headers only
         shape, affine = read_geometry(case.image)
-        order = [int(np.argmax(np.abs(affine[:3, :3])[r])) for r in range(3)]
-        largest = np.maximum(largest, np.array(shape[:3])[order] * np.array(ras_spacing(affine)) / np.array(spacing))
+        largest = np.maximum(largest, np.array(shape[:3])[ras_order(affine)] * np.array(ras_spacing(affine)) / np.array(spacing))
     if any(p > s for p, s in zip(patch, largest)):
         fit = [int(s) for s in largest]
         print(f"warning: sampling.patch_size {list(patch)} is larger than every image at the target spacing (at most {fit}); "

@@ -50,26 +50,11 @@ class FiniteCheckd(MapTransform):
         return data
 
 
-class SelectLesionLabelsd(MapTransform):
-    """Label values in ``values`` -> 1, every other value -> 0 (e.g. BraTS {1, 2, 3, 4} -> whole
-    tumour). MONAI's ``MapLabelValued`` keeps unlisted values, so it cannot drop the others."""
-
-    def __init__(self, keys: Sequence[str], values: Sequence[int]) -> None:
-        super().__init__(keys)
-        self.values = torch.as_tensor(list(values))
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        for key in self.keys:
-            out = d[key].clone()  # a MetaTensor keeps its affine and file name
-            out[:] = torch.isin(torch.as_tensor(d[key]).round().long(), self.values)
-            d[key] = out
-        return d
-
-
 class SelectLesionClassesd(MapTransform):
-    """Label (1, X, Y, Z) -> (C, X, Y, Z): channel c is 1 where the value is in ``classes[c]``
-    (classes may overlap, e.g. BraTS whole tumour / core / enhancing)."""
+    """Label (1, X, Y, Z) -> (C, X, Y, Z): channel c is 1 where the value is in ``classes[c]``,
+    every other value is 0 (e.g. BraTS {1, 2, 3, 4} -> whole tumour; classes may overlap: whole
+    tumour / core / enhancing). MONAI's ``MapLabelValued`` keeps unlisted values, so it cannot
+    drop the others."""
 
     def __init__(self, keys: Sequence[str], classes: Sequence[Sequence[int]]) -> None:
         super().__init__(keys)
@@ -138,13 +123,13 @@ def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] 
 
 
 def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False,
-               lesion_labels: Optional[Sequence[int]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
-               background: str = "zero", lesion_classes: Optional[Sequence[Sequence[int]]] = None) -> list:
+               lesion_classes: Optional[Sequence[Sequence[int]]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
+               background: str = "zero") -> list:
     """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
 
     Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
-    in {0, 1}: the values in ``lesion_labels`` are lesion (``None``: every non-zero value); with
-    several ``lesion_classes`` (label values per class), ``label`` is (C, X, Y, Z), one channel each.
+    in {0, 1}, every non-zero value being lesion; with ``lesion_classes`` (label values per
+    class), ``label`` is (C, X, Y, Z), one channel per class.
     ``background``: ``zero`` (raw scans) or ``min`` (each channel's minimum is background, see
     :class:`MinToZerod`).
     """
@@ -157,7 +142,6 @@ def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True
         *([FiniteCheckd(["image"])] if check_finite else []),
         EnsureChannelFirstd(keys),
         *([MinToZerod(["image"])] if background == "min" else []),
-        *([SelectLesionLabelsd(["label"], lesion_labels)] if with_label and lesion_labels and not lesion_classes else []),
         *([SelectLesionClassesd(["label"], lesion_classes)] if with_label and lesion_classes else []),
         # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
         # border, so fewer windows are run; the prediction is pasted back at inference.

@@ -129,7 +129,7 @@ def validation_scans(ckpt: dict, lm) -> list[Scan]:
     scans = []
     for case in val_cases:
         pred = predict_volume(lm, case.images)
-        ref = read_lesion_mask(case.label, cfg.data.lesion_labels)
+        ref, _ = read_lesion_mask(case.label, cfg.data.lesion_labels)
         scans.append(Scan(pred.prob, ref, float(abs(np.linalg.det(pred.affine[:3, :3])))))
     return scans
 

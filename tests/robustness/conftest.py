@@ -34,6 +34,13 @@ DEMO = str(ROOT / "configs" / "demo.yaml")
 SHAPE = (24, 24, 16)
 SPACING = (1.5, 1.5, 2.0)
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def params_skipping_as_root(cases, root_ignores: dict[str, str]) -> list:
+    """pytest params for ``cases``; those in ``root_ignores`` (case -> what root ignores) are
+    skipped when running as root, where permissions do not apply."""
+    return [pytest.param(case, id=case, marks=[pytest.mark.skipif(IS_ROOT, reason=f"running as root: {root_ignores[case]}")]
+                         if case in root_ignores else []) for case in cases]
 # overrides that make `medseg train` tiny: 1 epoch, 16^3 patches, a 3-level UNet with 4-16 maps, no MLflow
 TINY_TRAIN = ["--set", "train.epochs=1", "--set", "train.val_every=1", "--set", "sampling.patch_size=[16,16,16]",
               "--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "train.batch_size=2",

@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from tests.robustness.conftest import (DEMO, IS_ROOT, TINY_TRAIN, assert_clean_error, describe, run_many)
+from tests.robustness.conftest import (DEMO, IS_ROOT, TINY_TRAIN, assert_clean_error, describe, params_skipping_as_root,
+                                       run_many)
 
 
 def _readonly_parent(root):
@@ -64,14 +65,7 @@ def config_runs(robust_root, good_dataset):
     return runs
 
 
-def _param(case):
-    marks = []
-    if case == "output_dir_read_only":
-        marks.append(pytest.mark.skipif(IS_ROOT, reason="running as root: a read-only folder stays writable"))
-    return pytest.param(case, marks=marks, id=case)
-
-
-@pytest.mark.parametrize("case", [_param(c) for c in CONFIG_CASES])
+@pytest.mark.parametrize("case", params_skipping_as_root(CONFIG_CASES, {"output_dir_read_only": "a read-only folder stays writable"}))
 def test_bad_config(config_runs, case):
     res, name, words, out = config_runs[case]
     assert_clean_error(res, name, words, code=2)

@@ -20,7 +20,7 @@ from tests.conftest import oblique_affine
 from tests.robustness import badfiles
 from tests.robustness.conftest import (DEMO, IS_ROOT, SHAPE, SPACING, TINY_TRAIN, assert_clean_error, assert_mask_loads,
                                        assert_no_partials, describe, error_lines, good_cases, lesion_label, limit_memory,
-                                       mask_path, run_cli, run_many, write_dataset)
+                                       mask_path, params_skipping_as_root, run_cli, run_many, write_dataset)
 
 # case -> (words of which the error line must contain one, how it may also be handled)
 SCAN_CASES = {
@@ -63,14 +63,7 @@ def scan_batch(robust_root, tiny_checkpoint, good_scans):
     return res, out, bad, good_scans
 
 
-def case_param(case: str):
-    marks = []
-    if case == "unreadable":
-        marks.append(pytest.mark.skipif(IS_ROOT, reason="running as root: a chmod-000 file stays readable"))
-    return pytest.param(case, marks=marks, id=case)
-
-
-@pytest.mark.parametrize("case", [case_param(c) for c in SCAN_CASES])
+@pytest.mark.parametrize("case", params_skipping_as_root(SCAN_CASES, {"unreadable": "a chmod-000 file stays readable"}))
 def test_bad_scan_in_batch(scan_batch, case):
     res, out, bad, good = scan_batch
     path = bad[case]
