@@ -15,7 +15,7 @@ temporary folder, or to / read from ``--data DIR``; config ``medseg/configs/demo
    CacheDataset + monai DataLoader, same batch size, patches per volume, workers). The cache is
    built first and timed on its own (train + validation cache for both); then one warm-up epoch and
    ``--runs`` timed epochs of iterating the loader only. Patches are counted from the batches.
-2. Epoch ratio: ``medseg.train._train_epoch`` (demo UNet, focal + Dice, AdamW, poly LambdaLR)
+2. Epoch ratio: ``medseg.training.step.run_epoch`` (demo UNet, focal + Dice, AdamW, poly LambdaLR)
    over medseg's loader against the same function over the batches of one epoch drawn once from
    that loader and kept in memory (same shapes, same number of steps), so the difference is the
    time spent loading. One warm-up epoch, then ``--runs`` interleaved epochs each (order alternating);
@@ -93,13 +93,14 @@ def main() -> None:
     from monai.utils import set_determinism
     from tqdm import tqdm
 
-    from medseg.config import load_config
-    from medseg.data import make_datasets, make_loader, split_cases
-    from medseg.sources import find_cases
-    from medseg.losses import build_loss
-    from medseg.models import build_model
-    from medseg.synthetic import write_dataset
-    from medseg.train import _schedule, _train_epoch
+    from medseg.config.load import load_config
+    from medseg.data.split import split_cases
+    from medseg.training.loaders import make_datasets, make_loader
+    from medseg.data.sources.discover import find_cases
+    from medseg.nn.losses.registry import build_loss
+    from medseg.nn.registry import build_model
+    from medseg.data.synthetic import write_dataset
+    from medseg.training.step import StepContext, lr_schedule, run_epoch
 
     data = args.data or Path(tempfile.mkdtemp(prefix="medseg-bench-loader-")) / "data"
     if not (data / "dataset.json").is_file():
@@ -149,7 +150,7 @@ def main() -> None:
     loss_fn = build_loss(cfg.loss, mode="sigmoid")
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total = 2 * (args.runs + 1) * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.optim.schedule, total))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, total))
     bar = tqdm(total=total, disable=True)
     status = ("bench", float("nan"))
     print("\ntraining epochs, medseg loader against its batches kept in memory")
@@ -160,7 +161,7 @@ def main() -> None:
         line = []
         for name in (list(sources) if i % 2 else list(sources)[::-1]):
             start, start_cpu = time.perf_counter(), time.process_time()
-            _train_epoch(model, sources[name], loss_fn, optimizer, scheduler, device, bar, status)
+            run_epoch(StepContext(model, loss_fn, optimizer, scheduler, device), sources[name], bar, status)
             sec, cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
             line.append(f"{name} {sec:.2f} s (cpu {cpu_s:.2f} s)")
             if i:

@@ -55,7 +55,7 @@ def volume(tmp: Path) -> Path:
         found = sorted(Path(root).rglob("Flair_subtrMeanDivStd.nii.gz"))
         if found:
             return found[0]
-    from medseg.synthetic import write_dataset
+    from medseg.data.synthetic import write_dataset
 
     write_dataset(tmp / "synth", 1, seed=0, shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0))
     return tmp / "synth" / "imagesTr" / "synth_000.nii.gz"
@@ -75,8 +75,8 @@ def network() -> torch.nn.Module:
 
 
 def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool, amp: str = "auto") -> Path:
-    from medseg.checkpoint import save_checkpoint
-    from medseg.config import ExperimentConfig
+    from medseg.nn.checkpoint import write_payload
+    from medseg.config.schema import ExperimentConfig
 
     cfg = ExperimentConfig.model_validate({
         "data": {"dataset": str(tmp)},
@@ -84,7 +84,7 @@ def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, 
         "sampling": {"patch_size": list(ROI)},
         "inference": {"roi_size": list(ROI), "overlap": overlap, "sw_batch_size": SW_BATCH, "tta": tta, "amp": amp}})
     path = tmp / f"medseg_{overlap}_{tta}_{amp}.pt"
-    save_checkpoint({"state_dict": net.state_dict(), "config": cfg.model_dump(mode="json"),
+    write_payload({"state_dict": net.state_dict(), "config": cfg.model_dump(mode="json"),
                      "preprocess": {"spacing": list(spacing), "normalize": "zscore_nonzero", "in_channels": 1},
                      "operating_point": {"threshold": 0.5, "min_lesion_mm3": 0.0}}, path)
     return path
@@ -117,9 +117,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--extra", action="store_true")
     args = parser.parse_args()
-    from medseg.data import ras_spacing
-    from medseg.io import read_geometry
-    from medseg.predict import PredictOptions, predict_files
+    from medseg.io.geometry import ras_spacing
+    from medseg.io.geometry import read_geometry
+    from medseg.inference.batch import PredictOptions, predict_files
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     image = volume(tmp)

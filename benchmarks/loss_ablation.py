@@ -17,13 +17,15 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medseg.config import load_config
+from medseg.config.load import load_config
 from medseg.demo import DEMO_CONFIG
-from medseg.inference import load_model, predict_volume
-from medseg.sources import find_cases
-from medseg.metrics import LesionCounts, dice, gt_lesion_hits, match_lesions
-from medseg.synthetic import write_dataset
-from medseg.train import train
+from medseg.inference.model import load_model
+from medseg.inference.predictor import predict_volume
+from medseg.data.sources.discover import find_cases
+from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
+from medseg.evaluation.metrics import dice
+from medseg.data.synthetic import write_dataset
+from medseg.training.run import train
 
 BINS = {"small (<100 mm3)": (0, 100), "medium (100-1000 mm3)": (100, 1000), "large (>1000 mm3)": (1000, np.inf)}
 

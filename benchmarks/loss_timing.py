@@ -14,8 +14,8 @@ import time
 import torch
 from monai.losses import DiceFocalLoss
 
-from medseg.config import LossConfig
-from medseg.losses import build_loss
+from medseg.config.schema import LossConfig
+from medseg.nn.losses.registry import build_loss
 
 
 def time_loss(loss, logits: torch.Tensor, target: torch.Tensor, repeats: int) -> float:

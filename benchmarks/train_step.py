@@ -6,10 +6,10 @@
 Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
 1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
 intensities with a random sparse binary label (a few spheres, about 1 % of the voxels); AdamW
-(lr 3e-3, weight decay 1e-4) with the poly LambdaLR of ``medseg.train._schedule``. ``--steps``
+(lr 3e-3, weight decay 1e-4) with the poly LambdaLR of ``medseg.training.step.lr_schedule``. ``--steps``
 pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader would give them).
 
-- medseg: ``medseg.train._train_epoch`` over that list (focal + Dice from
+- medseg: ``medseg.training.step.run_epoch`` over that list (focal + Dice from
   ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, no stop signal, no clipping,
   a do-nothing progress bar).
 - plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only, as
@@ -57,7 +57,7 @@ LR, WEIGHT_DECAY = 3e-3, 1e-4
 
 
 class NoBar:
-    """Stands in for tqdm: _train_epoch calls update and set_postfix_str."""
+    """Stands in for tqdm: run_epoch calls update and set_postfix_str."""
 
     def update(self, n: int = 1) -> None:
         pass
@@ -86,8 +86,8 @@ def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
 
 
 def build(seed: int = 0) -> torch.nn.Module:
-    from medseg.config import ModelConfig
-    from medseg.models import build_model
+    from medseg.config.schema import ModelConfig
+    from medseg.nn.registry import build_model
 
     torch.manual_seed(seed)
     return build_model(ModelConfig(channels=CHANNELS, strides=STRIDES, num_res_units=RES_UNITS), in_channels=1, out_channels=1)
@@ -99,16 +99,16 @@ class Pipeline:
     def __init__(self, name: str, state: dict, device: torch.device, total_steps: int) -> None:
         from monai.losses import DiceFocalLoss
 
-        from medseg.config import LossConfig
-        from medseg.guards import NonFiniteGuard
-        from medseg.losses import build_loss
-        from medseg.train import _schedule
+        from medseg.config.schema import LossConfig
+        from medseg.training.guards import NonFiniteGuard
+        from medseg.nn.losses.registry import build_loss
+        from medseg.training.step import lr_schedule
 
         self.name, self.device = name, device
         self.model = build().to(device)
         self.model.load_state_dict(state)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule("poly", total_steps))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule("poly", total_steps))
         if name == "medseg":
             self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
             self.guard = NonFiniteGuard(5)
@@ -118,10 +118,10 @@ class Pipeline:
     def run(self, batches: list[dict]) -> float:
         """One pass; returns the mean loss."""
         if self.name == "medseg":
-            from medseg.train import _train_epoch
+            from medseg.training.step import StepContext, run_epoch
 
-            return _train_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device,
-                                NoBar(), ("bench", float("nan")), self.guard, None, None)
+            ctx = StepContext(self.model, self.loss_fn, self.optimizer, self.scheduler, self.device, guard=self.guard)
+            return run_epoch(ctx, batches, NoBar(), ("bench", float("nan")))
         return plain_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device)
 
 

@@ -1,5 +1,5 @@
 """Allow ``python -m medseg`` (and ``torchrun -m medseg``)."""
 
-from medseg.cli import main
+from medseg.cli.app import main
 
 main()

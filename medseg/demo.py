@@ -1,4 +1,5 @@
-"""``medseg demo``: synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate."""
+"""``medseg demo``: synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +7,16 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from medseg.config.load import load_config
+from medseg.data.synthetic import write_dataset
+from medseg.evaluation.evaluate import evaluate_dirs
+from medseg.evaluation.tables import EvalOptions
+from medseg.inference.batch import predict_files
+from medseg.tracking.tracker import resolve_uri
+from medseg.training.run import train
 
 DEMO_CONFIG = Path(str(resources.files("medseg") / "configs" / "demo.yaml"))
 
@@ -24,13 +35,6 @@ class DemoResult:
 def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, overrides: tuple[str, ...] = (),
              progress: bool = True) -> DemoResult:
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
-    from medseg.config import load_config
-    from medseg.evaluate import EvalOptions, evaluate_dirs
-    from medseg.predict import predict_files
-    from medseg.synthetic import write_dataset
-    from medseg.tracking import resolve_uri
-    from medseg.train import train
-
     start = time.perf_counter()
     data = out / "data"
     print(f"[1/4] synthesising {cases} training + {test_cases} held-back cases in {data}")
@@ -48,8 +52,6 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
-        from mlflow.tracking import MlflowClient
-
         client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
         for key in ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan"):
             client.log_metric(result.run_id, f"test_{key}", float(summary[key]))

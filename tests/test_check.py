@@ -7,8 +7,8 @@ import subprocess
 import numpy as np
 
 from conftest import MEDSEG, oblique_affine, save_nifti
-from medseg.check import check_dataset
-from medseg.sources import discover
+from medseg.data.check import check_dataset
+from medseg.data.sources.discover import discover
 
 SHAPE = (10, 10, 8)
 

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from medseg.config import ExperimentConfig, flatten, load_config
+from medseg.config.load import flatten, load_config
+from medseg.config.schema import ExperimentConfig
 from medseg.errors import MedsegError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -3,7 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from medseg.evaluate import EvalOptions, evaluate_dirs
+from medseg.evaluation.evaluate import evaluate_dirs
+from medseg.evaluation.tables import EvalOptions
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -44,7 +45,7 @@ def test_missing_prediction_is_reported(tmp_path, affine):
 
 
 def test_froc_from_saved_probability_maps(tmp_path):
-    from medseg.io import save_like
+    from medseg.io.volumes import save_like
 
     affine = oblique_affine((1.0, 1.0, 2.0))
     ref = np.zeros((20, 20, 10), np.uint8)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.data import ras_spacing
-from medseg.inference import LoadedModel, predict_volume
+from medseg.io.geometry import ras_spacing
+from medseg.inference.model import LoadedModel
+from medseg.inference.predictor import predict_volume
 from tests.test_inference_geometry import Threshold, loaded, scan
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

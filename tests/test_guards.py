@@ -13,8 +13,8 @@ import torch
 
 from conftest import MEDSEG
 from medseg.errors import MedsegError
-from medseg.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
-from medseg.train import _train_epoch
+from medseg.training.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
+from medseg.training.step import StepContext, run_epoch
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 
@@ -57,19 +57,19 @@ def test_nonfinite_losses_are_skipped_then_fatal(capsys):
     def loss_fn(logits, y):
         return logits.mean() + next(calls)
 
-    mean = _train_epoch(model, loader(3), loss_fn, opt, sched, torch.device("cpu"), Bar(), ("e1", 0.0), NonFiniteGuard(3))
+    mean = run_epoch(StepContext(model, loss_fn, opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)), loader(3), Bar(), ("e1", 0.0))
     assert math.isfinite(mean) and "step skipped" in capsys.readouterr().err
     assert sched.last_epoch == 1  # only the applied step advanced the schedule
     with pytest.raises(MedsegError, match="3 non-finite losses in a row"):
-        _train_epoch(model, loader(5), lambda lg, y: lg.mean() * float("nan"), opt, sched, torch.device("cpu"), Bar(),
-                     ("e2", 0.0), NonFiniteGuard(3))
+        run_epoch(StepContext(model, lambda lg, y: lg.mean() * float("nan"), opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)),
+                  loader(5), Bar(), ("e2", 0.0))
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the finite step was applied
 
 
 def test_grad_clip_bounds_the_update():
     model, opt, sched = setup()
     before = [p.detach().clone() for p in model.parameters()]
-    _train_epoch(model, loader(1), lambda lg, y: (lg * 1e6).sum(), opt, sched, torch.device("cpu"), Bar(), ("e", 0.0), grad_clip=1.0)
+    run_epoch(StepContext(model, lambda lg, y: (lg * 1e6).sum(), opt, sched, torch.device("cpu"), grad_clip=1.0), loader(1), Bar(), ("e", 0.0))
     step = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(before, model.parameters())))
     assert step <= 0.1 * 1.0 + 1e-5  # lr * max norm
 
@@ -108,14 +108,14 @@ def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
 
 @pytest.mark.parametrize("amp,channels_last", [("fp16", False), ("bf16", True), ("off", True)])
 def test_mixed_precision_and_memory_format_steps(amp, channels_last):
-    from medseg.config import TrainConfig
-    from medseg.train import precision_for
+    from medseg.config.schema import TrainConfig
+    from medseg.training.precision import precision_for
 
     model, opt, sched = setup()
     before = [p.detach().clone() for p in model.parameters()]
     precision = precision_for(TrainConfig(amp=amp, channels_last=channels_last), torch.device("cpu"))
     assert (precision.scaler is not None) == (amp == "fp16")
-    mean = _train_epoch(model, loader(2), lambda lg, y: ((lg.float() - y) ** 2).mean(), opt, sched, torch.device("cpu"),
-                        Bar(), ("e", 0.0), NonFiniteGuard(3), precision=precision)
+    mean = run_epoch(StepContext(model, lambda lg, y: ((lg.float() - y) ** 2).mean(), opt, sched, torch.device("cpu"), precision,
+                                 guard=NonFiniteGuard(3)), loader(2), Bar(), ("e", 0.0))
     assert math.isfinite(mean) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert precision_for(TrainConfig(), torch.device("cpu")).dtype is None  # auto on CPU = float32

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config import InferenceConfig
-from medseg.data import ras_spacing
-from medseg.inference import LoadedModel, predict_volume
-from medseg.metrics import dice
+from medseg.config.schema import InferenceConfig
+from medseg.io.geometry import ras_spacing
+from medseg.inference.model import LoadedModel
+from medseg.inference.predictor import predict_volume
+from medseg.evaluation.metrics import dice
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -80,8 +81,8 @@ def save_nrrd(array, path, spacing=(0.8, 1.1, 3.0), direction=(0, 1, 0, 1, 0, 0,
 def test_nrrd_lps_round_trip(tmp_path, spacing):
     import SimpleITK as sitk
 
-    from medseg.io import read_geometry
-    from medseg.predict import PredictOptions, _write_one
+    from medseg.io.geometry import read_geometry
+    from medseg.inference.batch import PredictOptions, _write_one
 
     _, img = scan(tmp_path, np.eye(4))
     path = save_nrrd(img, tmp_path / "scan.nrrd")
@@ -107,7 +108,7 @@ class Shifted(torch.nn.Module):
 
 
 def test_tta_flips_back_correctly(tmp_path, affine):
-    from medseg.inference import MirrorTTA
+    from medseg.nn.window import MirrorTTA
 
     x = torch.rand(1, 1, 8, 6, 4)
     model = torch.nn.Conv3d(1, 1, 3, padding=1)
@@ -138,7 +139,7 @@ def test_fast_restore_agrees_with_affine_resampling():
     from monai.data import MetaTensor
     from monai.transforms import SpatialResample
 
-    from medseg.inference import _axis_map, restore_grid
+    from medseg.inference.restore import _axis_map, restore_grid
 
     dst = AFFINES["permuted"]
     # model grid: axes permuted and flipped relative to the scan, cropped by (2, 1, 3) voxels

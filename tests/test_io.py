@@ -6,8 +6,10 @@ import pytest
 import SimpleITK as sitk
 
 from medseg.errors import MedsegError
-from medseg.io import Case, check_pair, read_geometry, save_like
-from medseg.sources import find_cases
+from medseg.data.case import Case, check_pair
+from medseg.io.geometry import read_geometry
+from medseg.io.volumes import save_like
+from medseg.data.sources.discover import find_cases
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -88,7 +90,7 @@ def test_oblique_affine_fixture_is_not_trivial():
 
 
 def test_crash_while_writing_leaves_no_file(tmp_path, affine, monkeypatch):
-    from medseg.io import remove_partials
+    from medseg.io.write import remove_partials
 
     ref = save_nifti(np.zeros((5, 5, 5), np.float32), affine, tmp_path / "ref.nii.gz")
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from medseg.lesion_table import lesion_rows, write_table
+from medseg.inference.lesion_table import lesion_rows, write_table
 from tests.conftest import oblique_affine
 
 

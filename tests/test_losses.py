@@ -6,9 +6,12 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medseg.config import LossConfig
+from medseg.config.schema import LossConfig
 from medseg.errors import MedsegError
-from medseg.losses import LOSSES, FocalDiceLoss, FocalLoss, build_loss, sigmoid_focal, softmax_focal
+from medseg.nn.losses.compound import FocalDiceLoss
+from medseg.nn.losses.focal import FocalLoss
+from medseg.nn.losses.functional import sigmoid_focal, softmax_focal
+from medseg.nn.losses.registry import LOSSES, build_loss
 
 
 def test_reference_number():

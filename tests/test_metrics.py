@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from medseg.metrics import LesionCounts, dice, gt_lesion_hits, label_lesions, match_lesions, remove_small
+from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
+from medseg.evaluation.metrics import dice
+from medseg.lesions import label_lesions, remove_small
 
 
 def cube(mask, lo, size):

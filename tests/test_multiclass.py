@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import MEDSEG, save_nifti
-from medseg.config import ExperimentConfig
-from medseg.transforms import SelectLesionClassesd
+from medseg.config.schema import ExperimentConfig
+from medseg.transforms.labels import SelectLesionClassesd
 
 
 def run(*args):

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from conftest import MEDSEG, save_nifti
-from medseg.config import ExperimentConfig, ModelConfig
-from medseg.plan import apply_plan, fingerprint, make_plan, patch_size, target_spacing, training_memory_gb
-from medseg.sources import discover
+from medseg.config.schema import ExperimentConfig, ModelConfig
+from medseg.data.plan import apply_plan, fingerprint, make_plan, patch_size, target_spacing, training_memory_gb
+from medseg.data.sources.discover import discover
 
 
 def make(root, spacings, name="MRI", values=(100.0,)):
@@ -85,8 +85,8 @@ def test_ct_template_takes_spacing_window_and_patch_from_the_plan(tmp_path):
     """configs/lesion_ct.yaml on a thick-slice CT dataset: the plan fills what the template leaves out."""
     from pathlib import Path
 
-    from medseg.config import load_config
-    from medseg.train import prepare
+    from medseg.config.load import load_config
+    from medseg.training.prepare import prepare
 
     root = make(tmp_path / "Dataset001_CTLesions", [(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.8, 0.8, 1.25)], name="CT",
                 values=(40.0, 60.0))

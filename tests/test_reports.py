@@ -1,6 +1,7 @@
 import numpy as np
 
-from medseg.reports import overlays, training_curve
+from medseg.viz.overlays import overlays
+from medseg.viz.plots import training_curve
 
 
 def test_overlays_and_curve(tmp_path):

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from medseg.sampling import LesionIndicesd, RandLesionCropd, choose_centres
-from medseg.transforms import RandCropByPosNegLabeld
+from medseg.transforms.sampling import LesionIndicesd, RandLesionCropd, choose_centres
+from monai.transforms import RandCropByPosNegLabeld
 
 
 def two_lesions():

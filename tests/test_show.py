@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from medseg.errors import MedsegError
-from medseg.show import DPI, FIGSIZE, lesion_centre, show_case, to_ras
+from medseg.viz.show import DPI, FIGSIZE, lesion_centre, show_case, to_ras
 from tests.conftest import MEDSEG, oblique_affine, save_nifti
 
 SHAPE = (24, 20, 12)

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from conftest import save_nifti
 from medseg.errors import MedsegError
-from medseg.sources import discover, find_cases
+from medseg.data.sources.discover import discover, find_cases
 
 SHAPE = (8, 8, 6)
 

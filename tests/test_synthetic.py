@@ -3,8 +3,8 @@ import json
 import nibabel as nib
 import numpy as np
 
-from medseg.metrics import label_lesions
-from medseg.synthetic import make_case, write_dataset
+from medseg.lesions import label_lesions
+from medseg.data.synthetic import make_case, write_dataset
 
 
 def test_deterministic_by_seed(tmp_path):
@@ -19,7 +19,7 @@ def test_msd_layout_and_geometry(tmp_path):
     meta_path = write_dataset(tmp_path, 3, seed=0, test_cases=1, shape=(40, 40, 24))
     meta = json.loads(meta_path.read_text())
     assert meta["numTraining"] == 3 and len(meta["training"]) == 3 and len(meta["test"]) == 1
-    from medseg.sources import find_cases
+    from medseg.data.sources.discover import find_cases
 
     assert find_cases(tmp_path, "test")[0].label is None and find_cases(tmp_path, "test_labeled")[0].label is not None
     img = nib.load(str(tmp_path / meta["training"][0]["image"]))

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from medseg.tune import Scan, choose, froc, plot_froc, sweep
+from medseg.evaluation.froc import Scan, froc
+from medseg.training.tune import choose, sweep
+from medseg.viz.plots import plot_froc
 
 
 def scans():

@@ -149,7 +149,7 @@ def assert_no_partials(folder: Path) -> None:
 
 
 def mask_path(out: Path, scan: Path) -> Path:
-    from medseg.io import strip_suffix
+    from medseg.io.paths import strip_suffix
 
     return out / f"{strip_suffix(scan)}.nii.gz"
 
@@ -225,7 +225,7 @@ def good_dataset(robust_root) -> Path:
 
 
 def tiny_config(dataset: Path, in_channels: int = 1):
-    from medseg.config import ExperimentConfig
+    from medseg.config.schema import ExperimentConfig
 
     return ExperimentConfig.model_validate({
         "data": {"dataset": str(dataset)},
@@ -240,7 +240,7 @@ def tiny_payload(dataset: Path, in_channels: int = 1, seed: int = 0) -> dict:
     """A checkpoint payload exactly as ``medseg.train._payload`` builds it, with random weights."""
     import torch
 
-    from medseg.models import build_model
+    from medseg.nn.registry import build_model
 
     cfg = tiny_config(dataset)
     torch.manual_seed(seed)
@@ -254,9 +254,9 @@ def tiny_payload(dataset: Path, in_channels: int = 1, seed: int = 0) -> dict:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(robust_root, good_dataset) -> Path:
-    """best.pt of a tiny 3D UNet (random weights), saved with medseg.checkpoint.save_checkpoint."""
-    from medseg.checkpoint import save_checkpoint
+    """best.pt of a tiny 3D UNet (random weights), saved with medseg.nn.checkpoint.write_payload (as a checkpoint of medseg 0.1 was)."""
+    from medseg.nn.checkpoint import write_payload
 
     path = robust_root / "ckpt" / "best.pt"
-    save_checkpoint(tiny_payload(good_dataset), path)
+    write_payload(tiny_payload(good_dataset), path)
     return path

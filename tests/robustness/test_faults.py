@@ -110,7 +110,7 @@ def test_disk_full_while_writing_mask(robust_root, tiny_checkpoint, good_scans, 
     half-written temporary file is removed, no mask appears; the next scan still succeeds."""
     import nibabel as nib
 
-    from medseg.predict import PredictOptions, predict_files
+    from medseg.inference.batch import PredictOptions, predict_files
 
     real_save, calls = nib.save, []
 
@@ -135,13 +135,13 @@ def test_disk_full_while_writing_mask(robust_root, tiny_checkpoint, good_scans, 
 def test_disk_full_on_every_rename(robust_root, tiny_checkpoint, good_scans, monkeypatch):
     """Every rename into place fails with ENOSPC (tables, mask, summary): each scan fails with one
     error line and no temporary file (``.*.partial-*``, ``.*.tmp``) is left behind."""
-    import medseg.io
+    import medseg.io.write
 
     def full(src, dst):
         raise _enospc(dst)
 
-    monkeypatch.setattr(medseg.io.os, "replace", full)
-    from medseg.predict import PredictOptions, predict_files
+    monkeypatch.setattr(medseg.io.write.os, "replace", full)
+    from medseg.inference.batch import PredictOptions, predict_files
 
     out = robust_root / "pred_disk_full_rename"
     rows, errors = predict_files(tiny_checkpoint, [str(good_scans[0])], out, "cpu", PredictOptions(), progress=False)

@@ -71,7 +71,7 @@ def write(h: dict, folder: Path, n: int) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded_model(tiny_checkpoint):
-    from medseg.inference import load_model
+    from medseg.inference.model import load_model
 
     return load_model(tiny_checkpoint, "cpu")
 
@@ -88,8 +88,9 @@ def memory_cap():
 
 def test_fuzz_nifti_headers(loaded_model, tmp_path, memory_cap):
     from medseg.errors import MedsegError
-    from medseg.inference import predict_volume
-    from medseg.io import check_readable, read_geometry
+    from medseg.inference.predictor import predict_volume
+    from medseg.io.geometry import read_geometry
+    from medseg.io.volumes import check_readable
 
     counter = iter(range(10**6))
 

@@ -47,7 +47,7 @@ def make_truncated(folder, good_ckpt):
 
 
 def make_missing_keys(folder, dataset):
-    from medseg.checkpoint import FORMAT
+    from medseg.nn.checkpoint import FORMAT
 
     payload = tiny_payload(dataset)
     del payload["preprocess"], payload["operating_point"]
@@ -57,7 +57,7 @@ def make_missing_keys(folder, dataset):
 
 
 def make_runs_code(folder, dataset):
-    from medseg.checkpoint import FORMAT
+    from medseg.nn.checkpoint import FORMAT
 
     path = folder / "runs_code.pt"
     torch.save({"format": FORMAT, **tiny_payload(dataset), "extra": RunsCode(str(folder / "MARKER"))}, path)
@@ -66,10 +66,10 @@ def make_runs_code(folder, dataset):
 
 
 def make_two_channel(folder, dataset):
-    from medseg.checkpoint import save_checkpoint
+    from medseg.nn.checkpoint import write_payload
 
     path = folder / "two_channel.pt"
-    save_checkpoint(tiny_payload(dataset, in_channels=2), path)
+    write_payload(tiny_payload(dataset, in_channels=2), path)
     return path
 
 

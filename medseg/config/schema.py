@@ -1,0 +1,207 @@
+"""Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
+
+Flow: ``yaml.safe_load(file)`` -> relative data paths resolved against the YAML file's folder ->
+``--set a.b=value`` overrides (values parsed as YAML scalars; paths relative to the working
+directory) -> :class:`ExperimentConfig` validation. Unknown keys are rejected and the message
+lists the valid ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Triple = tuple[float, float, float]
+
+
+IntTriple = tuple[int, int, int]
+
+
+class Section(BaseModel):
+    """Base for every config section: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Where the cases are, which channels and label values are used, how they are split and cached."""
+
+    dataset: Path = Field(description="Dataset folder (MSD or nnU-Net raw, with dataset.json; or the root of a pattern layout) or a case list (.csv/.yaml). $VARS are expanded.")
+    layout: Literal["auto", "msd", "nnunet", "list", "pattern"] = Field("auto", description="auto = list for .csv/.yaml, nnunet when dataset.json has channel_names + file_ending, else msd.")
+    channels: Optional[tuple[str, ...]] = Field(None, description="pattern layout: one glob per channel with {case} (e.g. '*/{case}/Flair.nii.gz'); other layouts: channel names to use, in order (null = all).")
+    label: Optional[str] = Field(None, description="pattern layout: glob of the label file with {case}.")
+    lesion_labels: Optional[tuple[int, ...]] = Field(None, description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are background; null = every non-zero value.")
+    lesion_classes: Optional[dict[str, tuple[int, ...]]] = Field(None, description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.")
+    exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
+    val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
+    plan: Optional[Path] = Field(None, description="plan.yaml from 'medseg plan'; null = plan the dataset at the start of training. Keys set in this config win over the plan.")
+    cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
+    cache_dir: Optional[Path] = Field(None, description="Folder for a disk cache of preprocessed cases (MONAI PersistentDataset), reused across runs; null = memory (CacheDataset).")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
+    thread_loader: bool = Field(False, description="MONAI ThreadDataLoader: prepare the next batch in a background thread (GPU training with cached data).")
+
+
+class PreprocessConfig(Section):
+    """Deterministic preprocessing shared by training, validation and predict."""
+
+    target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing.")
+    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] = Field("zscore_nonzero", description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / std), none.")
+    background: Literal["zero", "min"] = Field("zero", description="Which voxels are outside the body: zero, or min (each channel's minimum, for scans already z-scored with a constant background); they are cropped away and left out of z-scoring.")
+    ct_stats: Optional[tuple[tuple[float, float, float, float], ...]] = Field(None, description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the foreground).")
+
+
+class SamplingConfig(Section):
+    """Training patch sampling."""
+
+    patch_size: IntTriple = Field((64, 64, 32), description="Patch size in voxels (x, y, z).")
+    samples_per_volume: int = Field(2, gt=0, description="Patches drawn from each loaded volume per step.")
+    strategy: Literal["lesion", "voxel"] = Field("lesion", description="lesion: pick a lesion uniformly, then a voxel in it; voxel: a lesion voxel uniformly (MONAI RandCropByPosNegLabeld).")
+    size_power: float = Field(0.0, ge=0, description="lesion strategy: weight lesions by size^-p (0 = uniform).")
+    pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion.")
+    flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
+    intensity_prob: float = Field(0.0, ge=0, le=1, description="Probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS recipe); helps across scanners.")
+
+    @model_validator(mode="after")
+    def _positive_patch(self) -> "SamplingConfig":
+        if min(self.patch_size) <= 0:
+            raise ValueError(f"patch_size must be positive in every axis, got {list(self.patch_size)}")
+        return self
+
+
+class ModelConfig(Section):
+    """Network choice (see :mod:`medseg.nn.registry`)."""
+
+    name: str = Field("unet", description="Network name from the registry.")
+    channels: tuple[int, ...] = Field((16, 32, 64, 128), description="Feature maps per level.")
+    strides: tuple[int, ...] = Field((2, 2, 2), description="Down-sampling stride between levels.")
+    num_res_units: int = Field(1, ge=0, description="Residual units per block.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
+    norm: Literal["instance", "batch"] = Field("instance", description="Normalisation layer.")
+
+
+class LossConfig(Section):
+    """Loss by name (see :mod:`medseg.nn.losses`); options not used by a loss are ignored by it."""
+
+    name: str = Field("focal_dice", description="focal_dice, dice, focal, bce_dice.")
+    gamma: float = Field(2.0, ge=0, description="Focal exponent.")
+    alpha: Optional[float] = Field(0.25, ge=0, le=1, description="Focal weight of positives; null = none.")
+    w_focal: float = Field(1.0, ge=0, description="Weight of the focal (or BCE) term.")
+    w_dice: float = Field(1.0, ge=0, description="Weight of the Dice term.")
+    batch_dice: bool = Field(True, description="Dice over the whole batch (True) or per sample (False).")
+    smooth_nr: float = Field(0.0, ge=0, description="Dice numerator smoothing.")
+    smooth_dr: float = Field(1e-5, gt=0, description="Dice denominator smoothing.")
+    squared_pred: bool = Field(False, description="Squared terms in the Dice denominator.")
+
+
+class OptimConfig(Section):
+    """AdamW and its learning-rate schedule."""
+
+    lr: float = Field(3e-3, gt=0, description="Peak learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    schedule: Literal["poly", "cosine"] = Field("poly", description="Per-step decay to zero.")
+
+
+class TrainConfig(Section):
+    """Training loop settings."""
+
+    epochs: int = Field(50, gt=0, description="Passes over the training cases.")
+    batch_size: int = Field(2, gt=0, description="Volumes per step (each gives samples_per_volume patches).")
+    val_every: int = Field(5, gt=0, description="Validate every N epochs (and after the last).")
+    select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
+    seed: int = Field(0, description="Seed for python, numpy and torch.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    checkpoint_every_steps: Optional[int] = Field(100, gt=0, description="Also write last.pt (with everything to resume) every N steps inside an epoch; it is always written at each epoch end. null = epoch ends only.")
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; float32 on CPU.")
+    compile: bool = Field(False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more).")
+    channels_last: bool = Field(False, description="channels_last_3d memory format for network and inputs (can help cuDNN on GPUs; measure).")
+    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping.")
+    max_nonfinite_steps: int = Field(5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training.")
+    early_stop_patience: Optional[int] = Field(None, gt=0, description="Stop after this many validations without a better select_metric; null = never.")
+    deterministic: bool = Field(False, description="Deterministic algorithms (reproducible, slower on GPU).")
+    output_dir: Path = Field(Path("runs"), description="Run folders are created here (relative to the working directory).")
+
+
+class InferenceConfig(Section):
+    """Sliding-window inference and the operating point."""
+
+    roi_size: Optional[IntTriple] = Field(None, description="Window size; null = sampling.patch_size.")
+    overlap: float = Field(0.5, ge=0, lt=1, description="Window overlap.")
+    sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
+    blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
+    tta: bool = Field(False, description="Mirror test-time augmentation: mean logits over all 8 flips (8x the cost).")
+    amp: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), off = float32.")
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
+    min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
+
+
+class EvalConfig(Section):
+    """Lesion matching rule used in validation and evaluation."""
+
+    matching: Literal["overlap", "iou", "dsc"] = Field("overlap", description="Lesion matching rule.")
+    match_threshold: Optional[float] = Field(None, ge=0, le=1, description="iou/dsc threshold; null = 0.5 (iou), 0.1 (dsc).")
+    connectivity: Literal[6, 18, 26] = Field(26, description="Voxel connectivity of a lesion.")
+
+
+class TrackingConfig(Section):
+    """MLflow tracking."""
+
+    enabled: bool = Field(True, description="Log to MLflow.")
+    uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or sqlite in the run folder.")
+    experiment: str = Field("medseg", description="Experiment name.")
+    register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
+
+
+def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ...]]]]:
+    """(name, label values) per network output: ``data.lesion_classes``, else one class
+    ``lesion`` made of ``data.lesion_labels`` (None = every non-zero value)."""
+    if data.lesion_classes:
+        return [(name, tuple(values)) for name, values in data.lesion_classes.items()]
+    return [("lesion", data.lesion_labels)]
+
+
+def all_lesion_values(data: "DataConfig") -> Optional[tuple[int, ...]]:
+    """Every label value that is lesion in some class (None = every non-zero value)."""
+    if data.lesion_classes:
+        return tuple(sorted({v for values in data.lesion_classes.values() for v in values}))
+    return data.lesion_labels
+
+
+class ExperimentConfig(Section):
+    """The whole experiment."""
+
+    data: DataConfig
+    preprocess: PreprocessConfig = PreprocessConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    inference: InferenceConfig = InferenceConfig()
+    eval: EvalConfig = EvalConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _classes(self) -> "ExperimentConfig":
+        classes = self.data.lesion_classes
+        if classes is not None:
+            if self.data.lesion_labels:
+                raise ValueError("data.lesion_labels and data.lesion_classes: set one of them (lesion_classes for several outputs)")
+            if not classes or any(not values for values in classes.values()):
+                raise ValueError("data.lesion_classes: give each class a non-empty list of label values")
+            bad = [name for name in classes if not name.replace("_", "").isalnum()]
+            if bad:
+                raise ValueError(f"data.lesion_classes: class name {bad[0]!r} must be letters, digits and _ (it names output files)")
+            if len(classes) > 1 and self.sampling.strategy == "voxel":
+                raise ValueError("sampling.strategy 'voxel' samples one label channel; use 'lesion' with several lesion_classes")
+        return self
+
+
+def min_input_multiple(cfg) -> int:
+    """Spatial sizes must be multiples of this (product of strides) for the UNet."""
+    out = 1
+    for s in cfg.strides:
+        out *= s
+    return out

@@ -1,0 +1,123 @@
+"""``medseg evaluate``: per-case, per-lesion and summary tables between two folders of masks.
+
+Predictions and references are paired by file name and compared voxel by voxel on their own
+(identical) grids; a pair on different grids is reported, not silently resampled.
+Outputs: per-case CSV (Dice, HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1),
+``<out>_lesions.csv`` (every GT and predicted lesion, its volume and whether it matched) and
+``<out>summarize.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from medseg.errors import MedsegError
+from medseg.evaluation.froc import Scan, froc
+from medseg.evaluation.matching import LesionCounts
+from medseg.evaluation.tables import EvalOptions, case_tables, summarize
+from medseg.io.geometry import voxel_volume
+from medseg.io.paths import IMAGE_SUFFIXES, strip_suffix
+from medseg.io.volumes import read_lesion_mask
+from medseg.io.write import write_csv, write_text
+from medseg.viz.plots import plot_froc
+
+
+def _pairs_from_cases(pred_dir: Path, cases, suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+    """Reference labels of a dataset's cases, predictions named ``<case_id><suffix>.*``."""
+    preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
+    pairs, errors = [], []
+    for case in cases:
+        if case.label is None:
+            continue
+        if case.case_id + suffix in preds:
+            pairs.append((preds[case.case_id + suffix], case.label))
+        else:
+            errors.append(f"{pred_dir / (case.case_id + suffix)}: no prediction for case {case.case_id}; run medseg predict --dataset on it")
+    return pairs, errors
+
+
+def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    for d in (pred_dir, ref_dir):
+        if not d.is_dir():
+            raise MedsegError(f"{d}: not a folder; pass the folder of predicted masks and the folder of reference labels")
+    preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)}
+    refs = sorted(p for p in ref_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES))
+    if not refs:
+        raise MedsegError(f"{ref_dir}: no reference masks (.nii/.nii.gz) found")
+    pairs, errors = [], []
+    for ref in refs:
+        pred = preds.get(strip_suffix(ref))
+        if pred is None:
+            errors.append(f"{ref}: no prediction named {strip_suffix(ref)}.* in {pred_dir}; run 'medseg predict' on its scan")
+        else:
+            pairs.append((pred, ref))
+    return pairs, errors
+
+
+def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
+                  opts: EvalOptions = EvalOptions(), cases=None, suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+    """Compare every reference mask with the prediction of the same name (or, with ``cases``,
+    every case's label with the prediction ``<case_id>.*`` in ``pred_dir``).
+
+    Returns:
+        (summary, per-case rows, error lines for cases that could not be compared). With
+        ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>summarize.json``.
+    """
+    pairs, errors = _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
+    rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
+    for pred_path, ref_path in pairs:
+        try:
+            pred, p_aff = read_lesion_mask(pred_path)
+            ref, r_aff = read_lesion_mask(ref_path, opts.lesion_labels)
+            if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
+                raise MedsegError(f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on the reference's scan")
+        except MedsegError as err:
+            errors.append(str(err))
+            continue
+        name = strip_suffix(pred_path) if cases is not None else strip_suffix(ref_path)
+        row, case_lesions, counts = case_tables(pred, ref, r_aff, name, opts)
+        rows.append(row)
+        lesions += case_lesions
+        total = total + counts
+        froc_scans.append(_prob_scan(pred_path, ref, r_aff))
+    summary = summarize(rows, lesions, total, opts)
+    froc_result = _froc(froc_scans, opts, out_csv)
+    if froc_result:
+        summary["froc"] = {"recall_at_fp_per_scan": froc_result["recall_at"], "cpm": froc_result["cpm"]}
+    if out_csv is not None and rows:
+        out = Path(out_csv)
+        write_csv(rows, out)
+        if lesions:
+            write_csv(lesions, out.with_name(out.stem + "_lesions.csv"))
+        write_text(json.dumps(summary, indent=2), out.with_name(out.stem + "_summary.json"))
+    return summary, rows, errors
+
+
+def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray):
+    """The probability map ``<case>_prob.*`` written by ``predict --save-prob``, if present."""
+    name = pred_path.name
+    suffix = next(s for s in IMAGE_SUFFIXES if name.endswith(s))
+    prob_path = pred_path.with_name(name[: -len(suffix)] + "_prob" + suffix)
+    if not prob_path.exists():
+        return None
+
+    prob = np.asarray(nib.load(str(prob_path)).get_fdata(dtype=np.float32))
+    return Scan(prob, ref, voxel_volume(affine)) if prob.shape == ref.shape else None
+
+
+def _froc(scans: list, opts: EvalOptions, out_csv: Path | str | None) -> dict | None:
+    """FROC over the scans when every one has a probability map (see :mod:`medseg.tune`)."""
+    if not scans or any(s is None for s in scans):
+        return None
+
+    result = froc(scans, connectivity=opts.connectivity)
+    if out_csv is not None:
+        out = Path(out_csv)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_froc(result, out.with_name(out.stem + "_froc.png"))
+    return result

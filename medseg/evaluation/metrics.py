@@ -1,0 +1,27 @@
+"""Voxel-wise metrics of one case: Dice and HD95.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from monai.metrics import compute_hausdorff_distance
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of two binary masks; 1.0 when both are empty."""
+    p, r = pred.astype(bool), ref.astype(bool)
+    denom = p.sum() + r.sum()
+    return 1.0 if denom == 0 else float(2.0 * np.logical_and(p, r).sum() / denom)
+
+
+def hd95(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray) -> float:
+    """95th-percentile Hausdorff distance in mm (MONAI); 0 when both are empty, NaN when one is."""
+    if not pred.any() and not ref.any():
+        return 0.0
+    if not pred.any() or not ref.any():
+        return float("nan")
+
+    p = torch.as_tensor(pred[None, None].astype(np.float32))
+    r = torch.as_tensor(ref[None, None].astype(np.float32))
+    return float(compute_hausdorff_distance(p, r, percentile=95, spacing=spacing.tolist())[0, 0])

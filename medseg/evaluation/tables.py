@@ -1,0 +1,67 @@
+"""Per-case, per-lesion and summary tables of (prediction, reference) pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from medseg.evaluation.matching import LesionCounts, lesion_pairs
+from medseg.evaluation.metrics import dice, hd95
+from medseg.io.geometry import voxel_volume
+
+SIZE_BINS_MM3 = (10.0, 100.0, 1000.0)  # recall bins: <10, 10-100, 100-1000, >1000 mm^3
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Matching rule and its parameters (named in every report)."""
+
+    matching: str = "overlap"
+    match_threshold: float | None = None
+    connectivity: int = 26
+    dilate: int = 0
+    min_voxels: int = 0
+    min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
+    lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
+    size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
+
+
+def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
+                with_hd95: bool = True) -> tuple[dict, list[dict], LesionCounts]:
+    """Per-case row, per-lesion rows and lesion counts of one (prediction, reference) pair."""
+    voxel = voxel_volume(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    min_voxels = max(opts.min_voxels, int(np.ceil(opts.min_mm3 / voxel - 1e-9)))
+    matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
+                                           opts.dilate, min_voxels)
+    counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
+    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing) if with_hd95 else float("nan"),
+           "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel,
+           "volume_diff_mm3": float(pred.sum() - ref.sum()) * voxel, "gt_lesions": counts.n_ref,
+           "pred_lesions": counts.n_pred, "tp": counts.found, "fn": counts.fn, "fp": counts.fp, **counts.summary()}
+    lesions = [{"case": name, "kind": "gt", "id": i + 1, "volume_mm3": float(s) * voxel, "matched": bool(matched[i].any()),
+                "matches": " ".join(str(j + 1) for j in np.nonzero(matched[i])[0])} for i, s in enumerate(r_size)]
+    lesions += [{"case": name, "kind": "pred", "id": j + 1, "volume_mm3": float(s) * voxel, "matched": bool(matched[:, j].any()),
+                 "matches": " ".join(str(i + 1) for i in np.nonzero(matched[:, j])[0])} for j, s in enumerate(p_size)]
+    return row, lesions, counts
+
+
+def summarize(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: EvalOptions) -> dict[str, Any]:
+    gt = [l for l in lesions if l["kind"] == "gt"]
+    edges = (0.0, *opts.size_bins_mm3, float("inf"))
+    by_size = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        sel = [l["matched"] for l in gt if lo <= l["volume_mm3"] < hi]
+        by_size[f"{lo:g}-{hi:g}"] = {"lesions": len(sel), "recall": float(np.mean(sel)) if sel else None}
+    empty = [r for r in rows if r["gt_lesions"] == 0]
+    hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
+    return {"cases": len(rows), "rule": asdict(opts), "matching": opts.matching,
+            "dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
+            "hd95_mm_median": float(np.median(hd)) if hd else None, **total.summary(),
+            "gt_lesions": total.n_ref, "pred_lesions": total.n_pred, "tp": total.found, "fn": total.fn, "fp": total.fp,
+            "recall_by_size_mm3": by_size,
+            "case_specificity": float(np.mean([r["pred_lesions"] == 0 for r in empty])) if empty else None,
+            "cases_without_lesions": len(empty)}

@@ -1,0 +1,111 @@
+"""Sliding-window prediction of one volume and of many files.
+
+``predict_volume`` preprocesses a scan exactly as in training, runs Gaussian-blended sliding-window
+inference, resamples the probability map back onto the scan's own grid (one affine resampling of
+probabilities; labels are never interpolated) and thresholds it there, so the mask has the scan's
+exact shape, affine and orientation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from monai.transforms import Compose
+
+from medseg.data.case import image_entry
+from medseg.errors import MedsegError
+from medseg.inference.model import LoadedModel
+from medseg.inference.restore import restore_grid
+from medseg.io.geometry import read_geometry, voxel_volume
+from medseg.lesions import remove_small
+from medseg.nn.window import sliding_window_probs
+from medseg.transforms.preprocess import preprocess
+
+
+@dataclass
+class Prediction:
+    """Outputs on the scan's own grid: ``prob`` float32 (X, Y, Z), ``mask`` uint8 (X, Y, Z)."""
+
+    prob: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray
+
+
+def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
+                    min_lesion_mm3: float | None = None, tta: bool | None = None) -> list[Prediction]:
+    """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
+    the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
+    the (first) file's own voxel grid."""
+    try:
+        files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
+        image_path = files[0]
+        _same_grid(files)
+        steps = preprocess(lm.spacing, lm.normalize, with_label=False, check_finite=True, ct_stats=lm.ct_stats,
+                           background=lm.background)
+        data = Compose(steps)({"image": image_entry(files)})
+    except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
+        root = _root(exc)
+        if isinstance(root, MedsegError):
+            raise root from None
+        raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
+    img = data["image"]
+    if img.ndim != 4:
+        raise MedsegError(f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments 3D scans")
+    if img.shape[0] != lm.in_channels:
+        names = f" ({', '.join(lm.channels)})" if lm.channels else ""
+        raise MedsegError(f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
+                          "pass one file per channel in that order (or a 4D file)")
+
+    probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
+    affine = np.asarray(img.meta["original_affine"], dtype=float)
+    shape = [int(s) for s in img.meta["spatial_shape"]][:3]
+    voxel_mm3 = voxel_volume(affine)
+    thr = lm.threshold if threshold is None else threshold
+    min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
+    out = []
+    for c in range(probs.shape[0]):
+        prob_np = restore_grid(probs[c:c + 1], np.asarray(img.affine, dtype=float), affine, shape)
+        mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
+        out.append(Prediction(prob_np, mask, affine))
+    return out
+
+
+def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
+                   min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
+    """:func:`predict_classes` for a one-class model (the common case).
+
+    Raises:
+        MedsegError: a model with several lesion classes (use :func:`predict_classes`).
+    """
+    if len(lm.classes) > 1:
+        raise MedsegError(f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
+                          "use medseg predict (one mask per class) or medseg.inference.predict_classes")
+    return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta)[0]
+
+
+def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
+    """Per-channel files must share one grid (MONAI would stack them without looking)."""
+    shape0, affine0 = read_geometry(files[0])
+    for path in files:  # each header read once
+        shape, affine = (shape0, affine0) if path == files[0] else read_geometry(path)
+        if len(shape) < 3 or len(shape) > 4:
+            raise MedsegError(f"{path}: shape {tuple(shape)} has {len(shape)} dimensions; medseg segments 3D scans "
+                              "(a 4th axis only for channels)")
+        if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(affine, affine0, atol=atol):
+            raise MedsegError(f"{path}: is on a different grid (shape {tuple(shape[:3])}) than {files[0].name} (shape {tuple(shape0[:3])}); "
+                              "resample every channel onto the first one's grid")
+
+
+def _root(exc: BaseException) -> BaseException:
+    while exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def _last_line(exc: BaseException) -> str:
+    exc = _root(exc)
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__

@@ -1,0 +1,103 @@
+"""Reading voxels (NIfTI via nibabel, NRRD/MHA via SimpleITK) and writing masks that keep the scan's
+exact geometry: ``save_like`` writes an array with the header of a reference scan (NIfTI keeping
+qform/sform codes; NRRD/MHA keeping origin, spacing and direction), atomically.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import SimpleITK as sitk
+
+from medseg.errors import MedsegError
+from medseg.io.readers import read_sitk
+from medseg.io.write import atomic_write
+from medseg.lesions import lesion_mask
+
+
+def read_verified(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels and affine like :func:`read_array`, read once and checked in full: a truncated or
+    corrupt body (which a header check does not see) and a NIfTI header claiming more voxels than
+    the file holds (e.g. terabytes) are refused before any array of that size is allocated. A
+    ``.nii.gz`` is inflated once, and the image is built from those bytes.
+
+    Raises:
+        MedsegError: naming the file.
+    """
+    try:
+        if str(path).endswith((".nii", ".nii.gz")):
+            img = nib.load(str(path))
+            needed = int(img.header["vox_offset"]) + int(np.prod(img.shape, dtype=np.float64)) * img.get_data_dtype().itemsize
+            raw = None
+            if str(path).endswith(".gz"):
+                with gzip.open(path, "rb") as fh:
+                    raw = fh.read()
+                size = len(raw)
+            else:
+                size = path.stat().st_size
+            if size < needed:
+                raise EOFError(f"file holds {size} bytes, its header needs {needed:.0f}")
+            if raw is not None:
+                img = type(img).from_bytes(raw)
+            return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
+        return read_sitk(path)
+    except Exception as exc:  # nibabel/SimpleITK/gzip raise many types for corrupt files
+        raise MedsegError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}); re-export it or remove the case") from None
+
+
+def check_readable(path: Path) -> None:
+    """:func:`read_verified`, keeping nothing."""
+    read_verified(path)
+
+
+def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Voxels (X, Y, Z[, C]) in the file's own order and the (4, 4) RAS affine (NIfTI via
+    nibabel with scaling applied, other formats via SimpleITK).
+
+    Raises:
+        MedsegError: unreadable file.
+    """
+    try:
+        if str(path).endswith((".nii", ".nii.gz")):
+            img = nib.load(str(path))
+            return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
+        return read_sitk(path)
+    except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
+        raise MedsegError(f"{path}: cannot read the voxels ({type(exc).__name__}: {str(exc)[:120]}); re-export the file") from None
+
+
+def read_lesion_mask(path: Path, lesion_labels=None) -> tuple[np.ndarray, np.ndarray]:
+    """Lesion mask (X, Y, Z) of a label or mask file (see :func:`lesion_mask`) and its affine."""
+    label, affine = read_array(path)
+    return lesion_mask(label.reshape(label.shape[:3]), lesion_labels), affine
+
+
+def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float = 1.0) -> None:
+    """Write ``array`` (X, Y, Z) on the grid of ``reference``, atomically.
+
+    The header (NIfTI: affine, qform/sform codes, units; other formats: origin, spacing,
+    direction) is copied from the reference; only the data type changes. ``scale`` is stored as
+    the NIfTI ``scl_slope`` (readers get ``array * scale``); other formats store ``array`` as is.
+    """
+    with atomic_write(out_path) as tmp:
+        if str(reference).endswith((".nii", ".nii.gz")):
+            ref = nib.load(str(reference))
+            header = ref.header.copy()
+            header.set_data_dtype(array.dtype)
+            img = nib.Nifti1Image(array, ref.affine, header)
+            img.set_qform(ref.get_qform(), code=int(ref.header["qform_code"]))
+            img.set_sform(ref.get_sform(), code=int(ref.header["sform_code"]))
+            img.header.set_slope_inter(scale, 0.0)
+            nib.save(img, str(tmp))
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(reference))
+            reader.ReadImageInformation()
+            img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+            img.SetOrigin(reader.GetOrigin()[:3])
+            img.SetSpacing(reader.GetSpacing()[:3])
+            img.SetDirection(np.array(reader.GetDirection()).reshape(len(reader.GetSize()), -1)[:3, :3].ravel().tolist())
+            sitk.WriteImage(img, str(tmp), True)

@@ -1,0 +1,38 @@
+"""The one lesion rule: a lesion is a connected component of a binary mask (6-, 18- or 26-connected).
+
+Connected-component labelling uses scipy (MONAI's ``get_largest_connected_component_mask``
+keeps one component only).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def structure(connectivity: int) -> np.ndarray:
+    """3x3x3 structuring element for 6-, 18- or 26-connectivity."""
+    return ndimage.generate_binary_structure(3, {6: 1, 18: 2, 26: 3}[connectivity])
+
+
+def label_lesions(mask: np.ndarray, connectivity: int = 26) -> tuple[np.ndarray, int]:
+    """Label connected components of ``mask`` (X, Y, Z): (labels int32 (X, Y, Z), count)."""
+    labels, n = ndimage.label(mask.astype(bool), structure(connectivity))
+    return labels.astype(np.int32), int(n)
+
+
+def remove_small(mask: np.ndarray, min_voxels: float, connectivity: int = 26) -> np.ndarray:
+    """Drop components smaller than ``min_voxels`` voxels from a binary (X, Y, Z) mask."""
+    if min_voxels <= 1:
+        return mask.astype(bool)
+    labels, n = label_lesions(mask, connectivity)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def lesion_mask(labels: np.ndarray, lesion_labels=None) -> np.ndarray:
+    """Boolean lesion mask of a label array: values in ``lesion_labels``, or every non-zero value
+    when it is None."""
+    return np.isin(np.rint(labels), list(lesion_labels)) if lesion_labels else labels > 0

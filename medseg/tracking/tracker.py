@@ -1,0 +1,214 @@
+"""Experiment tracking: MLflow through its own client, or a no-op tracker.
+
+Default store: ``sqlite:///<output_dir>/mlflow.db`` with artifacts under
+``<output_dir>/mlartifacts`` (no server needed). ``tracking.uri`` in the config or
+``MLFLOW_TRACKING_URI`` point elsewhere (any MLflow server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Protocol
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from medseg.errors import MedsegError
+
+
+class Tracker(Protocol):
+    """What the training loop needs from a tracker."""
+
+    run_id: str | None
+
+    def log_params(self, params: dict[str, str]) -> None: ...
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_model(self, folder: Path, register_as: str | None) -> None: ...
+    def end(self, status: str = "FINISHED") -> None: ...
+
+
+class NullTracker:
+    """Tracker that records nothing (``tracking.enabled: false``)."""
+
+    run_id: str | None = None
+
+    def log_params(self, params: dict[str, str]) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        return None
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        return None
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        return None
+
+    def log_model(self, folder: Path, register_as: str | None) -> None:
+        return None
+
+    def end(self, status: str = "FINISHED") -> None:
+        return None
+
+
+def default_uri(output_dir: Path) -> str:
+    """SQLite store inside ``output_dir``."""
+    return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+
+
+def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
+    """Config URI, else ``$MLFLOW_TRACKING_URI``, else the SQLite default."""
+    return cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(output_dir)
+
+
+class MlflowTracker:
+    """One MLflow run, driven through ``MlflowClient``."""
+
+    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None) -> None:
+        # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server
+        self.spool = output_dir / f"unsent-mlflow-{run_name}.jsonl"
+        self._logged_steps: set[int] = set()
+        if resume_run_id is not None:
+            self._reopen(resume_run_id)
+            return
+        try:
+            exp = self.client.get_experiment_by_name(experiment)
+            if exp is None:
+                location = (output_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
+                exp_id = self.client.create_experiment(experiment, artifact_location=location)
+            else:
+                exp_id = exp.experiment_id
+            self.run_id: str | None = self.client.create_run(exp_id, run_name=run_name).info.run_id
+        except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors
+            raise MedsegError(f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}); start the server, "
+                              "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
+        self.experiment_id = exp_id
+
+    def _reopen(self, run_id: str) -> None:
+        """Continue an existing run (resume): its metric steps already logged are not sent twice."""
+        try:
+            run = self.client.get_run(run_id)
+            self.client.update_run(run_id, status="RUNNING")
+            self._logged_steps = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
+        except Exception as exc:  # MlflowException, store errors
+            raise MedsegError(f"MLflow run {run_id} at {self.uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
+                              "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)") from None
+        self.run_id = run_id
+        self.experiment_id = run.info.experiment_id
+
+    def log_params(self, params: dict[str, str]) -> None:
+        items = [Param(k, v[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Queue the metrics and send everything queued; an outage keeps them queued (see flush)."""
+        if step in self._logged_steps:  # logged before a crash, then redone after resume
+            return
+        self._logged_steps.add(step)
+        now = int(time.time() * 1000)
+        self._pending.append(("metrics", (dict(metrics), step, now)))
+        self.flush()
+
+    def log_artifact(self, path: Path, subdir: str | None = None) -> None:
+        self._pending.append(("artifact", (str(path), subdir)))
+        self.flush()
+
+    def flush(self) -> bool:
+        """Send queued records in order; stop at the first failure (server gone) and keep the
+        rest for the next call. Returns True when nothing is left."""
+        while self._pending:
+            kind, args = self._pending[0]
+            try:
+                if kind == "metrics":
+                    metrics, step, ts = args
+                    self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+                else:
+                    self.client.log_artifact(self.run_id, *args)
+            except Exception as exc:  # connection errors, MlflowException: keep and retry later
+                warnings.warn(f"MLflow at {self.uri} unavailable ({type(exc).__name__}); {len(self._pending)} record(s) kept for retry")
+                return False
+            self._pending.pop(0)
+        return True
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def log_model(self, folder: Path, register_as: str | None) -> None:
+        """Log an MLflow model folder (``MLmodel`` and its files) under ``model/`` (``runs:/<id>/model``,
+        loadable with ``mlflow.pyfunc.load_model``); registration under ``register_as``
+        (``models:/<name>/<version>``) happens at :meth:`end`, once it is sent."""
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                rel = path.parent.relative_to(folder)
+                self.log_artifact(path, "model" if str(rel) == "." else f"model/{rel}")
+        self._register_as = register_as
+
+    def _register(self) -> None:
+        name = getattr(self, "_register_as", None)
+        if not name:
+            return
+        try:
+            self.client.create_registered_model(name)
+        except MlflowException:
+            pass  # already registered: add a version
+        source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
+        version = self.client.create_model_version(name, source, run_id=self.run_id)
+        self.registered = f"models:/{name}/{version.version}"
+
+    def end(self, status: str = "FINISHED", retries: int = 6) -> None:
+        """Flush (retrying with back-off for about a minute), then close the run. What the server
+        never accepted is written to ``output_dir/unsent-mlflow-<run>.jsonl`` for a later replay."""
+        for attempt in range(retries):
+            if self.flush():
+                break
+            time.sleep(min(2 ** attempt, 20))
+        if self._pending:
+            with self.spool.open("a") as fh:
+                for kind, args in self._pending:
+                    fh.write(json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n")
+
+            print(f"warning: MLflow at {self.uri} did not accept {len(self._pending)} record(s); saved in {self.spool}", file=sys.stderr)
+            return
+        try:
+            self._register()
+            self.client.set_terminated(self.run_id, status)
+        except Exception as exc:  # the records are in; registry or end status must not fail the run
+
+            print(f"warning: MLflow at {self.uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}", file=sys.stderr)
+
+    def ui_command(self) -> str:
+        """The shell command that opens this store in the MLflow UI."""
+        if self.uri.startswith("sqlite:"):
+            return f"{mlflow_executable()} ui --backend-store-uri {self.uri}"
+        return f"open {self.uri}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+
+
+def mlflow_executable() -> str:
+    """``mlflow`` next to this Python (e.g. ``.venv/bin/mlflow``) when it is there, else plain ``mlflow``."""
+    beside = Path(sys.executable).with_name("mlflow")
+    return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
+
+
+def make_tracker(cfg, output_dir: Path, run_name: str, resume_run_id: str | None = None,
+                 uri: str | None = None) -> Tracker:
+    """MlflowTracker when ``cfg.enabled`` (a :class:`medseg.config.TrackingConfig`), else
+    NullTracker; ``resume_run_id`` reopens that run (in store ``uri`` when given)."""
+    if not cfg.enabled:
+        return NullTracker()
+    return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id)

@@ -1,0 +1,59 @@
+"""Cached training/validation datasets and the training loader.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from monai.data import CacheDataset, DataLoader, PersistentDataset, ThreadDataLoader
+from monai.data.utils import json_hashing
+from monai.transforms import Compose
+from torch.utils.data.distributed import DistributedSampler
+
+from medseg.config.schema import lesion_classes
+from medseg.data.case import Case, as_dicts
+from medseg.transforms.augment import augment
+from medseg.transforms.preprocess import preprocess
+from medseg.transforms.sampling import sampling_prep
+
+
+def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]):
+    """Training dataset (deterministic part cached, random crops/flips per draw) and validation
+    dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
+    disk (PersistentDataset, keyed by the case's files and the transforms)."""
+    p = cfg.preprocess
+    classes = [values for _, values in lesion_classes(cfg.data)]
+    pre = preprocess(spacing, p.normalize, lesion_classes=None if classes[0] is None else classes, ct_stats=p.ct_stats,
+                     background=p.background)
+    s = cfg.sampling
+    train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
+                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,
+                               s.intensity_prob))
+    train_tf.set_random_state(seed=cfg.train.seed)
+    if cfg.data.cache_dir is not None:
+        cache = Path(cfg.data.cache_dir)
+        # hash_transform: a changed spacing or normalisation gets a new cache entry, not a stale one
+        return (PersistentDataset(as_dicts(train_cases), train_tf, cache_dir=cache / "train", hash_transform=json_hashing),
+                PersistentDataset(as_dicts(val_cases), Compose(pre), cache_dir=cache / "val", hash_transform=json_hashing))
+    workers = min(4, max(1, cfg.data.num_workers))
+    train_ds = CacheDataset(as_dicts(train_cases), train_tf, cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
+    val_ds = CacheDataset(as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
+    return train_ds, val_ds
+
+
+def make_loader(cfg, dataset, rank: int = 0, world: int = 1):
+    """Training loader; each item yields ``samples_per_volume`` patches, collated flat. Under
+    torchrun a ``DistributedSampler`` gives each rank its share of the cases (reshuffled every
+    epoch with ``sampler.set_epoch``): the global batch is ``batch_size * samples_per_volume *
+    world`` patches."""
+    generator = torch.Generator().manual_seed(cfg.train.seed)
+    sampler = None
+    if world > 1:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
+    # ThreadDataLoader: the next batch is prepared in a thread while the GPU trains on this one
+    cls = ThreadDataLoader if cfg.data.thread_loader else DataLoader
+    return cls(dataset, batch_size=cfg.train.batch_size, shuffle=sampler is None, sampler=sampler,
+               num_workers=cfg.data.num_workers, generator=generator,
+               persistent_workers=False)  # re-seeded from the generator each epoch: exact resume

@@ -1,0 +1,35 @@
+"""Mixed precision policy of the training step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Autocast dtype (None = float32) and the GradScaler fp16 needs (None otherwise)."""
+
+    dtype: torch.dtype | None = None
+    scaler: object | None = None
+    channels_last: bool = False
+
+
+def precision_for(train_cfg, device: torch.device) -> Precision:
+    """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
+    on CPU (bf16 training on CPU is slower than float32 on most CPUs)."""
+    mode = train_cfg.amp
+    if mode == "auto":
+        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "off"
+    if mode == "off":
+        return Precision(channels_last=train_cfg.channels_last)
+    if mode == "fp16":
+        return Precision(torch.float16, torch.amp.GradScaler(device.type), train_cfg.channels_last)
+    return Precision(torch.bfloat16, None, train_cfg.channels_last)
+
+
+def plain_tensor(t) -> torch.Tensor:
+    """The tensor of a MetaTensor (or a tensor as is, when meta tracking is off)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t

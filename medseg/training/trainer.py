@@ -1,0 +1,212 @@
+"""The trainer: setup, restore, run_epoch, validate_and_select, finish.
+
+One :class:`Trainer` per run. ``fit`` runs the epochs: each is a pass over the loader
+(:func:`medseg.training.step.run_epoch`), ``last.pt`` at its end (and every
+``train.checkpoint_every_steps``), validation every ``train.val_every`` epochs with ``best.pt``
+kept for the best ``train.select_metric``. Under torchrun the network is wrapped in
+DistributedDataParallel; rank 0 alone validates, writes and logs, and decisions (early stop) are
+broadcast from it. State lives in :class:`medseg.training.state.TrainState`.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+import yaml
+from monai.data import Dataset
+from tqdm import tqdm
+
+from medseg.config.load import flatten
+from medseg.config.schema import ExperimentConfig, lesion_classes
+from medseg.errors import MedsegError
+from medseg.inference.pyfunc import save_pyfunc
+from medseg.nn.checkpoint import (
+    Checkpoint,
+    OperatingPoint,
+    Preprocessing,
+    ResumeState,
+    save_checkpoint,
+)
+from medseg.nn.losses.registry import build_loss
+from medseg.nn.registry import build_model
+from medseg.runtime.distributed import broadcast, mean_over_ranks
+from medseg.tracking.lineage import lineage_tags
+from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal
+from medseg.training.loaders import make_loader
+from medseg.training.precision import precision_for
+from medseg.training.prepare import Prepared
+from medseg.training.reports import write_best_report
+from medseg.training.resume import capture_rng, restore_rng
+from medseg.training.state import RunContext, TrainResult, TrainState
+from medseg.training.step import EpochProgress, StepContext, lr_schedule, run_epoch
+from medseg.training.validation import validate
+from medseg.viz.plots import training_curve
+
+
+class Trainer:
+    """Train the network of ``prep.cfg`` on ``datasets`` (train, validation) into ``run``."""
+
+    def __init__(self, prep: Prepared, datasets: tuple[Dataset, Dataset], device: torch.device, run: RunContext) -> None:
+        self.cfg: ExperimentConfig = prep.cfg
+        self.prep, self.device, self.run = prep, device, run
+        self.train_ds, self.val_ds = datasets
+        self.state = TrainState()
+        self.early = EarlyStopping(self.cfg.train.early_stop_patience)
+        self.guard = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
+
+    def setup(self, resumed: bool = False) -> None:
+        """Record the run, then build loader, network, precision, loss, optimiser and schedule."""
+        cfg, run = self.cfg, self.run
+        if run.main:
+            self._record_run(resumed)
+        self.loader = make_loader(cfg, self.train_ds, run.rank, run.world)
+        self.net = build_model(cfg.model, in_channels=len(self.prep.channels), out_channels=len(lesion_classes(cfg.data))).to(self.device)
+        precision = precision_for(cfg.train, self.device)
+        if precision.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        model = self.net
+        if run.world > 1:
+            model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.train.compile:
+            model = torch.compile(model)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        self.per_epoch = len(self.loader)
+        self.total_steps = cfg.train.epochs * self.per_epoch
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, self.total_steps))
+        self.ctx = StepContext(model, build_loss(cfg.loss, mode="sigmoid"), optimizer, scheduler, self.device, precision,
+                               cfg.train.grad_clip, self.guard)
+
+    def _record_run(self, resumed: bool) -> None:
+        """Config (and plan) into the run folder and MLflow; a resumed run only records the resume."""
+        cfg, run, tracker = self.cfg, self.run, self.run.tracker
+        config_path = run.run_dir / "config.yaml"
+        config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        if resumed:  # MLflow params cannot change; the extended epochs are in config.yaml and a tag
+            return
+        tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(self.prep.spacing)),
+                                           "data.n_train": str(len(self.train_ds)), "data.n_val": str(len(self.val_ds))})
+        tracker.set_tags(lineage_tags(cfg, self.device))
+        tracker.log_artifact(config_path)
+        if self.prep.plan is not None:
+            plan_path = run.run_dir / "plan.yaml"
+            plan_path.write_text(yaml.safe_dump({"plan": self.prep.plan}, sort_keys=False))
+            tracker.log_artifact(plan_path)
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue from a ``last.pt``: weights, optimiser, schedule, scaler, state and random streams."""
+        rs = ckpt.resume
+        if rs is None:
+            raise MedsegError(f"{self.run.last_path}: holds no resume state (written by an older medseg or by a stopped run without one); start a new run")
+        try:
+            self.net.load_state_dict(ckpt.state_dict)
+            self.ctx.optimizer.load_state_dict(rs.optimizer)
+        except (RuntimeError, ValueError) as exc:
+            raise MedsegError(f"{self.run.last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
+                              "resume without changing model settings") from None
+        self.ctx.scheduler.load_state_dict(rs.scheduler)
+        if self.ctx.precision.scaler is not None and rs.scaler:
+            self.ctx.precision.scaler.load_state_dict(rs.scaler)
+        self.run.tracker.set_tags({"resumed_at_step": str(rs.global_step), "train.epochs": str(self.cfg.train.epochs)})
+        history = list(rs.history)
+        self.state = TrainState(rs.best, rs.best_epoch, history, history[-1] if history else {},
+                                rs.epoch + (1 if rs.step_in_epoch == 0 else 0),
+                                EpochProgress(rs.step_in_epoch, list(rs.epoch_losses)) if rs.step_in_epoch else EpochProgress())
+        self.early.since_best = rs.since_best
+        restore_rng(rs.rng, self.train_ds, self.loader.generator)
+
+    def checkpoint(self, epoch: int, metrics: dict[str, Any], resume: ResumeState | None = None) -> Checkpoint:
+        """The network now, with everything predict (and, with ``resume``, a resumed run) needs."""
+        cfg, prep = self.cfg, self.prep
+        preprocess = Preprocessing(tuple(prep.spacing), cfg.preprocess.normalize, len(prep.channels), tuple(prep.channels),
+                                   tuple(tuple(s) for s in cfg.preprocess.ct_stats) if cfg.preprocess.ct_stats else None,
+                                   cfg.preprocess.background, tuple(name for name, _ in lesion_classes(cfg.data)))
+        return Checkpoint(self.net.state_dict(), cfg, preprocess,
+                          OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3), epoch, dict(metrics),
+                          self.run.tracker.run_id, getattr(self.run.tracker, "uri", None), resume)
+
+    def save_last(self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any]) -> None:
+        """``last.pt`` with everything to resume at this step (rank 0 only)."""
+        if not self.run.main:
+            return
+        ctx, st = self.ctx, self.state
+        scaler = ctx.precision.scaler
+        resume = ResumeState(epoch, step.done, list(step.losses),
+                             (epoch - 1) * self.per_epoch + step.done if step.done else epoch * self.per_epoch,
+                             ctx.optimizer.state_dict(), ctx.scheduler.state_dict(), rng,
+                             scaler.state_dict() if scaler is not None else {}, st.best, self.early.since_best, st.history,
+                             st.best_epoch)
+        save_checkpoint(self.checkpoint(epoch, metrics, resume), self.run.last_path)
+
+    def run_epoch(self, epoch: int, bar: tqdm, stop: StopSignal) -> dict[str, float]:
+        """Train one epoch (periodic ``last.pt`` inside it); returns train_loss and lr."""
+        cfg, every = self.cfg, self.cfg.train.checkpoint_every_steps
+        status = f"epoch {epoch}/{cfg.train.epochs}", self.state.last_val.get("val_lesion_recall", float("nan"))
+        rng = capture_rng(self.train_ds, self.loader.generator)  # before the loader draws its order: replayable
+
+        def periodic(step: EpochProgress) -> None:
+            if every and step.done % every == 0 and step.done < self.per_epoch:
+                self.save_last(epoch, step, rng, {"train_loss_so_far": step.mean_loss if step.losses else 0.0})
+
+        if self.run.world > 1:
+            self.loader.sampler.set_epoch(epoch)
+        step_state, self.state.partial = self.state.partial, EpochProgress()
+        try:
+            train_loss = run_epoch(self.ctx, self.loader, bar, status, stop, step_state, periodic)
+        except Stopped as sig:
+            self.save_last(epoch, step_state, rng, {"stopped_by": str(sig)})
+            bar.close()
+            raise MedsegError(f"{self.run.run_dir}: stopped by {sig} at epoch {epoch} step {step_state.done}; {self.run.last_path.name} holds "
+                              f"everything to continue: medseg train --resume {self.run.run_dir}", exit_code=143) from None
+        return {"train_loss": mean_over_ranks(train_loss), "lr": self.ctx.scheduler.get_last_lr()[0]}
+
+    def validate_and_select(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Validate (on the schedule, rank 0); a selection metric at least as good as the best so
+        far writes ``best.pt`` and the best-epoch report."""
+        cfg, st = self.cfg, self.state
+        if not self.run.main or not (epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs):
+            return
+        val = validate(self.net, self.val_ds, cfg, self.prep.spacing, self.device)
+        st.last_val = val.metrics
+        metrics.update(val.metrics)
+        score = val.metrics[cfg.train.select_metric]
+        self.early.update(score > st.best)
+        if score >= st.best:
+            st.best, st.best_epoch = score, epoch
+            save_checkpoint(self.checkpoint(epoch, metrics), self.run.best_path)
+            write_best_report(val, self.run.run_dir / "report")
+
+    def fit(self) -> TrainResult:
+        """All epochs from ``state.start_epoch``, then :meth:`finish`."""
+        cfg, st = self.cfg, self.state
+        bar = tqdm(total=self.total_steps, initial=min(self.total_steps, (st.start_epoch - 1) * self.per_epoch), desc="train",
+                   unit="step", disable=not self.run.progress, file=sys.stderr)
+        with StopSignal() as stop:
+            for epoch in range(st.start_epoch, cfg.train.epochs + 1):
+                metrics = self.run_epoch(epoch, bar, stop)
+                self.validate_and_select(epoch, metrics)
+                st.history.append({"epoch": epoch, **metrics})
+                self.save_last(epoch, EpochProgress(), capture_rng(self.train_ds, self.loader.generator), metrics)
+                self.run.tracker.log_metrics(metrics, step=epoch)
+                if broadcast(self.early.stop):
+                    print(f"early stop: no better {cfg.train.select_metric} in {self.early.patience} validations (epoch {epoch})", file=sys.stderr)
+                    break
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> TrainResult:
+        """Training curve and best-epoch report into MLflow, the best model logged (rank 0)."""
+        run, st = self.run, self.state
+        result = TrainResult(run.run_dir, run.best_path, run.last_path, None, st.best, st.history)
+        if not run.main:
+            return result
+        report = run.run_dir / "report"
+        training_curve(st.history, report / "training_curve.png")
+        for path in sorted(report.rglob("*")):
+            if path.is_file():
+                run.tracker.log_artifact(path, str(path.parent.relative_to(run.run_dir)))
+        if run.best_path.exists():
+            run.tracker.log_model(save_pyfunc(run.best_path, run.run_dir / "mlflow_model"), self.cfg.tracking.register_model)
+        result.run_id = run.tracker.run_id
+        return result

@@ -1,0 +1,126 @@
+"""Operating point and FROC from validation probability maps.
+
+``medseg tune CHECKPOINT`` predicts the run's validation cases (the split is recomputed from the
+checkpoint's config), sweeps the probability threshold and the minimum lesion volume, picks the
+point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
+the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
+
+FROC: lesion candidates are the components of ``prob >= floor``; a candidate's confidence is its
+maximum probability; as the confidence threshold moves, lesion recall is plotted against FP per
+scan (overlap rule). Reported: recall at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan and their mean (the
+LUNA16 competition performance metric, CPM).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from mlflow.tracking import MlflowClient
+
+from medseg.data.sources.discover import from_config
+from medseg.data.split import split_cases
+from medseg.evaluation.froc import Scan, froc
+from medseg.evaluation.matching import LesionCounts, match_lesions
+from medseg.inference.model import LoadedModel, from_checkpoint
+from medseg.inference.predictor import predict_volume
+from medseg.io.geometry import voxel_volume
+from medseg.io.volumes import read_lesion_mask
+from medseg.io.write import write_csv
+from medseg.lesions import remove_small
+from medseg.nn.checkpoint import (
+    Checkpoint,
+    OperatingPoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medseg.viz.plots import plot_froc
+
+THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+MIN_VOLUMES_MM3 = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+
+
+def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
+          connectivity: int = 26) -> list[dict[str, float]]:
+    """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair."""
+    rows = []
+    for t in thresholds:
+        masks = [s.prob >= t for s in scans]
+        for v in min_volumes:
+            total = LesionCounts(scans=0)
+            for s, m in zip(scans, masks):
+                total = total + match_lesions(remove_small(m, v / s.voxel_mm3, connectivity), s.ref, connectivity=connectivity)
+            rows.append({"threshold": t, "min_lesion_mm3": v, **total.summary()})
+    return rows
+
+
+def choose(curve: list[dict[str, float]], min_recall: float | None = None) -> dict[str, float]:
+    """Max lesion F1 (ties: higher recall), or with ``min_recall`` the fewest FP per scan among
+    points reaching it (ties: higher recall; none reaching it: the highest recall)."""
+    if min_recall is None:
+        return max(curve, key=lambda r: (r["lesion_f1"], r["lesion_recall"], -r["threshold"]))
+    ok = [r for r in curve if r["lesion_recall"] >= min_recall]
+    if not ok:
+        return max(curve, key=lambda r: (r["lesion_recall"], -r["fp_per_scan"]))
+    return min(ok, key=lambda r: (r["fp_per_scan"], -r["lesion_recall"]))
+
+
+def validation_scans(ckpt: Checkpoint, lm: LoadedModel) -> list[Scan]:
+    """Predict the validation cases of the checkpoint's run on their own grids."""
+    cfg = ckpt.config
+    cases = from_config(cfg.data).require_clean()
+    _, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
+    scans = []
+    for case in val_cases:
+        pred = predict_volume(lm, case.images)
+        ref, _ = read_lesion_mask(case.label, cfg.data.lesion_labels)
+        scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine)))
+    return scans
+
+
+def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto") -> dict:
+    """Tune and store the operating point of ``checkpoint`` (see module docstring).
+
+    Returns:
+        {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path}.
+    """
+    ckpt = load_checkpoint(checkpoint)
+    lm = from_checkpoint(ckpt, device)
+    scans = validation_scans(ckpt, lm)
+    curve = sweep(scans, connectivity=lm.connectivity)
+    chosen = choose(curve, min_recall)
+    result = froc(scans, connectivity=lm.connectivity)
+    out = Path(checkpoint).parent
+    curve_csv, froc_png = out / "operating_curve.csv", out / "froc.png"
+    write_csv(curve, curve_csv)
+    plot_froc(result, froc_png)
+    point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], "max_f1" if min_recall is None else f"recall>={min_recall}")
+    ckpt = ckpt.with_operating_point(point)
+    save_checkpoint(ckpt, Path(checkpoint))
+    _log(ckpt, Path(checkpoint), chosen, result, (curve_csv, froc_png))
+    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png}
+
+
+def _log(ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
+    """Record the tuned point in the checkpoint's MLflow run, when it has one."""
+    run_id, uri = ckpt.mlflow_run_id, ckpt.tracking_uri
+    if not run_id or not uri:
+        return
+
+    client = MlflowClient(uri)
+    metrics = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
+               "tuned_lesion_f1": chosen["lesion_f1"], "tuned_lesion_recall": chosen["lesion_recall"],
+               "tuned_fp_per_scan": chosen["fp_per_scan"], "froc_cpm": result["cpm"],
+               **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()}}
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
+    for path in files:
+        client.log_artifact(run_id, str(path), "tuning")
+
+    with tempfile.TemporaryDirectory(prefix="medseg-tuned-") as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
+        shutil.copy(checkpoint, Path(tmp) / "best.pt")
+        client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "model/artifacts")

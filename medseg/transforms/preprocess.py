@@ -1,0 +1,129 @@
+"""MONAI dictionary transforms.
+
+``preprocess`` is deterministic and shared by training, validation and predict: load ->
+channel-first -> orientation RAS -> resample to the target spacing (images linear, labels nearest
+neighbour) -> lesion label to {0, 1} -> intensity normalisation. ``sampling_prep`` (cached) and
+``augment`` (random) are training only: pad to the patch size, lesion-balanced or voxel-uniform
+patch sampling with a positive/negative ratio, flips.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from monai.transforms import (
+    AsDiscreted,
+    CropForegroundd,
+    EnsureChannelFirstd,
+    EnsureTyped,
+    LoadImaged,
+    MapTransform,
+    NormalizeIntensityd,
+    Orientationd,
+    Spacingd,
+)
+
+from medseg.errors import MedsegError
+from medseg.io.readers import SimpleITKReader
+from medseg.transforms.labels import SelectLesionClassesd
+
+
+def nonzero(x):
+    """Foreground for cropping: any non-zero voxel in any channel."""
+    return x != 0
+
+
+class FiniteCheckd(MapTransform):
+    """Refuse an image with NaN or infinite voxels (they would spread through normalisation)."""
+
+    def __call__(self, data: dict) -> dict:
+        for key in self.keys:
+            if not torch.isfinite(torch.as_tensor(data[key])).all():
+                name = getattr(data[key], "meta", {}).get("filename_or_obj", key)
+                raise MedsegError(f"{name}: contains NaN or infinite voxels; re-export the scan or replace them")
+        return data
+
+
+class MinToZerod(MapTransform):
+    """Voxels at their channel's minimum -> 0: scans already normalised with a constant background
+    (e.g. -3.6 outside the brain) get the zero background that cropping and z-scoring over
+    non-zero voxels expect. Raw scans with a zero background are unchanged."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            img = d[key].clone()
+            for c in range(img.shape[0]):
+                img[c][img[c] == img[c].min()] = 0
+            d[key] = img
+        return d
+
+
+class ClipChannelsd(MapTransform):
+    """Clip each channel of ``image`` (C, X, Y, Z) to its own [low, high] (CT: the foreground's
+    0.5-99.5 percentiles, nnU-Net's CT normalisation). MONAI's clipping transforms take one range
+    for all channels or per-image percentiles, not fixed per-channel ranges."""
+
+    def __init__(self, keys: Sequence[str], ranges: Sequence[Sequence[float]]) -> None:
+        super().__init__(keys)
+        self.ranges = [(float(lo), float(hi)) for lo, hi in ranges]
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        for key in self.keys:
+            img = d[key].clone()
+            for c, (lo, hi) in enumerate(self.ranges[: img.shape[0]]):
+                img[c] = img[c].clamp(lo, hi)
+            d[key] = img
+        return d
+
+
+def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] = None) -> list:
+    """Intensity normalisation steps on ``image`` (C, X, Y, Z), per channel.
+
+    ``zscore_nonzero``: z-score over non-zero voxels (MRI); ``zscore``: over all voxels; ``ct``:
+    clip to the dataset's foreground percentiles, then z-score with the dataset's foreground mean
+    and std (``ct_stats``: one ``(low, high, mean, std)`` per channel, from ``medseg plan``).
+    """
+    if normalize == "none":
+        return []
+    if normalize == "ct":
+        if not ct_stats:
+            raise MedsegError("preprocess.normalize 'ct' needs preprocess.ct_stats ([low, high, mean, std] per channel); run 'medseg plan'")
+        return [ClipChannelsd(["image"], [s[:2] for s in ct_stats]),
+                NormalizeIntensityd("image", subtrahend=[s[2] for s in ct_stats], divisor=[s[3] for s in ct_stats], channel_wise=True)]
+    return [NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True)]
+
+
+def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False,
+               lesion_classes: Optional[Sequence[Sequence[int]]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
+               background: str = "zero") -> list:
+    """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
+
+    Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
+    in {0, 1}, every non-zero value being lesion; with ``lesion_classes`` (label values per
+    class), ``label`` is (C, X, Y, Z), one channel per class.
+    ``background``: ``zero`` (raw scans) or ``min`` (each channel's minimum is background, see
+    :class:`MinToZerod`).
+    """
+    keys = ["image", "label"] if with_label else ["image"]
+    modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
+    loader = LoadImaged(keys, image_only=True)
+    loader.register(SimpleITKReader())  # NRRD / MetaImage; NIfTI stays with nibabel
+    steps = [
+        loader,
+        *([FiniteCheckd(["image"])] if check_finite else []),
+        EnsureChannelFirstd(keys),
+        *([MinToZerod(["image"])] if background == "min" else []),
+        *([SelectLesionClassesd(["label"], lesion_classes)] if with_label and lesion_classes else []),
+        # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
+        # border, so fewer windows are run; the prediction is pasted back at inference.
+        CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),
+        Orientationd(keys, axcodes="RAS"),
+        Spacingd(keys, pixdim=tuple(spacing), mode=modes),
+        EnsureTyped(keys, dtype="float32", track_meta=True),
+    ]
+    if with_label:
+        steps.append(AsDiscreted("label", threshold=0.5))
+    return steps + normalisation(normalize, ct_stats)
