@@ -16,7 +16,7 @@ from tqdm import tqdm
 from medseg.data.case import Case
 from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows, write_table
-from medseg.inference.model import load_model
+from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.predictor import predict_classes
 from medseg.io.geometry import voxel_volume
 from medseg.io.paths import IMAGE_SUFFIXES, output_suffix, strip_suffix
@@ -62,14 +62,13 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _write_one(lm, path: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
+def _write_one(lm: LoadedModel, path: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
     """Predict one scan file, or one case (one file per channel; outputs named by its case id).
     A model with several lesion classes writes ``<case>_<class>.*`` per class. Returns one summary
     row per mask written."""
     start = time.perf_counter()
     files = path.images if isinstance(path, Case) else (path,)
-    stem = path.case_id if isinstance(path, Case) else strip_suffix(path)
-    path = files[0]  # the reference grid and header of every output
+    stem, path = output_stem(path)  # path: the reference grid and header of every output
     preds = predict_classes(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta)
     names = [stem] if len(preds) == 1 else [f"{stem}_{cls}" for cls in lm.classes]
     rows = [_write_outputs(lm, pred, path, out, name, opts) for pred, name in zip(preds, names)]
@@ -97,6 +96,28 @@ def _write_outputs(lm, pred, path: Path, out: Path, name: str, opts: PredictOpti
             "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3)}
 
 
+def output_stem(item: Path | Case) -> tuple[str, Path]:
+    """(output name without suffix, the file whose grid and header the outputs take)."""
+    return (item.case_id, item.image) if isinstance(item, Case) else (strip_suffix(item), item)
+
+
+def refuse_shared_outputs(items: Sequence[Path | Case]) -> None:
+    """Two inputs must never write one output (``twin.nii`` and ``twin.nii.gz`` both give
+    ``twin.nii.gz``): refuse the batch before anything is written, naming both.
+
+    Raises:
+        MedsegError: naming the two inputs and the shared output.
+    """
+    seen: dict[str, Path] = {}
+    for item in items:
+        stem, first = output_stem(item)
+        key = f"{stem}{output_suffix(first)}"
+        if key in seen and seen[key] != first:
+            raise MedsegError(f"{seen[key]} and {first}: both would be written as {key}; rename one of them "
+                              "(or predict them into different --out folders)")
+        seen[key] = first
+
+
 def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
                   opts: PredictOptions = PredictOptions(), progress: bool = True,
                   tracking_uri: str | None = None, cases: Sequence[Case] = ()) -> tuple[list[dict[str, Any]], list[str]]:
@@ -110,6 +131,7 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
         one error line per scan that failed) — on rank 0, for all ranks.
     """
     paths = [*expand_inputs(inputs), *cases]
+    refuse_shared_outputs(paths)
     lm = load_model(checkpoint, device, tracking_uri)
     rank, world = rank_and_world(lm.device)
     out = Path(out_dir)
@@ -117,7 +139,7 @@ def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path |
         remove_partials(out)
     rows, errors = [], []
     for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
-        name, first = (path.case_id, path.image) if isinstance(path, Case) else (strip_suffix(path), path)
+        name, first = output_stem(path)
         last = name if len(lm.classes) == 1 else f"{name}_{lm.classes[-1]}"  # the last mask written
         if opts.skip_existing and (out / f"{last}{output_suffix(first)}").exists():
             continue

@@ -8,6 +8,7 @@ exact shape, affine and orientation.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -20,6 +21,7 @@ from medseg.errors import MedsegError
 from medseg.inference.model import LoadedModel
 from medseg.inference.restore import restore_grid
 from medseg.io.geometry import read_geometry, voxel_volume
+from medseg.io.volumes import read_array
 from medseg.lesions import remove_small
 from medseg.nn.window import sliding_window_probs
 from medseg.transforms.preprocess import preprocess
@@ -50,6 +52,8 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
         root = _root(exc)
         if isinstance(root, MedsegError):
             raise root from None
+        if is_blank(files):  # cropping to the body left nothing: a valid scan with nothing to find
+            return blank_prediction(files[0], len(lm.classes))
         raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
     img = data["image"]
     if img.ndim != 4:
@@ -109,3 +113,19 @@ def _last_line(exc: BaseException) -> str:
     exc = _root(exc)
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[-1][:160]}" if text else type(exc).__name__
+
+
+def is_blank(files: Sequence[Path]) -> bool:
+    """Whether every channel holds one constant value (a failed acquisition, an empty phantom)."""
+    for path in files:
+        arr, _ = read_array(path)
+        if arr.size and np.any(arr != arr.flat[0]):
+            return False
+    return True
+
+
+def blank_prediction(path: Path, classes: int) -> list[Prediction]:
+    """Empty masks (and zero probabilities) on the grid of a blank scan, with a ``warning:`` line."""
+    shape, affine = read_geometry(path)
+    print(f"warning: {path}: blank scan (every voxel has one value); its mask is empty", file=sys.stderr)
+    return [Prediction(np.zeros(shape[:3], np.float32), np.zeros(shape[:3], np.uint8), affine) for _ in range(classes)]

@@ -49,7 +49,8 @@ def detect_layout(source: Path) -> str:
     meta_path = source / "dataset.json"
     if not meta_path.is_file():
         if not source.exists():
-            raise MedsegError(f"{source}: not found; point data.dataset at a dataset folder or a case list (.csv/.yaml)")
+            raise MedsegError(f"{source}: not found; point data.dataset at a dataset folder or a case list (.csv/.yaml), "
+                              f"or create synthetic data there first: medseg synth {source} --cases 40 --test-cases 16 (what 'medseg demo' does)")
         raise MedsegError(f"{meta_path}: not found; point data.dataset at a folder with dataset.json (e.g. from 'medseg synth'), "
                           "a case list (.csv/.yaml), or set data.layout: pattern with data.channels globs")
     meta = read_json(meta_path)
