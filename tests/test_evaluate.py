@@ -63,3 +63,31 @@ def test_froc_from_saved_probability_maps(tmp_path):
     froc = summary["froc"]["recall_at_fp_per_scan"]
     assert froc[0.125] == 0.5 and froc[1.0] == 1.0
     assert (tmp_path / "out" / "ev_froc.png").exists()
+
+
+def test_empty_mask_conventions_are_counted_not_dropped(tmp_path):
+    """One case with an empty prediction: its HD95 is left out of the median and counted, or gets
+    the penalty asked for; two empty masks give Dice 1 or are left out and counted."""
+    import nibabel as nib
+    import numpy as np
+
+    from medseg.evaluation.evaluate import evaluate_dirs
+    from medseg.evaluation.tables import EvalOptions
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    for d in (pred, ref):
+        d.mkdir()
+    full = np.zeros((12, 12, 12), np.uint8)
+    full[3:7, 3:7, 3:7] = 1
+    cases = {"same": (full, full), "missed": (np.zeros_like(full), full), "blank": (np.zeros_like(full), np.zeros_like(full))}
+    for name, (p, r) in cases.items():
+        nib.save(nib.Nifti1Image(p, np.eye(4)), str(pred / f"{name}.nii.gz"))
+        nib.save(nib.Nifti1Image(r, np.eye(4)), str(ref / f"{name}.nii.gz"))
+    summary, rows, _ = evaluate_dirs(pred, ref)
+    assert summary["hd95_cases_excluded"] == 1 and summary["hd95_mm_median"] == 0.0
+    assert summary["dice"] == (1 + 0 + 1) / 3 and summary["dice_cases_excluded"] == 0
+    summary, _, _ = evaluate_dirs(pred, ref, opts=EvalOptions(empty_dice=float("nan"), hd95_one_empty=374.0))
+    assert summary["hd95_cases_excluded"] == 0 and summary["hd95_mm_median"] == 0.0
+    assert summary["dice"] == 0.5 and summary["dice_cases_excluded"] == 1
+    by_case = {r["case"]: r for r in evaluate_dirs(pred, ref, opts=EvalOptions(hd95_one_empty=374.0))[1]}
+    assert by_case["missed"]["hd95_mm"] == 374.0

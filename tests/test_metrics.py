@@ -96,3 +96,22 @@ def test_brats_rule_dilation_and_min_size_by_hand():
     assert d1.found == 0
     brats = match_lesions(pred, ref, dilate=2, min_voxels=5)
     assert (brats.n_ref, brats.found, brats.n_pred, brats.tp_pred, brats.fp) == (1, 1, 1, 1, 0)
+
+
+def test_dilation_grows_each_gt_lesion_on_its_own():
+    """Issue 15's reproducer: three GT blocks within two voxels of each other, the prediction is
+    exactly the first two. A grey dilation of the label map let the third lesion overwrite the
+    others (found 2, 2, 1, 1 for dilate 0..3: an exactly predicted lesion counted as missed).
+    Each lesion dilated on its own: the two predicted lesions are found at every dilation, and the
+    third is found once its grown region reaches a prediction (dilate >= 2)."""
+    from medseg.evaluation.matching import gt_lesion_hits, match_lesions
+
+    g = np.zeros((20, 20, 20), bool)
+    g[2, 4:8, 4:8] = g[4:8, 2, 4:8] = g[4:8, 4:8, 4:8] = True
+    p = np.zeros_like(g)
+    p[2, 4:8, 4:8] = p[4:8, 2, 4:8] = True
+    for conn in (6, 18, 26):
+        found = [list(gt_lesion_hits(p, g, connectivity=conn, dilate=d)[1]) for d in range(4)]
+        assert found == [[True, True, False]] * 2 + [[True, True, True]] * 2, conn
+        assert [match_lesions(p, g, connectivity=conn, dilate=d).found for d in range(4)] == [2, 2, 3, 3]
+        assert all(match_lesions(p, g, connectivity=conn, dilate=d).fp == 0 for d in range(4))

@@ -158,9 +158,11 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
              connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
-             dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow GT lesions by N voxels first (BraTS 2023: 1-2)."),
+             dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."),
              min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels."),
              min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3."),
+             empty_dice: str = typer.Option("1", "--empty-dice", help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and counted)."),
+             hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
              lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
              split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
@@ -185,7 +187,8 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
             classes = [("", _lesion_values(lesion_labels, cfg))]
     failed = []
     for suffix, values in classes:
-        opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values)
+        opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values,
+                           empty_dice=_empty_dice(empty_dice), hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
         target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
         if suffix:
             typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
@@ -318,10 +321,22 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def _empty_dice(text: str) -> float:
+    if text.strip().lower() not in ("1", "nan"):
+        raise MedsegError(f"--empty-dice {text!r}: use 1 or nan")
+    return float(text)
+
+
 def _print_summary(s: dict) -> None:
     typer.echo(f"{s['cases']} case(s), matching rule '{s['matching']}': dice {s['dice']:.3f}  lesion recall "
                f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
                f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})")
+    if s.get("hd95_cases_excluded"):
+        median = "none" if s["hd95_mm_median"] is None else f"{s['hd95_mm_median']:.2f} mm"
+        typer.echo(f"HD95 median {median} over {s['cases'] - s['hd95_cases_excluded']} case(s); {s['hd95_cases_excluded']} case(s) "
+                   "with exactly one empty mask left out (--hd95-empty MM gives them a penalty instead)")
+    if s.get("dice_cases_excluded"):
+        typer.echo(f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both masks empty left out (--empty-dice nan)")
 
 
 @app.command()

@@ -27,6 +27,8 @@ class EvalOptions:
     min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
     lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
+    empty_dice: float = 1.0  # Dice when prediction and reference are both empty: 1.0, or NaN (case left out, counted)
+    hd95_one_empty: float = float("nan")  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
 
 
 def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
@@ -38,7 +40,8 @@ def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str
     matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
                                            opts.dilate, min_voxels)
     counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
-    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing) if with_hd95 else float("nan"),
+    hd = hd95(pred, ref, spacing, opts.hd95_one_empty) if with_hd95 else float("nan")
+    row = {"case": name, "dice": dice(pred, ref, opts.empty_dice), "hd95_mm": hd,
            "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel,
            "volume_diff_mm3": float(pred.sum() - ref.sum()) * voxel, "gt_lesions": counts.n_ref,
            "pred_lesions": counts.n_pred, "tp": counts.found, "fn": counts.fn, "fp": counts.fp, **counts.summary()}
@@ -58,9 +61,12 @@ def summarize(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: 
         by_size[f"{lo:g}-{hi:g}"] = {"lesions": len(sel), "recall": float(np.mean(sel)) if sel else None}
     empty = [r for r in rows if r["gt_lesions"] == 0]
     hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
-    return {"cases": len(rows), "rule": asdict(opts), "matching": opts.matching,
-            "dice": float(np.mean([r["dice"] for r in rows])) if rows else float("nan"),
-            "hd95_mm_median": float(np.median(hd)) if hd else None, **total.summary(),
+    dices = [r["dice"] for r in rows if np.isfinite(r["dice"])]
+    rule = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in asdict(opts).items()}  # JSON has no NaN
+    return {"cases": len(rows), "rule": rule, "matching": opts.matching,
+            "dice": float(np.mean(dices)) if dices else float("nan"), "dice_cases_excluded": len(rows) - len(dices),
+            "hd95_mm_median": float(np.median(hd)) if hd else None, "hd95_cases_excluded": len(rows) - len(hd),
+            **total.summary(),
             "gt_lesions": total.n_ref, "pred_lesions": total.n_pred, "tp": total.found, "fn": total.fn, "fp": total.fp,
             "recall_by_size_mm3": by_size,
             "case_specificity": float(np.mean([r["pred_lesions"] == 0 for r in empty])) if empty else None,
