@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from medseg.config.load import load_config
 from medseg.data.synthetic import write_dataset
 from medseg.evaluation.evaluate import evaluate_dirs
-from medseg.evaluation.tables import EvalOptions
+from medseg.evaluation.tables import EvalOptions, size_bin_names
 from medseg.inference.batch import predict_files
 from medseg.tracking.tracker import resolve_uri
 from medseg.training.run import train
@@ -30,6 +30,7 @@ class DemoResult:
     summary: dict
     run_id: str | None
     seconds: float
+    ui_command: str | None = None
 
 
 def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, overrides: tuple[str, ...] = (),
@@ -52,10 +53,26 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
-        client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
-        for key in ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan"):
-            client.log_metric(result.run_id, f"test_{key}", float(summary[key]))
-        for name in ("eval.csv", "eval_lesions.csv", "eval_summary.json"):
-            if (out / name).exists():
-                client.log_artifact(result.run_id, str(out / name), "heldback")
-    return DemoResult(summary["lesion_recall"], summary["dice"], summary, result.run_id, time.perf_counter() - start)
+        log_heldback(MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out)
+    return DemoResult(summary["lesion_recall"], summary["dice"], summary, result.run_id, time.perf_counter() - start,
+                      result.ui_command)
+
+
+def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
+    """Held-back figures as ``heldback_*`` metrics (the prefix of their artifact folder
+    ``heldback/``: eval.csv, eval_lesions.csv, eval_summary.json) and a section of the run
+    description."""
+    keys = ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan")
+    for key in keys:
+        client.log_metric(run_id, f"heldback_{key}", float(summary[key]))
+    for (name, _, _), size_bin in zip(size_bin_names(), summary["recall_by_size_mm3"].values()):
+        if size_bin["recall"] is not None:  # same bins (SIZE_BINS_MM3) and names as val_lesion_recall_<bin>
+            client.log_metric(run_id, f"heldback_lesion_recall_{name}", float(size_bin["recall"]))
+    for name in ("eval.csv", "eval_lesions.csv", "eval_summary.json"):
+        if (out / name).exists():
+            client.log_artifact(run_id, str(out / name), "heldback")
+    note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
+    table = "\n".join(f"| {k} | {summary[k]:.3f} |" for k in keys)
+    section = (f"\n\n**Held-back cases** ({summary['cases']} scans, never used in training or selection; "
+               f"`heldback_*` metrics, `heldback/` artifacts):\n\n| held-back | |\n|---|---|\n{table}")
+    client.set_tag(run_id, "mlflow.note.content", note + section)

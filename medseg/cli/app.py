@@ -355,9 +355,7 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folde
     typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
     if result.run_id:
         typer.echo(f"MLflow run id: {result.run_id}")
-        from medseg.tracking.tracker import default_uri, mlflow_executable
-
-        typer.echo(f"open it with: {mlflow_executable()} ui --backend-store-uri {default_uri(out / 'runs')}")
+        typer.echo(f"open it with: {result.ui_command}")
 
 
 def main() -> None:

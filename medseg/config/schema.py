@@ -152,6 +152,7 @@ class TrackingConfig(Section):
     uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or sqlite in the run folder.")
     experiment: str = Field("medseg", description="Experiment name.")
     register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
+    run_name: Optional[str] = Field(None, description="MLflow run name; null = <network>-<loss>-<sampling>-s<seed> (e.g. unet-focal_dice-lesion-s0).")
 
 
 def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ...]]]]:
@@ -205,3 +206,8 @@ def min_input_multiple(cfg) -> int:
     for s in cfg.strides:
         out *= s
     return out
+
+
+def run_name(cfg: "ExperimentConfig") -> str:
+    """``tracking.run_name``, else ``<network>-<loss>-<sampling>-s<seed>``."""
+    return cfg.tracking.run_name or f"{cfg.model.name}-{cfg.loss.name}-{cfg.sampling.strategy}-s{cfg.train.seed}"

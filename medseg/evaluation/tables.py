@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -12,7 +12,15 @@ from medseg.evaluation.matching import LesionCounts, lesion_pairs
 from medseg.evaluation.metrics import dice, hd95
 from medseg.io.geometry import voxel_volume
 
-SIZE_BINS_MM3 = (10.0, 100.0, 1000.0)  # recall bins: <10, 10-100, 100-1000, >1000 mm^3
+SIZE_BINS_MM3 = (10.0, 100.0, 1000.0)  # recall bins: <10, 10-100, 100-1000, >=1000 mm^3
+
+
+def size_bin_names(edges: Sequence[float] = SIZE_BINS_MM3) -> list[tuple[str, float, float]]:
+    """(metric suffix, low, high) per lesion-volume bin: ``lt10mm3``, ``10to100mm3``, ...,
+    ``ge1000mm3`` (the names of ``val_lesion_recall_<bin>`` and ``heldback_lesion_recall_<bin>``)."""
+    bounds = (0.0, *edges, float("inf"))
+    names = [f"lt{edges[0]:g}mm3", *(f"{lo:g}to{hi:g}mm3" for lo, hi in zip(edges[:-1], edges[1:])), f"ge{edges[-1]:g}mm3"]
+    return [(name, lo, hi) for name, lo, hi in zip(names, bounds[:-1], bounds[1:])]
 
 
 @dataclass(frozen=True)

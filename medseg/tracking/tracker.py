@@ -20,6 +20,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from medseg.config.schema import TrackingConfig
 from medseg.errors import MedsegError
 
 
@@ -73,7 +74,8 @@ def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
 class MlflowTracker:
     """One MLflow run, driven through ``MlflowClient``."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None) -> None:
+    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None,
+                 display_name: str | None = None) -> None:
         # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -92,7 +94,7 @@ class MlflowTracker:
                 exp_id = self.client.create_experiment(experiment, artifact_location=location)
             else:
                 exp_id = exp.experiment_id
-            self.run_id: str | None = self.client.create_run(exp_id, run_name=run_name).info.run_id
+            self.run_id: str | None = self.client.create_run(exp_id, run_name=display_name or run_name).info.run_id
         except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors
             raise MedsegError(f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}); start the server, "
                               "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
@@ -193,10 +195,9 @@ class MlflowTracker:
             print(f"warning: MLflow at {self.uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}", file=sys.stderr)
 
     def ui_command(self) -> str:
-        """The shell command that opens this store in the MLflow UI."""
-        if self.uri.startswith("sqlite:"):
-            return f"{mlflow_executable()} ui --backend-store-uri {self.uri}"
-        return f"open {self.uri}/#/experiments/{self.experiment_id}/runs/{self.run_id}"
+        """How to open this run in the MLflow UI: the server command for a SQLite store, then the
+        run page in the training (machine learning) view."""
+        return ui_hint(self.uri, self.experiment_id, self.run_id)
 
 
 def mlflow_executable() -> str:
@@ -205,10 +206,21 @@ def mlflow_executable() -> str:
     return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
 
 
-def make_tracker(cfg, output_dir: Path, run_name: str, resume_run_id: str | None = None,
-                 uri: str | None = None) -> Tracker:
-    """MlflowTracker when ``cfg.enabled`` (a :class:`medseg.config.TrackingConfig`), else
-    NullTracker; ``resume_run_id`` reopens that run (in store ``uri`` when given)."""
+def ui_hint(uri: str, experiment_id: str, run_id: str | None) -> str:
+    """The command (SQLite store) and the address of a run's page in MLflow's training view
+    (``workflowType=machine_learning``: MLflow 3 opens its GenAI view otherwise)."""
+    page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
+    if uri.startswith("sqlite:"):
+        return f"{mlflow_executable()} ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{page}"
+    return f"open {uri.rstrip('/')}/{page}"
+
+
+def make_tracker(cfg: TrackingConfig, output_dir: Path, run_name: str, resume_run_id: str | None = None,
+                 uri: str | None = None, display_name: str | None = None) -> Tracker:
+    """MlflowTracker when ``cfg.enabled``, else NullTracker; ``resume_run_id`` reopens that run
+    (in store ``uri`` when given). ``run_name`` names the run folder's spool file; the MLflow run
+    is called ``display_name`` (default ``run_name``)."""
     if not cfg.enabled:
         return NullTracker()
-    return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id)
+    return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id,
+                         display_name)

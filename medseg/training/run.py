@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from monai.utils import set_determinism
 
-from medseg.config.schema import ExperimentConfig
+from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.split import split_cases
 from medseg.errors import MedsegError
 from medseg.nn.checkpoint import Checkpoint, load_checkpoint
@@ -101,7 +101,7 @@ def _open_run(cfg: ExperimentConfig, rank: int, world: int, resume: Path | None,
             raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
         run_dir = new_run_dir(output_dir)
         try:
-            tracker = make_tracker(cfg.tracking, output_dir, run_dir.name)
+            tracker = make_tracker(cfg.tracking, output_dir, run_dir.name, display_name=run_name(cfg))
         except MedsegError:
             run_dir.rmdir()
             raise

@@ -37,7 +37,7 @@ from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopS
 from medseg.training.loaders import make_loader
 from medseg.training.precision import precision_for
 from medseg.training.prepare import Prepared
-from medseg.training.reports import write_best_report
+from medseg.training.reports import best_metrics, run_description, write_best_report
 from medseg.training.resume import capture_rng, restore_rng
 from medseg.training.state import RunContext, TrainResult, TrainState
 from medseg.training.step import EpochProgress, StepContext, lr_schedule, run_epoch
@@ -176,6 +176,7 @@ class Trainer:
             st.best, st.best_epoch = score, epoch
             save_checkpoint(self.checkpoint(epoch, metrics), self.run.best_path)
             write_best_report(val, self.run.run_dir / "report")
+            metrics.update(best_metrics(epoch, val.metrics, cfg.train.select_metric))
 
     def fit(self) -> TrainResult:
         """All epochs from ``state.start_epoch``, then :meth:`finish`."""
@@ -208,5 +209,8 @@ class Trainer:
                 run.tracker.log_artifact(path, str(path.parent.relative_to(run.run_dir)))
         if run.best_path.exists():
             run.tracker.log_model(save_pyfunc(run.best_path, run.run_dir / "mlflow_model"), self.cfg.tracking.register_model)
+        best = next((h for h in st.history if h["epoch"] == st.best_epoch), {})
+        run.tracker.set_tags({"best_epoch": str(st.best_epoch),
+                              "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id)})
         result.run_id = run.tracker.run_id
         return result

@@ -7,20 +7,18 @@ same metrics on the scans' own grids after ``predict``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 
-from medseg.config.schema import lesion_classes
-from medseg.evaluation.matching import LesionCounts, gt_lesion_hits
-from medseg.evaluation.tables import EvalOptions, case_tables
+from medseg.config.schema import ExperimentConfig, lesion_classes
+from medseg.evaluation.matching import LesionCounts
+from medseg.evaluation.tables import EvalOptions, case_tables, size_bin_names
 from medseg.lesions import remove_small
 from medseg.nn.window import sliding_window_probs
 
 SMALL_MM3 = 100.0  # val_lesion_recall_small: GT lesions below this volume
-
-
 @dataclass
 class Validation:
     """Metrics (``val_*``), per-case and per-lesion rows, and the worst cases for pictures:
@@ -32,24 +30,47 @@ class Validation:
     worst: list[tuple] = field(default_factory=list)
 
 
-def _class_metrics(counts: LesionCounts, dices: list[float], small_found: list[bool]) -> dict[str, float]:
+def class_metrics(rows: list[dict], lesions: list[dict], counts: LesionCounts) -> dict[str, float]:
+    """One class's validation figures from its per-case rows and per-lesion rows (NaN: no lesion
+    in that size bin, or no case with both masks non-empty for HD95)."""
     summary = counts.summary()
-    return {"dice": float(np.mean(dices)), "lesion_recall": summary["lesion_recall"],
-            "lesion_precision": summary["lesion_precision"], "lesion_f1": summary["lesion_f1"],
-            "fp_per_scan": summary["fp_per_scan"],
-            "lesion_recall_small": float(np.mean(small_found)) if small_found else 1.0}
+    gt = [(lesion["volume_mm3"], lesion["matched"]) for lesion in lesions if lesion["kind"] == "gt"]
+    small = [found for volume, found in gt if volume < SMALL_MM3]
+    hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
+    out = {"dice": float(np.mean([r["dice"] for r in rows])), "lesion_recall": summary["lesion_recall"],
+           "lesion_precision": summary["lesion_precision"], "lesion_f1": summary["lesion_f1"],
+           "fp_per_scan": summary["fp_per_scan"], "lesion_recall_small": float(np.mean(small)) if small else 1.0,
+           "hd95_mm_median": float(np.median(hd)) if hd else float("nan")}
+    for name, lo, hi in size_bin_names():
+        hits = [found for volume, found in gt if lo <= volume < hi]
+        out[f"lesion_recall_{name}"] = float(np.mean(hits)) if hits else float("nan")
+    return out
 
 
-def validate(model: torch.nn.Module, dataset, cfg, spacing: Sequence[float], device: torch.device,
-             keep_worst: int = 2) -> Validation:
-    """Dice (mean over scans), pooled lesion recall/precision/F1/FP-per-scan and the recall of GT
-    lesions under 100 mm^3 (``val_lesion_recall_small``, 1 when there are none), prefixed ``val_``.
-    With several lesion classes each also comes per class (``val_<class>_dice``, ...) and the
-    ``val_*`` figures are their means over the classes.
+def _merge_classes(per_class: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``val_<key>``: the mean over classes (NaN-aware; keys NaN for every class are dropped), and
+    with several classes also ``val_<class>_<key>``."""
+    names = list(per_class)
+    metrics = {}
+    for key in per_class[names[0]]:
+        values = [per_class[cls][key] for cls in names if np.isfinite(per_class[cls][key])]
+        if values:
+            metrics[f"val_{key}"] = float(np.mean(values))
+    if len(names) > 1:
+        metrics.update({f"val_{cls}_{key}": v for cls in names for key, v in per_class[cls].items() if np.isfinite(v)})
+    return metrics
+
+
+def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentConfig, spacing: Sequence[float],
+             device: torch.device, keep_worst: int = 2) -> Validation:
+    """Dice (mean over scans), pooled lesion recall/precision/F1/FP-per-scan, recall by GT lesion
+    volume (``val_lesion_recall_lt10mm3`` ... ``_ge1000mm3``; ``val_lesion_recall_small`` below
+    100 mm^3, 1 when there are none) and the median HD95, prefixed ``val_``. With several lesion
+    classes each also comes per class (``val_<class>_dice``, ...) and the ``val_*`` figures are
+    their means over the classes.
 
     Args:
         dataset: items ``{"image": (C_in, X, Y, Z), "label": (C, X, Y, Z), "case_id"}`` (preprocessed).
-        cfg: the :class:`medseg.config.ExperimentConfig`.
     """
     names = [name for name, _ in lesion_classes(cfg.data)]
     model.eval()
@@ -59,31 +80,24 @@ def validate(model: torch.nn.Module, dataset, cfg, spacing: Sequence[float], dev
     opts = EvalOptions(cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity)
     result, scored = Validation({}), []
     counts = {n: LesionCounts(scans=0) for n in names}
-    dices: dict[str, list[float]] = {n: [] for n in names}
-    small: dict[str, list[bool]] = {n: [] for n in names}
+    rows: dict[str, list[dict]] = {n: [] for n in names}
+    gt: dict[str, list[dict]] = {n: [] for n in names}
     for i, item in enumerate(dataset):
         probs = sliding_window_probs(model, item["image"][None], cfg.inference, roi, device)[0].numpy()
         name = str(item.get("case_id", i))
         for c, cls in enumerate(names):
             pred = remove_small(probs[c] >= cfg.inference.threshold, cfg.inference.min_lesion_mm3 / voxel_mm3, cfg.eval.connectivity)
             ref = np.asarray(item["label"][c]) > 0.5
-            row, lesions, case_counts = case_tables(pred, ref, affine, name, opts, with_hd95=False)
-            if len(names) > 1:
-                row = {"class": cls, **row}
-                lesions = [{"class": cls, **lesion} for lesion in lesions]
-            result.cases.append(row)
-            result.lesions += lesions
+            row, lesions, case_counts = case_tables(pred, ref, affine, name, opts)
+            rows[cls].append(row)
+            gt[cls] += lesions
             counts[cls] = counts[cls] + case_counts
-            dices[cls].append(row["dice"])
-            sizes, found = gt_lesion_hits(pred, ref, cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity)
-            small[cls] += list(found[sizes * voxel_mm3 < SMALL_MM3])
+            result.cases.append({"class": cls, **row} if len(names) > 1 else row)
+            result.lesions += [{"class": cls, **lesion} for lesion in lesions] if len(names) > 1 else lesions
             if c == 0:
                 scored.append((row["dice"], name, np.asarray(item["image"][0]), pred, ref))
     model.train()
     scored.sort(key=lambda t: t[0])
     result.worst = [(name, img, pred, ref) for _, name, img, pred, ref in scored[:keep_worst]]
-    per_class = {cls: _class_metrics(counts[cls], dices[cls], small[cls]) for cls in names}
-    result.metrics = {f"val_{key}": float(np.mean([per_class[cls][key] for cls in names])) for key in per_class[names[0]]}
-    if len(names) > 1:
-        result.metrics.update({f"val_{cls}_{key}": value for cls in names for key, value in per_class[cls].items()})
+    result.metrics = _merge_classes({cls: class_metrics(rows[cls], gt[cls], counts[cls]) for cls in names})
     return result

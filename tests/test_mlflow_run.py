@@ -1,0 +1,57 @@
+"""A finished run read back through MlflowClient, as a user sees it in the UI (issue 16): name,
+description, best epoch and its figures, lesion-size bins, held-back metrics, the UI hint."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from medseg.demo import run_demo
+
+TINY = ("train.epochs=3", "train.val_every=1", "sampling.patch_size=[16,16,16]", "model.channels=[4,8,16]",
+        "model.strides=[2,2]", "train.batch_size=2", "preprocess.target_spacing=null")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("mlflow_run")
+    result = run_demo(out, cases=5, test_cases=2, seed=3, overrides=TINY, progress=False)
+    client = MlflowClient(f"sqlite:///{(out / 'runs' / 'mlflow.db').resolve()}")
+    return result, client, client.get_run(result.run_id)
+
+
+@pytest.mark.slow
+def test_run_name_and_description(demo_run):
+    result, _, run = demo_run
+    assert run.info.run_name == "unet-focal_dice-lesion-s0"
+    note = run.data.tags["mlflow.note.content"]
+    best_epoch = int(run.data.tags["best_epoch"])
+    assert f"epoch **{best_epoch}** of 3" in note and "val_lesion_f1" in note and "Held-back cases" in note
+    assert f"medseg predict runs:/{result.run_id}/model" in note and "mm³" in note
+
+
+@pytest.mark.slow
+def test_best_epoch_and_its_metrics(demo_run):
+    result, client, run = demo_run
+    metrics = run.data.metrics
+    best_epoch = int(metrics["best_epoch"])
+    assert str(best_epoch) == run.data.tags["best_epoch"] and 1 <= best_epoch <= 3
+    history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_lesion_f1")}
+    assert metrics["best_val_lesion_f1"] == history[best_epoch] == max(history.values())
+    assert metrics["best_val_dice"] == {m.step: m.value for m in client.get_metric_history(result.run_id, "val_dice")}[best_epoch]
+
+
+@pytest.mark.slow
+def test_size_bin_and_heldback_metrics(demo_run):
+    result, client, run = demo_run
+    bins = {k for k in run.data.metrics if k.startswith("val_lesion_recall_") and k.endswith("mm3")}
+    assert bins and bins <= {"val_lesion_recall_lt10mm3", "val_lesion_recall_10to100mm3", "val_lesion_recall_100to1000mm3",
+                             "val_lesion_recall_ge1000mm3"}
+    assert len(client.get_metric_history(result.run_id, sorted(bins)[0])) >= 1
+    assert {"heldback_dice", "heldback_lesion_recall", "heldback_fp_per_scan"} <= set(run.data.metrics)
+    assert not [k for k in run.data.metrics if k.startswith("test_")]
+    assert {a.path for a in client.list_artifacts(result.run_id, "heldback")} >= {"heldback/eval.csv"}
+
+
+@pytest.mark.slow
+def test_ui_hint_opens_the_training_view(demo_run):
+    result, _, run = demo_run
+    assert f"#/experiments/{run.info.experiment_id}/runs/{result.run_id}?workflowType=machine_learning" in result.ui_command
