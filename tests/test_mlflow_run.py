@@ -1,6 +1,8 @@
 """A finished run read back through MlflowClient, as a user sees it in the UI (issue 16): name,
 description, best epoch and its figures, lesion-size bins, held-back metrics, the UI hint."""
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -55,3 +57,14 @@ def test_size_bin_and_heldback_metrics(demo_run):
 def test_ui_hint_opens_the_training_view(demo_run):
     result, _, run = demo_run
     assert f"#/experiments/{run.info.experiment_id}/runs/{result.run_id}?workflowType=machine_learning" in result.ui_command
+
+
+@pytest.mark.slow
+def test_dataset_input_fills_the_dataset_column(demo_run):
+    from medseg.tracking.lineage import dataset_fingerprint
+
+    result, _, run = demo_run
+    (entry,) = run.inputs.dataset_inputs
+    assert entry.dataset.name == "data" and entry.dataset.digest == dataset_fingerprint(Path(entry.dataset.source.split('"')[3]))
+    tags = {t.key: t.value for t in entry.tags}
+    assert tags["mlflow.data.context"] == "training" and int(tags["cases.train"]) + int(tags["cases.val"]) == 5

@@ -8,6 +8,16 @@ import hashlib
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+from mlflow.data.dataset_source import DatasetSource
+from mlflow.data.dataset_source_registry import (
+    get_registered_sources,
+    resolve_dataset_source,
+)
+from mlflow.data.pandas_dataset import PandasDataset
+from mlflow.entities import DatasetInput, InputTag
 
 
 def git_commit(start: Path | None = None) -> str:
@@ -52,3 +62,23 @@ def lineage_tags(cfg, device) -> dict[str, str]:
         "dataset_fingerprint": dataset_fingerprint(Path(cfg.data.dataset)),
         "seed": str(cfg.train.seed),
     }
+
+
+def local_source(root: Path) -> DatasetSource:
+    """MLflow's ``local`` dataset source for a folder (asked for by type: several registered
+    source classes accept a plain path, and MLflow warns when it has to guess)."""
+    local = [cls for cls in get_registered_sources() if cls._get_source_type() == "local"][:1]
+    return resolve_dataset_source(str(Path(root).resolve()), candidate_sources=local)
+
+
+def dataset_input(root: Path, splits: dict[str, Sequence[str]], digest: str | None = None) -> DatasetInput:
+    """The MLflow dataset record of a training run (the runs table's Dataset column): the case ids
+    per split as a table, named after the dataset folder, the :func:`dataset_fingerprint` as its
+    digest, the folder as its source, and ``cases.<split>`` counts as input tags."""
+    table = pd.DataFrame([{"case_id": case, "split": split} for split, ids in splits.items() for case in ids],
+                         columns=["case_id", "split"])
+    root = Path(root)
+    data = PandasDataset(table, local_source(root), name=root.name or str(root),
+                         digest=digest or dataset_fingerprint(root))
+    tags = [InputTag("mlflow.data.context", "training"), *(InputTag(f"cases.{split}", str(len(ids))) for split, ids in splits.items())]
+    return DatasetInput(data._to_mlflow_entity(), tags)  # what mlflow.log_input sends, for a client-driven run

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Protocol
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import DatasetInput, Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -33,6 +33,7 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_artifact(self, path: Path, subdir: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dataset(self, dataset: DatasetInput) -> None: ...
     def log_model(self, folder: Path, register_as: str | None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
@@ -52,6 +53,9 @@ class NullTracker:
         return None
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        return None
+
+    def log_dataset(self, dataset: DatasetInput) -> None:
         return None
 
     def log_model(self, folder: Path, register_as: str | None) -> None:
@@ -150,6 +154,10 @@ class MlflowTracker:
     def set_tags(self, tags: dict[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
+
+    def log_dataset(self, dataset: DatasetInput) -> None:
+        """The run's training dataset (fills the Dataset column of the runs table)."""
+        self.client.log_inputs(self.run_id, datasets=[dataset])
 
     def log_model(self, folder: Path, register_as: str | None) -> None:
         """Log an MLflow model folder (``MLmodel`` and its files) under ``model/`` (``runs:/<id>/model``,

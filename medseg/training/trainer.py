@@ -11,6 +11,7 @@ broadcast from it. State lives in :class:`medseg.training.state.TrainState`.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ from medseg.nn.checkpoint import (
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
-from medseg.tracking.lineage import lineage_tags
+from medseg.tracking.lineage import dataset_input, lineage_tags
 from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal
 from medseg.training.loaders import make_loader
 from medseg.training.precision import precision_for
@@ -88,6 +89,8 @@ class Trainer:
         tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(self.prep.spacing)),
                                            "data.n_train": str(len(self.train_ds)), "data.n_val": str(len(self.val_ds))})
         tracker.set_tags(lineage_tags(cfg, self.device))
+        splits = {"train": [d["case_id"] for d in self.train_ds.data], "val": [d["case_id"] for d in self.val_ds.data]}
+        tracker.log_dataset(dataset_input(Path(cfg.data.dataset), splits))
         tracker.log_artifact(config_path)
         if self.prep.plan is not None:
             plan_path = run.run_dir / "plan.yaml"
