@@ -17,12 +17,12 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("mlflow_run")
     result = run_demo(out, cases=5, test_cases=2, seed=3, overrides=TINY, progress=False)
     client = MlflowClient(f"sqlite:///{(out / 'runs' / 'mlflow.db').resolve()}")
-    return result, client, client.get_run(result.run_id)
+    return result, client, client.get_run(result.run_id), out
 
 
 @pytest.mark.slow
 def test_run_name_and_description(demo_run):
-    result, _, run = demo_run
+    result, _, run, _ = demo_run
     assert run.info.run_name == "unet-focal_dice-lesion-s0"
     note = run.data.tags["mlflow.note.content"]
     best_epoch = int(run.data.tags["best_epoch"])
@@ -32,7 +32,7 @@ def test_run_name_and_description(demo_run):
 
 @pytest.mark.slow
 def test_best_epoch_and_its_metrics(demo_run):
-    result, client, run = demo_run
+    result, client, run, _ = demo_run
     metrics = run.data.metrics
     best_epoch = int(metrics["best_epoch"])
     assert str(best_epoch) == run.data.tags["best_epoch"] and 1 <= best_epoch <= 3
@@ -43,7 +43,7 @@ def test_best_epoch_and_its_metrics(demo_run):
 
 @pytest.mark.slow
 def test_size_bin_and_heldback_metrics(demo_run):
-    result, client, run = demo_run
+    result, client, run, _ = demo_run
     bins = {k for k in run.data.metrics if k.startswith("val_lesion_recall_") and k.endswith("mm3")}
     assert bins and bins <= {"val_lesion_recall_lt10mm3", "val_lesion_recall_10to100mm3", "val_lesion_recall_100to1000mm3",
                              "val_lesion_recall_ge1000mm3"}
@@ -55,7 +55,7 @@ def test_size_bin_and_heldback_metrics(demo_run):
 
 @pytest.mark.slow
 def test_ui_hint_opens_the_training_view(demo_run):
-    result, _, run = demo_run
+    result, _, run, _ = demo_run
     assert f"#/experiments/{run.info.experiment_id}/runs/{result.run_id}?workflowType=machine_learning" in result.ui_command
 
 
@@ -63,8 +63,20 @@ def test_ui_hint_opens_the_training_view(demo_run):
 def test_dataset_input_fills_the_dataset_column(demo_run):
     from medseg.tracking.lineage import dataset_fingerprint
 
-    result, _, run = demo_run
+    result, _, run, _ = demo_run
     (entry,) = run.inputs.dataset_inputs
     assert entry.dataset.name == "data" and entry.dataset.digest == dataset_fingerprint(Path(entry.dataset.source.split('"')[3]))
     tags = {t.key: t.value for t in entry.tags}
     assert tags["mlflow.data.context"] == "training" and int(tags["cases.train"]) + int(tags["cases.val"]) == 5
+
+
+@pytest.mark.slow
+def test_tune_logs_a_child_run(demo_run):
+    from medseg.training.tune import run_tune
+
+    result, client, run, out = demo_run
+    run_tune(next((out / "runs").glob("*/best.pt")), device="cpu")
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    assert [c.info.run_name for c in children] == ["tune-max_f1"] and children[0].info.status == "FINISHED"
+    assert "tuned_threshold" in children[0].data.metrics and "froc_cpm" in children[0].data.metrics
+    assert {a.path for a in client.list_artifacts(children[0].info.run_id, "tuning")} >= {"tuning/froc.png"}

@@ -214,6 +214,14 @@ def mlflow_executable() -> str:
     return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
 
 
+def child_run(client: MlflowClient, parent_id: str, name: str, tags: dict[str, str] | None = None) -> str:
+    """A new run nested under ``parent_id`` (same experiment, ``mlflow.parentRunId`` tag): the
+    UI shows it folded under its parent (``medseg tune``, cross-validation folds)."""
+    parent = client.get_run(parent_id)
+    run = client.create_run(parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **(tags or {})})
+    return run.info.run_id
+
+
 def ui_hint(uri: str, experiment_id: str, run_id: str | None) -> str:
     """The command (SQLite store) and the address of a run's page in MLflow's training view
     (``workflowType=machine_learning``: MLflow 3 opens its GenAI view otherwise)."""

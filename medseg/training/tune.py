@@ -36,6 +36,7 @@ from medseg.nn.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from medseg.tracking.tracker import child_run
 from medseg.viz.plots import plot_froc
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -106,21 +107,25 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
 
 
 def _log(ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
-    """Record the tuned point in the checkpoint's MLflow run, when it has one."""
+    """Record the tuning as a child run of the checkpoint's MLflow run (target, curve, FROC), put
+    the chosen point on the training run too (``tuned_*``, for the runs table) and replace the
+    logged model's checkpoint with the tuned one."""
     run_id, uri = ckpt.mlflow_run_id, ckpt.tracking_uri
     if not run_id or not uri:
         return
-
     client = MlflowClient(uri)
     metrics = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
                "tuned_lesion_f1": chosen["lesion_f1"], "tuned_lesion_recall": chosen["lesion_recall"],
                "tuned_fp_per_scan": chosen["fp_per_scan"], "froc_cpm": result["cpm"],
                **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()}}
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
-    for path in files:
-        client.log_artifact(run_id, str(path), "tuning")
-
+    target = ckpt.operating_point.target or "max_f1"
+    child = child_run(client, run_id, f"tune-{target}", {"tuning.target": target})
+    for rid in (child, run_id):
+        for key, value in metrics.items():
+            client.log_metric(rid, key, float(value))
+        for path in files:
+            client.log_artifact(rid, str(path), "tuning")
+    client.set_terminated(child, "FINISHED")
     with tempfile.TemporaryDirectory(prefix="medseg-tuned-") as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
         shutil.copy(checkpoint, Path(tmp) / "best.pt")
         client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "model/artifacts")
