@@ -358,6 +358,23 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folde
         typer.echo(f"open it with: {result.ui_command}")
 
 
+@app.command()
+@user_errors
+def runs(tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)."),
+         experiment: str = typer.Option("medseg", "--experiment", help="Experiment name (tracking.experiment)."),
+         sort: str = typer.Option("started", "--sort", help="started, name, epoch, recall, precision, fp, dice or heldback_recall."),
+         ascending: Optional[bool] = typer.Option(None, "--ascending/--descending", help="Order (default: best first; FP/scan lowest first)."),
+         limit: int = typer.Option(20, "--limit", min=1, help="How many of the most recent runs.")) -> None:
+    """Table of the recent runs of an experiment: best epoch, lesion recall, precision, FP per scan, Dice."""
+    import os
+
+    from medseg.tracking.runs import format_table, run_rows, sort_rows
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs/mlflow.db').resolve()}"
+    rows = sort_rows(run_rows(uri, experiment, limit), sort, ascending)
+    typer.echo(format_table(rows) if rows else f"no runs in experiment {experiment!r} at {uri}")
+
+
 def main() -> None:
     """Console entry point."""
     import warnings
