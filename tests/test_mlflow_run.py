@@ -80,3 +80,33 @@ def test_tune_logs_a_child_run(demo_run):
     assert [c.info.run_name for c in children] == ["tune-max_f1"] and children[0].info.status == "FINISHED"
     assert "tuned_threshold" in children[0].data.metrics and "froc_cpm" in children[0].data.metrics
     assert {a.path for a in client.list_artifacts(children[0].info.run_id, "tuning")} >= {"tuning/froc.png"}
+
+
+@pytest.mark.slow
+def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkeypatch, tmp_path):
+    import pickle
+
+    import cloudpickle
+    import mlflow.pyfunc
+
+    result, client, run, out = demo_run
+    models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    (model,) = [m for m in models if m.source_run_id == result.run_id]
+    assert model.name == "lesion-segmenter" and str(model.status).endswith("READY")
+    files = {a.path for a in client.list_artifacts(result.run_id, "model")}
+    assert "model/MLmodel" in files and not [f for f in files if f.endswith(".pkl")]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("loading a medseg model unpickled something")
+
+    monkeypatch.setattr(cloudpickle, "load", refuse)
+    monkeypatch.setattr(cloudpickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    mlflow.set_registry_uri(client.tracking_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
+    assert str(loaded.metadata.signature.inputs) == "[string (required)]"
+    scan = next((out / "data" / "imagesTs").glob("*.nii.gz"))
+    masks = loaded.predict([str(scan)])
+    assert masks[0].shape == tuple(__import__("nibabel").load(str(scan)).shape)

@@ -1,4 +1,4 @@
-"""The trained model as an MLflow pyfunc model: ``mlflow.pyfunc.load_model("runs:/<id>/model")``
+"""The trained model as an MLflow pyfunc model (models from code, see :mod:`medseg.inference.pyfunc_entry`): ``mlflow.pyfunc.load_model("runs:/<id>/model")``
 gives an object whose ``predict`` segments scans, so MLflow's own tooling (registry, model
 serving, ``mlflow models predict``) can use medseg models. The medseg checkpoint travels inside as
 an artifact (``model/artifacts/best.pt``), which is also what ``medseg predict runs:/...`` loads.
@@ -31,7 +31,7 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.lm = load_model(context.artifacts["checkpoint"], "auto")
 
-    def predict(self, context, model_input: list[str], params: Optional[dict[str, Any]] = None) -> list[np.ndarray]:
+    def predict(self, context, model_input: list[str], params: Optional[dict[str, Any]] = None):  # no return hint: MLflow has no schema for arrays
         scans = list(model_input["scan"]) if hasattr(model_input, "columns") else list(model_input)
         out_dir = (params or {}).get("out_dir")
         masks = []
@@ -45,9 +45,15 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         return masks
 
 
+ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models from code: no CloudPickle of MedsegModel
+INPUT_EXAMPLE = ["/data/scans/case_001.nii.gz"]  # a list of scan paths (the signature, from predict's type hints)
+
+
 def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
-    """Write the MLflow model folder for ``checkpoint`` into ``dest`` (replacing it)."""
+    """Write the MLflow model folder for ``checkpoint`` into ``dest`` (replacing it): the code of
+    :data:`ENTRY`, the checkpoint as the ``checkpoint`` artifact, a signature (a list of scan
+    paths in) and an input example; no pickled Python object."""
     shutil.rmtree(dest, ignore_errors=True)
-    mlflow.pyfunc.save_model(str(dest), python_model=MedsegModel(), artifacts={"checkpoint": str(checkpoint)},
-                             pip_requirements=[f"medseg=={__version__}"])
+    mlflow.pyfunc.save_model(str(dest), python_model=str(ENTRY), artifacts={"checkpoint": str(checkpoint)},
+                             input_example=INPUT_EXAMPLE, pip_requirements=[f"medseg=={__version__}"])
     return dest

@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 from typing import Protocol
 
-from mlflow.entities import DatasetInput, Metric, Param
+from mlflow.entities import DatasetInput, LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -73,6 +73,9 @@ def default_uri(output_dir: Path) -> str:
 def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
     """Config URI, else ``$MLFLOW_TRACKING_URI``, else the SQLite default."""
     return cfg_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri(output_dir)
+
+
+LOGGED_MODEL_NAME = "lesion-segmenter"
 
 
 class MlflowTracker:
@@ -143,6 +146,8 @@ class MlflowTracker:
                 if kind == "metrics":
                     metrics, step, ts = args
                     self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+                elif kind == "tags":
+                    self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in args[0].items()])
                 else:
                     self.client.log_artifact(self.run_id, *args)
             except Exception as exc:  # connection errors, MlflowException: keep and retry later
@@ -152,22 +157,35 @@ class MlflowTracker:
         return True
 
     def set_tags(self, tags: dict[str, str]) -> None:
-        for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+        """Queue the tags and send everything queued (an outage keeps them, see :meth:`flush`)."""
+        self._pending.append(("tags", (dict(tags),)))
+        self.flush()
 
     def log_dataset(self, dataset: DatasetInput) -> None:
         """The run's training dataset (fills the Dataset column of the runs table)."""
         self.client.log_inputs(self.run_id, datasets=[dataset])
 
     def log_model(self, folder: Path, register_as: str | None) -> None:
-        """Log an MLflow model folder (``MLmodel`` and its files) under ``model/`` (``runs:/<id>/model``,
-        loadable with ``mlflow.pyfunc.load_model``); registration under ``register_as``
-        (``models:/<name>/<version>``) happens at :meth:`end`, once it is sent."""
+        """Log an MLflow model folder (``MLmodel`` and its files) under the run's ``model/``
+        (``runs:/<id>/model``, what ``medseg predict`` and ``mlflow.pyfunc.load_model`` read) and as
+        a logged model of the run (MLflow's "Logged models" and Models tab; ``models:/<model_id>``).
+        Registration under ``register_as`` (``models:/<name>/<version>``) happens at :meth:`end`,
+        once everything is sent."""
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 rel = path.parent.relative_to(folder)
                 self.log_artifact(path, "model" if str(rel) == "." else f"model/{rel}")
         self._register_as = register_as
+        try:
+            # not named "model": MLflow 3 would then take runs:/<id>/model for this entry, not the run's model/ folder
+            model = self.client.create_logged_model(self.experiment_id, name=LOGGED_MODEL_NAME, source_run_id=self.run_id,
+                                                    model_type="medseg")
+            self.client.log_model_artifacts(model.model_id, str(folder))
+            self.client.finalize_logged_model(model.model_id, "READY")
+            self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
+            self.model_id: str | None = model.model_id
+        except Exception as exc:  # the run's own model/ artifacts are what predict needs; this is a view on them
+            print(f"warning: MLflow at {self.uri}: the logged-model entry was not created ({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
 
     def _register(self) -> None:
         name = getattr(self, "_register_as", None)
