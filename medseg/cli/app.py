@@ -377,8 +377,11 @@ def runs(tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help
 
 def main() -> None:
     """Console entry point."""
+    import os
     import warnings
 
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines (database setup, monitors) are noise here
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MONAI announces a future default of Orientationd; it does not change our RAS reorientation.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
     warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)

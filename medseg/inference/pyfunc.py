@@ -9,11 +9,14 @@ preprocessing and operating point the checkpoint carries, hence a pyfunc wrapper
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any, Optional
 
 import mlflow.pyfunc
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 import numpy as np
 
 from medseg import __version__
@@ -46,7 +49,8 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
 
 
 ENTRY = Path(__file__).with_name("pyfunc_entry.py")  # models from code: no CloudPickle of MedsegModel
-INPUT_EXAMPLE = ["/data/scans/case_001.nii.gz"]  # a list of scan paths (the signature, from predict's type hints)
+INPUT_EXAMPLE = ["/data/scans/case_001.nii.gz"]  # a list of scan paths
+SIGNATURE = ModelSignature(inputs=Schema([ColSpec(DataType.string)]), outputs=Schema([ColSpec(AnyType())]))
 
 
 def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
@@ -54,6 +58,12 @@ def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
     :data:`ENTRY`, the checkpoint as the ``checkpoint`` artifact, a signature (a list of scan
     paths in) and an input example; no pickled Python object."""
     shutil.rmtree(dest, ignore_errors=True)
-    mlflow.pyfunc.save_model(str(dest), python_model=str(ENTRY), artifacts={"checkpoint": str(checkpoint)},
-                             input_example=INPUT_EXAMPLE, pip_requirements=[f"medseg=={__version__}"])
+    signature_log = logging.getLogger("mlflow.models.signature")
+    level = signature_log.level
+    signature_log.setLevel(logging.ERROR)  # MLflow runs predict on the placeholder example path and warns that it failed
+    try:
+        mlflow.pyfunc.save_model(str(dest), python_model=str(ENTRY), artifacts={"checkpoint": str(checkpoint)},
+                                 signature=SIGNATURE, input_example=INPUT_EXAMPLE, pip_requirements=[f"medseg=={__version__}"])
+    finally:
+        signature_log.setLevel(level)
     return dest

@@ -18,6 +18,7 @@ from typing import Protocol
 
 from mlflow.entities import DatasetInput, LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import TrackingConfig
@@ -106,6 +107,7 @@ class MlflowTracker:
             raise MedsegError(f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}); start the server, "
                               "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
         self.experiment_id = exp_id
+        self._start_system_metrics(resume=False)
 
     def _reopen(self, run_id: str) -> None:
         """Continue an existing run (resume): its metric steps already logged are not sent twice."""
@@ -118,6 +120,13 @@ class MlflowTracker:
                               "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)") from None
         self.run_id = run_id
         self.experiment_id = run.info.experiment_id
+        self._start_system_metrics(resume=True)
+
+    def _start_system_metrics(self, resume: bool) -> None:
+        """CPU, memory (and with nvidia-ml-py, GPU) utilisation as ``system/*`` metrics every
+        10 s, by MLflow's own monitor thread."""
+        self._system = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=resume, tracking_uri=self.uri)
+        self._system.start()
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, v[:6000]) for k, v in params.items()]
@@ -202,6 +211,7 @@ class MlflowTracker:
     def end(self, status: str = "FINISHED", retries: int = 6) -> None:
         """Flush (retrying with back-off for about a minute), then close the run. What the server
         never accepted is written to ``output_dir/unsent-mlflow-<run>.jsonl`` for a later replay."""
+        self._system.finish()
         for attempt in range(retries):
             if self.flush():
                 break
