@@ -22,7 +22,7 @@ def write_best_report(val: Validation, folder: Path) -> None:
     if val.lesions:
         write_csv(val.lesions, folder / "val_best_lesions.csv")
     for case_id, image, pred, ref in val.worst:
-        overlays(case_id, image, pred, ref, folder / "overlays")
+        overlays(case_id, image, pred, ref, folder / "overlays", val.spacing)
 
 
 def best_metrics(epoch: int, val: dict[str, float], select: str) -> dict[str, float]:

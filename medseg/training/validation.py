@@ -28,6 +28,7 @@ class Validation:
     cases: list[dict] = field(default_factory=list)
     lesions: list[dict] = field(default_factory=list)
     worst: list[tuple] = field(default_factory=list)
+    spacing: tuple[float, ...] = (1.0, 1.0, 1.0)  # mm, of the model grid the volumes are on
 
 
 def class_metrics(rows: list[dict], lesions: list[dict], counts: LesionCounts) -> dict[str, float]:
@@ -78,7 +79,7 @@ def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentCon
     voxel_mm3 = float(np.prod(spacing))
     affine = np.diag([*spacing, 1.0])
     opts = EvalOptions(cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity)
-    result, scored = Validation({}), []
+    result, scored = Validation({}, spacing=tuple(float(s) for s in spacing)), []
     counts = {n: LesionCounts(scans=0) for n in names}
     rows: dict[str, list[dict]] = {n: [] for n in names}
     gt: dict[str, list[dict]] = {n: [] for n in names}
