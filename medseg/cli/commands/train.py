@@ -1,0 +1,91 @@
+"""``train``, ``tune``, ``demo``, ``runs``: training, its operating point, the demo and the runs table.
+
+Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from medseg.cli.common import print_summary, rank, user_errors
+from medseg.errors import MedsegError
+
+
+@user_errors
+def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
+          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set train.epochs=2 (repeatable)."),
+          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M extends a finished run."),
+          quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+    """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow.
+
+    SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
+    """
+    from medseg.config.load import load_config
+    from medseg.training.run import train as run_training
+
+    if (config is None) == (resume is None):
+        raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if resume is not None and not (resume / "last.pt").is_file():
+        raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+    cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
+    result = run_training(cfg, progress=not quiet, resume=resume)
+    if rank() > 0:
+        return
+    typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
+    typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
+    if result.run_id:
+        typer.echo(f"MLflow run id: {result.run_id} (model: runs:/{result.run_id}/model)")
+        typer.echo(f"open it with: {result.ui_command}")
+
+
+@user_errors
+def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used)."),
+         min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
+         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")) -> None:
+    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
+    from medseg.training.tune import run_tune
+
+    res = run_tune(checkpoint, min_recall, device)
+    c = res["chosen"]
+    typer.echo(f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
+               f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}")
+    typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
+               + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
+    typer.echo(f"stored in {checkpoint}; curve {res['curve_csv']}, plot {res['froc_png']}")
+
+
+@user_errors
+def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folder (data, runs, predictions)."),
+         cases: int = typer.Option(40, "--cases", min=3, help="Synthetic training cases."),
+         test_cases: int = typer.Option(16, "--test-cases", min=1, help="Held-back synthetic cases."),
+         seed: int = typer.Option(0, "--seed"),
+         set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key of configs/demo.yaml."),
+         quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")) -> None:
+    """synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate, on CPU in minutes."""
+    from medseg.demo import run_demo
+
+    result = run_demo(out, cases, test_cases, seed, tuple(set_ or []), progress=not quiet)
+    print_summary(result.summary)
+    typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
+    if result.run_id:
+        typer.echo(f"MLflow run id: {result.run_id}")
+        typer.echo(f"open it with: {result.ui_command}")
+
+
+@user_errors
+def runs(tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store (default $MLFLOW_TRACKING_URI, else sqlite:///runs/mlflow.db)."),
+         experiment: str = typer.Option("medseg", "--experiment", help="Experiment name (tracking.experiment)."),
+         sort: str = typer.Option("started", "--sort", help="started, name, epoch, recall, precision, fp, dice or heldback_recall."),
+         ascending: Optional[bool] = typer.Option(None, "--ascending/--descending", help="Order (default: best first; FP/scan lowest first)."),
+         limit: int = typer.Option(20, "--limit", min=1, help="How many of the most recent runs.")) -> None:
+    """Table of the recent runs of an experiment: best epoch, lesion recall, precision, FP per scan, Dice."""
+    import os
+
+    from medseg.tracking.runs import format_table, run_rows, sort_rows
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs/mlflow.db').resolve()}"
+    rows = sort_rows(run_rows(uri, experiment, limit), sort, ascending)
+    typer.echo(format_table(rows) if rows else f"no runs in experiment {experiment!r} at {uri}")

@@ -1,0 +1,95 @@
+"""What every command shares: the user-error wrapper (one ``error:`` line, its exit code, no
+traceback), small argument parsers and the summary line."""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Callable, List, Optional
+
+import typer
+
+from medseg.errors import MedsegError
+
+
+def fail(message: str, code: int) -> None:
+    for line in message.splitlines():
+        typer.echo(f"error: {line}", err=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Turn MedsegError into one clear stderr line and its exit code, without a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except MedsegError as err:
+            fail(str(err), err.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+
+    return wrapper
+
+
+def triple(text: str, kind: type, option: str) -> tuple:
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3 or min(values) <= 0:
+        raise MedsegError(f"{option} {text!r}: expected three positive numbers like 96,96,64")
+    return values
+
+
+def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str]):
+    from medseg.data.sources.discover import from_argument
+
+    if layout not in ("auto", "msd", "nnunet", "list", "pattern"):
+        raise MedsegError(f"--layout {layout!r}: use auto, msd, nnunet, list or pattern")
+    return from_argument(dataset, layout, channels or None, label)
+
+
+DATASET_HELP = "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
+
+
+def lesion_values(text: Optional[str], cfg) -> Optional[tuple[int, ...]]:
+    """--lesion-labels, else the label values a config counts as lesion (any class), else None."""
+    if text:
+        return ints(text, "--lesion-labels")
+    if cfg is None:
+        return None
+    from medseg.config.schema import all_lesion_values
+
+    return all_lesion_values(cfg.data)
+
+
+def ints(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise MedsegError(f"{option} {text!r}: expected integers like 1,2,3,4") from None
+
+
+def rank() -> int:
+
+    return int(os.environ.get("RANK", "0"))
+
+
+def parse_empty_dice(text: str) -> float:
+    if text.strip().lower() not in ("1", "nan"):
+        raise MedsegError(f"--empty-dice {text!r}: use 1 or nan")
+    return float(text)
+
+
+def print_summary(s: dict) -> None:
+    typer.echo(f"{s['cases']} case(s), matching rule '{s['matching']}': dice {s['dice']:.3f}  lesion recall "
+               f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
+               f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})")
+    if s.get("hd95_cases_excluded"):
+        median = "none" if s["hd95_mm_median"] is None else f"{s['hd95_mm_median']:.2f} mm"
+        typer.echo(f"HD95 median {median} over {s['cases'] - s['hd95_cases_excluded']} case(s); {s['hd95_cases_excluded']} case(s) "
+                   "with exactly one empty mask left out (--hd95-empty MM gives them a penalty instead)")
+    if s.get("dice_cases_excluded"):
+        typer.echo(f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both masks empty left out (--empty-dice nan)")
