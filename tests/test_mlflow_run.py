@@ -110,3 +110,11 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     scan = next((out / "data" / "imagesTs").glob("*.nii.gz"))
     masks = loaded.predict([str(scan)])
     assert masks[0].shape == tuple(__import__("nibabel").load(str(scan)).shape)
+
+
+@pytest.mark.slow
+def test_params_and_source_are_filled(demo_run):
+    _, _, run, _ = demo_run
+    assert run.data.params and "None" not in run.data.params.values()
+    assert run.data.params["train.epochs"] == "3" and "tracking.register_model" not in run.data.params
+    assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]

@@ -200,7 +200,7 @@ class ExperimentConfig(Section):
         return self
 
 
-def min_input_multiple(cfg) -> int:
+def min_input_multiple(cfg: ModelConfig) -> int:
     """Spatial sizes must be multiples of this (product of strides) for the UNet."""
     out = 1
     for s in cfg.strides:

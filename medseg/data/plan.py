@@ -28,7 +28,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import yaml
 
-from medseg.config.schema import min_input_multiple
+from medseg.config.schema import ExperimentConfig, ModelConfig, min_input_multiple
 from medseg.data.case import Case
 from medseg.data.sources.common import Dataset
 from medseg.errors import MedsegError
@@ -154,7 +154,7 @@ def patch_size(median_shape: Sequence[float], multiple: int, channels: Sequence[
     return patch
 
 
-def make_plan(fp: dict[str, Any], model_cfg, batch: int, memory_gb: float = 8.0) -> dict[str, Any]:
+def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb: float = 8.0) -> dict[str, Any]:
     """Plan in config terms (``preprocess``/``sampling`` keys) from a fingerprint."""
     spacing = target_spacing(fp)
     median_voxels = [mm / sp for mm, sp in zip(fp["median_shape_mm"], spacing)]
@@ -171,7 +171,7 @@ def make_plan(fp: dict[str, Any], model_cfg, batch: int, memory_gb: float = 8.0)
             "memory_budget_gb": memory_gb}
 
 
-def apply_plan(cfg, plan: dict[str, Any]):
+def apply_plan(cfg: ExperimentConfig, plan: dict[str, Any]) -> ExperimentConfig:
     """The config with every planned key it does not set itself taken from ``plan``."""
     updates = {}
     for section, keys in PLANNED.items():
@@ -183,7 +183,7 @@ def apply_plan(cfg, plan: dict[str, Any]):
     return cfg.model_copy(update=updates)
 
 
-def needs_plan(cfg) -> bool:
+def needs_plan(cfg: ExperimentConfig) -> bool:
     """Whether a config leaves some planned key to the plan."""
     for section, keys in PLANNED.items():
         current = getattr(cfg, section)

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import mlflow.pyfunc
+import numpy as np
 from mlflow.models import ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
-import numpy as np
 
 from medseg import __version__
 from medseg.inference.model import load_model

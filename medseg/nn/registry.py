@@ -9,10 +9,11 @@ from typing import Callable
 from monai.networks.nets import UNet
 from torch import nn
 
+from medseg.config.schema import ModelConfig
 from medseg.errors import MedsegError
 
 
-def _unet(cfg, in_channels: int, out_channels: int) -> nn.Module:
+def _unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     if len(cfg.strides) != len(cfg.channels) - 1:
         raise MedsegError(f"model.strides: needs {len(cfg.channels) - 1} entries for {len(cfg.channels)} channels, got {len(cfg.strides)}")
     return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=cfg.channels,
@@ -22,7 +23,7 @@ def _unet(cfg, in_channels: int, out_channels: int) -> nn.Module:
 MODELS: dict[str, Callable[..., nn.Module]] = {"unet": _unet}
 
 
-def build_model(cfg, in_channels: int = 1, out_channels: int = 1) -> nn.Module:
+def build_model(cfg: ModelConfig, in_channels: int = 1, out_channels: int = 1) -> nn.Module:
     """Build the network named by ``cfg.name`` (a :class:`medseg.config.ModelConfig`).
 
     Raises:

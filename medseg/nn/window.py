@@ -8,6 +8,8 @@ from typing import Sequence
 import torch
 from monai.inferers import SlidingWindowInfererAdapt, sliding_window_inference
 
+from medseg.config.schema import InferenceConfig
+
 MIRRORS = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
 
 
@@ -39,7 +41,7 @@ def use_bf16(device: torch.device, amp: str) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg, roi: Sequence[int],
+def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg: InferenceConfig, roi: Sequence[int],
                          device: torch.device, tta: bool | None = None) -> torch.Tensor:
     """Lesion probabilities of a batch of whole volumes.
 

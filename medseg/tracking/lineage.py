@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
+import torch
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import (
     get_registered_sources,
@@ -18,6 +20,8 @@ from mlflow.data.dataset_source_registry import (
 )
 from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import DatasetInput, InputTag
+
+from medseg.config.schema import ExperimentConfig
 
 
 def git_commit(start: Path | None = None) -> str:
@@ -53,14 +57,19 @@ def _version(name: str) -> str:
         return "not installed"
 
 
-def lineage_tags(cfg, device) -> dict[str, str]:
-    """MLflow tags: git commit, versions of medseg/torch/monai/mlflow, device, dataset hash."""
+def lineage_tags(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:
+    """MLflow tags: git commit, versions of medseg/torch/monai/mlflow, device, dataset hash, and
+    MLflow's own source tags (the command line, the commit) for the run page's Source field."""
+    commit = git_commit()
     return {
-        "git_commit": git_commit(),
+        "git_commit": commit,
         **{f"version.{pkg}": _version(pkg) for pkg in ("medseg", "torch", "monai", "mlflow", "nibabel", "SimpleITK")},
         "device": str(device),
         "dataset_fingerprint": dataset_fingerprint(Path(cfg.data.dataset)),
         "seed": str(cfg.train.seed),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": " ".join(["medseg", *sys.argv[1:]]) if Path(sys.argv[0]).name == "medseg" else sys.argv[0],
+        **({"mlflow.source.git.commit": commit.removesuffix("+dirty")} if commit != "unknown" else {}),
     }
 
 

@@ -7,19 +7,25 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from monai.data import CacheDataset, DataLoader, PersistentDataset, ThreadDataLoader
+from monai.data import (
+    CacheDataset,
+    DataLoader,
+    Dataset,
+    PersistentDataset,
+    ThreadDataLoader,
+)
 from monai.data.utils import json_hashing
 from monai.transforms import Compose
 from torch.utils.data.distributed import DistributedSampler
 
-from medseg.config.schema import lesion_classes
+from medseg.config.schema import ExperimentConfig, lesion_classes
 from medseg.data.case import Case, as_dicts
 from medseg.transforms.augment import augment
 from medseg.transforms.preprocess import preprocess
 from medseg.transforms.sampling import sampling_prep
 
 
-def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]):
+def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]):
     """Training dataset (deterministic part cached, random crops/flips per draw) and validation
     dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
     disk (PersistentDataset, keyed by the case's files and the transforms)."""
@@ -43,7 +49,7 @@ def make_datasets(cfg, train_cases: Sequence[Case], val_cases: Sequence[Case], s
     return train_ds, val_ds
 
 
-def make_loader(cfg, dataset, rank: int = 0, world: int = 1):
+def make_loader(cfg: ExperimentConfig, dataset: Dataset, rank: int = 0, world: int = 1):
     """Training loader; each item yields ``samples_per_volume`` patches, collated flat. Under
     torchrun a ``DistributedSampler`` gives each rank its share of the cases (reshuffled every
     epoch with ``sampler.set_epoch``): the global batch is ``batch_size * samples_per_volume *

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from medseg.config.schema import TrainConfig
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -17,7 +19,7 @@ class Precision:
     channels_last: bool = False
 
 
-def precision_for(train_cfg, device: torch.device) -> Precision:
+def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
     """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
     on CPU (bf16 training on CPU is slower than float32 on most CPUs)."""
     mode = train_cfg.amp

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+from monai.data import Dataset
 
 from medseg.config.schema import ExperimentConfig, all_lesion_values, min_input_multiple
 from medseg.data.case import Case
@@ -76,7 +78,8 @@ def _warn_if_patch_exceeds(cases, patch, spacing) -> None:
               "patches are mostly padding: use a smaller patch_size (or let 'medseg plan' choose it)", file=sys.stderr)
 
 
-def load_datasets(cfg, train_cases, val_cases, spacing):
+def load_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case],
+                  spacing: Sequence[float]) -> tuple[Dataset, Dataset]:
     """Preprocess and cache every case before anything is written; a file that cannot be read
     becomes a MedsegError naming it."""
     try:

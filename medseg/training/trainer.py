@@ -86,7 +86,8 @@ class Trainer:
         config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         if resumed:  # MLflow params cannot change; the extended epochs are in config.yaml and a tag
             return
-        tracker.log_params(flatten(cfg) | {"preprocess.resolved_spacing": str(list(self.prep.spacing)),
+        params = {k: v for k, v in flatten(cfg).items() if v != "None"}  # unset keys: see config.yaml, not a column of None
+        tracker.log_params(params | {"preprocess.resolved_spacing": str(list(self.prep.spacing)),
                                            "data.n_train": str(len(self.train_ds)), "data.n_val": str(len(self.val_ds))})
         tracker.set_tags(lineage_tags(cfg, self.device))
         splits = {"train": [d["case_id"] for d in self.train_ds.data], "val": [d["case_id"] for d in self.val_ds.data]}

@@ -10,8 +10,14 @@ from typing import List, Optional
 
 import typer
 
-from medseg.cli.common import (DATASET_HELP, dataset_argument, ints, lesion_values, triple,
-                               user_errors)
+from medseg.cli.common import (
+    DATASET_HELP,
+    dataset_argument,
+    ints,
+    lesion_values,
+    triple,
+    user_errors,
+)
 
 
 @user_errors

@@ -10,7 +10,14 @@ from typing import List, Optional
 
 import typer
 
-from medseg.cli.common import ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
+from medseg.cli.common import (
+    ints,
+    lesion_values,
+    parse_empty_dice,
+    print_summary,
+    rank,
+    user_errors,
+)
 from medseg.errors import MedsegError
 
 
