@@ -115,3 +115,22 @@ def test_dilation_grows_each_gt_lesion_on_its_own():
         assert found == [[True, True, False]] * 2 + [[True, True, True]] * 2, conn
         assert [match_lesions(p, g, connectivity=conn, dilate=d).found for d in range(4)] == [2, 2, 3, 3]
         assert all(match_lesions(p, g, connectivity=conn, dilate=d).fp == 0 for d in range(4))
+
+
+def test_one_to_one_matching_counts_splits_and_merges_once():
+    """A GT lesion split into two predictions, and one prediction covering two GT lesions:
+    many-to-one credits every touching lesion; one-to-one (Hungarian on IoU) keeps one partner
+    each, so the extra fragment is a false positive and the merged GT lesion a miss."""
+    from medseg.evaluation.matching import match_lesions
+
+    g = np.zeros((30, 30, 10), bool)
+    p = np.zeros_like(g)
+    g[2:10, 2:6, 2:6] = True                          # split: predicted as two pieces
+    p[2:5, 2:6, 2:6] = p[6:10, 2:6, 2:6] = True
+    g[15:18, 15:18, 2:6] = g[15:18, 21:24, 2:6] = True  # merge: one prediction over both
+    p[15:18, 15:24, 2:6] = True
+    many = match_lesions(p, g)
+    one = match_lesions(p, g, one_to_one=True)
+    assert (many.n_ref, many.n_pred, many.found, many.tp_pred) == (3, 3, 3, 3)
+    assert (one.n_ref, one.n_pred, one.found, one.tp_pred) == (3, 3, 2, 2)
+    assert match_lesions(p, g, "iou", 0.3, one_to_one=True).found == 2

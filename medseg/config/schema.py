@@ -143,6 +143,7 @@ class EvalConfig(Section):
     matching: Literal["overlap", "iou", "dsc"] = Field("overlap", description="Lesion matching rule.")
     match_threshold: Optional[float] = Field(None, ge=0, le=1, description="iou/dsc threshold; null = 0.5 (iou), 0.1 (dsc).")
     connectivity: Literal[6, 18, 26] = Field(26, description="Voxel connectivity of a lesion.")
+    one_to_one: bool = Field(False, description="Match each lesion to at most one lesion (Hungarian on IoU, as panoptica and picai_eval) instead of many-to-one.")
 
 
 class TrackingConfig(Section):

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
 
 from medseg.lesions import label_lesions, structure
 
@@ -81,12 +82,27 @@ def dilated_overlaps(p_lab: np.ndarray, n_p: int, r_lab: np.ndarray, n_r: int, d
     return inter
 
 
+def assign_one_to_one(matched: np.ndarray, iou: np.ndarray) -> np.ndarray:
+    """Keep at most one partner per lesion: the assignment of highest total IoU among the
+    allowed pairs (Hungarian algorithm, scipy's ``linear_sum_assignment``, as panoptica and
+    picai_eval match instances). ``matched`` and ``iou``: (n_ref, n_pred)."""
+    if not matched.any():
+        return matched
+    rows, cols = linear_sum_assignment(np.where(matched, iou, 0.0), maximize=True)
+    out = np.zeros_like(matched)
+    keep = matched[rows, cols]
+    out[rows[keep], cols[keep]] = True
+    return out
+
+
 def _matches(pred: np.ndarray, ref: np.ndarray, rule: str, threshold: float | None, connectivity: int,
-             dilate: int = 0, min_voxels: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(matched bool (n_ref, n_pred), GT lesion sizes (n_ref,), predicted lesion sizes (n_pred,)).
 
-    ``dilate``: GT lesions grown by this many voxels before the overlap test (overlap rule only);
-    ``min_voxels``: GT and predicted lesions smaller than this are left out (BraTS 2023 rule).
+    ``dilate``: each GT lesion grown by this many voxels before the overlap test (overlap rule);
+    ``min_voxels``: GT and predicted lesions smaller than this are left out; ``one_to_one``: a
+    lesion matches at most one lesion of the other mask (:func:`assign_one_to_one`), instead of
+    many-to-one both ways.
     """
     p_lab, n_p = label_lesions(pred, connectivity)
     r_lab, n_r = label_lesions(ref, connectivity)
@@ -101,31 +117,33 @@ def _matches(pred: np.ndarray, ref: np.ndarray, rule: str, threshold: float | No
         both = (p_lab > 0) & (r_lab > 0)
         pair = r_lab[both].astype(np.int64) * (n_p + 1) + p_lab[both]
         inter = np.bincount(pair, minlength=(n_r + 1) * (n_p + 1)).reshape(n_r + 1, n_p + 1)[1:, 1:]
+    rs, ps = r_size[:, None], p_size[None, :]
+    iou = inter / np.maximum(rs + ps - inter, 1)
     if rule == "overlap":
         matched = inter > 0
     else:
         t = DEFAULT_THRESHOLDS[rule] if threshold is None else threshold
-        rs, ps = r_size[:, None], p_size[None, :]
-        score = inter / (rs + ps - inter) if rule == "iou" else 2 * inter / (rs + ps)
+        score = iou if rule == "iou" else 2 * inter / (rs + ps)
         matched = (score >= t) & (inter > 0)
-    return matched[keep_r][:, keep_p], r_size[keep_r], p_size[keep_p]
+    matched, iou = matched[keep_r][:, keep_p], iou[keep_r][:, keep_p]
+    return (assign_one_to_one(matched, iou) if one_to_one else matched), r_size[keep_r], p_size[keep_p]
 
 
 def match_lesions(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                  connectivity: int = 26, dilate: int = 0, min_voxels: int = 0) -> LesionCounts:
+                  connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> LesionCounts:
     """Count lesion matches between binary masks ``pred`` and ``ref`` (X, Y, Z) under ``rule``."""
-    matched, r_size, p_size = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels)
+    matched, r_size, p_size = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)
     return LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
 
 
 def gt_lesion_hits(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                   connectivity: int = 26, dilate: int = 0, min_voxels: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                   connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per GT lesion: (size in voxels (n_ref,), found bool (n_ref,)) — for recall by size."""
-    matched, r_size, _ = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels)
+    matched, r_size, _ = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)
     return r_size, matched.any(1)
 
 
 def lesion_pairs(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                 connectivity: int = 26, dilate: int = 0, min_voxels: int = 0):
+                 connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False):
     """The full match: (matched (n_ref, n_pred) bool, GT sizes, predicted sizes) in label order."""
-    return _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels)
+    return _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)

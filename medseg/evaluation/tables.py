@@ -36,7 +36,8 @@ class EvalOptions:
     lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
     empty_dice: float = 1.0  # Dice when prediction and reference are both empty: 1.0, or NaN (case left out, counted)
-    hd95_one_empty: float = float("nan")  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
+    hd95_one_empty: float = float("nan")
+    one_to_one: bool = False  # Hungarian one-to-one matching (panoptica, picai_eval) instead of many-to-one  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
 
 
 def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
@@ -46,7 +47,7 @@ def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     min_voxels = max(opts.min_voxels, int(np.ceil(opts.min_mm3 / voxel - 1e-9)))
     matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
-                                           opts.dilate, min_voxels)
+                                           opts.dilate, min_voxels, opts.one_to_one)
     counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
     hd = hd95(pred, ref, spacing, opts.hd95_one_empty) if with_hd95 else float("nan")
     row = {"case": name, "dice": dice(pred, ref, opts.empty_dice), "hd95_mm": hd,

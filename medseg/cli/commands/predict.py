@@ -75,6 +75,7 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels."),
              min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3."),
              empty_dice: str = typer.Option("1", "--empty-dice", help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and counted)."),
+             one_to_one: bool = typer.Option(False, "--one-to-one", help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one."),
              hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
              lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
              split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
@@ -101,7 +102,7 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
     failed = []
     for suffix, values in classes:
         opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values,
-                           empty_dice=parse_empty_dice(empty_dice), hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
+                           empty_dice=parse_empty_dice(empty_dice), one_to_one=one_to_one, hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
         target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
         if suffix:
             typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
