@@ -83,7 +83,7 @@ def test_tune_logs_a_child_run(demo_run):
 
 
 @pytest.mark.slow
-def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkeypatch, tmp_path):
+def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkeypatch):
     import pickle
 
     import cloudpickle
@@ -103,8 +103,8 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     monkeypatch.setattr(cloudpickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client.tracking_uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # undone after the test (mlflow.set_tracking_uri is not)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", client.tracking_uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     assert str(loaded.metadata.signature.inputs) == "[string (required)]"
     scan = next((out / "data" / "imagesTs").glob("*.nii.gz"))
@@ -118,3 +118,16 @@ def test_params_and_source_are_filled(demo_run):
     assert run.data.params and "None" not in run.data.params.values()
     assert run.data.params["train.epochs"] == "3" and "tracking.register_model" not in run.data.params
     assert run.data.tags["mlflow.source.type"] == "LOCAL" and run.data.tags["mlflow.source.name"]
+
+
+@pytest.mark.slow
+def test_fetching_a_model_leaves_the_tracking_uri_alone(demo_run, tmp_path, monkeypatch):
+    """predict runs:/... must not export the model's store as MLFLOW_TRACKING_URI to later runs."""
+    import os
+
+    from medseg.tracking.registry import fetch_model
+
+    result, client, _, _ = demo_run
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert fetch_model(f"runs:/{result.run_id}/model", client.tracking_uri, tmp_path).name == "best.pt"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
