@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/loss_ablation.py --out /tmp/ablation [--losses dice focal bce_dice focal_dice]
         [--cases 40 --test-cases 16 --seed 0] [--set train.epochs=40 ...]
 
-Trains with configs/demo.yaml (each run logged to MLflow in OUT/runs/mlflow.db), predicts the
+Trains with configs/demo.yaml (each run logged to MLflow in OUT/runs/mlflow.db as a child of one
+`loss-ablation` parent run, which gets the table's figures as metrics), predicts the
 held-back synthetic cases on their own grids, and prints a Markdown table: Dice, lesion recall
 overall, for small lesions (< 100 mm^3) and for 100-1000 mm^3, precision and FP per scan.
 """
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 import nibabel as nib
+from mlflow.tracking import MlflowClient
 import numpy as np
 
 from medseg.config.load import load_config
@@ -25,6 +27,7 @@ from medseg.data.sources.discover import find_cases
 from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
 from medseg.evaluation.metrics import dice
 from medseg.data.synthetic import write_dataset
+from medseg.tracking.tracker import parent_run, resolve_uri
 from medseg.training.run import train
 
 BINS = {"small (<100 mm3)": (0, 100), "medium (100-1000 mm3)": (100, 1000), "large (>1000 mm3)": (1000, np.inf)}
@@ -67,9 +70,13 @@ def main() -> None:
     if not (data / "dataset.json").exists():
         write_dataset(data, args.cases, seed=args.seed, test_cases=args.test_cases)
     rows = {}
+    (args.out / "runs").mkdir(parents=True, exist_ok=True)
+    uri = resolve_uri(None, args.out / "runs")
+    parent = parent_run(uri, "loss-ablation", f"loss-ablation-s{args.seed}", args.out / "runs")  # one parent, a child run per loss
     for name in args.losses:
         cfg = load_config(DEMO_CONFIG, [f"data.dataset={data}", f"train.output_dir={args.out / 'runs'}",
-                                        f"loss.name={name}", "tracking.experiment=loss-ablation", *args.overrides])
+                                        f"loss.name={name}", "tracking.experiment=loss-ablation",
+                                        f"tracking.parent_run_id={parent}", *args.overrides])
         result = train(cfg, progress=False)
         rows[name] = evaluate_run(result.best_path, data) | {"run_id": result.run_id}
         print(name, json.dumps(rows[name]), flush=True)
@@ -78,6 +85,11 @@ def main() -> None:
     print("|---" * (len(cols) + 1) + "|")
     for name, row in rows.items():
         print(f"| {name} | " + " | ".join(f"{row[c]:.3f}" for c in cols) + " |")
+    client = MlflowClient(uri)
+    for name, row in rows.items():
+        for col in cols:
+            client.log_metric(parent, f"{name}.{col.replace(' ', '_').replace('(', '').replace(')', '').replace('<', 'lt').replace('>', 'gt')}", float(row[col]))
+    client.set_terminated(parent)
     first = next(iter(rows.values()))
     print("\nheld-back lesions per bin: " + ", ".join(f"{b}: {first[f'n {b}']}" for b in BINS)
           + f"; total {first['gt_lesions']}; matching rule: overlap")

@@ -131,3 +131,19 @@ def test_fetching_a_model_leaves_the_tracking_uri_alone(demo_run, tmp_path, monk
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert fetch_model(f"runs:/{result.run_id}/model", client.tracking_uri, tmp_path).name == "best.pt"
     assert "MLFLOW_TRACKING_URI" not in os.environ
+
+
+@pytest.mark.slow
+def test_a_run_nests_under_a_parent(demo_run, tmp_path):
+    from medseg.config.load import load_config
+    from medseg.demo import DEMO_CONFIG
+    from medseg.tracking.tracker import parent_run
+    from medseg.training.run import train
+
+    _, client, _, out = demo_run
+    parent = parent_run(client.tracking_uri, "ablation", "loss-ablation-s0", out / "runs")
+    cfg = load_config(DEMO_CONFIG, [f"data.dataset={out / 'data'}", f"train.output_dir={out / 'runs'}", *TINY, "train.epochs=1",
+                                    "tracking.experiment=ablation", f"tracking.parent_run_id={parent}"])
+    child = client.get_run(train(cfg, progress=False).run_id)
+    assert child.data.tags["mlflow.parentRunId"] == parent
+    assert child.info.artifact_uri.startswith((out / "runs" / "mlartifacts").resolve().as_uri())

@@ -154,6 +154,7 @@ class TrackingConfig(Section):
     experiment: str = Field("medseg", description="Experiment name.")
     register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
     run_name: Optional[str] = Field(None, description="MLflow run name; null = <network>-<loss>-<sampling>-s<seed> (e.g. unet-focal_dice-lesion-s0).")
+    parent_run_id: Optional[str] = Field(None, description="Nest this run under that MLflow run (an ablation's or a cross-validation's parent run).")
 
 
 def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ...]]]]:

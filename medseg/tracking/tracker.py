@@ -83,7 +83,7 @@ class MlflowTracker:
     """One MLflow run, driven through ``MlflowClient``."""
 
     def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None,
-                 display_name: str | None = None) -> None:
+                 display_name: str | None = None, parent_run_id: str | None = None) -> None:
         # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -96,13 +96,9 @@ class MlflowTracker:
             self._reopen(resume_run_id)
             return
         try:
-            exp = self.client.get_experiment_by_name(experiment)
-            if exp is None:
-                location = (output_dir / "mlartifacts").resolve().as_uri() if uri.startswith("sqlite:") else None
-                exp_id = self.client.create_experiment(experiment, artifact_location=location)
-            else:
-                exp_id = exp.experiment_id
-            self.run_id: str | None = self.client.create_run(exp_id, run_name=display_name or run_name).info.run_id
+            exp_id = ensure_experiment(self.client, experiment, output_dir)
+            tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
+            self.run_id: str | None = self.client.create_run(exp_id, run_name=display_name or run_name, tags=tags).info.run_id
         except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors
             raise MedsegError(f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}); start the server, "
                               "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
@@ -242,6 +238,23 @@ def mlflow_executable() -> str:
     return str(beside) if beside.exists() and shutil.which("mlflow") != str(beside) else "mlflow"
 
 
+def ensure_experiment(client: MlflowClient, experiment: str, output_dir: Path) -> str:
+    """The id of ``experiment``, created when missing (a SQLite store keeps its artifacts in
+    ``output_dir/mlartifacts``, not in the working directory)."""
+    exp = client.get_experiment_by_name(experiment)
+    if exp is not None:
+        return exp.experiment_id
+    location = (output_dir / "mlartifacts").resolve().as_uri() if client.tracking_uri.startswith("sqlite:") else None
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def parent_run(uri: str, experiment: str, name: str, output_dir: Path) -> str:
+    """A new run to nest others under (``tracking.parent_run_id``), in ``experiment``; the caller
+    ends it with ``MlflowClient(uri).set_terminated``."""
+    client = MlflowClient(uri)
+    return client.create_run(ensure_experiment(client, experiment, output_dir), run_name=name).info.run_id
+
+
 def child_run(client: MlflowClient, parent_id: str, name: str, tags: dict[str, str] | None = None) -> str:
     """A new run nested under ``parent_id`` (same experiment, ``mlflow.parentRunId`` tag): the
     UI shows it folded under its parent (``medseg tune``, cross-validation folds)."""
@@ -267,4 +280,4 @@ def make_tracker(cfg: TrackingConfig, output_dir: Path, run_name: str, resume_ru
     if not cfg.enabled:
         return NullTracker()
     return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id,
-                         display_name)
+                         display_name, cfg.parent_run_id)
