@@ -1,0 +1,3 @@
+"""Stage: evaluation. Lesion matching (``matching``), Dice and HD95 (``metrics``), per-case and
+per-lesion tables (``tables``), FROC (``froc``), folders of masks (``evaluate``).
+"""

@@ -1,0 +1,2 @@
+"""Stage: networks. The network registry, sliding-window inference, the typed checkpoint, losses.
+"""

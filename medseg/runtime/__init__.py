@@ -1,0 +1,2 @@
+"""Runtime: the torch device and torchrun process groups.
+"""

@@ -1,0 +1,3 @@
+"""Stage: pictures. Training curve and FROC (``plots``), worst-case overlays (``overlays``),
+``medseg show`` (``show``).
+"""

@@ -1,0 +1,3 @@
+"""Dataset layouts -> :class:`medseg.data.sources.common.Dataset`: MSD, nnU-Net, case lists,
+glob patterns; ``discover`` tells them apart.
+"""
