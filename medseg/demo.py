@@ -48,7 +48,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     print("[4/4] evaluating against labelsTs")
-    opts = EvalOptions(cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity, one_to_one=cfg.eval.one_to_one)
+    opts = EvalOptions(cfg.eval)
     summary, _, errors = evaluate_dirs(out / "pred", data / "labelsTs", out / "eval.csv", opts)
     for line in errors:
         print(f"error: {line}")

@@ -115,7 +115,7 @@ def _froc(scans: list, opts: EvalOptions, out_csv: Path | str | None) -> dict | 
     if not scans or any(s is None for s in scans):
         return None
 
-    result = froc(scans, connectivity=opts.connectivity)
+    result = froc(scans, connectivity=opts.rule.connectivity)
     if out_csv is not None:
         out = Path(out_csv)
         out.parent.mkdir(parents=True, exist_ok=True)

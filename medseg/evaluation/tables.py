@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 import numpy as np
 
+from medseg.config.schema import EvalConfig
 from medseg.evaluation.matching import LesionCounts, lesion_pairs
 from medseg.evaluation.metrics import dice, hd95
 from medseg.io.geometry import voxel_volume
@@ -25,19 +26,23 @@ def size_bin_names(edges: Sequence[float] = SIZE_BINS_MM3) -> list[tuple[str, fl
 
 @dataclass(frozen=True)
 class EvalOptions:
-    """Matching rule and its parameters (named in every report)."""
+    """How ``medseg evaluate`` compares masks: the matching rule of the experiment config
+    (``rule``, the ``eval`` section: matching, threshold, connectivity, one-to-one) plus what only
+    an evaluation chooses (named in every report)."""
 
-    matching: str = "overlap"
-    match_threshold: float | None = None
-    connectivity: int = 26
-    dilate: int = 0
+    rule: EvalConfig = EvalConfig()
+    dilate: int = 0  # each GT lesion grown by N voxels before the overlap test
     min_voxels: int = 0
     min_mm3: float = 0.0  # alternative to min_voxels, converted per scan with its voxel volume
     lesion_labels: tuple[int, ...] | None = None  # reference label values that are lesion; None = every non-zero value
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
     empty_dice: float = 1.0  # Dice when prediction and reference are both empty: 1.0, or NaN (case left out, counted)
-    hd95_one_empty: float = float("nan")
-    one_to_one: bool = False  # Hungarian one-to-one matching (panoptica, picai_eval) instead of many-to-one  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
+    hd95_one_empty: float = float("nan")  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
+
+    def describe(self) -> dict[str, Any]:
+        """Every setting as JSON values (NaN as null)."""
+        extras = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "rule"}
+        return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in {**self.rule.model_dump(), **extras}.items()}
 
 
 def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
@@ -46,8 +51,9 @@ def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str
     voxel = voxel_volume(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     min_voxels = max(opts.min_voxels, int(np.ceil(opts.min_mm3 / voxel - 1e-9)))
-    matched, r_size, p_size = lesion_pairs(pred, ref, opts.matching, opts.match_threshold, opts.connectivity,
-                                           opts.dilate, min_voxels, opts.one_to_one)
+    rule = opts.rule
+    matched, r_size, p_size = lesion_pairs(pred, ref, rule.matching, rule.match_threshold, rule.connectivity,
+                                           opts.dilate, min_voxels, rule.one_to_one)
     counts = LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
     hd = hd95(pred, ref, spacing, opts.hd95_one_empty) if with_hd95 else float("nan")
     row = {"case": name, "dice": dice(pred, ref, opts.empty_dice), "hd95_mm": hd,
@@ -71,8 +77,7 @@ def summarize(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: 
     empty = [r for r in rows if r["gt_lesions"] == 0]
     hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
     dices = [r["dice"] for r in rows if np.isfinite(r["dice"])]
-    rule = {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in asdict(opts).items()}  # JSON has no NaN
-    return {"cases": len(rows), "rule": rule, "matching": opts.matching,
+    return {"cases": len(rows), "rule": opts.describe(), "matching": opts.rule.matching,
             "dice": float(np.mean(dices)) if dices else float("nan"), "dice_cases_excluded": len(rows) - len(dices),
             "hd95_mm_median": float(np.median(hd)) if hd else None, "hd95_cases_excluded": len(rows) - len(hd),
             **total.summary(),

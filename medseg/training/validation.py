@@ -78,7 +78,7 @@ def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentCon
     roi = cfg.inference.roi_size or cfg.sampling.patch_size
     voxel_mm3 = float(np.prod(spacing))
     affine = np.diag([*spacing, 1.0])
-    opts = EvalOptions(cfg.eval.matching, cfg.eval.match_threshold, cfg.eval.connectivity, one_to_one=cfg.eval.one_to_one)
+    opts = EvalOptions(cfg.eval)
     result, scored = Validation({}, spacing=tuple(float(s) for s in spacing)), []
     counts = {n: LesionCounts(scans=0) for n in names}
     rows: dict[str, list[dict]] = {n: [] for n in names}

@@ -81,6 +81,9 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
+    from pydantic import ValidationError
+
+    from medseg.config.schema import EvalConfig
     from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
@@ -99,10 +102,14 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
             classes = [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
         else:
             classes = [("", lesion_values(lesion_labels, cfg))]
+    try:
+        rule = EvalConfig(matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one)
+    except ValidationError as err:
+        raise MedsegError(f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)") from None
     failed = []
     for suffix, values in classes:
-        opts = EvalOptions(matching, match_threshold, connectivity, dilate, min_voxels, min_mm3, lesion_labels=values,
-                           empty_dice=parse_empty_dice(empty_dice), one_to_one=one_to_one, hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
+        opts = EvalOptions(rule, dilate, min_voxels, min_mm3, values, empty_dice=parse_empty_dice(empty_dice),
+                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
         target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
         if suffix:
             typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
