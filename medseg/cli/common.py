@@ -93,3 +93,21 @@ def print_summary(s: dict) -> None:
                    "with exactly one empty mask left out (--hd95-empty MM gives them a penalty instead)")
     if s.get("dice_cases_excluded"):
         typer.echo(f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both masks empty left out (--empty-dice nan)")
+
+
+def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int, one_to_one: bool):
+    """The ``eval`` config section from ``medseg evaluate``'s options (an ``EvalConfig``).
+
+    Raises:
+        MedsegError: an unknown rule or connectivity, or a threshold outside [0, 1].
+    """
+    from pydantic import ValidationError
+
+    from medseg.config.schema import EvalConfig
+
+    if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
+        raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
+    try:
+        return EvalConfig(matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one)
+    except ValidationError as err:
+        raise MedsegError(f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)") from None

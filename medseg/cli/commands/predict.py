@@ -10,14 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from medseg.cli.common import (
-    ints,
-    lesion_values,
-    parse_empty_dice,
-    print_summary,
-    rank,
-    user_errors,
-)
+from medseg.cli.common import eval_rule, ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
 from medseg.errors import MedsegError
 
 
@@ -81,14 +74,10 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
-    from pydantic import ValidationError
-
-    from medseg.config.schema import EvalConfig
     from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
-    if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
-        raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
+    rule = eval_rule(matching, match_threshold, connectivity, one_to_one)
     cases, wanted = None, ints(lesion_labels, "--lesion-labels") if lesion_labels else None
     classes = [("", wanted)]  # (prediction suffix, reference label values)
     ref_path = Path(ref_dir)
@@ -102,10 +91,6 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
             classes = [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
         else:
             classes = [("", lesion_values(lesion_labels, cfg))]
-    try:
-        rule = EvalConfig(matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one)
-    except ValidationError as err:
-        raise MedsegError(f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)") from None
     failed = []
     for suffix, values in classes:
         opts = EvalOptions(rule, dilate, min_voxels, min_mm3, values, empty_dice=parse_empty_dice(empty_dice),
