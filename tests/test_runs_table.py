@@ -46,6 +46,9 @@ def test_runs_table_sorts_by_each_column(tmp_path):
 
 def test_runs_errors_are_one_line(tmp_path):
     uri = make_store(tmp_path)
+    missing = tmp_path / "none" / "mlflow.db"
+    res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", f"sqlite:///{missing}"], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0 and "no MLflow store" in res.stderr and not missing.parent.exists()
     for args, words in ((["--experiment", "nope"], "nope"), (["--sort", "speed"], "--sort")):
         res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, *args], capture_output=True, text=True, timeout=120)
         assert res.returncode != 0 and res.stderr.startswith("error:") and words in res.stderr and "Traceback" not in res.stderr

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 from mlflow.entities import Run
@@ -38,6 +39,9 @@ def run_rows(uri: str, experiment: str, limit: int = 20) -> list[dict[str, Any]]
     Raises:
         MedsegError: unreachable store or unknown experiment.
     """
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create an empty store
+        raise MedsegError(f"{uri}: no MLflow store there; pass --tracking-uri (e.g. sqlite:///runs/mlflow.db under train.output_dir) "
+                          "or set MLFLOW_TRACKING_URI")
     try:
         client = MlflowClient(uri)
         exp = client.get_experiment_by_name(experiment)
