@@ -85,7 +85,7 @@ class ModelConfig(Section):
 class LossConfig(Section):
     """Loss by name (see :mod:`medseg.nn.losses`); options not used by a loss are ignored by it."""
 
-    name: str = Field("focal_dice", description="focal_dice, dice, focal, bce_dice.")
+    name: str = Field("focal_dice", description="focal_dice, focal_dice_blob, dice, focal, bce_dice (= ce_dice).")
     gamma: float = Field(2.0, ge=0, description="Focal exponent.")
     alpha: Optional[float] = Field(0.25, ge=0, le=1, description="Focal weight of positives; null = none.")
     w_focal: float = Field(1.0, ge=0, description="Weight of the focal (or BCE) term.")
@@ -94,6 +94,15 @@ class LossConfig(Section):
     smooth_nr: float = Field(0.0, ge=0, description="Dice numerator smoothing.")
     smooth_dr: float = Field(1e-5, gt=0, description="Dice denominator smoothing.")
     squared_pred: bool = Field(False, description="Squared terms in the Dice denominator.")
+    blob_weight: float = Field(0.0, ge=0, description="Weight of the per-lesion (blob) term added to the loss; focal_dice_blob with 0 uses 1.")
+
+
+def blob_weight(loss: LossConfig) -> float:
+    """Weight of the per-lesion term (0 = none): ``loss.blob_weight``, or 1 for ``focal_dice_blob``
+    when it is not set."""
+    if loss.name == "focal_dice_blob" and not loss.blob_weight:
+        return 1.0
+    return loss.blob_weight
 
 
 class OptimConfig(Section):

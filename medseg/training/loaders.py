@@ -18,7 +18,7 @@ from monai.data.utils import json_hashing
 from monai.transforms import Compose
 from torch.utils.data.distributed import DistributedSampler
 
-from medseg.config.schema import ExperimentConfig, lesion_classes
+from medseg.config.schema import ExperimentConfig, blob_weight, lesion_classes
 from medseg.data.case import Case, as_dicts
 from medseg.transforms.augment import augment
 from medseg.transforms.preprocess import preprocess
@@ -34,9 +34,10 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
     pre = preprocess(spacing, p.normalize, lesion_classes=None if classes[0] is None else classes, ct_stats=p.ct_stats,
                      background=p.background)
     s = cfg.sampling
-    train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy)
+    instances = blob_weight(cfg.loss) > 0  # the blob loss scores each lesion of the patch
+    train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy, instances)
                        + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,
-                               s.intensity_prob))
+                               s.intensity_prob, instances))
     train_tf.set_random_state(seed=cfg.train.seed)
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)

@@ -41,7 +41,7 @@ class StepContext:
     """Everything one optimisation step uses."""
 
     model: torch.nn.Module
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    loss_fn: Callable[..., torch.Tensor]  # (logits, label) or, with needs_instances, (logits, label, instances)
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
@@ -76,7 +76,8 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
     """Forward, loss and (unless the guard skips a non-finite loss) backward and update.
 
     Args:
-        batch: ``image`` (B, C_in, X, Y, Z) and ``label`` (B, C, X, Y, Z).
+        batch: ``image`` (B, C_in, X, Y, Z), ``label`` (B, C, X, Y, Z) and, for the blob loss,
+            ``instances`` (B, 1, X, Y, Z) lesion ids.
 
     Returns:
         (loss value, whether the step was applied).
@@ -89,7 +90,11 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
     dtype = ctx.precision.dtype
     with torch.autocast(ctx.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = ctx.model(x)
-    loss = ctx.loss_fn(logits.float(), y)
+    if getattr(ctx.loss_fn, "needs_instances", False):  # the blob loss: lesion ids of the patch
+        instances = plain_tensor(batch["instances"]).to(ctx.device, non_blocking=True)
+        loss = ctx.loss_fn(logits.float(), y, instances)
+    else:
+        loss = ctx.loss_fn(logits.float(), y)
     value = float(loss.detach())
     applied = ctx.guard is None or ctx.guard.ok(value, where)
     if applied:

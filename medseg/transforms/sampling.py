@@ -16,12 +16,30 @@ from __future__ import annotations
 from typing import Hashable, Sequence
 
 import numpy as np
+import torch
 from monai.transforms import MapTransform, Randomizable, SpatialCrop, SpatialPadd
 from monai.transforms.utils import correct_crop_centers
 
 from medseg.lesions import label_lesions
 
 INDEX_KEY = "lesion_voxels"
+INSTANCE_KEY = "instances"
+
+
+class LesionInstancesd(MapTransform):
+    """Add ``instances``: (1, X, Y, Z) int32 lesion ids of ``label`` (C, X, Y, Z), 0 = background,
+    a lesion being a component of the union of the channels. Deterministic, so cached with the
+    volume; the random crops and flips then move it with the label (the blob loss's input)."""
+
+    def __init__(self, label_key: str = "label", connectivity: int = 26) -> None:
+        super().__init__([label_key])
+        self.label_key, self.connectivity = label_key, connectivity
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        labels, _ = label_lesions(np.asarray(d[self.label_key]).any(0), self.connectivity)
+        d[INSTANCE_KEY] = torch.as_tensor(labels[None])
+        return d
 
 
 class LesionIndicesd(MapTransform):
@@ -95,8 +113,10 @@ class RandLesionCropd(Randomizable, MapTransform):
         return out
 
 
-def sampling_prep(patch_size: Sequence[int], strategy: str) -> list:
-    """Deterministic, cacheable part of patch sampling: pad to the patch size and, for the
-    lesion-balanced strategy, list each lesion's voxels."""
-    steps = [SpatialPadd(["image", "label"], spatial_size=tuple(patch_size))]
+def sampling_prep(patch_size: Sequence[int], strategy: str, instances: bool = False) -> list:
+    """Deterministic, cacheable part of patch sampling: with ``instances`` the lesion id map
+    (:class:`LesionInstancesd`), pad to the patch size and, for the lesion-balanced strategy, list
+    each lesion's voxels."""
+    keys = ["image", "label"] + ([INSTANCE_KEY] if instances else [])
+    steps = ([LesionInstancesd("label")] if instances else []) + [SpatialPadd(keys, spatial_size=tuple(patch_size))]
     return steps + ([LesionIndicesd("label")] if strategy == "lesion" else [])
