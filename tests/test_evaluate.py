@@ -55,13 +55,14 @@ def test_froc_from_saved_probability_maps(tmp_path):
     prob[2:6, 2:6, 2:4] = 0.9
     prob[12:14, 12:14, 5] = 0.3   # found only at low confidence
     prob[16:18, 2:4, 7] = 0.6     # a false positive in between
+    ref[2:4, 16:18, 8] = 1        # a lesion nobody predicts
     ref_path = save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
     save_like((prob >= 0.5).astype(np.uint8), ref_path, tmp_path / "pred" / "a.nii.gz")
     save_like(np.rint(prob * 255).astype(np.uint8), ref_path, tmp_path / "pred" / "a_prob.nii.gz", scale=1 / 255)
     summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out" / "ev.csv")
     assert errors == [] and [r["case"] for r in rows] == ["a"]
     froc = summary["froc"]["recall_at_fp_per_scan"]
-    assert froc[0.125] == 0.5 and froc[1.0] == 1.0
+    assert froc[0.125] == pytest.approx(1 / 3) and froc[1.0] == pytest.approx(2 / 3)
     assert (tmp_path / "out" / "ev_froc.png").exists()
 
 

@@ -28,10 +28,14 @@ def test_sweep_and_choose():
 
 
 def test_froc_by_hand(tmp_path):
-    result = froc(scans(), floor=0.1)
-    # confidences 0.9 (TP), 0.6 (FP), 0.35 (TP); 2 scans
-    assert result["recall_at"][0.125] == 0.5   # only the 0.9 lesion without any FP
-    assert result["recall_at"][0.5] == 1.0     # one FP over two scans = 0.5 per scan
-    assert result["cpm"] == pytest.approx((0.5 + 0.5 + 1 + 1 + 1 + 1 + 1) / 7)
+    base = scans()
+    ref = base[0].ref.copy()
+    ref[8:10, 16:18, 16:18] = True  # a third lesion nobody predicts
+    result = froc([Scan(base[0].prob, ref, 1.0), base[1]])
+    # candidates (one per peak): 0.9 (TP), 0.6 (FP), 0.35 (TP); the missed lesion enters with
+    # confidence 0 and, as in picai_eval, the lowest threshold is extended to infinite FP
+    assert result["recall_at"][0.125] == pytest.approx(1 / 3)   # only the 0.9 lesion without any FP
+    assert result["recall_at"][0.5] == pytest.approx(2 / 3)     # one FP over two scans = 0.5 per scan
+    assert result["cpm"] == pytest.approx((1 / 3 + 1 / 3 + 2 / 3 * 5) / 7)
     plot_froc(result, tmp_path / "froc.png")
     assert (tmp_path / "froc.png").stat().st_size > 1000

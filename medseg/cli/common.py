@@ -83,8 +83,28 @@ def parse_empty_dice(text: str) -> float:
     return float(text)
 
 
+def check_protocol(protocol: str, rule_options_set: bool) -> None:
+    """``--protocol``: a known name, and not combined with matching options it fixes itself.
+
+    Raises:
+        MedsegError: unknown protocol, or --dilate/--min-*/--one-to-one/--matching given with a BraTS protocol.
+    """
+    from medseg.evaluation.brats import PROTOCOLS
+
+    if protocol != "medseg" and protocol not in PROTOCOLS:
+        raise MedsegError(f"--protocol {protocol!r}: use medseg or one of {', '.join(PROTOCOLS)}")
+    if protocol != "medseg" and rule_options_set:
+        raise MedsegError(f"--protocol {protocol} fixes the matching (dilation, minimum size, many-to-one); drop --matching/--dilate/--min-voxels/--min-mm3/--one-to-one")
+
+
 def print_summary(s: dict) -> None:
-    typer.echo(f"{s['cases']} case(s), matching rule '{s['matching']}': dice {s['dice']:.3f}  lesion recall "
+    if "lesionwise_dice" in s:
+        ps = s["protocol_settings"]
+        typer.echo(f"protocol {s['protocol']}: lesion-wise dice {s['lesionwise_dice']:.3f}  lesion-wise HD95 "
+                   f"{s['lesionwise_hd95_mm']:.2f} mm  (GT merged by {ps['structure']} dilation {ps['dilation_voxels']}, "
+                   f"GT lesions > {ps['gt_min_mm3']:g} mm3 scored, misses and FPs scored 0 / {ps['hd95_penalty_mm']:g} mm)")
+    rule = f"protocol {s['protocol']}" if "lesionwise_dice" in s else f"matching rule '{s['matching']}'"
+    typer.echo(f"{s['cases']} case(s), {rule}: dice {s['dice']:.3f}  lesion recall "
                f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
                f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})")
     if s.get("hd95_cases_excluded"):

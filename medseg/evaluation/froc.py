@@ -1,15 +1,42 @@
-"""FROC from probability maps.
+"""FROC from probability maps, with picai_eval's candidates and matching.
+
+* Candidates: one per local peak of the probability map, by PI-CAI's dynamic extraction
+  (``report_guided_annotation.extract_lesion_candidates``, the function picai_eval documents for
+  turning softmax maps into detection maps): take the highest remaining probability ``m``, the
+  component of ``p >= m / 2.5`` around it is a candidate with confidence ``m``, remove it, repeat
+  (candidates touching an earlier one are dropped). So a blob of confident false positives that
+  merges into one region touching a lesion still gives one candidate per peak.
+* A candidate hits a GT lesion when their IoU (or Dice) reaches ``min_overlap`` (0.1, picai's
+  default). Candidates and lesions are paired one-to-one, most pairs first, then the largest total
+  overlap (Hungarian algorithm); an unpaired GT lesion is missed; a candidate overlapping no GT
+  lesion enough is a false positive (one that overlaps enough but lost its lesion to another
+  candidate is neither, as picai counts it).
+* The curve: at each candidate confidence ``t`` (descending), recall = paired lesions with
+  confidence >= t / GT lesions, FP per scan = false positives with confidence >= t / scans; the
+  lowest threshold is extended to infinite FP as picai_eval does (so the least confident
+  candidate counts only when some lesion is missed anyway). ``recall_at[r]`` = recall of
+  the last point with FP per scan <= r; CPM = mean of ``recall_at`` over 1/8 .. 8 FP per scan.
+
+The matching and curve are written here (picai_eval is a test oracle, not a dependency: its
+evaluate() needs scikit-learn and reads whole cohorts); ``tests/test_peer_agreement.py`` checks
+they agree with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
 
 from medseg.lesions import label_lesions
+
+with contextlib.redirect_stdout(io.StringIO()):  # the package prints a citation request on import
+    from report_guided_annotation import extract_lesion_candidates
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -23,24 +50,66 @@ class Scan:
     voxel_mm3: float
 
 
-def froc(scans: Sequence[Scan], floor: float = 0.05, connectivity: int = 26) -> dict:
-    """FROC points and recall at the standard FP rates (see module docstring)."""
-    confidences, is_tp, gt_best = [], [], []
+def detection_map(prob: np.ndarray, max_candidates: int = 100, min_voxels: int = 0) -> np.ndarray:
+    """(X, Y, Z) map: each candidate's voxels hold its confidence, 0 elsewhere (picai's y_det)."""
+    det, _, _ = extract_lesion_candidates(prob.astype(np.float32), threshold="dynamic", num_lesions_to_extract=max_candidates,
+                                          min_voxels_detection=min_voxels)
+    return det
+
+
+def candidates(det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Label a detection map as picai_eval reads it: (labels (X, Y, Z), confidence per label)."""
+    labels, n = ndimage.label(det > 0, np.ones((3, 3, 3)))
+    conf = np.asarray(ndimage.maximum(det, labels, np.arange(1, n + 1)), float) if n else np.zeros(0)
+    return labels, conf
+
+
+def lesion_results(det: np.ndarray, ref: np.ndarray, min_overlap: float = 0.1, overlap: str = "iou",
+                   connectivity: int = 26) -> list[tuple[int, float]]:
+    """(is_lesion, confidence) per paired lesion, missed lesion (confidence 0) and false positive."""
+    c_lab, conf = candidates(det)
+    r_lab, n_r = label_lesions(ref, connectivity)
+    if n_r == 0:
+        return [(0, float(c)) for c in conf]
+    n_c = len(conf)
+    pair = r_lab.ravel().astype(np.int64) * (n_c + 1) + c_lab.ravel()
+    inter = np.bincount(pair, minlength=(n_r + 1) * (n_c + 1)).reshape(n_r + 1, n_c + 1)[1:, 1:]
+    rs = np.bincount(r_lab.ravel(), minlength=n_r + 1)[1:, None]
+    cs = np.bincount(c_lab.ravel(), minlength=n_c + 1)[None, 1:]
+    score = inter / np.maximum(rs + cs - inter, 1) if overlap == "iou" else 2 * inter / np.maximum(rs + cs, 1)
+    score = np.where(score >= min_overlap, score, 0.0)
+    score = np.where(score > 0, score + 1, 0.0)  # most pairs first, then most overlap
+    rows, cols = linear_sum_assignment(score, maximize=True)
+    keep = score[rows, cols] > 0
+    rows, cols = rows[keep], cols[keep]
+    out = [(1, float(conf[c])) for c in cols] + [(1, 0.0)] * (n_r - len(rows))
+    return out + [(0, float(conf[c])) for c in np.nonzero(~(score > 0).any(0))[0]]
+
+
+def curve(results: Sequence[tuple[int, float]], scans: int) -> tuple[np.ndarray, np.ndarray]:
+    """(FP per scan, recall) at each confidence threshold, descending (picai_eval's lesion curve)."""
+    truth = np.array([r[0] for r in results], float)
+    conf = np.array([r[1] for r in results], float)
+    lesions = truth.sum()
+    thresholds = np.unique(conf)[::-1]
+    tp = np.array([(truth * (conf >= t)).sum() for t in thresholds])
+    fp = np.array([((1 - truth) * (conf >= t)).sum() for t in thresholds])
+    if len(tp) >= 2:
+        tp[-1], fp[-1] = tp[-2], np.inf
+    else:
+        tp, fp = np.zeros(2), np.array([0.0, np.inf])
+    return fp / scans, (tp / lesions if lesions else np.full(len(tp), np.nan))
+
+
+def froc(scans: Sequence[Scan], connectivity: int = 26, min_overlap: float = 0.1, overlap: str = "iou",
+         max_candidates: int = 100, min_voxels: int = 0) -> dict:
+    """FROC of ``scans`` (see module docstring): FP per scan and recall per threshold, recall at
+    the standard FP rates and CPM."""
+    results = []
     for s in scans:
-        labels, n = label_lesions(s.prob >= floor, connectivity)
-        ref_lab, n_ref = label_lesions(s.ref, connectivity)
-        conf = np.asarray(ndimage.maximum(s.prob, labels, np.arange(1, n + 1))) if n else np.zeros(0)
-        best = np.zeros(n_ref)  # highest confidence of a candidate touching each GT lesion
-        for c in range(1, n + 1):
-            hits = np.unique(ref_lab[(labels == c) & (ref_lab > 0)])
-            confidences.append(conf[c - 1])
-            is_tp.append(hits.size > 0)
-            for h in hits:
-                best[h - 1] = max(best[h - 1], conf[c - 1])
-        gt_best += list(best)
-    confidences, is_tp, gt_best = np.array(confidences), np.array(is_tp, bool), np.array(gt_best)
-    levels = np.unique(np.concatenate([confidences, [1.01]]))[::-1]
-    fps = np.array([np.sum(~is_tp & (confidences >= t)) / len(scans) for t in levels])
-    recall = np.array([np.mean(gt_best >= t) if gt_best.size else 1.0 for t in levels])
-    at = {r: float(recall[fps <= r].max()) if (fps <= r).any() else 0.0 for r in FP_RATES}
-    return {"fp_per_scan": fps.tolist(), "recall": recall.tolist(), "recall_at": at, "cpm": float(np.mean(list(at.values())))}
+        results += lesion_results(detection_map(s.prob, max_candidates, min_voxels), s.ref, min_overlap, overlap, connectivity)
+    fps, recall = curve(results, len(scans))
+    at = {r: float(recall[fps <= r][-1]) if (fps <= r).any() else 0.0 for r in FP_RATES}
+    finite = np.isfinite(fps)
+    return {"fp_per_scan": fps[finite].tolist(), "recall": np.nan_to_num(recall[finite]).tolist(), "recall_at": at,
+            "cpm": float(np.mean(list(at.values()))), "candidates": "picai dynamic", "min_overlap": min_overlap, "overlap": overlap}

@@ -9,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from medseg.config.schema import EvalConfig
+from medseg.evaluation.brats import HD95_PENALTY_MM, PROTOCOLS, brats_case
 from medseg.evaluation.matching import LesionCounts, lesion_pairs
 from medseg.evaluation.metrics import dice, hd95
 from medseg.io.geometry import voxel_volume
@@ -38,6 +39,7 @@ class EvalOptions:
     size_bins_mm3: tuple[float, ...] = SIZE_BINS_MM3
     empty_dice: float = 1.0  # Dice when prediction and reference are both empty: 1.0, or NaN (case left out, counted)
     hd95_one_empty: float = float("nan")  # HD95 when exactly one mask is empty: NaN (left out, counted) or a penalty in mm
+    protocol: str = "medseg"  # or a BraTS 2023 lesion-wise protocol (medseg.evaluation.brats.PROTOCOLS)
 
     def describe(self) -> dict[str, Any]:
         """Every setting as JSON values (NaN as null)."""
@@ -48,6 +50,8 @@ class EvalOptions:
 def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, opts: EvalOptions,
                 with_hd95: bool = True) -> tuple[dict, list[dict], LesionCounts]:
     """Per-case row, per-lesion rows and lesion counts of one (prediction, reference) pair."""
+    if opts.protocol in PROTOCOLS:
+        return brats_tables(pred, ref, affine, name, opts.protocol)
     voxel = voxel_volume(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     min_voxels = max(opts.min_voxels, int(np.ceil(opts.min_mm3 / voxel - 1e-9)))
@@ -67,6 +71,25 @@ def case_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str
     return row, lesions, counts
 
 
+def brats_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: str, protocol: str) -> tuple[dict, list[dict], LesionCounts]:
+    """:func:`case_tables` under a BraTS 2023 protocol: the row adds ``lesionwise_dice`` and
+    ``lesionwise_hd95_mm`` (``dice`` and ``hd95_mm`` are the challenge's "legacy" whole-scan
+    figures, HD95 374 mm when one mask is empty); GT lesions at or below the protocol's volume are
+    listed as ``gt_unscored``."""
+    spec, voxel = PROTOCOLS[protocol], voxel_volume(affine)
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    row, scores, n_pred, tp_pred = brats_case(pred, ref, spacing, spec)
+    counts = LesionCounts(row["gt_lesions"], n_pred, row["tp"], tp_pred)
+    row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing, HD95_PENALTY_MM), **row,
+           "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel, **counts.summary()}
+    hit = set().union(*(s.hits for s in scores)) if scores else set()
+    lesions = [{"case": name, "kind": "gt" if s.volume_mm3 > spec.min_mm3 else "gt_unscored", "id": i + 1,
+                "volume_mm3": s.volume_mm3, "matched": bool(s.hits), "matches": " ".join(map(str, s.hits)),
+                "dice": s.dice, "hd95_mm": s.hd95_mm} for i, s in enumerate(scores)]
+    lesions += [{"case": name, "kind": "pred", "id": j, "matched": j in hit} for j in range(1, n_pred + 1)]
+    return row, lesions, counts
+
+
 def summarize(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: EvalOptions) -> dict[str, Any]:
     gt = [l for l in lesions if l["kind"] == "gt"]
     edges = (0.0, *opts.size_bins_mm3, float("inf"))
@@ -77,7 +100,14 @@ def summarize(rows: list[dict], lesions: list[dict], total: LesionCounts, opts: 
     empty = [r for r in rows if r["gt_lesions"] == 0]
     hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
     dices = [r["dice"] for r in rows if np.isfinite(r["dice"])]
-    return {"cases": len(rows), "rule": opts.describe(), "matching": opts.rule.matching,
+    protocol = {}
+    if opts.protocol in PROTOCOLS:
+        protocol = {"lesionwise_dice": float(np.mean([r["lesionwise_dice"] for r in rows])) if rows else float("nan"),
+                    "lesionwise_hd95_mm": float(np.mean([r["lesionwise_hd95_mm"] for r in rows])) if rows else float("nan"),
+                    "protocol_settings": {"dilation_voxels": PROTOCOLS[opts.protocol].dilation, "structure": "18-connected",
+                                          "gt_min_mm3": PROTOCOLS[opts.protocol].min_mm3, "hd95_penalty_mm": HD95_PENALTY_MM}}
+    return {"cases": len(rows), "protocol": PROTOCOLS[opts.protocol].name if opts.protocol in PROTOCOLS else opts.protocol,
+            **protocol, "rule": opts.describe(), "matching": opts.rule.matching,
             "dice": float(np.mean(dices)) if dices else float("nan"), "dice_cases_excluded": len(rows) - len(dices),
             "hd95_mm_median": float(np.median(hd)) if hd else None, "hd95_cases_excluded": len(rows) - len(hd),
             **total.summary(),

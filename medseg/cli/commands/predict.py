@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import typer
 
-from medseg.cli.common import eval_rule, ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
+from medseg.cli.common import check_protocol, eval_rule, ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
 from medseg.errors import MedsegError
 
 
@@ -71,13 +71,15 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              one_to_one: bool = typer.Option(False, "--one-to-one", help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one."),
              hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
              lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
-             split: str = typer.Option("training", "--split", help="Split of a dataset given as reference.")) -> None:
+             split: str = typer.Option("training", "--split", help="Split of a dataset given as reference."),
+             protocol: str = typer.Option("medseg", "--protocol", help="medseg (the rules above) or the BraTS 2023 lesion-wise protocol: brats2023 (= brats2023-gli), brats2023-ssa, -ped (dilation 3, GT > 50 mm3), brats2023-men (1, 50), brats2023-met (1, 2); GT lesions merged by 18-connected dilation, lesion-wise Dice/HD95 with penalties 0/374 mm.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
     rule = eval_rule(matching, match_threshold, connectivity, one_to_one)
+    check_protocol(protocol, dilate or min_voxels or min_mm3 or one_to_one or matching != "overlap")
     cases, wanted = None, ints(lesion_labels, "--lesion-labels") if lesion_labels else None
     classes = [("", wanted)]  # (prediction suffix, reference label values)
     ref_path = Path(ref_dir)
@@ -94,13 +96,14 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
     failed = []
     for suffix, values in classes:
         opts = EvalOptions(rule, dilate, min_voxels, min_mm3, values, empty_dice=parse_empty_dice(empty_dice),
-                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty)
+                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty, protocol=protocol)
         target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
         if suffix:
             typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
         summary, rows, errors = evaluate_dirs(pred_dir, ref_path, target, opts, cases, suffix)
         for row in rows:
-            typer.echo(f"{row['case']}: dice {row['dice']:.3f}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
+            lesionwise = f"  lesion-wise dice {row['lesionwise_dice']:.3f} HD95 {row['lesionwise_hd95_mm']:.1f} mm" if "lesionwise_dice" in row else ""
+            typer.echo(f"{row['case']}: dice {row['dice']:.3f}{lesionwise}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
         print_summary(summary)
         if "froc" in summary:
             f = summary["froc"]
