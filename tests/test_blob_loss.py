@@ -11,7 +11,7 @@ from medseg.errors import MedsegError
 from medseg.nn.losses.blob import BlobFocalDiceLoss, blob_term
 from medseg.nn.losses.compound import FocalDiceLoss
 from medseg.nn.losses.registry import build_loss
-from medseg.transforms.augment import augment
+from medseg.transforms.augment import NAMES, Augmentation, augment
 from medseg.transforms.sampling import INSTANCE_KEY, sampling_prep
 
 
@@ -99,7 +99,8 @@ def test_instances_are_cropped_and_flipped_with_the_label():
     for step in sampling_prep((16, 16, 16), "lesion", instances=True):
         data = step(data)
     assert set(np.unique(data[INSTANCE_KEY].numpy())) == {0, 1, 2}
-    for step in augment((16, 16, 16), 4, 1.0, 0.5, "lesion", instances=True):
+    flips = Augmentation({k: 0.5 if k == "mirror" else 0.0 for k in NAMES})
+    for step in augment((16, 16, 16), 4, 1.0, flips, "lesion", instances=True):
         step.set_random_state(seed=1) if hasattr(step, "set_random_state") else None
         data = step(data) if isinstance(data, dict) else [step(d) for d in data]
     for patch in data:

@@ -71,6 +71,37 @@ class SamplingConfig(Section):
         return self
 
 
+class AugmentConfig(Section):
+    """Training augmentation: a preset plus per-transform probabilities (null = the preset's).
+
+    ``none``: nothing. ``light`` (the default, medseg 0.2's augmentation exactly): flips with
+    ``sampling.flip_prob`` and +-10 % intensity scale/shift with ``sampling.intensity_prob``.
+    ``nnunet``: nnU-Net's default set and ranges: rotation, scaling, Gaussian noise and blur,
+    multiplicative brightness, contrast, simulated low resolution, gamma (inverted and not),
+    mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
+    """
+
+    preset: Literal["none", "light", "nnunet"] = Field("light", description="none, light (flips + intensity jitter, as before) or nnunet.")
+    rotate_prob: Optional[float] = Field(None, ge=0, le=1, description="Random rotation (nnunet: 0.2).")
+    rotate_deg: float = Field(30.0, ge=0, le=180, description="Rotation range, +- degrees about each axis.")
+    scale_prob: Optional[float] = Field(None, ge=0, le=1, description="Random scaling (nnunet: 0.2).")
+    scale_range: tuple[float, float] = Field((0.7, 1.4), description="Scale factors (nnU-Net's 0.7-1.4).")
+    elastic_prob: Optional[float] = Field(None, ge=0, le=1, description="Elastic deformation (nnunet: 0, off).")
+    noise_prob: Optional[float] = Field(None, ge=0, le=1, description="Gaussian noise, variance up to 0.1 (nnunet: 0.1).")
+    blur_prob: Optional[float] = Field(None, ge=0, le=1, description="Gaussian blur, sigma 0.5-1 voxel (nnunet: 0.2).")
+    brightness_prob: Optional[float] = Field(None, ge=0, le=1, description="Multiplicative brightness x0.75-1.25 (nnunet: 0.15).")
+    contrast_prob: Optional[float] = Field(None, ge=0, le=1, description="Contrast x0.75-1.25 about the mean, range kept (nnunet: 0.15).")
+    lowres_prob: Optional[float] = Field(None, ge=0, le=1, description="Simulated low resolution, zoom 0.5-1 (nnunet: 0.25).")
+    gamma_prob: Optional[float] = Field(None, ge=0, le=1, description="Gamma 0.7-1.5, statistics kept (nnunet: 0.3, plus 0.1 on the inverted image).")
+    mirror_prob: Optional[float] = Field(None, ge=0, le=1, description="Flip along each axis (light: sampling.flip_prob; nnunet: 0.5).")
+
+    @model_validator(mode="after")
+    def _ordered_scale(self) -> "AugmentConfig":
+        if not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {list(self.scale_range)}")
+        return self
+
+
 class ModelConfig(Section):
     """Network choice (see :mod:`medseg.nn.registry`)."""
 
@@ -116,7 +147,8 @@ class OptimConfig(Section):
 class TrainConfig(Section):
     """Training loop settings."""
 
-    epochs: int = Field(50, gt=0, description="Passes over the training cases.")
+    epochs: int = Field(50, gt=0, description="Passes over the training cases (at most, with max_minutes).")
+    max_minutes: Optional[float] = Field(None, gt=0, description="Wall-clock budget: the epochs that fit (estimated from those done, re-estimated every epoch), the learning-rate schedule stretched to end there, a final validation; null = run all epochs.")
     batch_size: int = Field(2, gt=0, description="Volumes per step (each gives samples_per_volume patches).")
     val_every: int = Field(5, gt=0, description="Validate every N epochs (and after the last).")
     select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
@@ -187,6 +219,7 @@ class ExperimentConfig(Section):
     data: DataConfig
     preprocess: PreprocessConfig = PreprocessConfig()
     sampling: SamplingConfig = SamplingConfig()
+    augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()

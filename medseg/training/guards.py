@@ -7,6 +7,7 @@
   loop checks after every step, so the run stops between steps, writes ``last.pt`` and ends its
   MLflow run as KILLED instead of dying mid-write.
 - :class:`EarlyStopping`: stop after ``patience`` validations without improvement of the selection metric.
+- :class:`TimeBudget`: ``train.max_minutes``, the epochs that fit in a wall-clock budget.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import time
 from types import FrameType
 from typing import Optional
 
@@ -83,3 +85,23 @@ class EarlyStopping:
     @property
     def stop(self) -> bool:
         return self.patience is not None and self.since_best >= self.patience
+
+
+class TimeBudget:
+    """``train.max_minutes``: how many epochs fit in the budget, from the mean duration of the
+    epochs done so far (validations included). ``last_epoch(done)`` is re-estimated after every
+    epoch; training ends at it with a final validation, so it overruns the budget by at most one
+    epoch. ``minutes=None`` = no budget (the configured epochs)."""
+
+    def __init__(self, minutes: Optional[float], first_epoch: int, max_epochs: int) -> None:
+        self.minutes, self.first_epoch, self.max_epochs = minutes, first_epoch, max_epochs
+        self.start = time.monotonic()
+
+    def last_epoch(self, done: int) -> int:
+        """The last epoch to run, given that epochs ``first_epoch..done`` took the time so far."""
+        if self.minutes is None:
+            return self.max_epochs
+        elapsed = time.monotonic() - self.start
+        per_epoch = elapsed / max(done - self.first_epoch + 1, 1)
+        more = int(max(self.minutes * 60 - elapsed, 0.0) // max(per_epoch, 1e-9))
+        return min(self.max_epochs, done + more)

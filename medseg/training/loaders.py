@@ -20,7 +20,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from medseg.config.schema import ExperimentConfig, blob_weight, lesion_classes
 from medseg.data.case import Case, as_dicts
-from medseg.transforms.augment import augment
+from medseg.transforms.augment import augment, crop_size, resolve
 from medseg.transforms.preprocess import preprocess
 from medseg.transforms.sampling import sampling_prep
 
@@ -35,9 +35,9 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
                      background=p.background)
     s = cfg.sampling
     instances = blob_weight(cfg.loss) > 0  # the blob loss scores each lesion of the patch
-    train_tf = Compose(pre + sampling_prep(s.patch_size, s.strategy, instances)
-                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, s.flip_prob, s.strategy, s.size_power,
-                               s.intensity_prob, instances))
+    aug = resolve(cfg.augment, s)
+    train_tf = Compose(pre + sampling_prep(crop_size(s.patch_size, aug), s.strategy, instances)
+                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, aug, s.strategy, s.size_power, instances))
     train_tf.set_random_state(seed=cfg.train.seed)
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)

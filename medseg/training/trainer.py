@@ -34,7 +34,7 @@ from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
 from medseg.tracking.lineage import dataset_input, lineage_tags
-from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal
+from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal, TimeBudget
 from medseg.training.loaders import make_loader
 from medseg.training.precision import precision_for
 from medseg.training.prepare import Prepared
@@ -74,6 +74,7 @@ class Trainer:
             model = torch.compile(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.per_epoch = len(self.loader)
+        self.last_epoch = cfg.train.epochs  # train.max_minutes moves it (fit_to_budget)
         self.total_steps = cfg.train.epochs * self.per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, self.total_steps))
         self.ctx = StepContext(model, build_loss(cfg.loss, mode="sigmoid"), optimizer, scheduler, self.device, precision,
@@ -169,7 +170,7 @@ class Trainer:
         """Validate (on the schedule, rank 0); a selection metric at least as good as the best so
         far writes ``best.pt`` and the best-epoch report."""
         cfg, st = self.cfg, self.state
-        if not self.run.main or not (epoch % cfg.train.val_every == 0 or epoch == cfg.train.epochs):
+        if not self.run.main or not (epoch % cfg.train.val_every == 0 or epoch == self.last_epoch):
             return
         val = validate(self.net, self.val_ds, cfg, self.prep.spacing, self.device)
         st.last_val = val.metrics
@@ -182,20 +183,39 @@ class Trainer:
             write_best_report(val, self.run.run_dir / "report")
             metrics.update(best_metrics(epoch, val.metrics, cfg.train.select_metric))
 
+    def fit_to_budget(self, budget: TimeBudget, epoch: int, bar: tqdm) -> None:
+        """With ``train.max_minutes``: move the last epoch to what fits in the budget (every rank
+        agrees with rank 0) and stretch the learning-rate schedule to end there."""
+        if budget.minutes is None:
+            return
+        last = int(broadcast(budget.last_epoch(epoch)))
+        if last != self.last_epoch:
+            self.last_epoch, self.total_steps = last, last * self.per_epoch
+            self.ctx.scheduler.lr_lambdas = [lr_schedule(self.cfg.optim.schedule, self.total_steps)]
+            bar.total = self.total_steps
+            self.run.tracker.set_tags({"budget_last_epoch": str(last)})
+
     def fit(self) -> TrainResult:
-        """All epochs from ``state.start_epoch``, then :meth:`finish`."""
+        """Epochs from ``state.start_epoch`` to the last one (``train.epochs``, or what fits in
+        ``train.max_minutes``), then :meth:`finish`."""
         cfg, st = self.cfg, self.state
         bar = tqdm(total=self.total_steps, initial=min(self.total_steps, (st.start_epoch - 1) * self.per_epoch), desc="train",
                    unit="step", disable=not self.run.progress, file=sys.stderr)
+        budget = TimeBudget(cfg.train.max_minutes, st.start_epoch, cfg.train.epochs)
         with StopSignal() as stop:
             for epoch in range(st.start_epoch, cfg.train.epochs + 1):
                 metrics = self.run_epoch(epoch, bar, stop)
+                self.fit_to_budget(budget, epoch, bar)
                 self.validate_and_select(epoch, metrics)
                 st.history.append({"epoch": epoch, **metrics})
                 self.save_last(epoch, EpochProgress(), capture_rng(self.train_ds, self.loader.generator), metrics)
                 self.run.tracker.log_metrics(metrics, step=epoch)
                 if broadcast(self.early.stop):
                     print(f"early stop: no better {cfg.train.select_metric} in {self.early.patience} validations (epoch {epoch})", file=sys.stderr)
+                    break
+                if epoch >= self.last_epoch:
+                    if epoch < cfg.train.epochs:
+                        print(f"time budget: {cfg.train.max_minutes:g} min reached after epoch {epoch}", file=sys.stderr)
                     break
         bar.close()
         return self.finish()

@@ -1,38 +1,202 @@
-"""Random training transforms: patch draws, flips, intensity jitter.
+"""Random training transforms: patch draws, then the augmentation of ``augment.preset``.
+
+Presets (probabilities; ``augment.*_prob`` overrides one):
+
+============  =====  ======================================================================
+transform     light  nnunet (nnU-Net v2's defaults and ranges)
+============  =====  ======================================================================
+rotation      -      0.2, +-30 deg about each axis            (MONAI RandAffined)
+scaling       -      0.2, x0.7-1.4                            (RandAffined)
+elastic       -      0 (off, as nnU-Net)                      (Rand3DElasticd)
+noise         -      0.1, variance 0-0.1                      (RandGaussianNoised)
+blur          -      0.2, sigma 0.5-1 voxel                   (RandGaussianSmoothd)
+brightness    *      0.15, x0.75-1.25                         (RandScaleIntensityd)
+contrast      -      0.15, x0.75-1.25 about the mean          (RandScaleIntensityFixedMeand)
+low res.      -      0.25, zoom 0.5-1                         (RandSimulateLowResolutiond)
+gamma         -      0.3, 0.7-1.5; 0.1 on the inverted image  (RandAdjustContrastd)
+mirroring     flip   0.5 per axis                             (RandFlipd)
+============  =====  ======================================================================
+
+``light`` is medseg 0.2's augmentation: flips with ``sampling.flip_prob`` and, with
+``sampling.intensity_prob``, a +-10 % intensity scale and shift.
+
+Spatial transforms (rotation, scaling, elastic) work on a larger crop, so that the corners they
+rotate in come from the scan, then the centre is cut to the patch: no padded border leaks into
+the patch. Labels and lesion ids are resampled nearest-neighbour and stay binary / integer.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from itertools import product
 from typing import Sequence
 
+import numpy as np
 from monai.transforms import (
+    Affine,
+    CenterSpatialCrop,
+    MapTransform,
+    Randomizable,
+    Rand3DElasticd,
+    RandAdjustContrastd,
     RandCropByPosNegLabeld,
     RandFlipd,
+    RandGaussianNoised,
+    RandGaussianSmoothd,
     RandScaleIntensityd,
+    RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
+    RandSimulateLowResolutiond,
 )
 
+from medseg.config.schema import AugmentConfig, SamplingConfig
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
 
+PRESETS: dict[str, dict[str, float]] = {
+    "none": {},
+    "light": {},  # sampling.flip_prob / sampling.intensity_prob, see resolve()
+    "nnunet": {"rotate": 0.2, "scale": 0.2, "elastic": 0.0, "noise": 0.1, "blur": 0.2, "brightness": 0.15,
+               "contrast": 0.15, "lowres": 0.25, "gamma": 0.3, "mirror": 0.5},
+}
+NAMES = ("rotate", "scale", "elastic", "noise", "blur", "brightness", "contrast", "lowres", "gamma", "mirror")
 
-def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, flip_prob: float,
-            strategy: str = "lesion", size_power: float = 0.0, intensity_prob: float = 0.0,
-            instances: bool = False) -> list:
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Resolved probabilities (0 = off) and ranges of every transform."""
+
+    probs: dict[str, float]
+    rotate_deg: float = 30.0
+    scale_range: tuple[float, float] = (0.7, 1.4)
+    jitter: float = 0.0  # light: probability of the +-10 % intensity scale and shift
+
+    @property
+    def spatial(self) -> bool:
+        return any(self.probs[k] > 0 for k in ("rotate", "scale", "elastic"))
+
+
+def resolve(aug: AugmentConfig, sampling: SamplingConfig) -> Augmentation:
+    """The probabilities of ``aug.preset`` with the config's overrides."""
+    base = dict(PRESETS[aug.preset])
+    if aug.preset == "light":
+        base["mirror"] = sampling.flip_prob
+    probs = {k: float(getattr(aug, f"{k}_prob") if getattr(aug, f"{k}_prob") is not None else base.get(k, 0.0)) for k in NAMES}
+    jitter = sampling.intensity_prob if aug.preset == "light" else 0.0
+    return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), jitter)
+
+
+def crop_size(patch: Sequence[int], aug: Augmentation) -> tuple[int, ...]:
+    """Size of the crop the spatial transforms start from: the patch's extent once rotated by up
+    to ``rotate_deg`` about each axis and zoomed out to the smallest scale (as nnU-Net's
+    get_patch_size), so the centre cut holds scan everywhere."""
+    if not aug.spatial:
+        return tuple(int(p) for p in patch)
+    half = np.array(patch, float) / 2
+    angle = math.radians(aug.rotate_deg) if aug.probs["rotate"] > 0 else 0.0
+    corners = np.array(list(product(*[(-h, h) for h in half])))
+    extent = half.copy()
+    for a, b, c in product((-angle, 0.0, angle), repeat=3):
+        extent = np.maximum(extent, np.abs(corners @ _rotation(a, b, c).T).max(0))
+    zoom = aug.scale_range[1] if aug.probs["scale"] > 0 else 1.0  # scale > 1 samples a wider field (zoom out)
+    return tuple(int(math.ceil(2 * e * max(zoom, 1.0))) for e in extent)
+
+
+def _rotation(a: float, b: float, c: float) -> np.ndarray:
+    """Rotation matrix about x by a, y by b, z by c (radians)."""
+    ca, sa, cb, sb, cc, sc = math.cos(a), math.sin(a), math.cos(b), math.sin(b), math.cos(c), math.sin(c)
+    rx = np.array([[1, 0, 0], [0, ca, -sa], [0, sa, ca]])
+    ry = np.array([[cb, 0, sb], [0, 1, 0], [-sb, 0, cb]])
+    rz = np.array([[cc, -sc, 0], [sc, cc, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def _draw(keys: list[str], size: Sequence[int], samples: int, pos_fraction: float, strategy: str, size_power: float) -> list:
+    if strategy == "lesion":
+        return [RandLesionCropd(keys, size, samples, pos_fraction, size_power)]
+    return [RandCropByPosNegLabeld(keys, label_key="label", spatial_size=tuple(size), pos=pos_fraction, neg=1.0 - pos_fraction,
+                                   num_samples=samples, allow_smaller=True)]
+
+
+class RandRotateScaleCropd(Randomizable, MapTransform):
+    """Rotate (probability ``rotate_prob``, uniform +-``rotate_rad`` about each axis) and scale
+    (``scale_prob``, one factor for all axes in ``scale_range``, as nnU-Net) the larger crop,
+    resampling only the ``patch``-sized centre (MONAI ``Affine`` with ``spatial_size``); when
+    neither fires, cut the centre exactly. Written here because MONAI's RandAffined resamples the
+    whole input, and its ``spatial_size`` cut shifts by half a voxel (interpolating) when it does
+    not fire. Image bilinear, label and lesion ids nearest-neighbour."""
+
+    def __init__(self, keys: Sequence[str], patch: Sequence[int], rotate_prob: float, rotate_rad: float,
+                 scale_prob: float, scale_range: tuple[float, float]) -> None:
+        MapTransform.__init__(self, keys)
+        self.patch = tuple(int(p) for p in patch)
+        self.rotate_prob, self.rotate_rad, self.scale_prob, self.scale_range = rotate_prob, rotate_rad, scale_prob, scale_range
+        self.rotate: tuple[float, ...] | None = None
+        self.scale: float | None = None
+
+    def randomize(self, data: object = None) -> None:
+        r = self.rotate_rad
+        self.rotate = tuple(self.R.uniform(-r, r, 3)) if self.R.random_sample() < self.rotate_prob else None
+        self.scale = float(self.R.uniform(*self.scale_range)) if self.R.random_sample() < self.scale_prob else None
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize()
+        d = dict(data)
+        if self.rotate is None and self.scale is None:
+            for key in self.keys:
+                d[key] = CenterSpatialCrop(self.patch)(d[key])
+            return d
+        affine = Affine(rotate_params=self.rotate or (0.0, 0.0, 0.0), scale_params=(self.scale or 1.0,) * 3,
+                        spatial_size=self.patch, padding_mode="zeros", image_only=True)
+        for key in self.keys:
+            d[key] = affine(d[key], mode="bilinear" if key == "image" else "nearest")
+        return d
+
+
+def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
+    """Elastic deformation (optional, on the whole crop), then rotation and scaling to the patch."""
+    p = aug.probs
+    steps = []
+    if p["elastic"] > 0:
+        modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
+        steps.append(Rand3DElasticd(keys, sigma_range=(9, 13), magnitude_range=(0, 200), prob=p["elastic"], mode=modes,
+                                    padding_mode="zeros"))
+    return steps + [RandRotateScaleCropd(keys, patch, p["rotate"], math.radians(aug.rotate_deg), p["scale"], aug.scale_range)]
+
+
+def _intensity(aug: Augmentation) -> list:
+    """Noise, blur, brightness, contrast, low resolution and gamma on the image only."""
+    p, steps = aug.probs, []
+    if p["noise"] > 0:
+        steps.append(RandGaussianNoised("image", prob=p["noise"], std=math.sqrt(0.1), sample_std=True))
+    if p["blur"] > 0:
+        steps.append(RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=p["blur"]))
+    if p["brightness"] > 0:
+        steps.append(RandScaleIntensityd("image", factors=0.25, prob=p["brightness"]))
+    if p["contrast"] > 0:
+        steps.append(RandScaleIntensityFixedMeand("image", factors=0.25, preserve_range=True, prob=p["contrast"]))
+    if p["lowres"] > 0:
+        steps.append(RandSimulateLowResolutiond("image", prob=p["lowres"], zoom_range=(0.5, 1.0)))
+    if p["gamma"] > 0:
+        steps += [RandAdjustContrastd("image", prob=p["gamma"] / 3, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+                  RandAdjustContrastd("image", prob=p["gamma"], gamma=(0.7, 1.5), invert_image=False, retain_stats=True)]
+    if aug.jitter > 0:
+        steps += [RandScaleIntensityd("image", factors=0.1, prob=aug.jitter),
+                  RandShiftIntensityd("image", offsets=0.1, prob=aug.jitter)]
+    return steps
+
+
+def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, aug: Augmentation, strategy: str = "lesion",
+            size_power: float = 0.0, instances: bool = False) -> list:
     """Random training transforms: draw ``samples`` patches (a share ``pos_fraction`` centred on
     lesions: one lesion picked uniformly then a voxel in it (``lesion``), or a lesion voxel picked
-    uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then random flips along each axis and,
-    with ``intensity_prob``, random intensity scaling and shifting. With ``instances`` the lesion
-    id map (``instances``) is cropped and flipped with the label."""
+    uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then ``aug``. With ``instances`` the
+    lesion id map moves with the label. Input volumes must be padded to :func:`crop_size`."""
     keys = ["image", "label"] + ([INSTANCE_KEY] if instances else [])
-    if strategy == "lesion":
-        steps = [RandLesionCropd(keys, patch_size, samples, pos_fraction, size_power)]
-    else:
-        steps = [RandCropByPosNegLabeld(keys, label_key="label", spatial_size=tuple(patch_size),
-                                        pos=pos_fraction, neg=1.0 - pos_fraction, num_samples=samples,
-                                        allow_smaller=True)]
-    if flip_prob > 0:
-        steps += [RandFlipd(keys, prob=flip_prob, spatial_axis=axis) for axis in range(3)]
-    if intensity_prob > 0:
-        steps += [RandScaleIntensityd("image", factors=0.1, prob=intensity_prob),
-                  RandShiftIntensityd("image", offsets=0.1, prob=intensity_prob)]
-    return steps
+    size = crop_size(patch_size, aug)
+    steps = _draw(keys, size, samples, pos_fraction, strategy, size_power)
+    if aug.spatial:
+        steps += _spatial(keys, patch_size, aug)
+    if aug.probs["mirror"] > 0:  # before the intensity transforms (they commute): light keeps 0.2's order and seeds
+        steps += [RandFlipd(keys, prob=aug.probs["mirror"], spatial_axis=axis) for axis in range(3)]
+    return steps + _intensity(aug)

@@ -1,0 +1,106 @@
+"""Augmentation presets: every transform keeps image and label aligned and labels binary."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medseg.config.schema import AugmentConfig, SamplingConfig
+from medseg.transforms.augment import NAMES, Augmentation, augment, crop_size, resolve
+from medseg.transforms.sampling import INSTANCE_KEY, sampling_prep
+
+PATCH = (24, 24, 16)
+
+
+def _volume():
+    """Image = 10 inside the lesion, 0 outside (plus a smooth ramp); label the lesion; two lesions."""
+    label = np.zeros((1, 48, 48, 32), np.float32)
+    label[0, 10:20, 12:22, 8:14] = 1
+    label[0, 30:34, 30:34, 20:24] = 1
+    ramp = np.linspace(0, 1, 48)[None, :, None, None] * np.ones((1, 48, 48, 32))
+    image = (10 * label + ramp).astype(np.float32)
+    return {"image": torch.as_tensor(image), "label": torch.as_tensor(label)}
+
+
+def _patches(aug: Augmentation, seed: int = 0, instances: bool = True):
+    data = _volume()
+    for step in sampling_prep(crop_size(PATCH, aug), "lesion", instances):
+        data = step(data)
+    steps = augment(PATCH, 6, 1.0, aug, "lesion", instances=instances)
+    for step in steps:
+        if hasattr(step, "set_random_state"):
+            step.set_random_state(seed=seed)
+    for step in steps:
+        data = step(data) if isinstance(data, dict) else [step(d) for d in data]
+    return data
+
+
+def _only(name: str, prob: float = 1.0) -> Augmentation:
+    return Augmentation({k: prob if k == name else 0.0 for k in NAMES})
+
+
+@pytest.mark.parametrize("name", ["rotate", "scale", "elastic", "mirror"])
+def test_spatial_transforms_keep_image_and_label_aligned(name):
+    for patch in _patches(_only(name)):
+        img, lab = np.asarray(patch["image"]), np.asarray(patch["label"])
+        assert img.shape[1:] == lab.shape[1:] == PATCH
+        assert set(np.unique(lab)) <= {0.0, 1.0}  # nearest-neighbour: still binary
+        inst = np.asarray(patch[INSTANCE_KEY])
+        assert np.array_equal(inst > 0, lab > 0)  # lesion ids moved with the label
+        if lab.any():  # the lesion's voxels are bright in the image (bilinear blurs the rim only)
+            assert np.median(img[lab > 0]) > 8 and np.median(img[(lab == 0) & (img > -1)]) < 3
+
+
+@pytest.mark.parametrize("name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma"])
+def test_intensity_transforms_change_the_image_only(name):
+    plain, changed = _patches(_only(name, 0.0)), _patches(_only(name, 1.0))
+    for a, b in zip(plain, changed):
+        assert np.array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
+    assert any(not np.allclose(np.asarray(a["image"]), np.asarray(b["image"])) for a, b in zip(plain, changed))
+
+
+def test_spatial_crop_has_no_padded_border():
+    """A rotated and scaled patch from inside a larger scan holds no zero padding."""
+    aug = Augmentation({k: 1.0 if k in ("rotate", "scale") else 0.0 for k in NAMES})
+    big = crop_size(PATCH, aug)
+    assert all(c > p for c, p in zip(big, PATCH))
+    data = {"image": torch.ones(1, 120, 120, 100), "label": torch.zeros(1, 120, 120, 100)}
+    data["label"][0, 60, 60, 50] = 1
+    for step in sampling_prep(big, "lesion") + augment(PATCH, 4, 1.0, aug, "lesion"):
+        data = step(data) if isinstance(data, dict) else [step(d) for d in data]
+    for patch in data:
+        assert float(np.asarray(patch["image"]).min()) > 0.99
+
+
+def test_presets():
+    s = SamplingConfig(flip_prob=0.3, intensity_prob=0.4)
+    light = resolve(AugmentConfig(), s)
+    assert light.probs["mirror"] == 0.3 and light.jitter == 0.4 and not light.spatial
+    assert crop_size(PATCH, light) == PATCH  # light is the 0.2 pipeline: no larger crop
+    nn = resolve(AugmentConfig(preset="nnunet"), s)
+    assert nn.probs["rotate"] == 0.2 and nn.probs["lowres"] == 0.25 and nn.probs["elastic"] == 0.0 and nn.jitter == 0.0
+    assert resolve(AugmentConfig(preset="nnunet", rotate_prob=0.0), s).probs["rotate"] == 0.0
+    assert all(v == 0 for v in resolve(AugmentConfig(preset="none"), s).probs.values())
+
+
+def test_light_preset_is_the_old_pipeline():
+    """Same seed, same patches as flips + intensity jitter written out by hand with MONAI."""
+    from monai.transforms import RandFlipd, RandScaleIntensityd, RandShiftIntensityd
+
+    from medseg.transforms.sampling import RandLesionCropd
+
+    aug = resolve(AugmentConfig(), SamplingConfig(flip_prob=0.5, intensity_prob=0.5))
+    ours = _patches(aug, seed=4, instances=False)
+    data = _volume()
+    for step in sampling_prep(PATCH, "lesion"):
+        data = step(data)
+    old = [RandLesionCropd(["image", "label"], PATCH, 6, 1.0, 0.0),  # medseg 0.2's augment(), in its order
+           *[RandFlipd(["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)],
+           RandScaleIntensityd("image", factors=0.1, prob=0.5), RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+    for step in old:
+        step.set_random_state(seed=4)  # as _patches seeds each step
+    for step in old:
+        data = step(data) if isinstance(data, dict) else [step(d) for d in data]
+    for a, b in zip(ours, data):
+        assert np.allclose(np.asarray(a["image"]), np.asarray(b["image"]))
