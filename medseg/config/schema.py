@@ -8,6 +8,8 @@ lists the valid ones.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -36,6 +38,7 @@ class DataConfig(Section):
     lesion_classes: Optional[dict[str, tuple[int, ...]]] = Field(None, description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.")
     exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
     val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
+    group_pattern: Optional[str] = Field(None, description="Regular expression whose match in the case id (its first group if it has one) names the case's group, e.g. the patient of several time points: '^(P\\d+)_'. Folds and random splits keep a group together; null = every case its own group.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
     plan: Optional[Path] = Field(None, description="plan.yaml from 'medseg plan'; null = plan the dataset at the start of training. Keys set in this config win over the plan.")
     cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
@@ -105,9 +108,13 @@ class AugmentConfig(Section):
 class ModelConfig(Section):
     """Network choice (see :mod:`medseg.nn.registry`)."""
 
-    name: str = Field("unet", description="Network name from the registry.")
-    channels: tuple[int, ...] = Field((16, 32, 64, 128), description="Feature maps per level.")
-    strides: tuple[int, ...] = Field((2, 2, 2), description="Down-sampling stride between levels.")
+    name: str = Field("unet", description="Network: unet (MONAI UNet), dynunet (MONAI DynUNet, nnU-Net's topology planned from spacing and patch), segresnet (MONAI SegResNetDS, the BraTS 2018 winner's design).")
+    channels: tuple[int, ...] = Field((16, 32, 64, 128), description="Feature maps per level (dynunet: the first sets the width, doubled per level up to 320; segresnet: the first is init_filters and the count the depth).")
+    strides: tuple[int, ...] = Field((2, 2, 2), description="unet: down-sampling stride between levels.")
+    kernel_sizes: Optional[tuple[IntTriple, ...]] = Field(None, description="dynunet: kernel per level (x, y, z); null = planned (medseg plan shows it).")
+    level_strides: Optional[tuple[IntTriple, ...]] = Field(None, description="dynunet: stride per level (x, y, z), the first [1, 1, 1]; null = planned: halve an axis while its spacing is within 2x of the finest and its size >= 8.")
+    deep_supervision: bool = Field(False, description="dynunet/segresnet: extra outputs at 1/2, 1/4, ... resolution, trained on downsampled targets with nnU-Net's weights (1/2^i, the lowest 0).")
+    ds_heads: int = Field(2, ge=1, description="dynunet/segresnet with deep_supervision: number of extra low-resolution outputs.")
     num_res_units: int = Field(1, ge=0, description="Residual units per block.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
     norm: Literal["instance", "batch"] = Field("instance", description="Normalisation layer.")
@@ -244,12 +251,20 @@ class ExperimentConfig(Section):
         return self
 
 
+def input_multiples(cfg: ModelConfig) -> tuple[int, int, int]:
+    """Each spatial size (x, y, z) must be a multiple of this: the product of the network's strides."""
+    if cfg.name == "dynunet" and cfg.level_strides:
+        return tuple(int(math.prod(s[a] for s in cfg.level_strides)) for a in range(3))  # type: ignore[return-value]
+    if cfg.name == "segresnet":
+        return (2 ** (len(cfg.channels) - 1),) * 3
+    if cfg.name == "dynunet":
+        return (1, 1, 1)  # planned to fit the patch
+    return (math.prod(cfg.strides),) * 3
+
+
 def min_input_multiple(cfg: ModelConfig) -> int:
-    """Spatial sizes must be multiples of this (product of strides) for the UNet."""
-    out = 1
-    for s in cfg.strides:
-        out *= s
-    return out
+    """The largest of :func:`input_multiples` (sizes that are multiples of it always fit)."""
+    return max(input_multiples(cfg))
 
 
 def run_name(cfg: "ExperimentConfig") -> str:

@@ -154,11 +154,33 @@ def patch_size(median_shape: Sequence[float], multiple: int, channels: Sequence[
     return patch
 
 
+def plan_topology(patch: Sequence[int], spacing: Sequence[float], max_downsamplings: int = 5) -> tuple[list[list[int]], list[list[int]]]:
+    """nnU-Net's network topology for a patch (voxels) at a spacing (mm): (kernel sizes, strides)
+    per level, the first stride [1, 1, 1]. An axis is halved while its spacing is within 2x of the
+    finest axis and its size stays >= 4 (so anisotropic scans first pool in-plane only); an axis
+    much coarser than the finest gets kernel 1 (in-plane convolutions) until pooling catches up.
+    """
+    sizes, sp = [int(v) for v in patch], [float(v) for v in spacing]
+    kernels, strides = [], [[1, 1, 1]]
+    while len(strides) <= max_downsamplings:
+        ratio = [v / min(sp) for v in sp]
+        stride = [2 if r <= 2 and n >= 8 and n % 2 == 0 else 1 for r, n in zip(ratio, sizes)]
+        if all(v == 1 for v in stride):
+            break
+        kernels.append([3 if r <= 2 else 1 for r in ratio])
+        strides.append(stride)
+        sizes = [n // v for n, v in zip(sizes, stride)]
+        sp = [a * v for a, v in zip(sp, stride)]
+    kernels.append([3, 3, 3])
+    return kernels, strides
+
+
 def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb: float = 8.0) -> dict[str, Any]:
     """Plan in config terms (``preprocess``/``sampling`` keys) from a fingerprint."""
     spacing = target_spacing(fp)
     median_voxels = [mm / sp for mm, sp in zip(fp["median_shape_mm"], spacing)]
-    patch = patch_size(median_voxels, min_input_multiple(model_cfg), model_cfg.channels, batch, memory_gb, len(fp["channels"]))
+    multiple = 16 if model_cfg.name == "dynunet" else min_input_multiple(model_cfg)  # dynunet: room for 4 poolings
+    patch = patch_size(median_voxels, multiple, model_cfg.channels, batch, memory_gb, len(fp["channels"]))
     is_ct = bool(fp["channels"]) and all(str(n).strip().upper() == "CT" for n in fp["channels"])
     preprocess: dict[str, Any] = {"target_spacing": spacing, "normalize": "ct" if is_ct else "zscore_nonzero"}
     if is_ct:
@@ -166,7 +188,10 @@ def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb:
         if len(stats) != len(fp["channels"]):
             raise MedsegError("CT plan: no lesion voxels to take the intensity statistics from; set preprocess.ct_stats by hand")
         preprocess["ct_stats"] = [[s["p00_5"], s["p99_5"], s["mean"], max(s["std"], 1e-3)] for s in stats.values()]
-    return {"preprocess": preprocess, "sampling": {"patch_size": patch},
+    kernels, strides = plan_topology(patch, spacing)
+    network = {"dynunet": {"kernel_sizes": kernels, "level_strides": strides,
+                           "filters": [min(model_cfg.channels[0] * 2 ** i, 320) for i in range(len(strides))]}}
+    return {"preprocess": preprocess, "sampling": {"patch_size": patch}, "network": network,
             "estimated_training_memory_gb": round(training_memory_gb(patch, model_cfg.channels, batch, len(fp["channels"])), 2),
             "memory_budget_gb": memory_gb}
 

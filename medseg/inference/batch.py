@@ -118,7 +118,7 @@ def refuse_shared_outputs(items: Sequence[Path | Case]) -> None:
         seen[key] = first
 
 
-def predict_files(checkpoint: Path | str, inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
+def predict_files(checkpoint: Path | str | Sequence[Path | str], inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
                   opts: PredictOptions = PredictOptions(), progress: bool = True,
                   tracking_uri: str | None = None, cases: Sequence[Case] = ()) -> tuple[list[dict[str, Any]], list[str]]:
     """Predict every input scan and every case (multi-channel: one file per channel, outputs named

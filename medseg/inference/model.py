@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
 from medseg.config.schema import InferenceConfig
+from medseg.errors import MedsegError
 from medseg.nn.checkpoint import Checkpoint, load_checkpoint
+from medseg.nn.ensemble import MeanProbability
 from medseg.nn.registry import build_model
 from medseg.runtime.device import pick_device
 from medseg.tracking.registry import fetch_model
@@ -37,21 +39,47 @@ class LoadedModel:
     classes: tuple[str, ...] = ("lesion",)
 
 
-def load_model(checkpoint: Path | str, device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
-    """Build the network of a checkpoint and load its weights (``weights_only=True``).
-
-    Args:
-        checkpoint: a .pt file, or an MLflow URI ``runs:/<id>/model`` / ``models:/<name>/<version>``.
+def ensemble_members(source: Path | str | Sequence[Path | str]) -> list[Path | str]:
+    """The checkpoints of ``source``: one file or URI, several, or a folder (every ``best.pt``
+    below it, e.g. the folds of ``medseg train --folds``).
 
     Raises:
-        MedsegError: no such file or model, or not a complete medseg checkpoint.
+        MedsegError: a folder without any best.pt.
     """
+    if isinstance(source, (list, tuple)):
+        return [m for s in source for m in ensemble_members(s)]
+    path = Path(str(source))
+    if path.is_dir():
+        found = sorted(path.rglob("best.pt"))
+        if not found:
+            raise MedsegError(f"{path}: a folder without any best.pt; pass a checkpoint, several, or a folder of training runs")
+        return list(found)
+    return [source]
+
+
+def load_model(checkpoint: Path | str | Sequence[Path | str], device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
+    """Build the network of a checkpoint and load its weights (``weights_only=True``); several
+    checkpoints (or a folder of runs) become one model averaging their probabilities.
+
+    Args:
+        checkpoint: a .pt file, an MLflow URI ``runs:/<id>/model`` / ``models:/<name>/<version>``,
+            a list of them, or a folder.
+
+    Raises:
+        MedsegError: no such file or model, not a complete medseg checkpoint, or ensemble members
+        that preprocess differently.
+    """
+    members = ensemble_members(checkpoint)
+    if len(members) > 1:
+        return from_checkpoints([_read(m, tracking_uri) for m in members], device)
+    return from_checkpoint(_read(members[0], tracking_uri), device)
+
+
+def _read(checkpoint: Path | str, tracking_uri: str | None) -> Checkpoint:
     if str(checkpoint).startswith(("runs:/", "models:/")):
         with tempfile.TemporaryDirectory(prefix="medseg-model-") as tmp:
-            ckpt = load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)))
-    else:
-        ckpt = load_checkpoint(checkpoint)
-    return from_checkpoint(ckpt, device)
+            return load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)))
+    return load_checkpoint(checkpoint)
 
 
 def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
@@ -64,3 +92,24 @@ def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
     return LoadedModel(model, pre.spacing, pre.normalize, tuple(cfg.inference.roi_size or cfg.sampling.patch_size),
                        cfg.inference, op.threshold, op.min_lesion_mm3, cfg.eval.connectivity, dev, pre.in_channels,
                        pre.channels, pre.ct_stats, pre.background, pre.classes)
+
+
+def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> LoadedModel:
+    """An ensemble (:class:`medseg.nn.ensemble.MeanProbability`) of checkpoints that share their
+    preprocessing and patch size; the operating point is the first one's (``medseg tune`` on
+    the folds writes the same one into each).
+
+    Raises:
+        MedsegError: members that differ in spacing, normalisation, channels, classes or patch size.
+    """
+    first = from_checkpoint(ckpts[0], device)
+    members = [first.model]
+    for ckpt in ckpts[1:]:
+        lm = from_checkpoint(ckpt, device)
+        differs = [name for name in ("spacing", "normalize", "roi", "channels", "classes", "background", "ct_stats")
+                   if getattr(lm, name) != getattr(first, name)]
+        if differs:
+            raise MedsegError(f"ensemble: checkpoint of epoch {ckpt.epoch} differs from the first in {', '.join(differs)}; "
+                              "ensemble only runs of the same config (e.g. the folds of one medseg train --folds)")
+        members.append(lm.model)
+    return replace(first, model=MeanProbability(members).to(first.device).eval())

@@ -10,10 +10,10 @@ from typing import Sequence
 import numpy as np
 from monai.data import Dataset
 
-from medseg.config.schema import ExperimentConfig, all_lesion_values, min_input_multiple
+from medseg.config.schema import ExperimentConfig, all_lesion_values, input_multiples
 from medseg.data.case import Case
 from medseg.data.check import check_dataset, rules_for
-from medseg.data.plan import apply_plan, fingerprint, make_plan, needs_plan, read_plan
+from medseg.data.plan import apply_plan, fingerprint, make_plan, needs_plan, plan_topology, read_plan
 from medseg.data.sources.discover import from_config
 from medseg.data.split import median_spacing
 from medseg.errors import MedsegError
@@ -51,19 +51,30 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
         plan = make_plan(fingerprint(ds, all_lesion_values(cfg.data)), cfg.model, batch)
     if plan is not None:
         cfg = apply_plan(cfg, plan)
-    multiple = min_input_multiple(cfg.model)
-    roi = cfg.inference.roi_size or cfg.sampling.patch_size
-    for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):
-        if any(s % multiple for s in size):
-            raise MedsegError(f"{name}: {list(size)} must be multiples of {multiple} (the product of model.strides)")
     if cfg.preprocess.target_spacing is None:  # plan-less config with target_spacing: null
-
         spacing = median_spacing(ds.cases)
     else:
         spacing = cfg.preprocess.target_spacing
+    cfg = with_topology(cfg, spacing)
+    multiples = input_multiples(cfg.model)
+    roi = cfg.inference.roi_size or cfg.sampling.patch_size
+    for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):
+        if any(s % m for s, m in zip(size, multiples)):
+            raise MedsegError(f"{name}: {list(size)} must be multiples of {list(multiples)} (the product of the network's strides per axis)")
     _warn_if_patch_exceeds(ds.cases, cfg.sampling.patch_size, spacing)
     channels = ds.channels or tuple(f"channel{i}" for i in range(rules_for(ds).n_channels))
     return Prepared(cfg, ds.cases, tuple(float(s) for s in spacing), channels, plan)
+
+
+def with_topology(cfg: ExperimentConfig, spacing: Sequence[float]) -> ExperimentConfig:
+    """dynunet without kernel_sizes/level_strides: plan them for the patch and spacing (stored in
+    the run's config.yaml and checkpoint, so predict rebuilds the same network)."""
+    m = cfg.model
+    if m.name != "dynunet" or (m.kernel_sizes is not None and m.level_strides is not None):
+        return cfg
+    kernels, strides = plan_topology(cfg.sampling.patch_size, spacing)
+    model = type(m).model_validate({**m.model_dump(), "kernel_sizes": m.kernel_sizes or kernels, "level_strides": m.level_strides or strides})
+    return cfg.model_copy(update={"model": model})
 
 
 def _warn_if_patch_exceeds(cases, patch, spacing) -> None:

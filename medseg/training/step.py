@@ -92,9 +92,9 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
         logits = ctx.model(x)
     if getattr(ctx.loss_fn, "needs_instances", False):  # the blob loss: lesion ids of the patch
         instances = plain_tensor(batch["instances"]).to(ctx.device, non_blocking=True)
-        loss = ctx.loss_fn(logits.float(), y, instances)
+        loss = ctx.loss_fn(logits, y, instances)
     else:
-        loss = ctx.loss_fn(logits.float(), y)
+        loss = ctx.loss_fn(logits, y)  # logits: a tensor, or a list with deep supervision (the losses compute in float32)
     value = float(loss.detach())
     applied = ctx.guard is None or ctx.guard.ok(value, where)
     if applied:

@@ -30,6 +30,7 @@ from medseg.nn.checkpoint import (
     ResumeState,
     save_checkpoint,
 )
+from medseg.nn.losses.deep import DeepSupervised
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
@@ -77,7 +78,10 @@ class Trainer:
         self.last_epoch = cfg.train.epochs  # train.max_minutes moves it (fit_to_budget)
         self.total_steps = cfg.train.epochs * self.per_epoch
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, self.total_steps))
-        self.ctx = StepContext(model, build_loss(cfg.loss, mode="sigmoid"), optimizer, scheduler, self.device, precision,
+        loss = build_loss(cfg.loss, mode="sigmoid")
+        if cfg.model.deep_supervision:
+            loss = DeepSupervised(loss)
+        self.ctx = StepContext(model, loss, optimizer, scheduler, self.device, precision,
                                cfg.train.grad_clip, self.guard)
 
     def _record_run(self, resumed: bool) -> None:

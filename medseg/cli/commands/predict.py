@@ -15,7 +15,7 @@ from medseg.errors import MedsegError
 
 
 @user_errors
-def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflow URI runs:/<id>/model, models:/<name>/<version>."),
+def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble averaging their probabilities."),
             inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
             out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
             dataset: Optional[str] = typer.Option(None, "--dataset", help="Also predict the cases of a dataset or experiment config (multi-channel cases: one file per channel); masks named <case_id>."),
@@ -45,7 +45,8 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt) or MLflo
         cases = from_argument(dataset, split=split)[0].require_clean()
     if not inputs and not cases:
         raise MedsegError("nothing to predict: give scan files/folders, or --dataset DATASET")
-    rows, errors = predict_files(model, inputs or [], out, device, opts, not quiet, tracking_uri, cases)
+    members = [m for m in model.split(",") if m] if "," in model else model
+    rows, errors = predict_files(members, inputs or [], out, device, opts, not quiet, tracking_uri, cases)
     if rank() > 0:
         return
     for row in rows:
