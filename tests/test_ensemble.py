@@ -32,6 +32,9 @@ def test_members_from_files_lists_and_folders(tmp_path):
     for k in range(3):
         (tmp_path / "cv" / f"fold{k}" / "run").mkdir(parents=True)
         (tmp_path / "cv" / f"fold{k}" / "run" / "best.pt").write_bytes(b"")
+        (tmp_path / "cv" / f"fold{k}" / "run" / "config.yaml").write_text("")
+        (tmp_path / "cv" / f"fold{k}" / "run" / "mlflow_model" / "artifacts").mkdir(parents=True)
+        (tmp_path / "cv" / f"fold{k}" / "run" / "mlflow_model" / "artifacts" / "best.pt").write_bytes(b"")  # a copy, not a member
     assert len(ensemble_members(tmp_path / "cv")) == 3
     assert ensemble_members("runs:/abc/model") == ["runs:/abc/model"]
     assert len(ensemble_members([tmp_path / "cv" / "fold0" / "run" / "best.pt", "runs:/abc/model"])) == 2

@@ -40,8 +40,8 @@ class LoadedModel:
 
 
 def ensemble_members(source: Path | str | Sequence[Path | str]) -> list[Path | str]:
-    """The checkpoints of ``source``: one file or URI, several, or a folder (every ``best.pt``
-    below it, e.g. the folds of ``medseg train --folds``).
+    """The checkpoints of ``source``: one file or URI, several, or a folder (the ``best.pt`` of
+    every run folder below it, e.g. the folds of ``medseg train --folds``).
 
     Raises:
         MedsegError: a folder without any best.pt.
@@ -50,7 +50,7 @@ def ensemble_members(source: Path | str | Sequence[Path | str]) -> list[Path | s
         return [m for s in source for m in ensemble_members(s)]
     path = Path(str(source))
     if path.is_dir():
-        found = sorted(path.rglob("best.pt"))
+        found = sorted(p for p in path.rglob("best.pt") if (p.parent / "config.yaml").is_file())  # run folders, not model copies
         if not found:
             raise MedsegError(f"{path}: a folder without any best.pt; pass a checkpoint, several, or a folder of training runs")
         return list(found)

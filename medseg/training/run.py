@@ -33,7 +33,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
     resumed = resume_checkpoint(resume) if resume is not None else None
     prep = prepare(cfg)
     cfg = prep.cfg
-    train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
+    train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
     device, rank, world = _device_and_rank(cfg)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.spacing)

@@ -5,10 +5,13 @@ checkpoint's config), sweeps the probability threshold and the minimum lesion vo
 point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
 the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
 
-FROC: lesion candidates are the components of ``prob >= floor``; a candidate's confidence is its
-maximum probability; as the confidence threshold moves, lesion recall is plotted against FP per
-scan (overlap rule). Reported: recall at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan and their mean (the
-LUNA16 competition performance metric, CPM).
+``medseg tune FOLDER`` (the folds of ``medseg train --folds``) pools the out-of-fold validation
+predictions of every fold, each predicted by its own fold's model, and writes the chosen point
+into every fold's checkpoint (the ensemble uses it).
+
+FROC: one candidate per probability peak, matched as picai_eval does (see
+:mod:`medseg.evaluation.froc`). Reported: recall at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan and their
+mean (the LUNA16 competition performance metric, CPM).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
-from medseg.inference.model import LoadedModel, from_checkpoint
+from medseg.inference.model import LoadedModel, ensemble_members, from_checkpoint
 from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import voxel_volume
 from medseg.io.volumes import read_lesion_mask
@@ -74,7 +77,7 @@ def validation_scans(ckpt: Checkpoint, lm: LoadedModel) -> list[Scan]:
     """Predict the validation cases of the checkpoint's run on their own grids."""
     cfg = ckpt.config
     cases = from_config(cfg.data).require_clean()
-    _, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases)
+    _, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
     scans = []
     for case in val_cases:
         pred = predict_volume(lm, case.images)
@@ -84,26 +87,30 @@ def validation_scans(ckpt: Checkpoint, lm: LoadedModel) -> list[Scan]:
 
 
 def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto") -> dict:
-    """Tune and store the operating point of ``checkpoint`` (see module docstring).
+    """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
+    runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
+    every fold, each by its own model (out of fold), and the point is written into every fold.
 
     Returns:
-        {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path}.
+        {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path, "checkpoints": paths}.
     """
-    ckpt = load_checkpoint(checkpoint)
-    lm = from_checkpoint(ckpt, device)
-    scans = validation_scans(ckpt, lm)
-    curve = sweep(scans, connectivity=lm.connectivity)
+    paths = [Path(p) for p in ensemble_members(checkpoint)]
+    ckpts = [load_checkpoint(p) for p in paths]
+    scans = [s for ckpt in ckpts for s in validation_scans(ckpt, from_checkpoint(ckpt, device))]
+    connectivity = ckpts[0].config.eval.connectivity
+    curve = sweep(scans, connectivity=connectivity)
     chosen = choose(curve, min_recall)
-    result = froc(scans, connectivity=lm.connectivity)
-    out = Path(checkpoint).parent
+    result = froc(scans, connectivity=connectivity)
+    out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     curve_csv, froc_png = out / "operating_curve.csv", out / "froc.png"
     write_csv(curve, curve_csv)
     plot_froc(result, froc_png)
     point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], "max_f1" if min_recall is None else f"recall>={min_recall}")
-    ckpt = ckpt.with_operating_point(point)
-    save_checkpoint(ckpt, Path(checkpoint))
-    _log(ckpt, Path(checkpoint), chosen, result, (curve_csv, froc_png))
-    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png}
+    for path, ckpt in zip(paths, ckpts):
+        ckpt = ckpt.with_operating_point(point)
+        save_checkpoint(ckpt, path)
+        _log(ckpt, path, chosen, result, (curve_csv, froc_png))
+    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png, "checkpoints": paths}
 
 
 def _log(ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:

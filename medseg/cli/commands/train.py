@@ -18,10 +18,13 @@ from medseg.errors import MedsegError
 def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
           set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key: --set train.epochs=2 (repeatable)."),
           resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M extends a finished run."),
+          folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per fold, in <train.output_dir>/cv<N>-s<seed>/."),
+          fold: Optional[int] = typer.Option(None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow.
 
     SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
+    With --folds: cross-validation; then medseg tune FOLDER and medseg predict FOLDER (the ensemble).
     """
     from medseg.config.load import load_config
     from medseg.training.run import train as run_training
@@ -30,7 +33,21 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
         raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
     if resume is not None and not (resume / "last.pt").is_file():
         raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+    if fold is not None and folds is None:
+        raise MedsegError("--fold K needs --folds N")
     cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
+    if folds is not None:
+        if resume is not None:
+            raise MedsegError("--folds with --resume: resume a fold with --resume <cv folder>/fold<K>/<run>")
+        from medseg.training.cv import train_folds
+
+        cv = train_folds(cfg, folds, fold, progress=not quiet)
+        for k, res in cv.results.items():
+            typer.echo(f"fold {k}: best {cfg.train.select_metric} = {res.best_metric:.4f}  ({len(cv.folds[k])} validation cases)  {res.best_path}")
+        typer.echo(f"cross-validation folder: {cv.folder}" + (f" (MLflow parent run {cv.parent_run_id})" if cv.parent_run_id else ""))
+        typer.echo(f"operating point on the pooled out-of-fold predictions: medseg tune {cv.folder}")
+        typer.echo(f"fold ensemble: medseg predict {cv.folder} SCANS --out OUT")
+        return
     result = run_training(cfg, progress=not quiet, resume=resume)
     if rank() > 0:
         return
@@ -42,7 +59,7 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
 
 
 @user_errors
-def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used)."),
+def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled out-of-fold predictions of its folds)."),
          min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
          device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
@@ -54,7 +71,7 @@ def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run 
                f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}")
     typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
                + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
-    typer.echo(f"stored in {checkpoint}; curve {res['curve_csv']}, plot {res['froc_png']}")
+    typer.echo(f"stored in {', '.join(map(str, res['checkpoints']))}; curve {res['curve_csv']}, plot {res['froc_png']}")
 
 
 @user_errors

@@ -1,0 +1,107 @@
+"""``medseg train CONFIG --folds N [--fold K]``: cross-validation, one MLflow parent run with a
+child run per fold.
+
+The folds split the training cases (``data.exclude_cases`` stay out) by case, or by group with
+``data.group_pattern`` (:func:`medseg.data.split.fold_splits`). Fold ``k`` is an ordinary run
+whose validation cases are fold ``k``, in ``<train.output_dir>/cv<N>-s<seed>/fold<k>/``. The folder
+keeps ``cv.json`` (folds and parent run id), so folds trained by separate commands (one per GPU
+or node) share their parent. The folder then serves ``medseg predict`` (the fold ensemble) and
+``medseg tune`` (operating point on the pooled out-of-fold predictions).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from medseg.config.schema import ExperimentConfig, run_name
+from medseg.data.sources.discover import from_config
+from medseg.data.split import fold_splits
+from medseg.errors import MedsegError
+from medseg.io.write import write_text
+from medseg.tracking.tracker import parent_run, resolve_uri
+from medseg.training.run import train
+from medseg.training.state import TrainResult
+
+
+@dataclass
+class CVResult:
+    """The cross-validation folder, its parent MLflow run and the folds trained by this call."""
+
+    folder: Path
+    parent_run_id: str | None
+    folds: list[list[str]]
+    results: dict[int, TrainResult] = field(default_factory=dict)
+
+
+def cv_folder(cfg: ExperimentConfig, folds: int) -> Path:
+    return Path(cfg.train.output_dir) / f"cv{folds}-s{cfg.train.seed}"
+
+
+def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
+    """The folder's cv.json, created on the first call (folds, parent run); later calls must
+    find the same folds (same cases, seed and group pattern)."""
+    folder = cv_folder(cfg, folds)
+    cases = from_config(cfg.data).require_clean()
+    splits = fold_splits(cases, folds, cfg.train.seed, cfg.data.group_pattern)
+    path = folder / "cv.json"
+    if path.exists():
+        state = json.loads(path.read_text())
+        if state["folds"] != splits:
+            raise MedsegError(f"{path}: its folds differ from this config's cases; use another train.output_dir or remove {folder}")
+        return folder, state
+    folder.mkdir(parents=True, exist_ok=True)
+    parent = None
+    if cfg.tracking.enabled:
+        uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
+        parent = parent_run(uri, cfg.tracking.experiment, f"{run_name(cfg)}-cv{folds}", Path(cfg.train.output_dir))
+    state = {"folds": splits, "parent_run_id": parent, "group_pattern": cfg.data.group_pattern}
+    write_text(json.dumps(state, indent=2), path)
+    return folder, state
+
+
+def fold_config(cfg: ExperimentConfig, folder: Path, k: int, val_ids: list[str], parent: str | None) -> ExperimentConfig:
+    """The config of fold ``k``: its validation cases, its folder, nested under the parent run
+    (in the parent's store: the default SQLite store follows train.output_dir, which moves)."""
+    data = cfg.data.model_copy(update={"val_cases": tuple(val_ids)})
+    train_cfg = cfg.train.model_copy(update={"output_dir": folder / f"fold{k}"})
+    uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
+    tracking = cfg.tracking.model_copy(update={"parent_run_id": parent, "run_name": f"{run_name(cfg)}-fold{k}", "uri": uri})
+    return cfg.model_copy(update={"data": data, "train": train_cfg, "tracking": tracking})
+
+
+def train_folds(cfg: ExperimentConfig, folds: int, fold: int | None = None, progress: bool = True) -> CVResult:
+    """Train fold ``fold`` (or every fold in turn); the parent run gets each fold's best
+    selection metric and, once every fold has a best.pt, their mean.
+
+    Raises:
+        MedsegError: a fold index outside 0..folds-1, or folds that cannot be made.
+    """
+    if fold is not None and not 0 <= fold < folds:
+        raise MedsegError(f"--fold {fold}: folds are numbered 0 to {folds - 1}")
+    folder, state = _state(cfg, folds)
+    out = CVResult(folder, state["parent_run_id"], state["folds"])
+    for k in range(folds) if fold is None else [fold]:
+        out.results[k] = train(fold_config(cfg, folder, k, state["folds"][k], out.parent_run_id), progress)
+    _summarise(cfg, out, folds)
+    return out
+
+
+def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
+    if out.parent_run_id is None:
+        return
+    client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
+    metric = cfg.train.select_metric
+    for k, res in out.results.items():
+        client.log_metric(out.parent_run_id, f"fold{k}_{metric}", float(res.best_metric))
+    done = [k for k in range(folds) if any((out.folder / f"fold{k}").glob("*/best.pt"))]
+    if len(done) == folds:
+        history = {k: client.get_metric_history(out.parent_run_id, f"fold{k}_{metric}") for k in range(folds)}
+        last = [h[-1].value for h in history.values() if h]
+        if len(last) == folds:
+            client.log_metric(out.parent_run_id, f"cv_mean_{metric}", sum(last) / folds)
+        client.set_tag(out.parent_run_id, "cv.ensemble", f"medseg predict {out.folder} ...")
+        client.set_terminated(out.parent_run_id)

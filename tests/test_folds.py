@@ -1,0 +1,92 @@
+"""Cross-validation: fold splits by case and by group, a parent MLflow run with a child per fold,
+tuning on the pooled out-of-fold predictions and the fold ensemble in predict."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medseg.data.case import Case
+from medseg.data.split import case_groups, fold_splits, split_cases
+from medseg.errors import MedsegError
+
+
+def _cases(ids):
+    return [Case(i, (Path(f"{i}.nii.gz"),), Path(f"{i}_seg.nii.gz")) for i in ids]
+
+
+IDS = ["P14_T1", "P14_T2", "P14_T3", "P18_T1", "P39_T1", "P40_T1", "P40_T2", "P41_T1"]
+
+
+@pytest.mark.parametrize("folds", [2, 3, 5])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_groups_never_split_and_every_case_validated_once(folds, seed):
+    cases = _cases(IDS)
+    splits = fold_splits(cases, folds, seed, r"^(P\d+)_")
+    assert sorted(i for s in splits for i in s) == sorted(IDS)  # each case in exactly one fold
+    for group in ("P14", "P40"):
+        holding = [k for k, s in enumerate(splits) if any(i.startswith(group) for i in s)]
+        assert len(holding) == 1  # a patient's time points stay together
+    assert all(splits)  # no empty fold
+
+
+def test_folds_by_case_are_balanced_and_reproducible():
+    cases = _cases([f"c{i:02d}" for i in range(11)])
+    a, b = fold_splits(cases, 5, 3), fold_splits(cases, 5, 3)
+    assert a == b and sorted(len(s) for s in a) == [2, 2, 2, 2, 3]
+    assert fold_splits(cases, 5, 4) != a
+
+
+def test_group_errors_and_random_split_by_group():
+    cases = _cases(IDS)
+    assert case_groups(cases, r"^(P\d+)_")[:4] == ["P14", "P14", "P14", "P18"]
+    with pytest.raises(MedsegError, match="group"):
+        fold_splits(cases, 7, 0, r"^(P\d+)_")  # 5 patients
+    with pytest.raises(MedsegError, match="regular expression"):
+        case_groups(cases, "(")
+    for seed in range(5):
+        train, val = split_cases(cases, 0.3, seed, group_pattern=r"^(P\d+)_")
+        assert {c.case_id[:3] for c in train}.isdisjoint({c.case_id[:3] for c in val})
+
+
+def test_random_split_without_groups_is_unchanged():
+    """No group_pattern: the same seeded split as medseg 0.2 (runs stay reproducible)."""
+    import numpy as np
+
+    cases = _cases([f"c{i:02d}" for i in range(10)])
+    train, val = split_cases(cases, 0.2, 0)
+    order = np.random.default_rng(0).permutation(10)
+    assert [c.case_id for c in val] == [cases[i].case_id for i in sorted(order[:2])]
+
+
+@pytest.mark.slow
+def test_cross_validation_end_to_end(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from medseg.config.load import load_config
+    from medseg.data.synthetic import write_dataset
+    from medseg.demo import DEMO_CONFIG
+    from medseg.inference.model import load_model
+    from medseg.nn.ensemble import MeanProbability
+    from medseg.training.cv import train_folds
+    from medseg.training.tune import run_tune
+
+    write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
+    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
+                                    "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
+                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
+                                    "preprocess.target_spacing=null", "tracking.experiment=cv"])
+    first = train_folds(cfg, 2, fold=0, progress=False)  # one fold per command, as on a cluster
+    second = train_folds(cfg, 2, fold=1, progress=False)
+    assert first.folder == second.folder and first.parent_run_id == second.parent_run_id
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    children = [client.get_run(r.run_id) for r in (first.results[0], second.results[1])]
+    assert all(c.data.tags["mlflow.parentRunId"] == first.parent_run_id for c in children)
+    parent = client.get_run(first.parent_run_id)
+    assert "cv_mean_val_lesion_f1" in parent.data.metrics and parent.info.status == "FINISHED"
+    res = run_tune(first.folder, device="cpu")
+    assert len(res["checkpoints"]) == 2
+    lm = load_model(first.folder, "cpu")
+    assert isinstance(lm.model, MeanProbability) and len(lm.model.members) == 2
+    assert lm.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
