@@ -1,0 +1,142 @@
+"""Real-data quality: medseg's real configs against the plain MONAI tutorial recipe, same CPU budget,
+same split, scored lesion-wise on held-out patients medseg never trained or tuned on.
+
+    MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/real_quality.py --out /tmp/rq \\
+        [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3]
+
+Groups (config, held-out cases = its data.exclude_cases):
+  brats_flair  configs/brats_wt_flair.yaml; also scored on deepmedic_brats2015 (BraTS 2015, z-scored:
+               another release and intensity scale, never seen in training)
+  brats4       configs/brats_wt.yaml (FLAIR, T1, T1ce, T2)
+  ms           configs/ms_flair.yaml (held-out patient P39)
+Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutorial
+(benchmarks/monai_recipe.py at the same budget), and for brats_flair the ablations at
+--ablation-minutes: augment light vs nnunet, unet vs dynunet vs segresnet, and with
+--ensemble-folds N one model vs the N-fold ensemble. Prints one Markdown table (Dice, lesion recall
+overall and by volume, precision, F1, FP per scan, training minutes) and medseg's ratios to the
+MONAI recipe; writes OUT/real_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from heldout import BINS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown
+from medseg.config.load import load_config
+from medseg.config.schema import all_lesion_values
+from medseg.data.case import Case
+from medseg.data.sources.discover import from_config
+from medseg.data.split import split_cases
+from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
+from medseg.evaluation.metrics import dice
+from medseg.io.geometry import voxel_volume
+from medseg.io.volumes import read_lesion_mask
+from medseg.training.cv import train_folds
+from medseg.training.run import train
+from monai_recipe import predict_recipe, train_recipe
+
+ROOT = Path(__file__).resolve().parents[1]
+GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
+          "ms": ROOT / "configs/ms_flair.yaml"}
+EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
+ABLATIONS = {"augment light": ["augment.preset=light"], "dynunet": ["model.name=dynunet", "model.deep_supervision=true"],
+             "segresnet": ["model.name=segresnet"]}
+
+
+def external_cases(group: str) -> list[Case]:
+    """Every case of the external release's dataset (none of them trains anything)."""
+    if group not in EXTERNAL:
+        return []
+    return from_config(load_config(EXTERNAL[group]).data).require_clean()
+
+
+def score_masks(masks: list[np.ndarray], cases: list[Case], lesion_labels) -> dict[str, float]:
+    """The table's figures for masks already on the cases' grids (the MONAI recipe's)."""
+    counts, dices, sizes, found = LesionCounts(scans=0), [], [], []
+    for mask, case in zip(masks, cases):
+        ref, affine = read_lesion_mask(case.label, lesion_labels)
+        dices.append(dice(mask, ref))
+        counts = counts + match_lesions(mask, ref)
+        s, f = gt_lesion_hits(mask, ref)
+        sizes += list(s * voxel_volume(affine))
+        found += list(f)
+    sizes, hit = np.array(sizes), np.array(found, bool)
+    row = {"dice": float(np.mean(dices)), **counts.summary(), "gt_lesions": counts.n_ref, "cases": len(cases)}
+    for name, lo, hi in BINS:
+        sel = (sizes >= lo) & (sizes < hi)
+        row[f"recall_{name}"] = float(hit[sel].mean()) if sel.any() else float("nan")
+    return row
+
+
+def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
+               folds: int | None = None) -> dict[str, dict]:
+    cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes / (folds or 1)}",
+                               "tracking.experiment=real-quality", *overrides])
+    start = time.perf_counter()
+    if folds:
+        checkpoints = [r.best_path for r in train_folds(cfg, folds, progress=False).results.values()]
+    else:
+        checkpoints = [train(cfg, progress=False).best_path]
+    minutes_used = (time.perf_counter() - start) / 60
+    values = all_lesion_values(cfg.data)
+    return {name: evaluate_checkpoints(checkpoints, cases, values) | {"train_min": minutes_used} for name, cases in evals.items()}
+
+
+def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]]) -> dict[str, dict]:
+    cfg = load_config(config)
+    cases = from_config(cfg.data).require_clean()
+    train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
+    spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
+    net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
+    values = all_lesion_values(cfg.data)
+    return {name: score_masks([predict_recipe(net, c, spacing, patch) for c in cs], cs, values) | {"train_min": info["train_min"]}
+            for name, cs in evals.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--ablation-minutes", type=float, default=6.0)
+    parser.add_argument("--only", nargs="+", default=list(GROUPS), choices=list(GROUPS))
+    parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--ensemble-folds", type=int, default=None)
+    args = parser.parse_args()
+    rows: dict[str, dict] = {}
+    for group in args.only:
+        cfg = load_config(GROUPS[group])
+        evals = {"held-out": heldout_cases(cfg)}
+        if external_cases(group):
+            evals["BraTS2015 z-scored"] = external_cases(group)
+        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals)),
+                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals))]
+        if group == "brats_flair" and not args.no_ablation:
+            plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
+                                                                               args.ablation_minutes, o, evals))
+                     for name, o in ABLATIONS.items()]
+            if args.ensemble_folds:
+                plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
+                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, args.ensemble_folds))]
+        for name, fn in plan:
+            for eval_name, row in fn().items():
+                rows[f"{group} / {eval_name} / {name}"] = row
+                print(f"{group} / {eval_name} / {name}", json.dumps(row), flush=True)
+            (args.out / "real_quality.json").write_text(json.dumps(rows, indent=1))
+    print(markdown(rows, extra=("train_min",)))
+    print("\nmedseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):")
+    for key, row in rows.items():
+        if key.endswith("/ medseg"):
+            ref = rows.get(key.replace("/ medseg", "/ monai_tutorial"))
+            if ref:
+                print(f"  {key[:-9]}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
+                      f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
+    print(f"columns: {', '.join(COLUMNS)}; lesions matched by overlap (26-connected)")
+
+
+if __name__ == "__main__":
+    main()
