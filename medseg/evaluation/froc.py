@@ -1,6 +1,6 @@
 """FROC from probability maps, with picai_eval's candidates and matching.
 
-* Candidates: one per local peak of the probability map, by PI-CAI's dynamic extraction
+* Candidates: one per local peak of the probability map (peaks >= 0.05), by PI-CAI's dynamic extraction
   (``report_guided_annotation.extract_lesion_candidates``, the function picai_eval documents for
   turning softmax maps into detection maps): take the highest remaining probability ``m``, the
   component of ``p >= m / 2.5`` around it is a candidate with confidence ``m``, remove it, repeat
@@ -50,10 +50,22 @@ class Scan:
     voxel_mm3: float
 
 
-def detection_map(prob: np.ndarray, max_candidates: int = 100, min_voxels: int = 0) -> np.ndarray:
-    """(X, Y, Z) map: each candidate's voxels hold its confidence, 0 elsewhere (picai's y_det)."""
-    det, _, _ = extract_lesion_candidates(prob.astype(np.float32), threshold="dynamic", num_lesions_to_extract=max_candidates,
-                                          min_voxels_detection=min_voxels)
+def detection_map(prob: np.ndarray, max_candidates: int = 100, min_voxels: int = 0, floor: float = 0.05) -> np.ndarray:
+    """(X, Y, Z) map: each candidate's voxels hold its confidence, 0 elsewhere (picai's y_det).
+
+    Probabilities below ``floor`` are set to 0 and the extraction runs inside their bounding box:
+    PI-CAI's extraction labels the whole volume once per candidate and visits every blob, so the
+    faint background of a sigmoid map (thousands of blobs above peak / 2.5 once the peaks left are
+    tiny) made it take minutes per scan. Candidates whose peak is below ``floor`` are not kept.
+    """
+    det = np.zeros(prob.shape, np.float32)
+    keep = prob >= floor
+    if not keep.any():
+        return det
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(keep))
+    crop = np.where(keep[box], prob[box], 0.0).astype(np.float32)
+    det[box], _, _ = extract_lesion_candidates(crop, threshold="dynamic", num_lesions_to_extract=max_candidates,
+                                               min_voxels_detection=min_voxels)
     return det
 
 
