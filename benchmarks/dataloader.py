@@ -1,7 +1,7 @@
 """Training data loading: medseg's loader against a plain MONAI tutorial pipeline, and what the
 loader costs in a training epoch. One process, CPU.
 
-    .venv/bin/python benchmarks/dataloader.py [--cases 16] [--runs 3] [--workers N] [--data DIR]
+    .venv/bin/python benchmarks/dataloader.py [--cases 16] [--runs 3] [--workers N] [--data DIR] [--set augment.preset=nnunet]
 
 Data: ``--cases`` synthetic cases (96x96x64 at 1.5x1.5x2.0 mm, ``medseg.synthetic``) written to a
 temporary folder, or to / read from ``--data DIR``; config ``medseg/configs/demo.yaml`` with
@@ -88,6 +88,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="overrides data.num_workers")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (written there if it has no dataset.json)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. augment.preset=nnunet")
     args = parser.parse_args()
 
     from monai.utils import set_determinism
@@ -107,12 +108,12 @@ def main() -> None:
         start = time.perf_counter()
         write_dataset(data, args.cases, seed=0, test_cases=0, shape=(96, 96, 64), spacing=(1.5, 1.5, 2.0))
         print(f"wrote {args.cases} synthetic cases to {data} in {time.perf_counter() - start:.1f} s")
-    overrides = [f"data.dataset={data}"] + ([f"data.num_workers={args.workers}"] if args.workers is not None else [])
+    overrides = [f"data.dataset={data}"] + ([f"data.num_workers={args.workers}"] if args.workers is not None else []) + args.overrides
     cfg = load_config(CONFIG, overrides)
     spacing = tuple(float(x) for x in cfg.preprocess.target_spacing)
     train_cases, val_cases = split_cases(find_cases(cfg.data.dataset), cfg.data.val_fraction, cfg.train.seed)
     s = cfg.sampling
-    print(f"{len(train_cases)} train / {len(val_cases)} val cases, patch {list(s.patch_size)}, "
+    print(f"augment.preset {cfg.augment.preset}; {len(train_cases)} train / {len(val_cases)} val cases, patch {list(s.patch_size)}, "
           f"{s.samples_per_volume} per volume, batch {cfg.train.batch_size} volumes, strategy {s.strategy}, "
           f"workers {cfg.data.num_workers}, torch threads {torch.get_num_threads()}")
 

@@ -32,28 +32,35 @@ def heldout_cases(cfg: ExperimentConfig) -> list[Case]:
     return [c for c in ds.require_clean() if c.case_id in wanted]
 
 
-def evaluate_checkpoints(checkpoints: Sequence[Path], cases: Sequence[Case], lesion_labels=None) -> dict[str, float]:
-    """Dice, lesion counts and recall by size over ``cases`` (matching rule: overlap, 26-connected)."""
-    lm = load_model(checkpoints[0] if len(checkpoints) == 1 else list(checkpoints), "cpu")
-    counts, dices, sizes, found, seconds = LesionCounts(scans=0), [], [], [], []
-    for case in cases:
-        start = time.perf_counter()
-        pred = predict_volume(lm, case.images)
-        seconds.append(time.perf_counter() - start)
+def score(masks: Sequence[np.ndarray], cases: Sequence[Case], lesion_labels=None) -> dict[str, float]:
+    """Dice, lesion counts and recall by size of masks already on the cases' grids (overlap rule, 26-connected)."""
+    counts, dices, sizes, found = LesionCounts(scans=0), [], [], []
+    for mask, case in zip(masks, cases):
         ref, affine = read_lesion_mask(case.label, lesion_labels)
-        dices.append(dice(pred.mask, ref))
-        counts = counts + match_lesions(pred.mask, ref)
-        s, f = gt_lesion_hits(pred.mask, ref)
+        dices.append(dice(mask, ref))
+        counts = counts + match_lesions(mask, ref)
+        s, f = gt_lesion_hits(mask, ref)
         sizes += list(s * voxel_volume(affine))
         found += list(f)
     sizes, hit = np.array(sizes), np.array(found, bool)
-    row = {"dice": float(np.mean(dices)), **counts.summary(), "gt_lesions": counts.n_ref, "cases": len(cases),
-           "predict_s_per_case": float(np.median(seconds))}
+    row = {"dice": float(np.mean(dices)), **counts.summary(), "gt_lesions": counts.n_ref, "cases": len(cases)}
     for name, lo, hi in BINS:
         sel = (sizes >= lo) & (sizes < hi)
         row[f"recall_{name}"] = float(hit[sel].mean()) if sel.any() else float("nan")
         row[f"n_{name}"] = int(sel.sum())
     return row
+
+
+def evaluate_checkpoints(checkpoints: Sequence[Path], cases: Sequence[Case], lesion_labels=None) -> dict[str, float]:
+    """:func:`score` of the predictions of a checkpoint (several: their ensemble), with the median
+    prediction seconds per case."""
+    lm = load_model(checkpoints[0] if len(checkpoints) == 1 else list(checkpoints), "cpu")
+    masks, seconds = [], []
+    for case in cases:
+        start = time.perf_counter()
+        masks.append(predict_volume(lm, case.images).mask)
+        seconds.append(time.perf_counter() - start)
+    return score(masks, cases, lesion_labels) | {"predict_s_per_case": float(np.median(seconds))}
 
 
 def markdown(rows: dict[str, dict[str, float]], columns: Sequence[str] = COLUMNS, extra: Sequence[str] = ()) -> str:

@@ -24,18 +24,13 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 
-from heldout import BINS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown
+from heldout import COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
 from medseg.config.load import load_config
 from medseg.config.schema import all_lesion_values
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
-from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
-from medseg.evaluation.metrics import dice
-from medseg.io.geometry import voxel_volume
-from medseg.io.volumes import read_lesion_mask
 from medseg.training.cv import train_folds
 from medseg.training.run import train
 from monai_recipe import predict_recipe, train_recipe
@@ -53,24 +48,6 @@ def external_cases(group: str) -> list[Case]:
     if group not in EXTERNAL:
         return []
     return from_config(load_config(EXTERNAL[group]).data).require_clean()
-
-
-def score_masks(masks: list[np.ndarray], cases: list[Case], lesion_labels) -> dict[str, float]:
-    """The table's figures for masks already on the cases' grids (the MONAI recipe's)."""
-    counts, dices, sizes, found = LesionCounts(scans=0), [], [], []
-    for mask, case in zip(masks, cases):
-        ref, affine = read_lesion_mask(case.label, lesion_labels)
-        dices.append(dice(mask, ref))
-        counts = counts + match_lesions(mask, ref)
-        s, f = gt_lesion_hits(mask, ref)
-        sizes += list(s * voxel_volume(affine))
-        found += list(f)
-    sizes, hit = np.array(sizes), np.array(found, bool)
-    row = {"dice": float(np.mean(dices)), **counts.summary(), "gt_lesions": counts.n_ref, "cases": len(cases)}
-    for name, lo, hi in BINS:
-        sel = (sizes >= lo) & (sizes < hi)
-        row[f"recall_{name}"] = float(hit[sel].mean()) if sel.any() else float("nan")
-    return row
 
 
 def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
@@ -94,7 +71,7 @@ def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]]) -> dic
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
     values = all_lesion_values(cfg.data)
-    return {name: score_masks([predict_recipe(net, c, spacing, patch) for c in cs], cs, values) | {"train_min": info["train_min"]}
+    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, values) | {"train_min": info["train_min"]}
             for name, cs in evals.items()}
 
 

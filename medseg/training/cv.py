@@ -91,17 +91,17 @@ def train_folds(cfg: ExperimentConfig, folds: int, fold: int | None = None, prog
 
 
 def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
+    """Each trained fold's best selection metric on the parent run; once every fold has one,
+    their mean (``cv_mean_<metric>``), the ensemble command as a tag, and the parent closed."""
     if out.parent_run_id is None:
         return
     client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
     metric = cfg.train.select_metric
     for k, res in out.results.items():
         client.log_metric(out.parent_run_id, f"fold{k}_{metric}", float(res.best_metric))
-    done = [k for k in range(folds) if any((out.folder / f"fold{k}").glob("*/best.pt"))]
-    if len(done) == folds:
-        history = {k: client.get_metric_history(out.parent_run_id, f"fold{k}_{metric}") for k in range(folds)}
-        last = [h[-1].value for h in history.values() if h]
-        if len(last) == folds:
-            client.log_metric(out.parent_run_id, f"cv_mean_{metric}", sum(last) / folds)
-        client.set_tag(out.parent_run_id, "cv.ensemble", f"medseg predict {out.folder} ...")
+    logged = client.get_run(out.parent_run_id).data.metrics  # latest value of each fold, this call's or earlier ones'
+    values = [logged.get(f"fold{k}_{metric}") for k in range(folds)]
+    if all(v is not None for v in values):
+        client.log_metric(out.parent_run_id, f"cv_mean_{metric}", sum(values) / folds)
+        client.set_tag(out.parent_run_id, "cv.ensemble", f"medseg predict {out.folder} SCANS --out OUT")
         client.set_terminated(out.parent_run_id)
