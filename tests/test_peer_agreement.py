@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 from panoptica import ConnectedComponentsInstanceApproximator, InputType, Metric, NaiveThresholdMatching, Panoptica_Evaluator
 from panoptica.utils.constants import CCABackend
 from picai_eval import evaluate as picai_evaluate
@@ -110,6 +111,27 @@ def _probabilities() -> list[tuple[np.ndarray, np.ndarray]]:
         prob[x + 1, 5, 5:7] = 0.2
     scans.append((prob, ref))
     return scans
+
+
+def _noisy_maps():
+    """Smoothed noise: many faint blobs and peaks of every height, some above 0.05 everywhere."""
+    rng = np.random.default_rng(5)
+    for sigma, scale in ((1.0, 0.6), (2.0, 1.0), (0.7, 0.3)):
+        field = ndimage.gaussian_filter(rng.random((20, 20, 16)), sigma)
+        field = (field - field.min()) / (field.max() - field.min())
+        yield (field ** 3 * scale).astype(np.float32)
+
+
+def test_detection_maps_equal_picai_extraction():
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        from report_guided_annotation import extract_lesion_candidates
+    for prob in [p for p, _ in _probabilities()] + list(_noisy_maps()):
+        prob = np.where(prob >= 0.05, prob, 0).astype(np.float32)  # medseg's floor, applied to both
+        theirs, _, _ = extract_lesion_candidates(prob, threshold="dynamic", num_lesions_to_extract=50, min_voxels_detection=0)
+        assert np.array_equal(detection_map(prob), theirs.astype(np.float32))
 
 
 def test_candidates_and_matching_equal_picai_per_case():
