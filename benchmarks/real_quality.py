@@ -4,6 +4,10 @@ same split, scored lesion-wise on held-out patients medseg never trained or tune
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/real_quality.py --out /tmp/rq \\
         [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3]
 
+Rows already in OUT/real_quality.json are kept and not run again, so the groups can be run one
+``--only`` at a time (on a quiet machine each) into the same OUT; the table printed at the end has
+every row of the file.
+
 Groups (config, held-out cases = its data.exclude_cases):
   brats_flair  configs/brats_wt_flair.yaml; also scored on deepmedic_brats2015 (BraTS 2015, z-scored:
                another release and intensity scale, never seen in training)
@@ -11,10 +15,12 @@ Groups (config, held-out cases = its data.exclude_cases):
   ms           configs/ms_flair.yaml (held-out patient P39)
 Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutorial
 (benchmarks/monai_recipe.py at the same budget), and for brats_flair the ablations at
---ablation-minutes: augment light vs nnunet, unet vs dynunet vs segresnet, and with
+--ablation-minutes: augment light vs nnunet, dynunet vs unet vs segresnet, and with
 --ensemble-folds N one model vs the N-fold ensemble. Prints one Markdown table (Dice, lesion recall
-overall and by volume, precision, F1, FP per scan, training minutes) and medseg's ratios to the
-MONAI recipe; writes OUT/real_quality.json.
+overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
+BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan, as
+``medseg evaluate --protocol brats2023`` counts them) and medseg's ratios to the MONAI recipe;
+writes OUT/real_quality.json.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import time
 from pathlib import Path
 
 
-from heldout import COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
+from heldout import BRATS_COLUMNS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
 from medseg.config.load import load_config
 from medseg.config.schema import all_lesion_values
 from medseg.data.case import Case
@@ -39,7 +45,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
           "ms": ROOT / "configs/ms_flair.yaml"}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
-ABLATIONS = {"augment light": ["augment.preset=light"], "dynunet": ["model.name=dynunet", "model.deep_supervision=true"],
+ABLATIONS = {"augment light": ["augment.preset=light"],  # the configs: nnunet augmentation, dynunet + deep supervision
+             "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
              "segresnet": ["model.name=segresnet"]}
 
 
@@ -60,8 +67,9 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
     else:
         checkpoints = [train(cfg, progress=False).best_path]
     minutes_used = (time.perf_counter() - start) / 60
-    values = all_lesion_values(cfg.data)
-    return {name: evaluate_checkpoints(checkpoints, cases, values) | {"train_min": minutes_used} for name, cases in evals.items()}
+    values, brats = all_lesion_values(cfg.data), "brats" in config.name
+    return {name: evaluate_checkpoints(checkpoints, cases, values, brats) | {"train_min": minutes_used}
+            for name, cases in evals.items()}
 
 
 def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]]) -> dict[str, dict]:
@@ -70,8 +78,8 @@ def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]]) -> dic
     train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
-    values = all_lesion_values(cfg.data)
-    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, values) | {"train_min": info["train_min"]}
+    values, brats = all_lesion_values(cfg.data), "brats" in config.name
+    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, values, brats) | {"train_min": info["train_min"]}
             for name, cs in evals.items()}
 
 
@@ -84,7 +92,8 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--ensemble-folds", type=int, default=None)
     args = parser.parse_args()
-    rows: dict[str, dict] = {}
+    saved = args.out / "real_quality.json"
+    rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     for group in args.only:
         cfg = load_config(GROUPS[group])
         evals = {"held-out": heldout_cases(cfg)}
@@ -100,11 +109,15 @@ def main() -> None:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
                     GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, args.ensemble_folds))]
         for name, fn in plan:
+            if f"{group} / held-out / {name}" in rows:
+                print(f"{group} / {name}: in {saved}, not run again", flush=True)
+                continue
             for eval_name, row in fn().items():
                 rows[f"{group} / {eval_name} / {name}"] = row
                 print(f"{group} / {eval_name} / {name}", json.dumps(row), flush=True)
-            (args.out / "real_quality.json").write_text(json.dumps(rows, indent=1))
-    print(markdown(rows, extra=("train_min",)))
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(rows, indent=1))
+    print(markdown(rows, extra=(*BRATS_COLUMNS, "train_min")))
     print("\nmedseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):")
     for key, row in rows.items():
         if key.endswith("/ medseg"):
@@ -112,7 +125,8 @@ def main() -> None:
             if ref:
                 print(f"  {key[:-9]}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
                       f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
-    print(f"columns: {', '.join(COLUMNS)}; lesions matched by overlap (26-connected)")
+    print(f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
+          f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
 
 
 if __name__ == "__main__":
