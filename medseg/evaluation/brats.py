@@ -62,10 +62,10 @@ def merged_gt_lesions(ref: np.ndarray, dilation: int) -> tuple[np.ndarray, int]:
     return np.where(ref.astype(bool), labels, 0).astype(np.int32), n
 
 
-def _box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Bounding box of ``mask`` grown by ``margin`` voxels (clipped to the volume)."""
-    idx = np.nonzero(mask)
-    return tuple(slice(max(int(i.min()) - margin, 0), min(int(i.max()) + margin + 1, n)) for i, n in zip(idx, mask.shape))
+def _union_box(boxes: list[tuple[slice, ...]], margin: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
+    """The smallest box holding every box of ``boxes``, grown by ``margin`` voxels (clipped to ``shape``)."""
+    return tuple(slice(max(min(b[a].start for b in boxes) - margin, 0), min(max(b[a].stop for b in boxes) + margin, shape[a]))
+                 for a in range(len(shape)))
 
 
 @dataclass
@@ -81,28 +81,32 @@ class LesionScore:
 def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: int, spacing: np.ndarray) -> list[LesionScore]:
     """Steps 3 for every merged GT lesion ``1..n_g`` of ``g_lab`` against predicted lesions ``p_lab``."""
     voxel = float(np.prod(spacing))
+    p_boxes = ndimage.find_objects(p_lab)
     scores = []
     for i, box in enumerate(ndimage.find_objects(g_lab, n_g)):
         if box is None:  # a dilated component holds no GT voxel only if dilation merged nothing there
             continue
-        grown_box = tuple(slice(max(s.start - dilation, 0), min(s.stop + dilation, n)) for s, n in zip(box, g_lab.shape))
+        grown_box = _union_box([box], dilation, g_lab.shape)
         gt = g_lab[grown_box] == i + 1
         grown = ndimage.binary_dilation(gt, structure(18), iterations=dilation) if dilation else gt
         hits = sorted(int(h) for h in np.unique(p_lab[grown_box][grown]) if h)
-        gt_full = g_lab == i + 1
-        pred = np.isin(p_lab, hits) if hits else np.zeros_like(gt_full)
-        roi = _box(gt_full | pred, 1)  # HD95 and Dice are unchanged by cropping to both masks plus a margin
-        scores.append(LesionScore(float(gt.sum()) * voxel, hits, dice(pred[roi], gt_full[roi]),
-                                  hd95(pred[roi], gt_full[roi], spacing, HD95_PENALTY_MM)))
+        # HD95 and Dice are unchanged by cropping to both masks plus a margin: the GT lesion's box
+        # and its hits' boxes, not the whole volume once per lesion (MS scans hold dozens)
+        roi = _union_box([box, *(p_boxes[h - 1] for h in hits)], 1, g_lab.shape)
+        gt_roi = g_lab[roi] == i + 1
+        pred_roi = np.isin(p_lab[roi], hits) if hits else np.zeros_like(gt_roi)
+        scores.append(LesionScore(float(gt.sum()) * voxel, hits, dice(pred_roi, gt_roi),
+                                  hd95(pred_roi, gt_roi, spacing, HD95_PENALTY_MM)))
     return scores
 
 
-def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol) -> tuple[dict, list[LesionScore], int, int]:
+def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol) -> tuple[dict, list[LesionScore], int, set[int]]:
     """Lesion-wise scores of one scan (binary masks (X, Y, Z), spacing in mm).
 
     Returns:
         (row with lesionwise_dice, lesionwise_hd95_mm, tp, fn, fp, gt_lesions, pred_lesions;
-        scores of every merged GT lesion; number of predicted lesions; the ids of the FPs count).
+        scores of every merged GT lesion; number of predicted lesions; ids of the predicted lesions
+        that touch a grown GT lesion, the true positives).
     """
     p_lab, n_p = label_lesions(pred, 26)
     g_lab, n_g = merged_gt_lesions(ref, protocol.dilation)
@@ -115,4 +119,4 @@ def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol:
            "lesionwise_hd95_mm": (sum(s.hd95_mm for s in kept) + HD95_PENALTY_MM * fp) / n if n else 0.0,
            "gt_lesions": len(kept), "pred_lesions": n_p, "tp": sum(bool(s.hits) for s in kept),
            "fn": sum(not s.hits for s in kept), "fp": fp}
-    return row, scores, n_p, len(tp_pred)
+    return row, scores, n_p, tp_pred

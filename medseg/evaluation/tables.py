@@ -79,14 +79,13 @@ def brats_tables(pred: np.ndarray, ref: np.ndarray, affine: np.ndarray, name: st
     spec, voxel = PROTOCOLS[protocol], voxel_volume(affine)
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     row, scores, n_pred, tp_pred = brats_case(pred, ref, spacing, spec)
-    counts = LesionCounts(row["gt_lesions"], n_pred, row["tp"], tp_pred)
+    counts = LesionCounts(row["gt_lesions"], n_pred, row["tp"], len(tp_pred))
     row = {"case": name, "dice": dice(pred, ref), "hd95_mm": hd95(pred, ref, spacing, HD95_PENALTY_MM), **row,
            "pred_volume_mm3": float(pred.sum()) * voxel, "ref_volume_mm3": float(ref.sum()) * voxel, **counts.summary()}
-    hit = set().union(*(s.hits for s in scores)) if scores else set()
     lesions = [{"case": name, "kind": "gt" if s.volume_mm3 > spec.min_mm3 else "gt_unscored", "id": i + 1,
                 "volume_mm3": s.volume_mm3, "matched": bool(s.hits), "matches": " ".join(map(str, s.hits)),
                 "dice": s.dice, "hd95_mm": s.hd95_mm} for i, s in enumerate(scores)]
-    lesions += [{"case": name, "kind": "pred", "id": j, "matched": j in hit} for j in range(1, n_pred + 1)]
+    lesions += [{"case": name, "kind": "pred", "id": j, "matched": j in tp_pred} for j in range(1, n_pred + 1)]
     return row, lesions, counts
 
 

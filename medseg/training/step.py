@@ -50,11 +50,26 @@ class StepContext:
     guard: Optional[NonFiniteGuard] = None
 
 
-def lr_schedule(kind: str, total_steps: int) -> Callable[[int], float]:
-    """Per-step multiplier of the peak learning rate: poly (power 0.9) or cosine, both to 0."""
-    if kind == "poly":
-        return lambda step: (1 - min(step, total_steps) / total_steps) ** 0.9
-    return lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+@dataclass
+class LRSchedule:
+    """Per-step multiplier of the peak learning rate, for ``LambdaLR``: poly (power 0.9) or cosine,
+    both reaching 0 at ``total_steps`` and staying there. An object rather than a closure so that
+    ``train.max_minutes`` moves the end by setting ``total_steps`` on the one schedule the
+    ``LambdaLR`` holds, instead of swapping the scheduler's internals."""
+
+    kind: str
+    total_steps: int
+
+    def __call__(self, step: int) -> float:
+        frac = min(step, self.total_steps) / max(self.total_steps, 1)
+        if self.kind == "poly":
+            return (1 - frac) ** 0.9
+        return 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def lr_schedule(kind: str, total_steps: int) -> LRSchedule:
+    """The schedule ``optim.schedule`` names (poly or cosine) over ``total_steps`` applied steps."""
+    return LRSchedule(kind, total_steps)
 
 
 def _backward_and_step(ctx: StepContext, loss: torch.Tensor) -> None:

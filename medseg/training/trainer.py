@@ -77,7 +77,8 @@ class Trainer:
         self.per_epoch = len(self.loader)
         self.last_epoch = cfg.train.epochs  # train.max_minutes moves it (fit_to_budget)
         self.total_steps = cfg.train.epochs * self.per_epoch
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, self.total_steps))
+        self.schedule = lr_schedule(cfg.optim.schedule, self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         loss = build_loss(cfg.loss, mode="sigmoid")
         if cfg.model.deep_supervision:
             loss = DeepSupervised(loss)
@@ -115,6 +116,7 @@ class Trainer:
             raise MedsegError(f"{self.run.last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
                               "resume without changing model settings") from None
         self.ctx.scheduler.load_state_dict(rs.scheduler)
+        self.schedule.total_steps = self.total_steps  # the end comes from this config (train.epochs may be extended)
         if self.ctx.precision.scaler is not None and rs.scaler:
             self.ctx.precision.scaler.load_state_dict(rs.scaler)
         self.run.tracker.set_tags({"resumed_at_step": str(rs.global_step), "train.epochs": str(self.cfg.train.epochs)})
@@ -195,7 +197,7 @@ class Trainer:
         last = int(broadcast(budget.last_epoch(epoch)))
         if last != self.last_epoch:
             self.last_epoch, self.total_steps = last, last * self.per_epoch
-            self.ctx.scheduler.lr_lambdas = [lr_schedule(self.cfg.optim.schedule, self.total_steps)]
+            self.schedule.total_steps = self.total_steps  # the LambdaLR reads it from the next step on
             bar.total = self.total_steps
             self.run.tracker.set_tags({"budget_last_epoch": str(last)})
 
