@@ -15,7 +15,8 @@ Groups (config, held-out cases = its data.exclude_cases):
   ms           configs/ms_flair.yaml (held-out patient P39)
 Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutorial
 (benchmarks/monai_recipe.py at the same budget), and for brats_flair the ablations at
---ablation-minutes: augment light vs nnunet, dynunet vs unet vs segresnet, and with
+--ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
+unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. Prints one Markdown table (Dice, lesion recall
 overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
 BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan, as
@@ -45,7 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
           "ms": ROOT / "configs/ms_flair.yaml"}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
-ABLATIONS = {"augment light": ["augment.preset=light"],  # the configs: nnunet augmentation, dynunet + deep supervision
+ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
+             "augment light": ["augment.preset=light"],
              "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
              "segresnet": ["model.name=segresnet"]}
 
