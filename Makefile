@@ -19,8 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medseg demo --out demo_out
 
+# two pytest workers (pytest-xdist), a test file per worker: most tests start medseg in a subprocess,
+# whose single-threaded start-up (torch, monai, mlflow imports) leaves a core idle otherwise
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) demo_out runs
