@@ -37,7 +37,9 @@ def _summary(masks: Sequence[np.ndarray], refs: Sequence[tuple[np.ndarray, np.nd
     rows, lesions, total = [], [], LesionCounts(scans=0)
     for mask, (ref, affine), case in zip(masks, refs, cases):
         row, les, counts = case_tables(mask, ref, affine, case.case_id, opts, with_hd95=False)
-        rows, lesions, total = rows + [row], lesions + les, total + counts
+        rows.append(row)
+        lesions += les
+        total = total + counts
     return summarize(rows, lesions, total, opts) | {"per_case": rows}
 
 

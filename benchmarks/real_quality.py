@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
           "ms": ROOT / "configs/ms_flair.yaml"}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
+BRATS_GROUPS = {"brats_flair", "brats4"}  # also scored under the BraTS 2023 glioma protocol
 ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
              "augment light": ["augment.preset=light"],
              "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
@@ -60,7 +61,7 @@ def external_cases(group: str) -> list[Case]:
 
 
 def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
-               folds: int | None = None) -> dict[str, dict]:
+               brats: bool, folds: int | None = None) -> dict[str, dict]:
     cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes / (folds or 1)}",
                                "tracking.experiment=real-quality", *overrides])
     start = time.perf_counter()
@@ -69,18 +70,18 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
     else:
         checkpoints = [train(cfg, progress=False).best_path]
     minutes_used = (time.perf_counter() - start) / 60
-    values, brats = all_lesion_values(cfg.data), "brats" in config.name
+    values = all_lesion_values(cfg.data)
     return {name: evaluate_checkpoints(checkpoints, cases, values, brats) | {"train_min": minutes_used}
             for name, cases in evals.items()}
 
 
-def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]]) -> dict[str, dict]:
+def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], brats: bool) -> dict[str, dict]:
     cfg = load_config(config)
     cases = from_config(cfg.data).require_clean()
     train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
-    values, brats = all_lesion_values(cfg.data), "brats" in config.name
+    values = all_lesion_values(cfg.data)
     return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, values, brats) | {"train_min": info["train_min"]}
             for name, cs in evals.items()}
 
@@ -98,18 +99,19 @@ def main() -> None:
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     for group in args.only:
         cfg = load_config(GROUPS[group])
-        evals = {"held-out": heldout_cases(cfg)}
-        if external_cases(group):
-            evals["BraTS2015 z-scored"] = external_cases(group)
-        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals)),
-                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals))]
+        evals, brats = {"held-out": heldout_cases(cfg)}, group in BRATS_GROUPS
+        external = external_cases(group)
+        if external:
+            evals["BraTS2015 z-scored"] = external
+        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals, brats)),
+                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, brats))]
         if group == "brats_flair" and not args.no_ablation:
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
-                                                                               args.ablation_minutes, o, evals))
+                                                                               args.ablation_minutes, o, evals, brats))
                      for name, o in ABLATIONS.items()]
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
-                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, args.ensemble_folds))]
+                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, brats, args.ensemble_folds))]
         for name, fn in plan:
             if f"{group} / held-out / {name}" in rows:
                 print(f"{group} / {name}: in {saved}, not run again", flush=True)

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from medseg.config.load import load_config
-from medseg.nn.losses.deep import DeepSupervised
-from medseg.nn.losses.registry import build_loss
+from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
 from medseg.training.prepare import with_topology
 
@@ -28,9 +27,7 @@ def test_real_config_network_trains_at_its_patch(name, monkeypatch, tmp_path):
     cfg = with_topology(cfg, cfg.preprocess.target_spacing)
     torch.manual_seed(0)
     net = build_model(cfg.model, in_channels=REAL[name], out_channels=1)
-    loss_fn = build_loss(cfg.loss, mode="sigmoid")
-    if cfg.model.deep_supervision:
-        loss_fn = DeepSupervised(loss_fn)
+    loss_fn = build_training_loss(cfg.loss, cfg.model.deep_supervision)
     patch = tuple(cfg.sampling.patch_size)
     x = torch.randn(1, REAL[name], *patch)
     y = torch.zeros(1, 1, *patch)

@@ -30,8 +30,7 @@ from medseg.nn.checkpoint import (
     ResumeState,
     save_checkpoint,
 )
-from medseg.nn.losses.deep import DeepSupervised
-from medseg.nn.losses.registry import build_loss
+from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
 from medseg.tracking.lineage import dataset_input, lineage_tags
@@ -58,6 +57,11 @@ class Trainer:
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.guard = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
 
+    @property
+    def total_steps(self) -> int:
+        """Optimisation steps to the last epoch (``train.epochs``, or what the time budget allows)."""
+        return self.last_epoch * self.per_epoch
+
     def setup(self, resumed: bool = False) -> None:
         """Record the run, then build loader, network, precision, loss, optimiser and schedule."""
         cfg, run = self.cfg, self.run
@@ -76,12 +80,9 @@ class Trainer:
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         self.per_epoch = len(self.loader)
         self.last_epoch = cfg.train.epochs  # train.max_minutes moves it (fit_to_budget)
-        self.total_steps = cfg.train.epochs * self.per_epoch
         self.schedule = lr_schedule(cfg.optim.schedule, self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
-        loss = build_loss(cfg.loss, mode="sigmoid")
-        if cfg.model.deep_supervision:
-            loss = DeepSupervised(loss)
+        loss = build_training_loss(cfg.loss, cfg.model.deep_supervision)
         self.ctx = StepContext(model, loss, optimizer, scheduler, self.device, precision,
                                cfg.train.grad_clip, self.guard)
 
@@ -196,7 +197,7 @@ class Trainer:
             return
         last = int(broadcast(budget.last_epoch(epoch)))
         if last != self.last_epoch:
-            self.last_epoch, self.total_steps = last, last * self.per_epoch
+            self.last_epoch = last
             self.schedule.total_steps = self.total_steps  # the LambdaLR reads it from the next step on
             bar.total = self.total_steps
             self.run.tracker.set_tags({"budget_last_epoch": str(last)})

@@ -9,6 +9,7 @@ from medseg.config.schema import LossConfig, blob_weight
 from medseg.errors import MedsegError
 from medseg.nn.losses.blob import BlobFocalDiceLoss
 from medseg.nn.losses.compound import FocalDiceLoss
+from medseg.nn.losses.deep import DeepSupervised
 from medseg.nn.losses.focal import FocalLoss
 from medseg.nn.losses.functional import Mode
 
@@ -51,3 +52,10 @@ def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
     if not w_dice:
         return FocalLoss(gamma, alpha, mode)
     return FocalDiceLoss(mode, gamma, alpha, w_focal, w_dice, **dice)
+
+
+def build_training_loss(cfg: LossConfig, deep_supervision: bool = False) -> nn.Module:
+    """The sigmoid loss the trainer optimises: :func:`build_loss`, wrapped by
+    :class:`~medseg.nn.losses.deep.DeepSupervised` when the network has deep-supervision heads."""
+    loss = build_loss(cfg, mode="sigmoid")
+    return DeepSupervised(loss) if deep_supervision else loss
