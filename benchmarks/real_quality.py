@@ -14,7 +14,10 @@ Groups (config, held-out cases = its data.exclude_cases):
   brats4       configs/brats_wt.yaml (FLAIR, T1, T1ce, T2)
   ms           configs/ms_flair.yaml (held-out patient P39)
 Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutorial
-(benchmarks/monai_recipe.py at the same budget), and for brats_flair the ablations at
+(benchmarks/monai_recipe.py at the same budget), for ms "medseg + medseg tune" (the medseg row's
+model at the threshold and minimum lesion volume ``medseg tune`` picks on the validation case, max
+lesion F1; no further training), for brats_flair "medseg + mirror TTA" (the medseg row's model
+predicting with the mean over the 8 flips, as nnU-Net predicts by default) and the ablations at
 --ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
 unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. Prints one Markdown table (Dice, lesion recall
@@ -40,6 +43,7 @@ from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.training.cv import train_folds
 from medseg.training.run import train
+from medseg.training.tune import run_tune
 from monai_recipe import predict_recipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +51,9 @@ GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / 
           "ms": ROOT / "configs/ms_flair.yaml"}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
 BRATS_GROUPS = {"brats_flair", "brats4"}  # also scored under the BraTS 2023 glioma protocol
+# medseg tune sweeps thresholds and minimum volumes up to 100 mm^3 and counts every GT speck as a
+# lesion: right for MS lesions, wrong for whole tumours (the BraTS configs keep 1000 mm^3)
+TUNED_GROUPS = {"ms"}
 ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
              "augment light": ["augment.preset=light"],
              "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
@@ -75,6 +82,19 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
             for name, cases in evals.items()}
 
 
+def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, brats: bool, tune: bool = False,
+              tta: bool | None = None) -> dict[str, dict]:
+    """The medseg row's model (the latest best.pt in its folder) scored again, no further training:
+    with ``tune`` at the operating point ``medseg tune`` picks on its validation cases (max lesion
+    F1; the checkpoint is tuned in place, as a user would), with ``tta`` predicting with mirror TTA."""
+    checkpoint = sorted(run_folder.glob("*/best.pt"))[-1]
+    point = {}
+    if tune:
+        chosen = run_tune(checkpoint)["chosen"]
+        point = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"]}
+    return {name: evaluate_checkpoints([checkpoint], cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
+
+
 def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], brats: bool) -> dict[str, dict]:
     cfg = load_config(config)
     cases = from_config(cfg.data).require_clean()
@@ -99,13 +119,16 @@ def main() -> None:
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     for group in args.only:
         cfg = load_config(GROUPS[group])
-        evals, brats = {"held-out": heldout_cases(cfg)}, group in BRATS_GROUPS
+        evals, brats, values = {"held-out": heldout_cases(cfg)}, group in BRATS_GROUPS, all_lesion_values(cfg.data)
         external = external_cases(group)
         if external:
             evals["BraTS2015 z-scored"] = external
         plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals, brats)),
                 ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, brats))]
+        if group in TUNED_GROUPS:
+            plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
         if group == "brats_flair" and not args.no_ablation:
+            plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
                                                                                args.ablation_minutes, o, evals, brats))
                      for name, o in ABLATIONS.items()]
