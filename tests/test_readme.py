@@ -13,7 +13,8 @@ README = (ROOT / "README.md").read_text()
 
 def readme_commands() -> list[str]:
     """Every `medseg ...` command line in code blocks and inline code spans."""
-    blocks = re.findall(r"```(?:bash)?\n(.*?)```", README, flags=re.S)
+    fences = re.findall(r"^```(\w*)\n(.*?)^```", README, flags=re.S | re.M)  # fence by fence: prose is never a block
+    blocks = [body for lang, body in fences if lang in ("", "bash")]
     inline = re.findall(r"`([^`\n]*medseg [a-z][^`\n]*)`", README)
     lines = [line for block in blocks for line in block.splitlines()] + inline
     found = []
