@@ -68,7 +68,7 @@ def external_cases(group: str) -> list[Case]:
 
 
 def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
-               brats: bool, folds: int | None = None) -> dict[str, dict]:
+               lesion_labels, brats: bool, folds: int | None = None) -> dict[str, dict]:
     cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes / (folds or 1)}",
                                "tracking.experiment=real-quality", *overrides])
     start = time.perf_counter()
@@ -77,8 +77,7 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
     else:
         checkpoints = [train(cfg, progress=False).best_path]
     minutes_used = (time.perf_counter() - start) / 60
-    values = all_lesion_values(cfg.data)
-    return {name: evaluate_checkpoints(checkpoints, cases, values, brats) | {"train_min": minutes_used}
+    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
             for name, cases in evals.items()}
 
 
@@ -95,14 +94,13 @@ def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, bra
     return {name: evaluate_checkpoints([checkpoint], cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
 
 
-def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], brats: bool) -> dict[str, dict]:
+def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
     cfg = load_config(config)
     cases = from_config(cfg.data).require_clean()
     train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
-    values = all_lesion_values(cfg.data)
-    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, values, brats) | {"train_min": info["train_min"]}
+    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, lesion_labels, brats) | {"train_min": info["train_min"]}
             for name, cs in evals.items()}
 
 
@@ -123,18 +121,18 @@ def main() -> None:
         external = external_cases(group)
         if external:
             evals["BraTS2015 z-scored"] = external
-        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals, brats)),
-                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, brats))]
+        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals, values, brats)),
+                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats))]
         if group in TUNED_GROUPS:
             plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
         if group == "brats_flair" and not args.no_ablation:
             plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
-                                                                               args.ablation_minutes, o, evals, brats))
+                                                                               args.ablation_minutes, o, evals, values, brats))
                      for name, o in ABLATIONS.items()]
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
-                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, brats, args.ensemble_folds))]
+                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, values, brats, args.ensemble_folds))]
         for name, fn in plan:
             if f"{group} / held-out / {name}" in rows:
                 print(f"{group} / {name}: in {saved}, not run again", flush=True)
