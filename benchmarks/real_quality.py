@@ -2,7 +2,8 @@
 same split, scored lesion-wise on held-out patients medseg never trained or tuned on.
 
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/real_quality.py --out /tmp/rq \\
-        [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3]
+        [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3] \\
+        [--seed-ensemble 3]
 
 Rows already in OUT/real_quality.json are kept and not run again, so the groups can be run one
 ``--only`` at a time (on a quiet machine each) into the same OUT; the table printed at the end has
@@ -20,7 +21,10 @@ lesion F1; no further training), for brats_flair "medseg + mirror TTA" (the meds
 predicting with the mean over the 8 flips, as nnU-Net predicts by default) and the ablations at
 --ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
 unet or segresnet instead of dynunet), and with
---ensemble-folds N one model vs the N-fold ensemble. Prints one Markdown table (Dice, lesion recall
+--ensemble-folds N one model vs the N-fold ensemble. With --seed-ensemble N, also "medseg, N-seed
+ensemble" (the config as written trained N times, seeds 0..N-1, --minutes each, probabilities
+averaged, at the config's operating point) and "monai_tutorial, N x minutes" (the MONAI recipe given
+the ensemble's whole budget). Prints one Markdown table (Dice, lesion recall
 overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
 BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan, as
 ``medseg evaluate --protocol brats2023`` counts them) and medseg's ratios to the MONAI recipe;
@@ -81,6 +85,20 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
             for name, cases in evals.items()}
 
 
+def run_seeds(config: Path, out: Path, minutes: float, seeds: int, evals: dict[str, list[Case]],
+              lesion_labels, brats: bool) -> dict[str, dict]:
+    """The config trained ``seeds`` times (train.seed 0..seeds-1, ``minutes`` each) and scored as
+    one model averaging their probabilities, at the config's threshold and minimum lesion volume."""
+    start, checkpoints = time.perf_counter(), []
+    for seed in range(seeds):
+        cfg = load_config(config, [f"train.output_dir={out}/seed{seed}", f"train.max_minutes={minutes}",
+                                   f"train.seed={seed}", "tracking.experiment=real-quality"])
+        checkpoints.append(train(cfg, progress=False).best_path)
+    minutes_used = (time.perf_counter() - start) / 60
+    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
+            for name, cases in evals.items()}
+
+
 def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, brats: bool, tune: bool = False,
               tta: bool | None = None) -> dict[str, dict]:
     """The medseg row's model (the latest best.pt in its folder) scored again, no further training:
@@ -112,6 +130,7 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", default=list(GROUPS), choices=list(GROUPS))
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--ensemble-folds", type=int, default=None)
+    parser.add_argument("--seed-ensemble", type=int, default=None)
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
@@ -125,6 +144,11 @@ def main() -> None:
                 ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats))]
         if group in TUNED_GROUPS:
             plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
+        if args.seed_ensemble:
+            n = args.seed_ensemble
+            plan += [(f"medseg, {n}-seed ensemble", lambda: run_seeds(GROUPS[group], args.out / group / "seeds", args.minutes, n,
+                                                                       evals, values, brats)),
+                     (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats))]
         if group == "brats_flair" and not args.no_ablation:
             plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
@@ -145,10 +169,13 @@ def main() -> None:
     print(markdown(rows, extra=(*BRATS_COLUMNS, "train_min")))
     print("\nmedseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):")
     for key, row in rows.items():
-        if key.endswith("/ medseg"):
-            ref = rows.get(key.replace("/ medseg", "/ monai_tutorial"))
+        name = key.rsplit(" / ", 1)[-1]
+        if name == "medseg" or name.endswith("-seed ensemble"):
+            n = name.split(", ")[1].split("-")[0] if "," in name else None
+            ref = rows.get(key.replace(name, f"monai_tutorial, {n} x minutes" if n else "monai_tutorial"))
             if ref:
-                print(f"  {key[:-9]}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
+                label = key[:-len(" / medseg")] if name == "medseg" else key
+                print(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
                       f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
     print(f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
           f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
