@@ -2,12 +2,17 @@
 comes back on the scan's exact grid (NIfTI and NRRD, 1 mm BraTS to 6.5 mm-slice NRRD)."""
 
 import csv
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from medseg.config.load import load_config
 from medseg.config.schema import InferenceConfig
+from medseg.data.sources.discover import from_config
+from medseg.data.split import fold_splits
 from medseg.io.geometry import ras_spacing
 from medseg.inference.model import LoadedModel
 from medseg.io.geometry import read_geometry
@@ -93,3 +98,19 @@ def test_brats_flair_config_checks_clean(real_data, monkeypatch):
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "brats_flair.yaml")
     ds = from_config(cfg.data)
     assert len(ds.cases) == 6 and check_dataset(ds, cfg.data.lesion_labels) == []
+
+
+@pytest.mark.real
+def test_readme_and_config_fold_commands_split_the_real_cases(real_data, monkeypatch):
+    """Every `medseg train configs/X.yaml --folds N` the README or a config comment shows makes N
+    folds of X's real training cases, patients never split (the MS cases form only 2 groups)."""
+    root = Path(__file__).resolve().parents[1]
+    texts = [(root / "README.md").read_text(), *(p.read_text() for p in (root / "configs").glob("*.yaml"))]
+    commands = {m for t in texts for m in re.findall(r"medseg train (configs/\w+\.yaml) --folds (\d+)", t)}
+    assert commands
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
+    for config, folds in sorted(commands):
+        cfg = load_config(root / config)
+        cases = from_config(cfg.data).require_clean()
+        splits = fold_splits(cases, int(folds), cfg.train.seed, cfg.data.group_pattern)
+        assert sorted(c for s in splits for c in s) == sorted(c.case_id for c in cases), config

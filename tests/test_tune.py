@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from medseg.evaluation.froc import Scan, froc
-from medseg.training.tune import choose, sweep
+from medseg.config.schema import EvalConfig
+from medseg.training.tune import choose, min_volume_grid, sweep
 from medseg.viz.plots import plot_froc
 
 
@@ -25,6 +26,18 @@ def test_sweep_and_choose():
     assert by_t[0.5]["lesion_recall"] == 0.5 and by_t[0.7]["fp_per_scan"] == 0.0
     assert choose(curve)["threshold"] == 0.3            # F1 0.8 beats 0.5 and 0.667
     assert choose(curve, min_recall=0.5)["threshold"] == 0.7  # fewest FP with recall >= 0.5
+
+
+def test_sweep_follows_the_runs_matching_rules_and_min_volume():
+    prob = np.zeros((20, 20, 20), np.float32)
+    ref = np.zeros((20, 20, 20), bool)
+    ref[2:10, 2:6, 2:6] = True
+    prob[2:5, 2:6, 2:6] = 0.9  # covers 3/8 of the lesion: found by overlap, not at IoU >= 0.5
+    scan = [Scan(prob, ref, 1.0)]
+    assert sweep(scan, (0.5,), (0.0,))[0]["lesion_recall"] == 1.0
+    assert sweep(scan, (0.5,), (0.0,), EvalConfig(matching="iou"))[0]["lesion_recall"] == 0.0
+    assert min_volume_grid(0.0) == (0.0, 5.0, 10.0, 20.0, 50.0, 100.0)
+    assert {500.0, 1000.0, 2000.0} <= set(min_volume_grid(1000.0))  # a whole-tumour config's own minimum stays on offer
 
 
 def test_froc_by_hand(tmp_path):

@@ -1,7 +1,8 @@
 """Operating point and FROC from validation probability maps.
 
 ``medseg tune CHECKPOINT`` predicts the run's validation cases (the split is recomputed from the
-checkpoint's config), sweeps the probability threshold and the minimum lesion volume, picks the
+checkpoint's config), sweeps the probability threshold and the minimum lesion volume (lesions
+matched by the run's ``eval:`` rules; volumes up to twice the config's own minimum), picks the
 point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
 the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
 
@@ -23,6 +24,7 @@ from typing import Sequence
 
 from mlflow.tracking import MlflowClient
 
+from medseg.config.schema import EvalConfig
 from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.evaluation.froc import Scan, froc
@@ -48,16 +50,27 @@ THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 MIN_VOLUMES_MM3 = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
 
+def min_volume_grid(config_min_mm3: float) -> tuple[float, ...]:
+    """The minimum lesion volumes swept: :data:`MIN_VOLUMES_MM3` plus half, once and twice the
+    config's own ``inference.min_lesion_mm3`` (a whole-tumour config's 1000 mm3 stays on offer
+    instead of being undone by a grid that stops at 100)."""
+    extra = {config_min_mm3 * f for f in (0.5, 1.0, 2.0)} if config_min_mm3 > 0 else set()
+    return tuple(sorted(set(MIN_VOLUMES_MM3) | extra))
+
+
 def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
-          connectivity: int = 26) -> list[dict[str, float]]:
-    """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair."""
+          rules: EvalConfig = EvalConfig()) -> list[dict[str, float]]:
+    """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair,
+    lesions matched as ``rules`` (the run's ``eval:`` section) says."""
+    c = rules.connectivity
     rows = []
     for t in thresholds:
         masks = [s.prob >= t for s in scans]
         for v in min_volumes:
             total = LesionCounts(scans=0)
             for s, m in zip(scans, masks):
-                total = total + match_lesions(remove_small(m, v / s.voxel_mm3, connectivity), s.ref, connectivity=connectivity)
+                total = total + match_lesions(remove_small(m, v / s.voxel_mm3, c), s.ref, rules.matching, rules.match_threshold,
+                                              connectivity=c, one_to_one=rules.one_to_one)
             rows.append({"threshold": t, "min_lesion_mm3": v, **total.summary()})
     return rows
 
@@ -97,10 +110,10 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     paths = [Path(p) for p in ensemble_members(checkpoint)]
     ckpts = [load_checkpoint(p) for p in paths]
     scans = [s for ckpt in ckpts for s in validation_scans(ckpt, from_checkpoint(ckpt, device))]
-    connectivity = ckpts[0].config.eval.connectivity
-    curve = sweep(scans, connectivity=connectivity)
+    cfg = ckpts[0].config
+    curve = sweep(scans, min_volumes=min_volume_grid(cfg.inference.min_lesion_mm3), rules=cfg.eval)
     chosen = choose(curve, min_recall)
-    result = froc(scans, connectivity=connectivity)
+    result = froc(scans, connectivity=cfg.eval.connectivity)
     out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     curve_csv, froc_png = out / "operating_curve.csv", out / "froc.png"
     write_csv(curve, curve_csv)
