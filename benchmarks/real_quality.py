@@ -23,8 +23,9 @@ predicting with the mean over the 8 flips, as nnU-Net predicts by default) and t
 unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. With --seed-ensemble N, also "medseg, N-seed
 ensemble" (the config as written trained N times, seeds 0..N-1, --minutes each, probabilities
-averaged, at the config's operating point) and "monai_tutorial, N x minutes" (the MONAI recipe given
-the ensemble's whole budget). Prints one Markdown table (Dice, lesion recall
+averaged, at the config's operating point), "monai_tutorial, N x minutes" (the MONAI recipe given
+the ensemble's whole budget) and for ms "medseg, N-seed ensemble + medseg tune" (the ensemble at the
+point ``medseg tune`` picks for it on the shared validation case). Prints one Markdown table (Dice, lesion recall
 overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
 BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan, as
 ``medseg evaluate --protocol brats2023`` counts them) and medseg's ratios to the MONAI recipe;
@@ -45,6 +46,7 @@ from medseg.config.schema import all_lesion_values
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
+from medseg.inference.model import ensemble_members
 from medseg.training.cv import train_folds
 from medseg.training.run import train
 from medseg.training.tune import run_tune
@@ -100,16 +102,17 @@ def run_seeds(config: Path, out: Path, minutes: float, seeds: int, evals: dict[s
 
 
 def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, brats: bool, tune: bool = False,
-              tta: bool | None = None) -> dict[str, dict]:
-    """The medseg row's model (the latest best.pt in its folder) scored again, no further training:
-    with ``tune`` at the operating point ``medseg tune`` picks on its validation cases (max lesion
-    F1; the checkpoint is tuned in place, as a user would), with ``tta`` predicting with mirror TTA."""
-    checkpoint = sorted(run_folder.glob("*/best.pt"))[-1]
+              tta: bool | None = None, ensemble: bool = False) -> dict[str, dict]:
+    """A row's model scored again, no further training: the latest best.pt in ``run_folder`` (with
+    ``ensemble``: every run below it, as one model averaging their probabilities); with ``tune`` at
+    the operating point ``medseg tune`` picks on the validation cases (max lesion F1; the
+    checkpoints are tuned in place, as a user would), with ``tta`` predicting with mirror TTA."""
+    checkpoints = ensemble_members(run_folder) if ensemble else [sorted(run_folder.glob("*/best.pt"))[-1]]
     point = {}
     if tune:
-        chosen = run_tune(checkpoint)["chosen"]
+        chosen = run_tune(run_folder if ensemble else checkpoints[0])["chosen"]
         point = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"]}
-    return {name: evaluate_checkpoints([checkpoint], cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
+    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
 
 
 def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
@@ -149,6 +152,9 @@ def main() -> None:
             plan += [(f"medseg, {n}-seed ensemble", lambda: run_seeds(GROUPS[group], args.out / group / "seeds", args.minutes, n,
                                                                        evals, values, brats)),
                      (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats))]
+            if group in TUNED_GROUPS:  # after the row at the config's point: tuning rewrites the members' point
+                plan.append((f"medseg, {n}-seed ensemble + medseg tune", lambda: run_again(
+                    args.out / group / "seeds", evals, values, brats, tune=True, ensemble=True)))
         if group == "brats_flair" and not args.no_ablation:
             plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),

@@ -90,3 +90,38 @@ def test_cross_validation_end_to_end(tmp_path):
     lm = load_model(first.folder, "cpu")
     assert isinstance(lm.model, MeanProbability) and len(lm.model.members) == 2
     assert lm.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
+
+
+@pytest.mark.slow
+def test_tune_on_a_folder_of_seeds_scores_their_ensemble(tmp_path):
+    """Runs of one config with different seeds share their validation cases: ``medseg tune
+    FOLDER`` predicts each of those cases once, with the members' mean probability (the model
+    ``medseg predict FOLDER`` uses), not once per member."""
+    import numpy as np
+
+    from medseg.config.load import load_config
+    from medseg.data.synthetic import write_dataset
+    from medseg.demo import DEMO_CONFIG
+    from medseg.inference.model import load_model
+    from medseg.inference.predictor import predict_volume
+    from medseg.nn.checkpoint import load_checkpoint
+    from medseg.training.run import train
+    from medseg.training.tune import run_tune, validation_cases, validation_scans
+
+    write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
+    paths = []
+    for seed in (0, 1):
+        cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'seeds' / f's{seed}'}",
+                                        "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
+                                        "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
+                                        "preprocess.target_spacing=null", "tracking.enabled=false", f"train.seed={seed}",
+                                        "data.val_cases=[synth_001]"])
+        paths.append(train(cfg, progress=False).best_path)
+    ckpts = [load_checkpoint(p) for p in paths]
+    scans = validation_scans(ckpts, "cpu")
+    assert len(scans) == 1  # synth_001 once, not once per seed
+    ensemble = predict_volume(load_model(paths, "cpu"), validation_cases(ckpts[0])[0].images).prob
+    np.testing.assert_allclose(scans[0].prob, ensemble, atol=1e-6)
+    res = run_tune(tmp_path / "seeds", device="cpu")
+    assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
+    assert load_model(tmp_path / "seeds", "cpu").threshold == res["chosen"]["threshold"]

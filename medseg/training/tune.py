@@ -8,7 +8,9 @@ the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow 
 
 ``medseg tune FOLDER`` (the folds of ``medseg train --folds``) pools the out-of-fold validation
 predictions of every fold, each predicted by its own fold's model, and writes the chosen point
-into every fold's checkpoint (the ensemble uses it).
+into every fold's checkpoint (the ensemble uses it). Runs in the folder that validate on the same
+cases (the same config trained with several seeds) predict them together, as the ensemble they
+form, so the point is the ensemble's.
 
 FROC: one candidate per probability peak, matched as picai_eval does (see
 :mod:`medseg.evaluation.froc`). Reported: recall at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan and their
@@ -29,7 +31,8 @@ from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
-from medseg.inference.model import LoadedModel, ensemble_members, from_checkpoint
+from medseg.data.case import Case
+from medseg.inference.model import ensemble_members, from_checkpoint, from_checkpoints
 from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import voxel_volume
 from medseg.io.volumes import read_lesion_mask
@@ -86,16 +89,29 @@ def choose(curve: list[dict[str, float]], min_recall: float | None = None) -> di
     return min(ok, key=lambda r: (r["fp_per_scan"], -r["lesion_recall"]))
 
 
-def validation_scans(ckpt: Checkpoint, lm: LoadedModel) -> list[Scan]:
-    """Predict the validation cases of the checkpoint's run on their own grids."""
+def validation_cases(ckpt: Checkpoint) -> list[Case]:
+    """The validation cases of the checkpoint's run (the split recomputed from its config)."""
     cfg = ckpt.config
     cases = from_config(cfg.data).require_clean()
-    _, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
+    return split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)[1]
+
+
+def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[Scan]:
+    """Every member's validation cases on their own grids, each predicted by the members that
+    validate on exactly the same cases, together (their mean probability): the folds of
+    ``--folds`` each predict their own fold (out of fold), runs that differ only in seed predict
+    their shared validation as the ensemble they form."""
+    by_cases: dict[tuple[str, ...], tuple[list[Case], list[Checkpoint]]] = {}
+    for ckpt in ckpts:
+        cases = validation_cases(ckpt)
+        by_cases.setdefault(tuple(c.case_id for c in cases), (cases, []))[1].append(ckpt)
     scans = []
-    for case in val_cases:
-        pred = predict_volume(lm, case.images)
-        ref, _ = read_lesion_mask(case.label, cfg.data.lesion_labels)
-        scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine)))
+    for cases, members in by_cases.values():
+        lm = from_checkpoint(members[0], device) if len(members) == 1 else from_checkpoints(members, device)
+        for case in cases:
+            pred = predict_volume(lm, case.images)
+            ref, _ = read_lesion_mask(case.label, members[0].config.data.lesion_labels)
+            scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine)))
     return scans
 
 
@@ -109,7 +125,7 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     """
     paths = [Path(p) for p in ensemble_members(checkpoint)]
     ckpts = [load_checkpoint(p) for p in paths]
-    scans = [s for ckpt in ckpts for s in validation_scans(ckpt, from_checkpoint(ckpt, device))]
+    scans = validation_scans(ckpts, device)
     cfg = ckpts[0].config
     curve = sweep(scans, min_volumes=min_volume_grid(cfg.inference.min_lesion_mm3), rules=cfg.eval)
     chosen = choose(curve, min_recall)
