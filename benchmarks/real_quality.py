@@ -22,8 +22,8 @@ predicting with the mean over the 8 flips, as nnU-Net predicts by default) and t
 --ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
 unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. With --seed-ensemble N, also "medseg, N-seed
-ensemble" (the config as written trained N times, seeds 0..N-1, --minutes each, probabilities
-averaged, at the config's operating point), "monai_tutorial, N x minutes" (the MONAI recipe given
+ensemble" (``medseg train CONFIG --seeds N``: the config as written trained N times, seeds 0..N-1,
+--minutes each, probabilities averaged, at the config's operating point), "monai_tutorial, N x minutes" (the MONAI recipe given
 the ensemble's whole budget) and for ms "medseg, N-seed ensemble + medseg tune" (the ensemble at the
 point ``medseg tune`` picks for it on the shared validation case). Prints one Markdown table (Dice, lesion recall
 overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
@@ -47,7 +47,7 @@ from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.inference.model import ensemble_members
-from medseg.training.cv import train_folds
+from medseg.training.cv import train_folds, train_seeds
 from medseg.training.run import train
 from medseg.training.tune import run_tune
 from monai_recipe import predict_recipe, train_recipe
@@ -89,13 +89,11 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
 
 def run_seeds(config: Path, out: Path, minutes: float, seeds: int, evals: dict[str, list[Case]],
               lesion_labels, brats: bool) -> dict[str, dict]:
-    """The config trained ``seeds`` times (train.seed 0..seeds-1, ``minutes`` each) and scored as
-    one model averaging their probabilities, at the config's threshold and minimum lesion volume."""
-    start, checkpoints = time.perf_counter(), []
-    for seed in range(seeds):
-        cfg = load_config(config, [f"train.output_dir={out}/seed{seed}", f"train.max_minutes={minutes}",
-                                   f"train.seed={seed}", "tracking.experiment=real-quality"])
-        checkpoints.append(train(cfg, progress=False).best_path)
+    """``medseg train CONFIG --seeds N`` (``minutes`` each) scored as the one model averaging the
+    members' probabilities, at the config's threshold and minimum lesion volume."""
+    cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes}", "tracking.experiment=real-quality"])
+    start = time.perf_counter()
+    checkpoints = [r.best_path for r in train_seeds(cfg, seeds, progress=False).results.values()]
     minutes_used = (time.perf_counter() - start) / 60
     return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
             for name, cases in evals.items()}

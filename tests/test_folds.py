@@ -93,11 +93,12 @@ def test_cross_validation_end_to_end(tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_on_a_folder_of_seeds_scores_their_ensemble(tmp_path):
-    """Runs of one config with different seeds share their validation cases: ``medseg tune
-    FOLDER`` predicts each of those cases once, with the members' mean probability (the model
-    ``medseg predict FOLDER`` uses), not once per member."""
+def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
+    """``train --seeds 2``: two members on the first seed's split under one MLflow parent; ``tune
+    FOLDER`` predicts their shared validation case once, with the members' mean probability (the
+    model ``predict FOLDER`` uses), not once per member; a second call into the folder refuses."""
     import numpy as np
+    from mlflow.tracking import MlflowClient
 
     from medseg.config.load import load_config
     from medseg.data.synthetic import write_dataset
@@ -105,23 +106,31 @@ def test_tune_on_a_folder_of_seeds_scores_their_ensemble(tmp_path):
     from medseg.inference.model import load_model
     from medseg.inference.predictor import predict_volume
     from medseg.nn.checkpoint import load_checkpoint
-    from medseg.training.run import train
+    from medseg.training.cv import train_seeds
     from medseg.training.tune import run_tune, validation_cases, validation_scans
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
-    paths = []
-    for seed in (0, 1):
-        cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'seeds' / f's{seed}'}",
-                                        "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
-                                        "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
-                                        "preprocess.target_spacing=null", "tracking.enabled=false", f"train.seed={seed}",
-                                        "data.val_cases=[synth_001]"])
-        paths.append(train(cfg, progress=False).best_path)
+    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
+                                    "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
+                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
+                                    "preprocess.target_spacing=null", "tracking.experiment=seeds", "data.val_fraction=0.25"])
+    ens = train_seeds(cfg, 2, progress=False)
+    paths = [r.best_path for r in ens.results.values()]
     ckpts = [load_checkpoint(p) for p in paths]
+    assert sorted(ens.results) == [0, 1] and [c.config.train.seed for c in ckpts] == [0, 1]
+    assert [[c.case_id for c in validation_cases(k)] for k in ckpts] == ens.folds * 2 and len(ens.folds[0]) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    children = [client.get_run(r.run_id) for r in ens.results.values()]
+    assert all(c.data.tags["mlflow.parentRunId"] == ens.parent_run_id for c in children)
+    assert "mean_val_lesion_f1" in client.get_run(ens.parent_run_id).data.metrics
     scans = validation_scans(ckpts, "cpu")
-    assert len(scans) == 1  # synth_001 once, not once per seed
-    ensemble = predict_volume(load_model(paths, "cpu"), validation_cases(ckpts[0])[0].images).prob
+    assert len(scans) == 1  # the shared validation case once, not once per seed
+    ensemble = predict_volume(load_model(ens.folder, "cpu"), validation_cases(ckpts[0])[0].images).prob
     np.testing.assert_allclose(scans[0].prob, ensemble, atol=1e-6)
-    res = run_tune(tmp_path / "seeds", device="cpu")
+    res = run_tune(ens.folder, device="cpu")
     assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
-    assert load_model(tmp_path / "seeds", "cpu").threshold == res["chosen"]["threshold"]
+    assert load_model(ens.folder, "cpu").threshold == res["chosen"]["threshold"]
+    with pytest.raises(MedsegError, match="already holds"):
+        train_seeds(cfg, 2, progress=False)
+    with pytest.raises(MedsegError, match="at least 2"):
+        train_seeds(cfg, 1, progress=False)

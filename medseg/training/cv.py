@@ -1,5 +1,5 @@
 """``medseg train CONFIG --folds N [--fold K]``: cross-validation, one MLflow parent run with a
-child run per fold.
+child run per fold; ``medseg train CONFIG --seeds N``: a seed ensemble, the same way.
 
 The folds split the training cases (``data.exclude_cases`` stay out) by case, or by group with
 ``data.group_pattern`` (:func:`medseg.data.split.fold_splits`). Fold ``k`` is an ordinary run
@@ -7,6 +7,12 @@ whose validation cases are fold ``k``, in ``<train.output_dir>/cv<N>-s<seed>/fol
 keeps ``cv.json`` (folds and parent run id), so folds trained by separate commands (one per GPU
 or node) share their parent. The folder then serves ``medseg predict`` (the fold ensemble) and
 ``medseg tune`` (operating point on the pooled out-of-fold predictions).
+
+``--seeds N`` trains the config N times (train.seed, train.seed + 1, ...) on one split: every
+member validates on the first seed's validation cases (pinned as ``data.val_cases``), in
+``<train.output_dir>/seeds<N>-s<seed>/seed<s>/``. ``medseg tune FOLDER`` then picks the ensemble's
+operating point on those cases (predicted with the members' mean probability) and ``medseg
+predict FOLDER`` averages them.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.sources.discover import from_config
-from medseg.data.split import fold_splits
+from medseg.data.split import fold_splits, split_cases
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
 from medseg.tracking.tracker import parent_run, resolve_uri
@@ -64,12 +71,19 @@ def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
 
 
 def fold_config(cfg: ExperimentConfig, folder: Path, k: int, val_ids: list[str], parent: str | None) -> ExperimentConfig:
-    """The config of fold ``k``: its validation cases, its folder, nested under the parent run
-    (in the parent's store: the default SQLite store follows train.output_dir, which moves)."""
+    """The config of fold ``k``: its validation cases, its folder, nested under the parent run."""
+    return member_config(cfg, folder / f"fold{k}", val_ids, parent, f"{run_name(cfg)}-fold{k}")
+
+
+def member_config(cfg: ExperimentConfig, out: Path, val_ids: Sequence[str], parent: str | None, name: str,
+                  seed: int | None = None) -> ExperimentConfig:
+    """The config of one member run (a fold, a seed): its validation cases, its folder ``out``,
+    nested under the parent run (in the parent's store: the default SQLite store follows
+    train.output_dir, which moves)."""
     data = cfg.data.model_copy(update={"val_cases": tuple(val_ids)})
-    train_cfg = cfg.train.model_copy(update={"output_dir": folder / f"fold{k}"})
+    train_cfg = cfg.train.model_copy(update={"output_dir": out, **({} if seed is None else {"seed": seed})})
     uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
-    tracking = cfg.tracking.model_copy(update={"parent_run_id": parent, "run_name": f"{run_name(cfg)}-fold{k}", "uri": uri})
+    tracking = cfg.tracking.model_copy(update={"parent_run_id": parent, "run_name": name, "uri": uri})
     return cfg.model_copy(update={"data": data, "train": train_cfg, "tracking": tracking})
 
 
@@ -105,3 +119,39 @@ def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
         client.log_metric(out.parent_run_id, f"cv_mean_{metric}", sum(values) / folds)
         client.set_tag(out.parent_run_id, "cv.ensemble", f"medseg predict {out.folder} SCANS --out OUT")
         client.set_terminated(out.parent_run_id)
+
+
+def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVResult:
+    """Train the config with ``seeds`` seeds in turn on the first seed's split (module docstring);
+    the parent run gets each member's best selection metric, their mean and the commands that
+    use the ensemble. ``CVResult.folds`` holds the one shared validation list.
+
+    Raises:
+        MedsegError: fewer than 2 seeds, or a folder that already holds runs (its members would
+        join this ensemble).
+    """
+    if seeds < 2:
+        raise MedsegError(f"--seeds {seeds}: an ensemble needs at least 2")
+    folder = Path(cfg.train.output_dir) / f"seeds{seeds}-s{cfg.train.seed}"
+    if any(folder.rglob("best.pt")):
+        raise MedsegError(f"{folder}: already holds trained runs; use another train.output_dir or remove {folder}")
+    cases = from_config(cfg.data).require_clean()
+    _, val = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
+    val_ids = [c.case_id for c in val]
+    parent = None
+    if cfg.tracking.enabled:
+        uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
+        parent = parent_run(uri, cfg.tracking.experiment, f"{run_name(cfg)}-seeds{seeds}", Path(cfg.train.output_dir))
+    out = CVResult(folder, parent, [val_ids])
+    for seed in range(cfg.train.seed, cfg.train.seed + seeds):
+        member = member_config(cfg, folder / f"seed{seed}", val_ids, parent, f"{run_name(cfg)}-seed{seed}", seed)
+        out.results[seed] = train(member, progress)
+    if parent is not None:
+        client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
+        metric = cfg.train.select_metric
+        for seed, res in out.results.items():
+            client.log_metric(parent, f"seed{seed}_{metric}", float(res.best_metric))
+        client.log_metric(parent, f"mean_{metric}", sum(float(r.best_metric) for r in out.results.values()) / seeds)
+        client.set_tag(parent, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
+        client.set_terminated(parent)
+    return out

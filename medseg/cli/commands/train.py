@@ -6,12 +6,15 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from medseg.cli.common import print_summary, rank, user_errors
 from medseg.errors import MedsegError
+
+if TYPE_CHECKING:
+    from medseg.config.schema import ExperimentConfig
 
 
 @user_errors
@@ -20,11 +23,13 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
           resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M extends a finished run."),
           folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per fold, in <train.output_dir>/cv<N>-s<seed>/."),
           fold: Optional[int] = typer.Option(None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."),
+          seeds: Optional[int] = typer.Option(None, "--seeds", min=2, help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, in <train.output_dir>/seeds<N>-s<seed>/."),
           quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
     """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow.
 
     SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
-    With --folds: cross-validation; then medseg tune FOLDER and medseg predict FOLDER (the ensemble).
+    With --folds (cross-validation) or --seeds (a seed ensemble): then medseg tune FOLDER and
+    medseg predict FOLDER (the ensemble).
     """
     from medseg.config.load import load_config
     from medseg.training.run import train as run_training
@@ -35,18 +40,16 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
         raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
     if fold is not None and folds is None:
         raise MedsegError("--fold K needs --folds N")
+    if seeds is not None and (folds is not None or resume is not None):
+        raise MedsegError("--seeds trains a new seed ensemble: not with --folds or --resume (resume a member with --resume <folder>/seed<S>/<run>)")
     cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
+    if seeds is not None:
+        _train_seeds(cfg, seeds, quiet)
+        return
     if folds is not None:
         if resume is not None:
             raise MedsegError("--folds with --resume: resume a fold with --resume <cv folder>/fold<K>/<run>")
-        from medseg.training.cv import train_folds
-
-        cv = train_folds(cfg, folds, fold, progress=not quiet)
-        for k, res in cv.results.items():
-            typer.echo(f"fold {k}: best {cfg.train.select_metric} = {res.best_metric:.4f}  ({len(cv.folds[k])} validation cases)  {res.best_path}")
-        typer.echo(f"cross-validation folder: {cv.folder}" + (f" (MLflow parent run {cv.parent_run_id})" if cv.parent_run_id else ""))
-        typer.echo(f"operating point on the pooled out-of-fold predictions: medseg tune {cv.folder}")
-        typer.echo(f"fold ensemble: medseg predict {cv.folder} SCANS --out OUT")
+        _train_folds(cfg, folds, fold, quiet)
         return
     result = run_training(cfg, progress=not quiet, resume=resume)
     if rank() > 0:
@@ -56,6 +59,28 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
     if result.run_id:
         typer.echo(f"MLflow run id: {result.run_id} (model: runs:/{result.run_id}/model)")
         typer.echo(f"open it with: {result.ui_command}")
+
+
+def _train_folds(cfg: ExperimentConfig, folds: int, fold: Optional[int], quiet: bool) -> None:
+    from medseg.training.cv import train_folds
+
+    cv = train_folds(cfg, folds, fold, progress=not quiet)
+    for k, res in cv.results.items():
+        typer.echo(f"fold {k}: best {cfg.train.select_metric} = {res.best_metric:.4f}  ({len(cv.folds[k])} validation cases)  {res.best_path}")
+    typer.echo(f"cross-validation folder: {cv.folder}" + (f" (MLflow parent run {cv.parent_run_id})" if cv.parent_run_id else ""))
+    typer.echo(f"operating point on the pooled out-of-fold predictions: medseg tune {cv.folder}")
+    typer.echo(f"fold ensemble: medseg predict {cv.folder} SCANS --out OUT")
+
+
+def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
+    from medseg.training.cv import train_seeds
+
+    ens = train_seeds(cfg, seeds, progress=not quiet)
+    for seed, res in ens.results.items():
+        typer.echo(f"seed {seed}: best {cfg.train.select_metric} = {res.best_metric:.4f}  {res.best_path}")
+    typer.echo(f"seed ensemble folder: {ens.folder}" + (f" (MLflow parent run {ens.parent_run_id})" if ens.parent_run_id else ""))
+    typer.echo(f"the ensemble's operating point on the shared validation cases: medseg tune {ens.folder}")
+    typer.echo(f"seed ensemble: medseg predict {ens.folder} SCANS --out OUT")
 
 
 @user_errors
