@@ -3,7 +3,7 @@ same split, scored lesion-wise on held-out patients medseg never trained or tune
 
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/real_quality.py --out /tmp/rq \\
         [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3] \\
-        [--seed-ensemble 3]
+        [--seed-ensemble 3] [--no-reference]
 
 Rows already in OUT/real_quality.json are kept and not run again, so the groups can be run one
 ``--only`` at a time (on a quiet machine each) into the same OUT; the table printed at the end has
@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--no-ablation", action="store_true")
     parser.add_argument("--ensemble-folds", type=int, default=None)
     parser.add_argument("--seed-ensemble", type=int, default=None)
+    parser.add_argument("--no-reference", action="store_true", help="leave out the MONAI recipe rows not yet in OUT")
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
@@ -161,6 +162,8 @@ def main() -> None:
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
                     GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, values, brats, args.ensemble_folds))]
+        if args.no_reference:
+            plan = [(name, fn) for name, fn in plan if not name.startswith("monai_tutorial")]
         for name, fn in plan:
             if f"{group} / held-out / {name}" in rows:
                 print(f"{group} / {name}: in {saved}, not run again", flush=True)
