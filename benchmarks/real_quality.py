@@ -22,10 +22,11 @@ predicting with the mean over the 8 flips, as nnU-Net predicts by default) and t
 --ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
 unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. With --seed-ensemble N, also "medseg, N-seed
-ensemble" (``medseg train CONFIG --seeds N``: the config as written trained N times, seeds 0..N-1,
---minutes each, probabilities averaged, at the config's operating point), "monai_tutorial, N x minutes" (the MONAI recipe given
-the ensemble's whole budget) and for ms "medseg, N-seed ensemble + medseg tune" (the ensemble at the
-point ``medseg tune`` picks for it on the shared validation case). Prints one Markdown table (Dice, lesion recall
+ensemble" (``medseg train CONFIG --seeds N``: the config as written trained N times, seeds
+0..N-1, --minutes each, probabilities averaged, at the config's operating point), "monai_tutorial,
+N x minutes" (the MONAI recipe given the ensemble's whole budget; --no-reference leaves it out)
+and for ms "medseg, N-seed ensemble + medseg tune" (the ensemble at the point ``medseg tune``
+picks for it on the shared validation case). Prints one Markdown table (Dice, lesion recall
 overall and by volume, precision, F1, FP per scan, training minutes; for the BraTS groups also the
 BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan, as
 ``medseg evaluate --protocol brats2023`` counts them) and medseg's ratios to the MONAI recipe;

@@ -27,11 +27,11 @@ from typing import Sequence
 from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import EvalConfig
+from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import split_cases
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
-from medseg.data.case import Case
 from medseg.inference.model import ensemble_members, from_checkpoint, from_checkpoints
 from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import voxel_volume
