@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from medseg.config.load import load_config
 from medseg.config.schema import all_lesion_values
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
-from medseg.data.split import split_cases
+from medseg.data.split import run_split
 from medseg.inference.model import ensemble_members
 from medseg.training.cv import train_folds, train_seeds
 from medseg.training.run import train
@@ -67,6 +68,14 @@ ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep sup
              "segresnet": ["model.name=segresnet"]}
 
 
+def reference_row(name: str) -> str | None:
+    """The MONAI recipe row at the same budget as the medseg row ``name`` (an N-seed ensemble's: N x --minutes)."""
+    if name == "medseg":
+        return "monai_tutorial"
+    m = re.fullmatch(r"medseg, (\d+)-seed ensemble", name)
+    return f"monai_tutorial, {m.group(1)} x minutes" if m else None
+
+
 def external_cases(group: str) -> list[Case]:
     """Every case of the external release's dataset (none of them trains anything)."""
     if group not in EXTERNAL:
@@ -75,26 +84,19 @@ def external_cases(group: str) -> list[Case]:
 
 
 def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
-               lesion_labels, brats: bool, folds: int | None = None) -> dict[str, dict]:
+               lesion_labels, brats: bool, folds: int | None = None, seeds: int | None = None) -> dict[str, dict]:
+    """Train the config (``folds``: ``--folds N`` in ``minutes`` in all; ``seeds``: ``--seeds N`` at
+    ``minutes`` each) and score it, an ensemble as the one model averaging its members'
+    probabilities, at the config's threshold and minimum lesion volume."""
     cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes / (folds or 1)}",
                                "tracking.experiment=real-quality", *overrides])
     start = time.perf_counter()
     if folds:
         checkpoints = [r.best_path for r in train_folds(cfg, folds, progress=False).results.values()]
+    elif seeds:
+        checkpoints = [r.best_path for r in train_seeds(cfg, seeds, progress=False).results.values()]
     else:
         checkpoints = [train(cfg, progress=False).best_path]
-    minutes_used = (time.perf_counter() - start) / 60
-    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
-            for name, cases in evals.items()}
-
-
-def run_seeds(config: Path, out: Path, minutes: float, seeds: int, evals: dict[str, list[Case]],
-              lesion_labels, brats: bool) -> dict[str, dict]:
-    """``medseg train CONFIG --seeds N`` (``minutes`` each) scored as the one model averaging the
-    members' probabilities, at the config's threshold and minimum lesion volume."""
-    cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes}", "tracking.experiment=real-quality"])
-    start = time.perf_counter()
-    checkpoints = [r.best_path for r in train_seeds(cfg, seeds, progress=False).results.values()]
     minutes_used = (time.perf_counter() - start) / 60
     return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
             for name, cases in evals.items()}
@@ -117,7 +119,7 @@ def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, bra
 def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
     cfg = load_config(config)
     cases = from_config(cfg.data).require_clean()
-    train_cases, val_cases = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
+    train_cases, val_cases = run_split(cases, cfg)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
     return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, lesion_labels, brats) | {"train_min": info["train_min"]}
@@ -149,8 +151,8 @@ def main() -> None:
             plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
         if args.seed_ensemble:
             n = args.seed_ensemble
-            plan += [(f"medseg, {n}-seed ensemble", lambda: run_seeds(GROUPS[group], args.out / group / "seeds", args.minutes, n,
-                                                                       evals, values, brats)),
+            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], args.out / group / "seeds", args.minutes, [],
+                                                                        evals, values, brats, seeds=n)),
                      (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats))]
             if group in TUNED_GROUPS:  # after the row at the config's point: tuning rewrites the members' point
                 plan.append((f"medseg, {n}-seed ensemble + medseg tune", lambda: run_again(
@@ -177,14 +179,12 @@ def main() -> None:
     print(markdown(rows, extra=(*BRATS_COLUMNS, "train_min")))
     print("\nmedseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):")
     for key, row in rows.items():
-        name = key.rsplit(" / ", 1)[-1]
-        if name == "medseg" or name.endswith("-seed ensemble"):
-            n = name.split(", ")[1].split("-")[0] if "," in name else None
-            ref = rows.get(key.replace(name, f"monai_tutorial, {n} x minutes" if n else "monai_tutorial"))
-            if ref:
-                label = key[:-len(" / medseg")] if name == "medseg" else key
-                print(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
-                      f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
+        group_eval, name = key.rsplit(" / ", 1)
+        ref = rows.get(f"{group_eval} / {reference_row(name)}")
+        if ref:
+            label = group_eval if name == "medseg" else key
+            print(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
+                  f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
     print(f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
           f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
 

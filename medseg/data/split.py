@@ -8,6 +8,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case
 from medseg.errors import MedsegError
 from medseg.io.geometry import ras_spacing, read_geometry
@@ -66,6 +67,12 @@ def split_cases(cases: Sequence[Case], val_fraction: float, seed: int,
             break
         held.add(names[i])
     return [c for c, g in zip(cases, groups) if g not in held], [c for c, g in zip(cases, groups) if g in held]
+
+
+def run_split(cases: Sequence[Case], cfg: ExperimentConfig) -> tuple[list[Case], list[Case]]:
+    """The (training, validation) cases of a run of ``cfg``: :func:`split_cases` with its
+    data.val_fraction, data.val_cases, data.group_pattern and train.seed."""
+    return split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
 
 
 def fold_splits(cases: Sequence[Case], folds: int, seed: int, group_pattern: Optional[str] = None) -> list[list[str]]:

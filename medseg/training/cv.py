@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.sources.discover import from_config
-from medseg.data.split import fold_splits, split_cases
+from medseg.data.split import fold_splits, run_split
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
 from medseg.tracking.tracker import parent_run, resolve_uri
@@ -61,13 +61,28 @@ def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
             raise MedsegError(f"{path}: its folds differ from this config's cases; use another train.output_dir or remove {folder}")
         return folder, state
     folder.mkdir(parents=True, exist_ok=True)
-    parent = None
-    if cfg.tracking.enabled:
-        uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
-        parent = parent_run(uri, cfg.tracking.experiment, f"{run_name(cfg)}-cv{folds}", Path(cfg.train.output_dir))
-    state = {"folds": splits, "parent_run_id": parent, "group_pattern": cfg.data.group_pattern}
+    state = {"folds": splits, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"), "group_pattern": cfg.data.group_pattern}
     write_text(json.dumps(state, indent=2), path)
     return folder, state
+
+
+def _open_parent(cfg: ExperimentConfig, name: str) -> str | None:
+    """A new MLflow run for the members to nest under (none with tracking off)."""
+    if not cfg.tracking.enabled:
+        return None
+    return parent_run(_uri(cfg), cfg.tracking.experiment, name, Path(cfg.train.output_dir))
+
+
+def _close_parent(cfg: ExperimentConfig, parent: str, mean_key: str, values: list[float], tag_key: str, command: str) -> None:
+    """The members' mean selection metric and the ensemble command on the parent run, which ends."""
+    client = MlflowClient(_uri(cfg))
+    client.log_metric(parent, mean_key, sum(values) / len(values))
+    client.set_tag(parent, tag_key, command)
+    client.set_terminated(parent)
+
+
+def _uri(cfg: ExperimentConfig) -> str:
+    return resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
 
 
 def fold_config(cfg: ExperimentConfig, folder: Path, k: int, val_ids: list[str], parent: str | None) -> ExperimentConfig:
@@ -82,8 +97,7 @@ def member_config(cfg: ExperimentConfig, out: Path, val_ids: Sequence[str], pare
     train.output_dir, which moves)."""
     data = cfg.data.model_copy(update={"val_cases": tuple(val_ids)})
     train_cfg = cfg.train.model_copy(update={"output_dir": out, **({} if seed is None else {"seed": seed})})
-    uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
-    tracking = cfg.tracking.model_copy(update={"parent_run_id": parent, "run_name": name, "uri": uri})
+    tracking = cfg.tracking.model_copy(update={"parent_run_id": parent, "run_name": name, "uri": _uri(cfg)})
     return cfg.model_copy(update={"data": data, "train": train_cfg, "tracking": tracking})
 
 
@@ -109,16 +123,14 @@ def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
     their mean (``cv_mean_<metric>``), the ensemble command as a tag, and the parent closed."""
     if out.parent_run_id is None:
         return
-    client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
+    client = MlflowClient(_uri(cfg))
     metric = cfg.train.select_metric
     for k, res in out.results.items():
         client.log_metric(out.parent_run_id, f"fold{k}_{metric}", float(res.best_metric))
     logged = client.get_run(out.parent_run_id).data.metrics  # latest value of each fold, this call's or earlier ones'
     values = [logged.get(f"fold{k}_{metric}") for k in range(folds)]
     if all(v is not None for v in values):
-        client.log_metric(out.parent_run_id, f"cv_mean_{metric}", sum(values) / folds)
-        client.set_tag(out.parent_run_id, "cv.ensemble", f"medseg predict {out.folder} SCANS --out OUT")
-        client.set_terminated(out.parent_run_id)
+        _close_parent(cfg, out.parent_run_id, f"cv_mean_{metric}", values, "cv.ensemble", f"medseg predict {out.folder} SCANS --out OUT")
 
 
 def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVResult:
@@ -136,22 +148,16 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
     if any(folder.rglob("best.pt")):
         raise MedsegError(f"{folder}: already holds trained runs; use another train.output_dir or remove {folder}")
     cases = from_config(cfg.data).require_clean()
-    _, val = split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
-    val_ids = [c.case_id for c in val]
-    parent = None
-    if cfg.tracking.enabled:
-        uri = resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
-        parent = parent_run(uri, cfg.tracking.experiment, f"{run_name(cfg)}-seeds{seeds}", Path(cfg.train.output_dir))
+    val_ids = [c.case_id for c in run_split(cases, cfg)[1]]
+    parent = _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")
     out = CVResult(folder, parent, [val_ids])
     for seed in range(cfg.train.seed, cfg.train.seed + seeds):
         member = member_config(cfg, folder / f"seed{seed}", val_ids, parent, f"{run_name(cfg)}-seed{seed}", seed)
         out.results[seed] = train(member, progress)
     if parent is not None:
-        client = MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)))
-        metric = cfg.train.select_metric
-        for seed, res in out.results.items():
-            client.log_metric(parent, f"seed{seed}_{metric}", float(res.best_metric))
-        client.log_metric(parent, f"mean_{metric}", sum(float(r.best_metric) for r in out.results.values()) / seeds)
-        client.set_tag(parent, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
-        client.set_terminated(parent)
+        metric, values = cfg.train.select_metric, [float(r.best_metric) for r in out.results.values()]
+        client = MlflowClient(_uri(cfg))
+        for seed, value in zip(out.results, values):
+            client.log_metric(parent, f"seed{seed}_{metric}", value)
+        _close_parent(cfg, parent, f"mean_{metric}", values, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
     return out

@@ -13,7 +13,7 @@ import torch
 from monai.utils import set_determinism
 
 from medseg.config.schema import ExperimentConfig, run_name
-from medseg.data.split import split_cases
+from medseg.data.split import run_split
 from medseg.errors import MedsegError
 from medseg.nn.checkpoint import Checkpoint, load_checkpoint
 from medseg.runtime.device import pick_device
@@ -33,7 +33,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
     resumed = resume_checkpoint(resume) if resume is not None else None
     prep = prepare(cfg)
     cfg = prep.cfg
-    train_cases, val_cases = split_cases(prep.cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
+    train_cases, val_cases = run_split(prep.cases, cfg)
     device, rank, world = _device_and_rank(cfg)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.spacing)

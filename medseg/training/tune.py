@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from medseg.config.schema import EvalConfig
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
-from medseg.data.split import split_cases
+from medseg.data.split import run_split
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
 from medseg.inference.model import ensemble_members, from_checkpoint, from_checkpoints
@@ -93,7 +93,7 @@ def validation_cases(ckpt: Checkpoint) -> list[Case]:
     """The validation cases of the checkpoint's run (the split recomputed from its config)."""
     cfg = ckpt.config
     cases = from_config(cfg.data).require_clean()
-    return split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)[1]
+    return run_split(cases, cfg)[1]
 
 
 def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[Scan]:
