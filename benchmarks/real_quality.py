@@ -3,7 +3,7 @@ same split, scored lesion-wise on held-out patients medseg never trained or tune
 
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/real_quality.py --out /tmp/rq \\
         [--minutes 10] [--ablation-minutes 6] [--only brats_flair brats4 ms] [--no-ablation] [--ensemble-folds 3] \\
-        [--seed-ensemble 3] [--no-reference]
+        [--seed-ensemble 3] [--no-reference] [--tag "[60 min]"]
 
 Rows already in OUT/real_quality.json are kept and not run again, so the groups can be run one
 ``--only`` at a time (on a quiet machine each) into the same OUT; the table printed at the end has
@@ -14,6 +14,9 @@ Groups (config, held-out cases = its data.exclude_cases):
                another release and intensity scale, never seen in training)
   brats4       configs/brats_wt.yaml (FLAIR, T1, T1ce, T2)
   ms           configs/ms_flair.yaml (held-out patient P39)
+  brats_flair_2rel  configs/brats_wt_flair.yaml on two releases (benchmarks/cases/brats_flair_two_releases.yaml):
+               BraTS 2015's train/validation folders train and validate beside the raw cases; held out: the
+               raw held-out cases and BraTS 2015's test folder (pat0001, pat0002), scored apart
 Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutorial
 (benchmarks/monai_recipe.py at the same budget), for ms "medseg + medseg tune" (the medseg row's
 model at the threshold and minimum lesion volume ``medseg tune`` picks on the validation case, max
@@ -56,9 +59,17 @@ from monai_recipe import predict_recipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
-          "ms": ROOT / "configs/ms_flair.yaml"}
+          "ms": ROOT / "configs/ms_flair.yaml", "brats_flair_2rel": ROOT / "configs/brats_wt_flair.yaml"}
+# brats_flair_2rel: the FLAIR config trained on two releases (benchmarks/cases/brats_flair_two_releases.yaml):
+# BraTS 2015's DeepMedic train/validation folders join training and validation, its test folder is held out
+# beside the raw BraTS 2021 held-out cases (split fixed before its first run)
+BRATS2015_TEST = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
+GROUP_OVERRIDES = {"brats_flair_2rel": [
+    f"data.dataset={ROOT / 'benchmarks/cases/brats_flair_two_releases.yaml'}", "data.layout=list", "data.channels=null",
+    "data.label=null", f"data.exclude_cases=[BraTS2021_00019,BraTS2021_00024,BraTS2021_00031,{','.join(BRATS2015_TEST)}]",
+    "data.val_cases=[BraTS2021_00014,brats_2013_pat0003_1]"]}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
-BRATS_GROUPS = {"brats_flair", "brats4"}  # also scored under the BraTS 2023 glioma protocol
+BRATS_GROUPS = {"brats_flair", "brats4", "brats_flair_2rel"}  # also scored under the BraTS 2023 glioma protocol
 # medseg tune sweeps thresholds and minimum volumes up to 100 mm^3 and counts every GT speck as a
 # lesion: right for MS lesions, wrong for whole tumours (the BraTS configs keep 1000 mm^3)
 TUNED_GROUPS = {"ms"}
@@ -116,8 +127,9 @@ def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, bra
     return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
 
 
-def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
-    cfg = load_config(config)
+def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool,
+              overrides: list[str]) -> dict[str, dict]:
+    cfg = load_config(config, overrides)
     cases = from_config(cfg.data).require_clean()
     train_cases, val_cases = run_split(cases, cfg)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
@@ -136,38 +148,44 @@ def main() -> None:
     parser.add_argument("--ensemble-folds", type=int, default=None)
     parser.add_argument("--seed-ensemble", type=int, default=None)
     parser.add_argument("--no-reference", action="store_true", help="leave out the MONAI recipe rows not yet in OUT")
+    parser.add_argument("--tag", default="", help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget")
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     for group in args.only:
-        cfg = load_config(GROUPS[group])
+        base = GROUP_OVERRIDES.get(group, [])
+        cfg = load_config(GROUPS[group], base)
         evals, brats, values = {"held-out": heldout_cases(cfg)}, group in BRATS_GROUPS, all_lesion_values(cfg.data)
+        if group == "brats_flair_2rel":  # the held-out cases of each release scored apart
+            evals = {"held-out": [c for c in evals["held-out"] if c.case_id not in BRATS2015_TEST],
+                     "BraTS2015 test pair": [c for c in evals["held-out"] if c.case_id in BRATS2015_TEST]}
         external = external_cases(group)
         if external:
             evals["BraTS2015 z-scored"] = external
-        plan = [("medseg", lambda o=[]: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, o, evals, values, brats)),
-                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats))]
+        plan = [("medseg", lambda: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, base, evals, values, brats)),
+                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats, base))]
         if group in TUNED_GROUPS:
             plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
         if args.seed_ensemble:
             n = args.seed_ensemble
-            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], args.out / group / "seeds", args.minutes, [],
+            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], args.out / group / "seeds", args.minutes, base,
                                                                         evals, values, brats, seeds=n)),
-                     (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats))]
+                     (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats, base))]
             if group in TUNED_GROUPS:  # after the row at the config's point: tuning rewrites the members' point
                 plan.append((f"medseg, {n}-seed ensemble + medseg tune", lambda: run_again(
                     args.out / group / "seeds", evals, values, brats, tune=True, ensemble=True)))
         if group == "brats_flair" and not args.no_ablation:
             plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
             plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
-                                                                               args.ablation_minutes, o, evals, values, brats))
+                                                                               args.ablation_minutes, [*base, *o], evals, values, brats))
                      for name, o in ABLATIONS.items()]
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
-                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, [], evals, values, brats, args.ensemble_folds))]
+                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, base, evals, values, brats, args.ensemble_folds))]
         if args.no_reference:
             plan = [(name, fn) for name, fn in plan if not name.startswith("monai_tutorial")]
         for name, fn in plan:
+            name = f"{name} {args.tag}" if args.tag else name
             if f"{group} / held-out / {name}" in rows:
                 print(f"{group} / {name}: in {saved}, not run again", flush=True)
                 continue

@@ -18,3 +18,12 @@ class MedsegError(Exception):
     def __init__(self, message: str, exit_code: int = 2) -> None:
         super().__init__(message)
         self.exit_code = exit_code
+
+
+def yaml_syntax_error(path: object, exc: Exception) -> MedsegError:
+    """A YAML parse error of ``path`` as one line with the line and column it stopped at; a value
+    starting with ``${`` inside ``[...]`` (a flow sequence) is the usual cause in case lists."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
+    hint = "; quote values that start with ${ inside [...]" if "flow" in str(exc) else ""
+    return MedsegError(f"{where}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax{hint}")

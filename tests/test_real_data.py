@@ -3,6 +3,7 @@ comes back on the scan's exact grid (NIfTI and NRRD, 1 mm BraTS to 6.5 mm-slice 
 
 import csv
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -114,3 +115,25 @@ def test_readme_and_config_fold_commands_split_the_real_cases(real_data, monkeyp
         cases = from_config(cfg.data).require_clean()
         splits = fold_splits(cases, int(folds), cfg.train.seed, cfg.data.group_pattern)
         assert sorted(c for s in splits for c in s) == sorted(c.case_id for c in cases), config
+
+
+@pytest.mark.real
+def test_two_release_case_list_trains_neither_releases_held_out_cases(real_data, monkeypatch):
+    """benchmarks/cases/brats_flair_two_releases.yaml reads clean (16 cases, both releases), and the
+    brats_flair_2rel split of benchmarks/real_quality.py trains on both releases but on none of the
+    cases it scores."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import real_quality as rq
+    from heldout import heldout_cases
+    from medseg.data.split import run_split
+
+    cfg = load_config(rq.GROUPS["brats_flair_2rel"], rq.GROUP_OVERRIDES["brats_flair_2rel"])
+    cases = from_config(cfg.data).require_clean()
+    train, val = run_split(cases, cfg)
+    held = {c.case_id for c in heldout_cases(cfg)}
+    trained = {c.case_id for c in train + val}
+    assert len(cases) == 11 and len(held) == 5 and not held & trained  # from_config drops the held-out cases
+    assert {c[:5] for c in trained} == {"BraTS", "brats"} and set(rq.BRATS2015_TEST) <= held
+    sys.modules.pop("real_quality", None)

@@ -112,6 +112,10 @@ def test_yaml_list(tmp_path, affine):
                                          "cases:\n  - {case_id: a, images: [a_flair.nii, a_t1.nii], label: a_seg.nii}\n")
     ds = discover(tmp_path / "cases.yaml")
     assert ds.channels == ("FLAIR", "T1") and ds.labels == {0, 1, 2} and len(ds.cases[0].images) == 2
+    # ${VAR} inside [...] is YAML flow syntax, not a path: one line with the place and the fix
+    (tmp_path / "cases.yaml").write_text("cases:\n  - case_id: a\n    images: [${SCANS}/a_flair.nii]\n")
+    with pytest.raises(MedsegError, match=r"cases.yaml:3:\d+: not a readable YAML file .*quote values that start with"):
+        discover(tmp_path / "cases.yaml")
 
 
 def test_bids_like_pattern(tmp_path, affine):

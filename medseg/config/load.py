@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from medseg.config.schema import ExperimentConfig
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, yaml_syntax_error
 from medseg.io.paths import expand
 
 
@@ -80,7 +80,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise MedsegError(f"{path}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax") from None
+        raise yaml_syntax_error(path, exc) from None
     if not isinstance(raw, dict):
         raise MedsegError(f"{path}: expected a mapping of sections (data:, train:, ...) at the top level")
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}

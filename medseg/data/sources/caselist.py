@@ -11,7 +11,7 @@ import yaml
 
 from medseg.data.case import Case
 from medseg.data.sources.common import declared_labels
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, yaml_syntax_error
 from medseg.io.paths import expand
 
 
@@ -36,7 +36,9 @@ def read_case_list(path: Path, problems: list[str]) -> tuple[list[Case], tuple[s
             entries = raw["cases"]
             labels = declared_labels(raw, path)
             channels = tuple(raw.get("channels") or ())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, csv.Error) as exc:
+    except yaml.YAMLError as exc:
+        raise yaml_syntax_error(path, exc) from None
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise MedsegError(f"{path}: cannot read the case list ({exc}); fix the file") from None
     cases = []
     for i, entry in enumerate(entries):

@@ -37,7 +37,7 @@ from medseg.data.sources.common import (
 from medseg.data.sources.msd import read_msd
 from medseg.data.sources.nnunet import read_nnunet
 from medseg.data.sources.pattern import pattern_channel_name, read_pattern
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, yaml_syntax_error
 from medseg.io.paths import expand
 
 
@@ -142,7 +142,7 @@ def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[st
         try:
             raw = yaml.safe_load(path.read_text())
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise MedsegError(f"{path}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax") from None
+            raise yaml_syntax_error(path, exc) from None
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
             cfg = load_config(path)
             return from_config(cfg.data, split), cfg
