@@ -7,7 +7,7 @@ import subprocess
 import numpy as np
 
 from conftest import MEDSEG, oblique_affine, save_nifti
-from medseg.data.check import check_dataset
+from medseg.data.check import check_dataset, format_report
 from medseg.data.sources.discover import discover
 
 SHAPE = (10, 10, 8)
@@ -98,3 +98,11 @@ def test_cli_exit_codes(tmp_path, affine):
     lines = [line for line in bad.stderr.splitlines() if line.startswith("problem:")]
     assert len(lines) == 2 and "c0_0001.nii.gz" in lines[0] and "c1.nii.gz" in lines[1]
     assert "2 problem(s)" in bad.stdout
+
+
+def test_report_of_a_case_list_names_the_list(tmp_path, affine):
+    save_nifti(vol(), affine, tmp_path / "scans" / "a.nii.gz")
+    save_nifti(lab(), affine, tmp_path / "scans" / "a_seg.nii.gz")
+    (tmp_path / "train.csv").write_text("case_id,t2,label\na,scans/a.nii.gz,scans/a_seg.nii.gz\n")
+    ds = discover(tmp_path / "train.csv")
+    assert format_report(ds, check_dataset(ds)) == f"1 case(s) of {tmp_path / 'train.csv'} are clean (list, channels: t2)"

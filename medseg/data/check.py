@@ -131,7 +131,7 @@ def check_dataset(ds: Dataset, lesion_labels: Optional[Sequence[int]] = None, at
 
 def format_report(ds: Dataset, problems: list[str]) -> str:
     """Closing line of ``medseg check``."""
-    where = Path(ds.root)
+    where = ds.source or Path(ds.root)
     channels = ", ".join(ds.channels) or "1"
     if problems:
         return f"{len(problems)} problem(s) in {len(ds.cases)} case(s) of {where} ({ds.layout}, channels: {channels})"

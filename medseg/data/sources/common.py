@@ -24,6 +24,7 @@ class Dataset:
     channels: tuple[str, ...]  # channel names, e.g. ("FLAIR", "T1c"); modality words like "CT" decide the plan's normalisation
     labels: Optional[frozenset[int]]  # label values the dataset declares; None = not declared
     problems: list[str] = field(default_factory=list)
+    source: Optional[Path] = None  # layout list: the case list file (root is its folder)
 
     def require_clean(self) -> list[Case]:
         """The cases, or a MedsegError listing every structural problem."""

@@ -20,6 +20,7 @@ folder) are collected in :attr:`Dataset.problems`, so ``medseg check`` can repor
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -84,7 +85,7 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
         ds = Dataset(root, kind, cases, names, None, problems)
     elif kind == "list":
         cases, names, labels = read_case_list(root, problems)
-        ds = Dataset(root.parent, kind, cases, names, labels, problems)
+        ds = Dataset(root.parent, kind, cases, names, labels, problems, source=root)
     elif kind in ("msd", "nnunet"):
         meta_path = root / "dataset.json"
         if not meta_path.is_file():
@@ -114,7 +115,7 @@ def _select_channels(ds: Dataset, wanted: Sequence[str]) -> Dataset:
                                "split it into one file per channel or leave data.channels unset")
             continue
         cases.append(Case(case.case_id, tuple(case.images[i] for i in index), case.label))
-    return Dataset(ds.root, ds.layout, cases, tuple(wanted), ds.labels, ds.problems)
+    return replace(ds, cases=cases, channels=tuple(wanted))
 
 
 def from_config(data_cfg: Any, split: str = "training") -> Dataset:
