@@ -47,7 +47,7 @@ from pathlib import Path
 
 from heldout import BRATS_COLUMNS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
 from medseg.config.load import load_config
-from medseg.config.schema import all_lesion_values
+from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
@@ -64,10 +64,7 @@ GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / 
 # BraTS 2015's DeepMedic train/validation folders join training and validation, its test folder is held out
 # beside the raw BraTS 2021 held-out cases (split fixed before its first run)
 BRATS2015_TEST = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
-GROUP_OVERRIDES = {"brats_flair_2rel": [
-    f"data.dataset={ROOT / 'benchmarks/cases/brats_flair_two_releases.yaml'}", "data.layout=list", "data.channels=null",
-    "data.label=null", f"data.exclude_cases=[BraTS2021_00019,BraTS2021_00024,BraTS2021_00031,{','.join(BRATS2015_TEST)}]",
-    "data.val_cases=[BraTS2021_00014,brats_2013_pat0003_1]"]}
+SCORED_APART = {"brats_flair_2rel": {"BraTS2015 test pair": BRATS2015_TEST}}  # held-out cases with a row of their own
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
 BRATS_GROUPS = {"brats_flair", "brats4", "brats_flair_2rel"}  # also scored under the BraTS 2023 glioma protocol
 # medseg tune sweeps thresholds and minimum volumes up to 100 mm^3 and counts every GT speck as a
@@ -85,6 +82,30 @@ def reference_row(name: str) -> str | None:
         return "monai_tutorial"
     m = re.fullmatch(r"medseg, (\d+)-seed ensemble", name)
     return f"monai_tutorial, {m.group(1)} x minutes" if m else None
+
+
+def group_overrides(group: str) -> list[str]:
+    """``--set`` overrides of the group's config: for brats_flair_2rel the two-release case list,
+    the FLAIR config's held-out and validation cases plus BraTS 2015's test folder and pat0003."""
+    if group != "brats_flair_2rel":
+        return []
+    data = load_config(GROUPS[group]).data
+    held, val = [*data.exclude_cases, *BRATS2015_TEST], [*data.val_cases, "brats_2013_pat0003_1"]
+    return [f"data.dataset={ROOT / 'benchmarks/cases/brats_flair_two_releases.yaml'}", "data.layout=list", "data.channels=null",
+            "data.label=null", f"data.exclude_cases=[{','.join(held)}]", f"data.val_cases=[{','.join(val)}]"]
+
+
+def eval_sets(group: str, cfg: ExperimentConfig) -> dict[str, list[Case]]:
+    """The case sets the group's rows are scored on: its held-out cases (those of SCORED_APART in
+    rows of their own) and the external release's cases."""
+    held, parts = heldout_cases(cfg), SCORED_APART.get(group, {})
+    apart = {i for ids in parts.values() for i in ids}
+    evals = {"held-out": [c for c in held if c.case_id not in apart]}
+    evals |= {name: [c for c in held if c.case_id in ids] for name, ids in parts.items()}
+    external = external_cases(group)
+    if external:
+        evals["BraTS2015 z-scored"] = external
+    return evals
 
 
 def external_cases(group: str) -> list[Case]:
@@ -148,40 +169,35 @@ def main() -> None:
     parser.add_argument("--ensemble-folds", type=int, default=None)
     parser.add_argument("--seed-ensemble", type=int, default=None)
     parser.add_argument("--no-reference", action="store_true", help="leave out the MONAI recipe rows not yet in OUT")
-    parser.add_argument("--tag", default="", help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget")
+    parser.add_argument("--tag", default="", help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget; its runs train in OUT/<group>/<tag>/")
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     for group in args.only:
-        base = GROUP_OVERRIDES.get(group, [])
+        base = group_overrides(group)
         cfg = load_config(GROUPS[group], base)
-        evals, brats, values = {"held-out": heldout_cases(cfg)}, group in BRATS_GROUPS, all_lesion_values(cfg.data)
-        if group == "brats_flair_2rel":  # the held-out cases of each release scored apart
-            evals = {"held-out": [c for c in evals["held-out"] if c.case_id not in BRATS2015_TEST],
-                     "BraTS2015 test pair": [c for c in evals["held-out"] if c.case_id in BRATS2015_TEST]}
-        external = external_cases(group)
-        if external:
-            evals["BraTS2015 z-scored"] = external
-        plan = [("medseg", lambda: run_medseg(GROUPS[group], args.out / group / "medseg", args.minutes, base, evals, values, brats)),
+        evals, brats, values = eval_sets(group, cfg), group in BRATS_GROUPS, all_lesion_values(cfg.data)
+        root = args.out / group / re.sub(r"\W+", "_", args.tag).strip("_") if args.tag else args.out / group  # tagged runs apart
+        plan = [("medseg", lambda: run_medseg(GROUPS[group], root / "medseg", args.minutes, base, evals, values, brats)),
                 ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats, base))]
         if group in TUNED_GROUPS:
-            plan.append(("medseg + medseg tune", lambda: run_again(args.out / group / "medseg", evals, values, brats, tune=True)))
+            plan.append(("medseg + medseg tune", lambda: run_again(root / "medseg", evals, values, brats, tune=True)))
         if args.seed_ensemble:
             n = args.seed_ensemble
-            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], args.out / group / "seeds", args.minutes, base,
+            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], root / "seeds", args.minutes, base,
                                                                         evals, values, brats, seeds=n)),
                      (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats, base))]
             if group in TUNED_GROUPS:  # after the row at the config's point: tuning rewrites the members' point
                 plan.append((f"medseg, {n}-seed ensemble + medseg tune", lambda: run_again(
-                    args.out / group / "seeds", evals, values, brats, tune=True, ensemble=True)))
+                    root / "seeds", evals, values, brats, tune=True, ensemble=True)))
         if group == "brats_flair" and not args.no_ablation:
-            plan.append(("medseg + mirror TTA", lambda: run_again(args.out / group / "medseg", evals, values, brats, tta=True)))
-            plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], args.out / group / name.replace(" ", "_"),
+            plan.append(("medseg + mirror TTA", lambda: run_again(root / "medseg", evals, values, brats, tta=True)))
+            plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], root / name.replace(" ", "_"),
                                                                                args.ablation_minutes, [*base, *o], evals, values, brats))
                      for name, o in ABLATIONS.items()]
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
-                    GROUPS[group], args.out / group / "folds", args.ablation_minutes, base, evals, values, brats, args.ensemble_folds))]
+                    GROUPS[group], root / "folds", args.ablation_minutes, base, evals, values, brats, args.ensemble_folds))]
         if args.no_reference:
             plan = [(name, fn) for name, fn in plan if not name.startswith("monai_tutorial")]
         for name, fn in plan:

@@ -3,7 +3,6 @@ comes back on the scan's exact grid (NIfTI and NRRD, 1 mm BraTS to 6.5 mm-slice 
 
 import csv
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +128,10 @@ def test_two_release_case_list_trains_neither_releases_held_out_cases(real_data,
     from heldout import heldout_cases
     from medseg.data.split import run_split
 
-    cfg = load_config(rq.GROUPS["brats_flair_2rel"], rq.GROUP_OVERRIDES["brats_flair_2rel"])
+    cfg = load_config(rq.GROUPS["brats_flair_2rel"], rq.group_overrides("brats_flair_2rel"))
     cases = from_config(cfg.data).require_clean()
     train, val = run_split(cases, cfg)
     held = {c.case_id for c in heldout_cases(cfg)}
     trained = {c.case_id for c in train + val}
     assert len(cases) == 11 and len(held) == 5 and not held & trained  # from_config drops the held-out cases
     assert {c[:5] for c in trained} == {"BraTS", "brats"} and set(rq.BRATS2015_TEST) <= held
-    sys.modules.pop("real_quality", None)
