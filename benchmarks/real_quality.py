@@ -77,11 +77,13 @@ ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep sup
 
 
 def reference_row(name: str) -> str | None:
-    """The MONAI recipe row at the same budget as the medseg row ``name`` (an N-seed ensemble's: N x --minutes)."""
-    if name == "medseg":
-        return "monai_tutorial"
-    m = re.fullmatch(r"medseg, (\d+)-seed ensemble", name)
-    return f"monai_tutorial, {m.group(1)} x minutes" if m else None
+    """The MONAI recipe row at the same budget as the medseg row ``name`` (an N-seed ensemble's: N x --minutes;
+    a ``--tag``ged row's: the reference row with the same tag, e.g. "medseg [60 min]" -> "monai_tutorial [60 min]")."""
+    base, tag = re.fullmatch(r"(.*?)((?: \[[^]]*\])?)", name).groups()
+    if base == "medseg":
+        return f"monai_tutorial{tag}"
+    m = re.fullmatch(r"medseg, (\d+)-seed ensemble", base)
+    return f"monai_tutorial, {m.group(1)} x minutes{tag}" if m else None
 
 
 def group_overrides(group: str) -> list[str]:

@@ -135,3 +135,15 @@ def test_two_release_case_list_trains_neither_releases_held_out_cases(real_data,
     trained = {c.case_id for c in train + val}
     assert len(cases) == 11 and len(held) == 5 and not held & trained  # from_config drops the held-out cases
     assert {c[:5] for c in trained} == {"BraTS", "brats"} and set(rq.BRATS2015_TEST) <= held
+
+
+def test_tagged_rows_pair_with_the_reference_at_their_tag(monkeypatch):
+    """The ratio lines of benchmarks/real_quality.py pair a ``--tag``ged medseg row with the MONAI
+    row of the same tag (the same budget), never with the untagged one."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import real_quality as rq
+
+    assert rq.reference_row("medseg") == "monai_tutorial"
+    assert rq.reference_row("medseg [60 min]") == "monai_tutorial [60 min]"
+    assert rq.reference_row("medseg, 3-seed ensemble [60 min]") == "monai_tutorial, 3 x minutes [60 min]"
+    assert rq.reference_row("medseg + mirror TTA [60 min]") is None and rq.reference_row("monai_tutorial") is None
