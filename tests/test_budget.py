@@ -29,6 +29,15 @@ def test_budget_estimates_from_the_epochs_done(monkeypatch):
     assert TimeBudget(60.0, 1, 7).last_epoch(1) == 7  # never beyond train.epochs
 
 
+def test_a_resumed_run_counts_the_time_it_trained_before(monkeypatch):
+    """Stopped after 3 epochs in 30 s of a 60 s budget: the resumed run has 30 s left, not 60 s,
+    and estimates 10 s per epoch from all the epochs (the earlier ones included)."""
+    monkeypatch.setattr(guards, "time", Clock())
+    budget = TimeBudget(1.0, first_epoch=4, max_epochs=100, spent_s=30.0)  # start at t=10-30
+    assert budget.last_epoch(4) == 6  # t=20: 40 s in 4 epochs, 20 s left -> 2 more
+    assert budget.elapsed_s() == pytest.approx(50.0)
+
+
 @pytest.mark.slow
 def test_training_stops_at_the_budget_with_a_final_validation(monkeypatch, tmp_path):
     from medseg.config.load import load_config

@@ -90,13 +90,16 @@ def test_cross_validation_end_to_end(tmp_path):
     lm = load_model(first.folder, "cpu")
     assert isinstance(lm.model, MeanProbability) and len(lm.model.members) == 2
     assert lm.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
+    again = train_folds(cfg, 2, fold=0, progress=False)  # a finished fold is kept, not trained twice
+    assert again.results[0].run_dir == first.results[0].run_dir
+    assert len(list((first.folder / "fold0").glob("*/last.pt"))) == 1 and len(load_model(first.folder, "cpu").model.members) == 2
 
 
 @pytest.mark.slow
 def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     """``train --seeds 2``: two members on the first seed's split under one MLflow parent; ``tune
     FOLDER`` predicts their shared validation case once, with the members' mean probability (the
-    model ``predict FOLDER`` uses), not once per member; a second call into the folder refuses."""
+    model ``predict FOLDER`` uses), not once per member."""
     import numpy as np
     from mlflow.tracking import MlflowClient
 
@@ -130,7 +133,56 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     res = run_tune(ens.folder, device="cpu")
     assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
     assert load_model(ens.folder, "cpu").threshold == res["chosen"]["threshold"]
-    with pytest.raises(MedsegError, match="already holds"):
-        train_seeds(cfg, 2, progress=False)
     with pytest.raises(MedsegError, match="at least 2"):
         train_seeds(cfg, 1, progress=False)
+
+
+@pytest.mark.slow
+def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monkeypatch):
+    """SIGTERM in seed 1's second epoch stops the ensemble (exit 143, last.pt written); the same
+    call again keeps seed 0's finished run, resumes seed 1 in its own run folder and MLflow run,
+    and closes the parent run: one run per member, both finished."""
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    from medseg.config.load import load_config
+    from medseg.data.synthetic import write_dataset
+    from medseg.demo import DEMO_CONFIG
+    from medseg.nn.checkpoint import load_checkpoint
+    from medseg.training.cv import train_seeds
+    from medseg.training.trainer import Trainer
+
+    write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
+    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
+                                    "train.epochs=2", "train.val_every=1", "sampling.patch_size=[16,16,16]",
+                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=1",
+                                    "train.checkpoint_every_steps=1", "preprocess.target_spacing=null",
+                                    "tracking.experiment=seeds", "data.val_fraction=0.25"])
+    validate = Trainer.validate_and_select
+
+    def stop_seed1(self, epoch, metrics):
+        validate(self, epoch, metrics)
+        if self.cfg.train.seed == 1 and epoch == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # caught by the trainer: stops at the next step
+
+    monkeypatch.setattr(Trainer, "validate_and_select", stop_seed1)
+    with pytest.raises(MedsegError, match="stopped by SIGTERM") as stopped:
+        train_seeds(cfg, 2, progress=False)
+    assert stopped.value.exit_code == 143
+    folder = tmp_path / "runs" / "seeds2-s0"
+    seed0, seed1 = (load_checkpoint(next(folder.glob(f"seed{s}/*/last.pt"))).resume for s in (0, 1))
+    assert seed0.finished and not seed1.finished and seed1.epoch == 2 and seed1.train_seconds > 0
+    monkeypatch.setattr(Trainer, "validate_and_select", validate)
+    ens = train_seeds(cfg, 2, progress=False)
+    assert [len(list(folder.glob(f"seed{s}/*/last.pt"))) for s in (0, 1)] == [1, 1]
+    ends = {s: load_checkpoint(r.last_path).resume for s, r in ens.results.items()}
+    assert all(r.finished and r.epoch == 2 for r in ends.values())
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    members = [client.get_run(r.run_id) for r in ens.results.values()]
+    assert [m.info.status for m in members] == ["FINISHED", "FINISHED"]
+    assert all(m.data.tags["mlflow.parentRunId"] == ens.parent_run_id for m in members)
+    assert client.get_run(ens.parent_run_id).info.status == "FINISHED"
+    steps = [s.step for s in client.get_metric_history(ens.results[1].run_id, "train_loss")]
+    assert steps == [1, 2]  # the resumed member's history: no step twice, none missing

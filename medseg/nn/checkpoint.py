@@ -83,6 +83,8 @@ class ResumeState:
     since_best: int
     history: list[dict[str, float]]
     best_epoch: int = 0  # absent from checkpoints of medseg before 0.2
+    train_seconds: float = 0.0  # training time so far (train.max_minutes counts it on resume); 0 before 0.3
+    finished: bool = False  # the run ended (last epoch, time budget or early stop), not stopped
 
 
 @dataclass

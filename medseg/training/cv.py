@@ -13,22 +13,30 @@ member validates on the first seed's validation cases (pinned as ``data.val_case
 ``<train.output_dir>/seeds<N>-s<seed>/seed<s>/``. ``medseg tune FOLDER`` then picks the ensemble's
 operating point on those cases (predicted with the members' mean probability) and ``medseg
 predict FOLDER`` averages them.
+
+The same command again continues the ensemble (:func:`train_member`): a member whose run
+finished is kept, one that was stopped (SIGTERM, a crash, a lost node) resumes from its
+``last.pt`` with its own config.yaml, the others train. So each member folder holds one run, and
+``medseg predict FOLDER`` never averages a member twice. Remove a member's folder to train it again.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from mlflow.tracking import MlflowClient
 
+from medseg.config.load import load_config
 from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.sources.discover import from_config
 from medseg.data.split import fold_splits, run_split
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
+from medseg.nn.checkpoint import load_checkpoint
 from medseg.tracking.tracker import parent_run, resolve_uri
 from medseg.training.run import train
 from medseg.training.state import TrainResult
@@ -113,7 +121,7 @@ def train_folds(cfg: ExperimentConfig, folds: int, fold: int | None = None, prog
     folder, state = _state(cfg, folds)
     out = CVResult(folder, state["parent_run_id"], state["folds"])
     for k in range(folds) if fold is None else [fold]:
-        out.results[k] = train(fold_config(cfg, folder, k, state["folds"][k], out.parent_run_id), progress)
+        out.results[k] = train_member(fold_config(cfg, folder, k, state["folds"][k], out.parent_run_id), progress)
     _summarise(cfg, out, folds)
     return out
 
@@ -139,21 +147,16 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
     use the ensemble. ``CVResult.folds`` holds the one shared validation list.
 
     Raises:
-        MedsegError: fewer than 2 seeds, or a folder that already holds runs (its members would
-        join this ensemble).
+        MedsegError: fewer than 2 seeds, or a folder whose runs are not this ensemble's.
     """
     if seeds < 2:
         raise MedsegError(f"--seeds {seeds}: an ensemble needs at least 2")
-    folder = Path(cfg.train.output_dir) / f"seeds{seeds}-s{cfg.train.seed}"
-    if any(folder.rglob("best.pt")):
-        raise MedsegError(f"{folder}: already holds trained runs; use another train.output_dir or remove {folder}")
-    cases = from_config(cfg.data).require_clean()
-    val_ids = [c.case_id for c in run_split(cases, cfg)[1]]
-    parent = _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")
+    folder, state = _seed_state(cfg, seeds)
+    val_ids, parent = state["val_cases"], state["parent_run_id"]
     out = CVResult(folder, parent, [val_ids])
     for seed in range(cfg.train.seed, cfg.train.seed + seeds):
         member = member_config(cfg, folder / f"seed{seed}", val_ids, parent, f"{run_name(cfg)}-seed{seed}", seed)
-        out.results[seed] = train(member, progress)
+        out.results[seed] = train_member(member, progress)
     if parent is not None:
         metric, values = cfg.train.select_metric, [float(r.best_metric) for r in out.results.values()]
         client = MlflowClient(_uri(cfg))
@@ -161,3 +164,55 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
             client.log_metric(parent, f"seed{seed}_{metric}", value)
         _close_parent(cfg, parent, f"mean_{metric}", values, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
     return out
+
+
+def _seed_state(cfg: ExperimentConfig, seeds: int) -> tuple[Path, dict]:
+    """The seed ensemble's folder and its ensemble.json (shared validation cases, parent run),
+    created on the first call; a later call must find the same validation cases.
+
+    Raises:
+        MedsegError: the folder holds runs without an ensemble.json, or another split's.
+    """
+    folder = Path(cfg.train.output_dir) / f"seeds{seeds}-s{cfg.train.seed}"
+    cases = from_config(cfg.data).require_clean()
+    val_ids = [c.case_id for c in run_split(cases, cfg)[1]]
+    path = folder / "ensemble.json"
+    if path.exists():
+        state = json.loads(path.read_text())
+        if state["val_cases"] != val_ids:
+            raise MedsegError(f"{path}: its validation cases differ from this config's; use another train.output_dir or remove {folder}")
+        return folder, state
+    if any(folder.rglob("last.pt")):
+        raise MedsegError(f"{folder}: holds runs of no ensemble.json (an older medseg); use another train.output_dir or remove {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {"seeds": seeds, "val_cases": val_ids, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")}
+    write_text(json.dumps(state, indent=2), path)
+    return folder, state
+
+
+def train_member(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
+    """One member of an ensemble (a fold, a seed) in its own folder ``train.output_dir``: its
+    latest run is kept when it finished, resumed from its ``last.pt`` (and its config.yaml) when
+    it was stopped; a folder without a run trains a new one.
+
+    Raises:
+        MedsegError: the latest run's last.pt cannot be resumed (no resume state).
+    """
+    latest = latest_run(Path(cfg.train.output_dir))
+    if latest is None:
+        return train(cfg, progress)
+    ckpt = load_checkpoint(latest / "last.pt")
+    rs = ckpt.resume
+    if rs is None:
+        raise MedsegError(f"{latest / 'last.pt'}: holds no resume state; remove {cfg.train.output_dir} to train this member again")
+    if rs.finished:
+        print(f"{latest}: finished earlier, kept (remove {cfg.train.output_dir} to train it again)", file=sys.stderr)
+        return TrainResult(latest, latest / "best.pt", latest / "last.pt", ckpt.mlflow_run_id, rs.best, list(rs.history))
+    print(f"{latest}: stopped at epoch {rs.epoch} step {rs.step_in_epoch}, resuming", file=sys.stderr)
+    return train(load_config(latest / "config.yaml"), progress, resume=latest)
+
+
+def latest_run(folder: Path) -> Path | None:
+    """The newest run folder below ``folder`` with a last.pt (run folders are named by start time)."""
+    runs = sorted(p.parent for p in folder.glob("*/last.pt")) if folder.is_dir() else []
+    return runs[-1] if runs else None

@@ -91,11 +91,17 @@ class TimeBudget:
     """``train.max_minutes``: how many epochs fit in the budget, from the mean duration of the
     epochs done so far (validations included). ``last_epoch(done)`` is re-estimated after every
     epoch; training ends at it with a final validation, so it overruns the budget by at most one
-    epoch. ``minutes=None`` = no budget (the configured epochs)."""
+    epoch. ``minutes=None`` = no budget (the configured epochs). ``spent_s``: seconds a resumed
+    run trained before (epochs 1..first_epoch-1 then count towards the budget and the estimate)."""
 
-    def __init__(self, minutes: Optional[float], first_epoch: int, max_epochs: int) -> None:
-        self.minutes, self.first_epoch, self.max_epochs = minutes, first_epoch, max_epochs
-        self.start = time.monotonic()
+    def __init__(self, minutes: Optional[float], first_epoch: int, max_epochs: int, spent_s: float = 0.0) -> None:
+        self.minutes, self.max_epochs = minutes, max_epochs
+        self.first_epoch = 1 if spent_s > 0 else first_epoch
+        self.start = time.monotonic() - spent_s
+
+    def elapsed_s(self) -> float:
+        """Training seconds so far, a resumed run's earlier ones included."""
+        return time.monotonic() - self.start
 
     def last_epoch(self, done: int) -> int:
         """The last epoch to run, given that epochs ``first_epoch..done`` took the time so far."""

@@ -20,6 +20,7 @@ class TrainState:
     last_val: dict[str, float] = field(default_factory=dict)
     start_epoch: int = 1
     partial: EpochProgress = field(default_factory=EpochProgress)  # of a mid-epoch resume
+    train_seconds: float = 0.0  # a resumed run's training time before (its time budget counts it)
 
 
 @dataclass

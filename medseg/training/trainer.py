@@ -56,6 +56,7 @@ class Trainer:
         self.state = TrainState()
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
         self.guard = NonFiniteGuard(self.cfg.train.max_nonfinite_steps)
+        self.budget = TimeBudget(self.cfg.train.max_minutes, 1, self.cfg.train.epochs)  # fit() starts it
 
     @property
     def total_steps(self) -> int:
@@ -124,7 +125,8 @@ class Trainer:
         history = list(rs.history)
         self.state = TrainState(rs.best, rs.best_epoch, history, history[-1] if history else {},
                                 rs.epoch + (1 if rs.step_in_epoch == 0 else 0),
-                                EpochProgress(rs.step_in_epoch, list(rs.epoch_losses)) if rs.step_in_epoch else EpochProgress())
+                                EpochProgress(rs.step_in_epoch, list(rs.epoch_losses)) if rs.step_in_epoch else EpochProgress(),
+                                0.0 if rs.finished else rs.train_seconds)  # extending a finished run: a new budget
         self.early.since_best = rs.since_best
         restore_rng(rs.rng, self.train_ds, self.loader.generator)
 
@@ -138,8 +140,10 @@ class Trainer:
                           OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3), epoch, dict(metrics),
                           self.run.tracker.run_id, getattr(self.run.tracker, "uri", None), resume)
 
-    def save_last(self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any]) -> None:
-        """``last.pt`` with everything to resume at this step (rank 0 only)."""
+    def save_last(self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any],
+                  finished: bool = False) -> None:
+        """``last.pt`` with everything to resume at this step (rank 0 only); ``finished``: the run
+        ends after this epoch (``medseg train --folds/--seeds`` keep such a member instead of resuming it)."""
         if not self.run.main:
             return
         ctx, st = self.ctx, self.state
@@ -148,7 +152,7 @@ class Trainer:
                              (epoch - 1) * self.per_epoch + step.done if step.done else epoch * self.per_epoch,
                              ctx.optimizer.state_dict(), ctx.scheduler.state_dict(), rng,
                              scaler.state_dict() if scaler is not None else {}, st.best, self.early.since_best, st.history,
-                             st.best_epoch)
+                             st.best_epoch, self.budget.elapsed_s(), finished)
         save_checkpoint(self.checkpoint(epoch, metrics, resume), self.run.last_path)
 
     def run_epoch(self, epoch: int, bar: tqdm, stop: StopSignal) -> dict[str, float]:
@@ -208,16 +212,18 @@ class Trainer:
         cfg, st = self.cfg, self.state
         bar = tqdm(total=self.total_steps, initial=min(self.total_steps, (st.start_epoch - 1) * self.per_epoch), desc="train",
                    unit="step", disable=not self.run.progress, file=sys.stderr)
-        budget = TimeBudget(cfg.train.max_minutes, st.start_epoch, cfg.train.epochs)
+        self.budget = budget = TimeBudget(cfg.train.max_minutes, st.start_epoch, cfg.train.epochs, st.train_seconds)
         with StopSignal() as stop:
             for epoch in range(st.start_epoch, cfg.train.epochs + 1):
                 metrics = self.run_epoch(epoch, bar, stop)
                 self.fit_to_budget(budget, epoch, bar)
                 self.validate_and_select(epoch, metrics)
                 st.history.append({"epoch": epoch, **metrics})
-                self.save_last(epoch, EpochProgress(), capture_rng(self.train_ds, self.loader.generator), metrics)
+                early = bool(broadcast(self.early.stop))
+                self.save_last(epoch, EpochProgress(), capture_rng(self.train_ds, self.loader.generator), metrics,
+                               finished=early or epoch >= self.last_epoch)
                 self.run.tracker.log_metrics(metrics, step=epoch)
-                if broadcast(self.early.stop):
+                if early:
                     print(f"early stop: no better {cfg.train.select_metric} in {self.early.patience} validations (epoch {epoch})", file=sys.stderr)
                     break
                 if epoch >= self.last_epoch:

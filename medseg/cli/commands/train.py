@@ -29,7 +29,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
 
     SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
     With --folds (cross-validation) or --seeds (a seed ensemble): then medseg tune FOLDER and
-    medseg predict FOLDER (the ensemble).
+    medseg predict FOLDER (the ensemble). The same --folds/--seeds command again keeps the members
+    that finished, resumes the stopped ones and trains the rest.
     """
     from medseg.config.load import load_config
     from medseg.training.run import train as run_training
@@ -41,14 +42,14 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
     if fold is not None and folds is None:
         raise MedsegError("--fold K needs --folds N")
     if seeds is not None and (folds is not None or resume is not None):
-        raise MedsegError("--seeds trains a new seed ensemble: not with --folds or --resume (resume a member with --resume <folder>/seed<S>/<run>)")
+        raise MedsegError("--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)")
     cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
     if seeds is not None:
         _train_seeds(cfg, seeds, quiet)
         return
     if folds is not None:
         if resume is not None:
-            raise MedsegError("--folds with --resume: resume a fold with --resume <cv folder>/fold<K>/<run>")
+            raise MedsegError("--folds with --resume: the same --folds command again continues the stopped folds")
         _train_folds(cfg, folds, fold, quiet)
         return
     result = run_training(cfg, progress=not quiet, resume=resume)
