@@ -103,6 +103,8 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert "target" in torch.load(best, weights_only=True)["operating_point"]
     assert "froc_cpm" in client.get_run(run_id).data.metrics
     assert {"tuning/froc.png", "tuning/operating_curve.csv"} <= {a.path for a in client.list_artifacts(run_id, "tuning")}
+    wrong = run("tune", best, "--protocol", "brats2099")
+    assert wrong.returncode != 0 and "use medseg or one of brats2023" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def assert_user_error(res, *needles):

@@ -133,6 +133,8 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     res = run_tune(ens.folder, device="cpu")
     assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
     assert load_model(ens.folder, "cpu").threshold == res["chosen"]["threshold"]
+    brats = run_tune(ens.folder, device="cpu", protocol="brats2023")  # the BraTS 2023 count, max lesion-wise Dice
+    assert "lesionwise_dice" in brats["chosen"] and load_checkpoint(paths[0]).operating_point.target == "max_lesionwise_dice:brats2023"
     with pytest.raises(MedsegError, match="at least 2"):
         train_seeds(cfg, 1, progress=False)
 

@@ -3,7 +3,7 @@ import pytest
 
 from medseg.evaluation.froc import Scan, froc
 from medseg.config.schema import EvalConfig
-from medseg.training.tune import choose, min_volume_grid, sweep
+from medseg.training.tune import choose, min_volume_grid, sweep, sweep_brats
 from medseg.viz.plots import plot_froc
 
 
@@ -52,3 +52,28 @@ def test_froc_by_hand(tmp_path):
     assert result["cpm"] == pytest.approx((1 / 3 + 1 / 3 + 2 / 3 * 5) / 7)
     plot_froc(result, tmp_path / "froc.png")
     assert (tmp_path / "froc.png").stat().st_size > 1000
+
+
+def test_brats_sweep_counts_tumours_as_the_challenge_and_picks_the_best_lesionwise_dice():
+    """A tumour with a satellite 2 voxels away (one lesion under BraTS 2023's 3-voxel merge), a
+    50-voxel GT speck far away (<= 50 mm3: not scored) and a 120-voxel false blob at p 0.6. At
+    threshold 0.5 and no minimum volume: 1 tumour found, 1 false tumour, lesion-wise Dice = Dice / 2;
+    a 200 mm3 minimum removes the blob (Dice / 1), so it is chosen; the overlap rule's sweep would
+    count the speck as a missed lesion and the satellite as a lesion of its own."""
+    ref = np.zeros((40, 40, 40), bool)
+    prob = np.zeros((40, 40, 40), np.float32)
+    ref[5:15, 5:15, 5:15] = True           # 1000 voxels
+    ref[17:19, 5:7, 5:7] = True            # satellite, 2 voxels from the tumour
+    ref[30:35, 30:32, 30:35] = True        # 50 voxels = 50 mm3: unscored
+    prob[5:15, 5:15, 6:15] = 0.9           # 900 of the tumour's voxels
+    prob[30:36, 2:6, 30:35] = 0.6          # 120-voxel false blob
+    curve = sweep_brats([Scan(prob, ref, 1.0)], (0.5, 0.7), (0.0, 200.0), "brats2023")
+    at = {(r["threshold"], r["min_lesion_mm3"]): r for r in curve}
+    d = 2 * 900 / (900 + 1008)
+    assert at[0.5, 0.0]["tp"] == 1 and at[0.5, 0.0]["fn"] == 0 and at[0.5, 0.0]["fp_per_scan"] == 1.0
+    assert at[0.5, 0.0]["lesionwise_dice"] == pytest.approx(d / 2) and at[0.5, 0.0]["lesion_precision"] == 0.5
+    assert at[0.5, 200.0]["lesionwise_dice"] == pytest.approx(d) and at[0.7, 0.0]["fp_per_scan"] == 0.0
+    chosen = choose(curve)
+    assert chosen["lesionwise_dice"] == pytest.approx(d) and chosen["fp_per_scan"] == 0.0
+    overlap = sweep([Scan(prob, ref, 1.0)], (0.5,), (200.0,))[0]
+    assert overlap["lesion_recall"] == pytest.approx(1 / 3)  # satellite and speck: two misses of their own

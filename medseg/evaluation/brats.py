@@ -78,8 +78,10 @@ class LesionScore:
     hd95_mm: float
 
 
-def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: int, spacing: np.ndarray) -> list[LesionScore]:
-    """Steps 3 for every merged GT lesion ``1..n_g`` of ``g_lab`` against predicted lesions ``p_lab``."""
+def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: int, spacing: np.ndarray,
+                     with_hd95: bool = True) -> list[LesionScore]:
+    """Steps 3 for every merged GT lesion ``1..n_g`` of ``g_lab`` against predicted lesions ``p_lab``
+    (``with_hd95=False``: HD95 left NaN, for sweeps that rank by Dice only)."""
     voxel = float(np.prod(spacing))
     p_boxes = ndimage.find_objects(p_lab)
     scores = []
@@ -96,12 +98,14 @@ def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: i
         gt_roi = g_lab[roi] == i + 1
         pred_roi = np.isin(p_lab[roi], hits) if hits else np.zeros_like(gt_roi)
         scores.append(LesionScore(float(gt.sum()) * voxel, hits, dice(pred_roi, gt_roi),
-                                  hd95(pred_roi, gt_roi, spacing, HD95_PENALTY_MM)))
+                                  hd95(pred_roi, gt_roi, spacing, HD95_PENALTY_MM) if with_hd95 else float("nan")))
     return scores
 
 
-def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol) -> tuple[dict, list[LesionScore], int, set[int]]:
-    """Lesion-wise scores of one scan (binary masks (X, Y, Z), spacing in mm).
+def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol,
+               with_hd95: bool = True) -> tuple[dict, list[LesionScore], int, set[int]]:
+    """Lesion-wise scores of one scan (binary masks (X, Y, Z), spacing in mm; ``with_hd95=False``:
+    the HD95 figures NaN).
 
     Returns:
         (row with lesionwise_dice, lesionwise_hd95_mm, tp, fn, fp, gt_lesions, pred_lesions;
@@ -110,7 +114,7 @@ def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol:
     """
     p_lab, n_p = label_lesions(pred, 26)
     g_lab, n_g = merged_gt_lesions(ref, protocol.dilation)
-    scores = score_gt_lesions(p_lab, g_lab, n_g, protocol.dilation, np.asarray(spacing, float))
+    scores = score_gt_lesions(p_lab, g_lab, n_g, protocol.dilation, np.asarray(spacing, float), with_hd95)
     tp_pred = set().union(*(s.hits for s in scores)) if scores else set()
     fp = n_p - len(tp_pred)
     kept = [s for s in scores if s.volume_mm3 > protocol.min_mm3]

@@ -25,7 +25,7 @@ they agree with it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -39,11 +39,19 @@ FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 @dataclass
 class Scan:
-    """Probabilities (X, Y, Z), reference mask (X, Y, Z) and voxel volume (mm^3) of one scan."""
+    """Probabilities (X, Y, Z), reference mask (X, Y, Z), voxel volume (mm^3) and spacing of the
+    array axes (mm; None = isotropic voxels of that volume) of one scan."""
 
     prob: np.ndarray
     ref: np.ndarray
     voxel_mm3: float
+    spacing: Optional[tuple[float, ...]] = None
+
+    def axis_spacing(self) -> np.ndarray:
+        """(3,) mm per array axis."""
+        if self.spacing is not None:
+            return np.asarray(self.spacing, float)
+        return np.full(self.prob.ndim, np.cbrt(self.voxel_mm3))
 
 
 def detection_map(prob: np.ndarray, max_candidates: int = 50, floor: float = 0.05) -> np.ndarray:

@@ -6,6 +6,11 @@ matched by the run's ``eval:`` rules; volumes up to twice the config's own minim
 point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
 the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
 
+``--protocol brats2023`` (or another of :data:`medseg.evaluation.brats.PROTOCOLS`) counts as the
+BraTS 2023 challenge does instead (GT lesions merged by dilation, small GT unscored, every
+predicted component a lesion) and picks the point of the best mean lesion-wise Dice, the
+challenge's ranking figure (or, with R, the fewest false tumours per scan at tumour recall >= R).
+
 ``medseg tune FOLDER`` (the folds of ``medseg train --folds``) pools the out-of-fold validation
 predictions of every fold, each predicted by its own fold's model, and writes the chosen point
 into every fold's checkpoint (the ensemble uses it). Runs in the folder that validate on the same
@@ -24,12 +29,14 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import EvalConfig
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
+from medseg.evaluation.brats import PROTOCOLS, brats_case
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
 from medseg.inference.model import ensemble_members, from_checkpoint, from_checkpoints
@@ -78,11 +85,32 @@ def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_v
     return rows
 
 
+def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes: Sequence[float], protocol: str) -> list[dict[str, float]]:
+    """For every (threshold, min volume) pair, the BraTS protocol's figures: mean lesion-wise Dice
+    over the scans, tumour recall (found / scored GT lesions, pooled), precision (predicted
+    lesions touching a GT lesion / predicted lesions), their F1 and false tumours per scan."""
+    spec, rows = PROTOCOLS[protocol], []
+    for t in thresholds:
+        for v in min_volumes:
+            cases = [brats_case(remove_small(s.prob >= t, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
+                     for s in scans]
+            tp, fn = sum(c[0]["tp"] for c in cases), sum(c[0]["fn"] for c in cases)
+            hit, pred = sum(len(c[3]) for c in cases), sum(c[2] for c in cases)
+            recall, precision = tp / (tp + fn) if tp + fn else 1.0, hit / pred if pred else 1.0
+            rows.append({"threshold": t, "min_lesion_mm3": v, "lesionwise_dice": sum(c[0]["lesionwise_dice"] for c in cases) / len(cases),
+                         "lesion_recall": recall, "lesion_precision": precision,
+                         "lesion_f1": 2 * recall * precision / (recall + precision) if recall + precision else 0.0,
+                         "fp_per_scan": sum(c[0]["fp"] for c in cases) / len(cases), "tp": tp, "fn": fn})
+    return rows
+
+
 def choose(curve: list[dict[str, float]], min_recall: float | None = None) -> dict[str, float]:
-    """Max lesion F1 (ties: higher recall), or with ``min_recall`` the fewest FP per scan among
-    points reaching it (ties: higher recall; none reaching it: the highest recall)."""
+    """Max lesion F1 (a BraTS curve: max lesion-wise Dice; ties: higher recall), or with
+    ``min_recall`` the fewest FP per scan among points reaching it (ties: higher recall; none
+    reaching it: the highest recall)."""
     if min_recall is None:
-        return max(curve, key=lambda r: (r["lesion_f1"], r["lesion_recall"], -r["threshold"]))
+        key = "lesionwise_dice" if "lesionwise_dice" in curve[0] else "lesion_f1"
+        return max(curve, key=lambda r: (r[key], r["lesion_recall"], -r["fp_per_scan"], -r["threshold"]))
     ok = [r for r in curve if r["lesion_recall"] >= min_recall]
     if not ok:
         return max(curve, key=lambda r: (r["lesion_recall"], -r["fp_per_scan"]))
@@ -111,14 +139,15 @@ def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[
         for case in cases:
             pred = predict_volume(lm, case.images)
             ref, _ = read_lesion_mask(case.label, members[0].config.data.lesion_labels)
-            scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine)))
+            scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine), tuple(np.linalg.norm(pred.affine[:3, :3], axis=0))))
     return scans
 
 
-def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto") -> dict:
+def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto", protocol: str | None = None) -> dict:
     """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
     runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
     every fold, each by its own model (out of fold), and the point is written into every fold.
+    ``protocol``: a BraTS 2023 protocol name (:func:`sweep_brats`), None = the run's ``eval:`` rules.
 
     Returns:
         {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path, "checkpoints": paths}.
@@ -127,14 +156,16 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     ckpts = [load_checkpoint(p) for p in paths]
     scans = validation_scans(ckpts, device)
     cfg = ckpts[0].config
-    curve = sweep(scans, min_volumes=min_volume_grid(cfg.inference.min_lesion_mm3), rules=cfg.eval)
+    volumes = min_volume_grid(cfg.inference.min_lesion_mm3)
+    curve = sweep_brats(scans, THRESHOLDS, volumes, protocol) if protocol else sweep(scans, min_volumes=volumes, rules=cfg.eval)
     chosen = choose(curve, min_recall)
     result = froc(scans, connectivity=cfg.eval.connectivity)
     out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     curve_csv, froc_png = out / "operating_curve.csv", out / "froc.png"
     write_csv(curve, curve_csv)
     plot_froc(result, froc_png)
-    point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], "max_f1" if min_recall is None else f"recall>={min_recall}")
+    target = ("max_lesionwise_dice" if protocol else "max_f1") if min_recall is None else f"recall>={min_recall}"
+    point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], f"{target}:{protocol}" if protocol else target)
     for path, ckpt in zip(paths, ckpts):
         ckpt = ckpt.with_operating_point(point)
         save_checkpoint(ckpt, path)
@@ -153,7 +184,8 @@ def _log(ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: 
     metrics = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
                "tuned_lesion_f1": chosen["lesion_f1"], "tuned_lesion_recall": chosen["lesion_recall"],
                "tuned_fp_per_scan": chosen["fp_per_scan"], "froc_cpm": result["cpm"],
-               **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()}}
+               **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()},
+               **({"tuned_lesionwise_dice": chosen["lesionwise_dice"]} if "lesionwise_dice" in chosen else {})}
     target = ckpt.operating_point.target or "max_f1"
     child = child_run(client, run_id, f"tune-{target}", {"tuning.target": target})
     for rid in (child, run_id):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from medseg.cli.common import print_summary, rank, user_errors
+from medseg.cli.common import check_protocol, print_summary, rank, user_errors
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -87,14 +87,17 @@ def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
 @user_errors
 def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled out-of-fold predictions of its folds)."),
          min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
-         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda.")) -> None:
+         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+         protocol: str = typer.Option("medseg", "--protocol", help="medseg (the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise protocol (brats2023, brats2023-ssa, -ped, -men, -met): max mean lesion-wise Dice, false tumours as the challenge counts them.")) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
     from medseg.training.tune import run_tune
 
-    res = run_tune(checkpoint, min_recall, device)
+    check_protocol(protocol, False)
+    res = run_tune(checkpoint, min_recall, device, None if protocol == "medseg" else protocol)
     c = res["chosen"]
+    brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol})" if "lesionwise_dice" in c else ""
     typer.echo(f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
-               f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}")
+               f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}{brats}")
     typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
                + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
     typer.echo(f"stored in {', '.join(map(str, res['checkpoints']))}; curve {res['curve_csv']}, plot {res['froc_png']}")
