@@ -98,16 +98,13 @@ class TimeBudget:
         self.minutes, self.max_epochs = minutes, max_epochs
         self.first_epoch = 1 if spent_s > 0 else first_epoch
         self.start = time.monotonic() - spent_s
-
-    def elapsed_s(self) -> float:
-        """Training seconds so far, a resumed run's earlier ones included."""
-        return time.monotonic() - self.start
+        self.elapsed_s = spent_s  # training seconds at the last estimate, a resumed run's earlier ones included
 
     def last_epoch(self, done: int) -> int:
         """The last epoch to run, given that epochs ``first_epoch..done`` took the time so far."""
+        elapsed = self.elapsed_s = time.monotonic() - self.start
         if self.minutes is None:
             return self.max_epochs
-        elapsed = time.monotonic() - self.start
         per_epoch = elapsed / max(done - self.first_epoch + 1, 1)
         more = int(max(self.minutes * 60 - elapsed, 0.0) // max(per_epoch, 1e-9))
         return min(self.max_epochs, done + more)

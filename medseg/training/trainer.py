@@ -152,7 +152,7 @@ class Trainer:
                              (epoch - 1) * self.per_epoch + step.done if step.done else epoch * self.per_epoch,
                              ctx.optimizer.state_dict(), ctx.scheduler.state_dict(), rng,
                              scaler.state_dict() if scaler is not None else {}, st.best, self.early.since_best, st.history,
-                             st.best_epoch, self.budget.elapsed_s(), finished)
+                             st.best_epoch, self.budget.elapsed_s, finished)
         save_checkpoint(self.checkpoint(epoch, metrics, resume), self.run.last_path)
 
     def run_epoch(self, epoch: int, bar: tqdm, stop: StopSignal) -> dict[str, float]:
@@ -197,9 +197,10 @@ class Trainer:
     def fit_to_budget(self, budget: TimeBudget, epoch: int, bar: tqdm) -> None:
         """With ``train.max_minutes``: move the last epoch to what fits in the budget (every rank
         agrees with rank 0) and stretch the learning-rate schedule to end there."""
+        estimate = budget.last_epoch(epoch)  # also the training time so far, for last.pt
         if budget.minutes is None:
             return
-        last = int(broadcast(budget.last_epoch(epoch)))
+        last = int(broadcast(estimate))
         if last != self.last_epoch:
             self.last_epoch = last
             self.schedule.total_steps = self.total_steps  # the LambdaLR reads it from the next step on
