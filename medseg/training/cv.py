@@ -62,16 +62,27 @@ def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
     folder = cv_folder(cfg, folds)
     cases = from_config(cfg.data).require_clean()
     splits = fold_splits(cases, folds, cfg.train.seed, cfg.data.group_pattern)
-    path = folder / "cv.json"
-    if path.exists():
-        state = json.loads(path.read_text())
-        if state["folds"] != splits:
-            raise MedsegError(f"{path}: its folds differ from this config's cases; use another train.output_dir or remove {folder}")
+    state = _saved_state(folder / "cv.json", "folds", splits, "its folds differ from this config's cases")
+    if state is not None:
         return folder, state
     folder.mkdir(parents=True, exist_ok=True)
     state = {"folds": splits, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"), "group_pattern": cfg.data.group_pattern}
-    write_text(json.dumps(state, indent=2), path)
+    write_text(json.dumps(state, indent=2), folder / "cv.json")
     return folder, state
+
+
+def _saved_state(path: Path, key: str, expected: list, differs: str) -> dict | None:
+    """An ensemble folder's saved state (cv.json, ensemble.json), None before the first call.
+
+    Raises:
+        MedsegError: its ``key`` is not ``expected`` (another config's cases or split).
+    """
+    if not path.exists():
+        return None
+    state = json.loads(path.read_text())
+    if state[key] != expected:
+        raise MedsegError(f"{path}: {differs}; use another train.output_dir or remove {path.parent}")
+    return state
 
 
 def _open_parent(cfg: ExperimentConfig, name: str) -> str | None:
@@ -177,10 +188,8 @@ def _seed_state(cfg: ExperimentConfig, seeds: int) -> tuple[Path, dict]:
     cases = from_config(cfg.data).require_clean()
     val_ids = [c.case_id for c in run_split(cases, cfg)[1]]
     path = folder / "ensemble.json"
-    if path.exists():
-        state = json.loads(path.read_text())
-        if state["val_cases"] != val_ids:
-            raise MedsegError(f"{path}: its validation cases differ from this config's; use another train.output_dir or remove {folder}")
+    state = _saved_state(path, "val_cases", val_ids, "its validation cases differ from this config's")
+    if state is not None:
         return folder, state
     if any(folder.rglob("last.pt")):
         raise MedsegError(f"{folder}: holds runs of no ensemble.json (an older medseg); use another train.output_dir or remove {folder}")
