@@ -140,10 +140,11 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monkeypatch):
+def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monkeypatch, capsys):
     """SIGTERM in seed 1's second epoch stops the ensemble (exit 143, last.pt written); the same
     call again keeps seed 0's finished run, resumes seed 1 in its own run folder and MLflow run,
-    and closes the parent run: one run per member, both finished."""
+    and closes the parent run: one run per member, both finished. A setting changed in between
+    is named, and the resumed member keeps the one it started with."""
     import os
     import signal
 
@@ -177,7 +178,12 @@ def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monke
     seed0, seed1 = (load_checkpoint(next(folder.glob(f"seed{s}/*/last.pt"))).resume for s in (0, 1))
     assert seed0.finished and not seed1.finished and seed1.epoch == 2 and seed1.train_seconds > 0
     monkeypatch.setattr(Trainer, "validate_and_select", validate)
-    ens = train_seeds(cfg, 2, progress=False)
+    capsys.readouterr()
+    ens = train_seeds(cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"threshold": 0.4})}), 2, progress=False)
+    err = capsys.readouterr().err
+    assert "seed0" in err and "finished earlier, kept" in err
+    assert "resumes with the settings it started with, not the changed inference.threshold (remove" in err
+    assert load_checkpoint(ens.results[1].best_path).config.inference.threshold == 0.5
     assert [len(list(folder.glob(f"seed{s}/*/last.pt"))) for s in (0, 1)] == [1, 1]
     ends = {s: load_checkpoint(r.last_path).resume for s, r in ens.results.items()}
     assert all(r.finished and r.epoch == 2 for r in ends.values())

@@ -30,7 +30,7 @@ from typing import Sequence
 
 from mlflow.tracking import MlflowClient
 
-from medseg.config.load import load_config
+from medseg.config.load import flatten, load_config
 from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.sources.discover import from_config
 from medseg.data.split import fold_splits, run_split
@@ -218,7 +218,20 @@ def train_member(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
         print(f"{latest}: finished earlier, kept (remove {cfg.train.output_dir} to train it again)", file=sys.stderr)
         return TrainResult(latest, latest / "best.pt", latest / "last.pt", ckpt.mlflow_run_id, rs.best, list(rs.history))
     print(f"{latest}: stopped at epoch {rs.epoch} step {rs.step_in_epoch}, resuming", file=sys.stderr)
-    return train(load_config(latest / "config.yaml"), progress, resume=latest)
+    saved = load_config(latest / "config.yaml")
+    changed = changed_settings(saved, cfg)
+    if changed:  # a resumed run keeps its batches, schedule and MLflow params: it cannot take new settings
+        print(f"{latest}: resumes with the settings it started with, not the changed {', '.join(changed)} "
+              f"(remove {cfg.train.output_dir} to train this member with the new ones)", file=sys.stderr)
+    return train(saved, progress, resume=latest)
+
+
+def changed_settings(saved: ExperimentConfig, now: ExperimentConfig) -> list[str]:
+    """The ``section.key`` names set in the config given now to another value than in a run's saved
+    config. A key unset now (null: planned at training, e.g. ``preprocess.target_spacing``) is no
+    change: the saved config holds what was planned for it."""
+    a, b = flatten(saved), flatten(now)
+    return sorted(k for k in b if b[k] != "None" and a.get(k) != b[k])
 
 
 def latest_run(folder: Path) -> Path | None:
