@@ -63,14 +63,15 @@ def score(masks: Sequence[np.ndarray], cases: Sequence[Case], lesion_labels=None
 
 
 def evaluate_checkpoints(checkpoints: Sequence[Path], cases: Sequence[Case], lesion_labels=None,
-                         brats: bool = False, tta: bool | None = None) -> dict[str, float]:
+                         brats: bool = False, tta: bool | None = None, fill_holes: bool | None = None) -> dict[str, float]:
     """:func:`score` of the predictions of a checkpoint (several: their ensemble), with the median
-    prediction seconds per case; ``tta`` True/False overrides the checkpoint's mirror TTA."""
+    prediction seconds per case; ``tta``, ``fill_holes`` True/False override the checkpoint's
+    mirror TTA and hole filling."""
     lm = load_model(checkpoints[0] if len(checkpoints) == 1 else list(checkpoints), "cpu")
     masks, seconds = [], []
     for case in cases:
         start = time.perf_counter()
-        masks.append(predict_volume(lm, case.images, tta=tta).mask)
+        masks.append(predict_volume(lm, case.images, tta=tta, fill_holes=fill_holes).mask)
         seconds.append(time.perf_counter() - start)
     return score(masks, cases, lesion_labels, brats) | {"predict_s_per_case": float(np.median(seconds))}
 

@@ -21,7 +21,11 @@ Rows: medseg (the config as written, train.max_minutes = --minutes), monai_tutor
 (benchmarks/monai_recipe.py at the same budget), for ms "medseg + medseg tune" (the medseg row's
 model at the threshold and minimum lesion volume ``medseg tune`` picks on the validation case, max
 lesion F1; no further training), for brats_flair "medseg + mirror TTA" (the medseg row's model
-predicting with the mean over the 8 flips, as nnU-Net predicts by default) and the ablations at
+predicting with the mean over the 8 flips, as nnU-Net predicts by default), for the BraTS groups
+"medseg + fill holes" or, where the checkpoint fills them, "medseg, holes not filled" (the medseg
+row's model with ``inference.fill_holes`` the other way round) and, last, "medseg + medseg tune
+brats2023" (the medseg row's model at the point ``medseg tune --protocol brats2023`` picks on the
+validation case: max BraTS lesion-wise Dice), and the ablations at
 --ablation-minutes: the config as written, then one change each (augment light instead of nnunet;
 unet or segresnet instead of dynunet), and with
 --ensemble-folds N one model vs the N-fold ensemble. With --seed-ensemble N, also "medseg, N-seed
@@ -52,6 +56,7 @@ from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
 from medseg.inference.model import ensemble_members
+from medseg.nn.checkpoint import load_checkpoint
 from medseg.training.cv import train_folds, train_seeds
 from medseg.training.run import train
 from medseg.training.tune import run_tune
@@ -68,8 +73,8 @@ SCORED_APART = {"brats_flair_2rel": {"BraTS2015 test pair": BRATS2015_TEST}}  # 
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
 BRATS_GROUPS = {"brats_flair", "brats4", "brats_flair_2rel"}  # also scored under the BraTS 2023 glioma protocol
 # medseg tune under the run's overlap rule counts every GT speck as a lesion: right for MS lesions,
-# wrong for whole tumours (``medseg tune --protocol brats2023`` counts them as BraTS does; with the
-# BraTS configs' single validation scan it has not been run here, they keep their 1000 mm^3)
+# wrong for whole tumours: the BraTS groups are tuned with ``--protocol brats2023`` (as BraTS counts),
+# as the plan's last row (tuning rewrites the checkpoint's point in place)
 TUNED_GROUPS = {"ms"}
 ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
              "augment light": ["augment.preset=light"],
@@ -138,17 +143,28 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
 
 
 def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, brats: bool, tune: bool = False,
-              tta: bool | None = None, ensemble: bool = False) -> dict[str, dict]:
+              tta: bool | None = None, ensemble: bool = False, fill_holes: bool | None = None,
+              protocol: str | None = None) -> dict[str, dict]:
     """A row's model scored again, no further training: the latest best.pt in ``run_folder`` (with
     ``ensemble``: every run below it, as one model averaging their probabilities); with ``tune`` at
-    the operating point ``medseg tune`` picks on the validation cases (max lesion F1; the
-    checkpoints are tuned in place, as a user would), with ``tta`` predicting with mirror TTA."""
+    the operating point ``medseg tune`` picks on the validation cases (max lesion F1, with
+    ``protocol`` the protocol's max lesion-wise Dice; the checkpoints are tuned in place, as a user
+    would), with ``tta`` predicting with mirror TTA,
+    ``fill_holes`` True/False overriding the checkpoint's ``inference.fill_holes``."""
     checkpoints = ensemble_members(run_folder) if ensemble else [sorted(run_folder.glob("*/best.pt"))[-1]]
     point = {}
     if tune:
-        chosen = run_tune(run_folder if ensemble else checkpoints[0])["chosen"]
+        chosen = run_tune(run_folder if ensemble else checkpoints[0], protocol=protocol)["chosen"]
         point = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"]}
-    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta) | point for name, cases in evals.items()}
+    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta, fill_holes) | point for name, cases in evals.items()}
+
+
+def run_filled(run_folder: Path, fill: bool, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
+    """:func:`run_again` with ``inference.fill_holes`` set to ``fill``; no rows when the row's
+    checkpoint already has that setting (its own row is that one)."""
+    if load_checkpoint(sorted(run_folder.glob("*/best.pt"))[-1]).config.inference.fill_holes == fill:
+        return {}
+    return run_again(run_folder, evals, lesion_labels, brats, fill_holes=fill)
 
 
 def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool,
@@ -185,6 +201,9 @@ def main() -> None:
                 ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats, base))]
         if group in TUNED_GROUPS:
             plan.append(("medseg + medseg tune", lambda: run_again(root / "medseg", evals, values, brats, tune=True)))
+        if brats:  # the medseg row's model with inference.fill_holes the other way round (one of the two rows)
+            plan += [(name, lambda fill=fill: run_filled(root / "medseg", fill, evals, values, brats))
+                     for name, fill in (("medseg + fill holes", True), ("medseg, holes not filled", False))]
         if args.seed_ensemble:
             n = args.seed_ensemble
             plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], root / "seeds", args.minutes, base,
@@ -201,6 +220,9 @@ def main() -> None:
             if args.ensemble_folds:
                 plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
                     GROUPS[group], root / "folds", args.ablation_minutes, base, evals, values, brats, args.ensemble_folds))]
+        if brats:  # last: tuning rewrites the medseg row's point, which the rows above use
+            plan.append(("medseg + medseg tune brats2023", lambda: run_again(root / "medseg", evals, values, brats, tune=True,
+                                                                            protocol="brats2023")))
         if args.no_reference:
             plan = [(name, fn) for name, fn in plan if not name.startswith("monai_tutorial")]
         for name, fn in plan:

@@ -123,6 +123,20 @@ def test_tta_flips_back_correctly(tmp_path, affine):
     assert np.array_equal(pred.mask.astype(bool), np.asanyarray(nib.load(str(path)).dataobj) > 0.5)
 
 
+def test_fill_holes_fills_a_predicted_cavity_on_the_scan_grid(tmp_path):
+    """A bright hollow ball on an oblique grid: the mask is its shell, or with ``fill_holes`` (the
+    config's setting or the call's override) the solid ball, on the scan's own grid."""
+    shape, affine = (24, 24, 16), AFFINES["oblique_LAS"]
+    r = np.sqrt(sum((g - c) ** 2 for g, c in zip(np.indices(shape), (12, 12, 8))))
+    img = ((r > 3) & (r <= 6)).astype(np.float32)
+    path = save_nifti(img, affine, tmp_path / "hollow.nii.gz")
+    lm = loaded(ras_spacing(affine))
+    plain, filled = (predict_volume(lm, path, fill_holes=f).mask.astype(bool) for f in (False, True))
+    assert np.array_equal(plain, img > 0.5) and np.array_equal(filled, r <= 6)
+    lm.icfg = lm.icfg.model_copy(update={"fill_holes": True})
+    assert np.array_equal(predict_volume(lm, path).mask.astype(bool), r <= 6)
+
+
 @pytest.mark.parametrize("name", AFFINES)
 def test_zero_border_is_cropped_and_pasted_back_exactly(tmp_path, name):
     affine = AFFINES[name]

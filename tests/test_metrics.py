@@ -3,7 +3,7 @@ import pytest
 
 from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
 from medseg.evaluation.metrics import dice
-from medseg.lesions import label_lesions, remove_small
+from medseg.lesions import binarize, fill_holes, label_lesions, remove_small
 
 
 def cube(mask, lo, size):
@@ -71,6 +71,49 @@ def test_remove_small():
     m[8, 8, 8] = True
     out = remove_small(m, 2)
     assert out.sum() == 27 and not out[8, 8, 8]
+
+
+def shell(shape=(12, 12, 12), lo=2, size=7) -> np.ndarray:
+    """A hollow cube (X, Y, Z): a one-voxel wall around a cavity of (size - 2)^3 voxels."""
+    m = np.zeros(shape, bool)
+    cube(m, (lo, lo, lo), size)
+    m[lo + 1:lo + size - 1, lo + 1:lo + size - 1, lo + 1:lo + size - 1] = False
+    return m
+
+
+def test_fill_holes_fills_enclosed_cavities_only():
+    closed = shell()
+    filled = fill_holes(closed)
+    assert filled.dtype == bool and filled.shape == closed.shape
+    assert filled.sum() == 7 ** 3 and (filled >= closed).all()  # cavity filled, wall kept
+    cup = closed.copy()
+    cup[4:7, 4:7, 8] = False  # a window in the top wall: the inside reaches the outside
+    assert (fill_holes(cup) == cup).all()
+    border = np.zeros((12, 12, 12), bool)
+    border[0:3, 0:3, 0:3] = True
+    border[0, 1, 1] = False  # a pit on the volume's border is open, not a hole
+    assert (fill_holes(border) == border).all()
+
+
+def test_fill_holes_uses_the_dual_connectivity():
+    """A hole in the wall capped by one voxel that touches the wall only along edges: closed for a
+    26-connected lesion (the cavity, the hole included, is filled), open for a 6-connected one
+    (the cap is a lesion of its own and the cavity reaches the outside diagonally)."""
+    capped = shell()
+    capped[5, 5, 8] = False   # a hole in the top wall (z = 8) ...
+    capped[5, 5, 9] = True    # ... capped above it
+    assert fill_holes(capped, 26).sum() == 7 ** 3 + 1
+    assert fill_holes(capped, 18).sum() == 7 ** 3 + 1
+    assert (fill_holes(capped, 6) == capped).all()
+
+
+def test_binarize_fills_before_the_minimum_volume():
+    prob = shell().astype(np.float32) * 0.9
+    wall = int(shell().sum())
+    assert not binarize(prob, 0.5, wall + 1).any()  # the wall alone is under the minimum
+    kept = binarize(prob, 0.5, wall + 1, fill=True)
+    assert kept.sum() == 7 ** 3 and kept.dtype == bool
+    assert (binarize(prob, 0.95, 0) == 0).all()
 
 
 def test_gt_lesion_hits_sizes_and_flags():

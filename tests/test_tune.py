@@ -77,3 +77,18 @@ def test_brats_sweep_counts_tumours_as_the_challenge_and_picks_the_best_lesionwi
     assert chosen["lesionwise_dice"] == pytest.approx(d) and chosen["fp_per_scan"] == 0.0
     overlap = sweep([Scan(prob, ref, 1.0)], (0.5,), (200.0,))[0]
     assert overlap["lesion_recall"] == pytest.approx(1 / 3)  # satellite and speck: two misses of their own
+
+
+def test_the_sweeps_fill_holes_as_the_run_predicts():
+    """A tumour predicted as a hollow shell around its true solid extent: with ``fill`` (the run's
+    ``inference.fill_holes``) both sweeps score the filled mask (Dice 1), without it the shell."""
+    ref = np.zeros((24, 24, 24), bool)
+    ref[4:16, 4:16, 4:16] = True                       # 1728 voxels
+    prob = ref.astype(np.float32) * 0.9
+    prob[5:15, 5:15, 5:15] = 0.1                       # the predicted cavity: 1000 voxels
+    shell_dice = 2 * 728 / (728 + 1728)
+    plain, filled = (sweep_brats([Scan(prob, ref, 1.0)], (0.5,), (0.0,), "brats2023", fill=f)[0] for f in (False, True))
+    assert plain["lesionwise_dice"] == pytest.approx(shell_dice) and filled["lesionwise_dice"] == pytest.approx(1.0)
+    small = sweep([Scan(prob, ref, 1.0)], (0.5,), (1000.0,))[0]          # the 728-voxel shell is under 1000 mm3
+    assert small["lesion_recall"] == 0.0
+    assert sweep([Scan(prob, ref, 1.0)], (0.5,), (1000.0,), fill=True)[0]["lesion_recall"] == 1.0

@@ -35,6 +35,7 @@ class PredictOptions:
     threshold: float | None = None
     min_lesion_mm3: float | None = None
     tta: bool | None = None  # mirror TTA over 8 flips; None = the checkpoint's setting
+    fill_holes: bool | None = None  # fill cavities enclosed by a lesion; None = the checkpoint's setting
     prob: bool = False  # <case>_prob: probabilities as uint8 (NIfTI: scale 1/255 in the header)
     instances: bool = False  # <case>_lesions: each lesion numbered 1..n
     table: bool = True  # <case>_lesions.csv / .json
@@ -69,7 +70,7 @@ def _write_one(lm: LoadedModel, path: Path | Case, out: Path, opts: PredictOptio
     start = time.perf_counter()
     files = path.images if isinstance(path, Case) else (path,)
     stem, path = output_stem(path)  # path: the reference grid and header of every output
-    preds = predict_classes(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta)
+    preds = predict_classes(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes)
     names = [stem] if len(preds) == 1 else [f"{stem}_{cls}" for cls in lm.classes]
     rows = [_write_outputs(lm, pred, path, out, name, opts) for pred, name in zip(preds, names)]
     for row in rows:

@@ -22,7 +22,7 @@ from medseg.inference.model import LoadedModel
 from medseg.inference.restore import restore_grid
 from medseg.io.geometry import read_geometry, voxel_volume
 from medseg.io.volumes import read_array
-from medseg.lesions import remove_small
+from medseg.lesions import binarize
 from medseg.nn.window import sliding_window_probs
 from medseg.transforms.preprocess import preprocess
 
@@ -37,10 +37,12 @@ class Prediction:
 
 
 def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
-                    min_lesion_mm3: float | None = None, tta: bool | None = None) -> list[Prediction]:
+                    min_lesion_mm3: float | None = None, tta: bool | None = None,
+                    fill_holes: bool | None = None) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
     the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
-    the (first) file's own voxel grid."""
+    the (first) file's own voxel grid. ``threshold``, ``min_lesion_mm3``, ``tta``, ``fill_holes``:
+    overrides of the model's settings (None = the checkpoint's)."""
     try:
         files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
         image_path = files[0]
@@ -69,16 +71,17 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
     voxel_mm3 = voxel_volume(affine)
     thr = lm.threshold if threshold is None else threshold
     min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
+    fill = lm.icfg.fill_holes if fill_holes is None else fill_holes
     out = []
     for c in range(probs.shape[0]):
         prob_np = restore_grid(probs[c:c + 1], np.asarray(img.affine, dtype=float), affine, shape)
-        mask = remove_small(prob_np >= thr, min_mm3 / voxel_mm3, lm.connectivity).astype(np.uint8)
+        mask = binarize(prob_np, thr, min_mm3 / voxel_mm3, lm.connectivity, fill).astype(np.uint8)
         out.append(Prediction(prob_np, mask, affine))
     return out
 
 
 def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
-                   min_lesion_mm3: float | None = None, tta: bool | None = None) -> Prediction:
+                   min_lesion_mm3: float | None = None, tta: bool | None = None, fill_holes: bool | None = None) -> Prediction:
     """:func:`predict_classes` for a one-class model (the common case).
 
     Raises:
@@ -87,7 +90,7 @@ def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], thr
     if len(lm.classes) > 1:
         raise MedsegError(f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
                           "use medseg predict (one mask per class) or medseg.inference.predict_classes")
-    return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta)[0]
+    return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta, fill_holes)[0]
 
 
 def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:

@@ -44,7 +44,7 @@ from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import voxel_volume
 from medseg.io.volumes import read_lesion_mask
 from medseg.io.write import write_csv
-from medseg.lesions import remove_small
+from medseg.lesions import fill_holes, remove_small
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
@@ -68,14 +68,21 @@ def min_volume_grid(config_min_mm3: float) -> tuple[float, ...]:
     return tuple(sorted(set(MIN_VOLUMES_MM3) | extra))
 
 
+def thresholded(scans: Sequence[Scan], t: float, fill: bool, connectivity: int) -> list[np.ndarray]:
+    """Each scan's ``prob >= t`` (X, Y, Z), enclosed holes filled when ``fill`` (as
+    :func:`medseg.lesions.binarize` does before the minimum volume)."""
+    return [fill_holes(s.prob >= t, connectivity) if fill else s.prob >= t for s in scans]
+
+
 def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
-          rules: EvalConfig = EvalConfig()) -> list[dict[str, float]]:
+          rules: EvalConfig = EvalConfig(), fill: bool = False) -> list[dict[str, float]]:
     """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair,
-    lesions matched as ``rules`` (the run's ``eval:`` section) says."""
+    lesions matched as ``rules`` (the run's ``eval:`` section) says; ``fill``: the run's
+    ``inference.fill_holes``."""
     c = rules.connectivity
     rows = []
     for t in thresholds:
-        masks = [s.prob >= t for s in scans]
+        masks = thresholded(scans, t, fill, c)
         for v in min_volumes:
             total = LesionCounts(scans=0)
             for s, m in zip(scans, masks):
@@ -85,15 +92,18 @@ def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_v
     return rows
 
 
-def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes: Sequence[float], protocol: str) -> list[dict[str, float]]:
+def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes: Sequence[float], protocol: str,
+                fill: bool = False) -> list[dict[str, float]]:
     """For every (threshold, min volume) pair, the BraTS protocol's figures: mean lesion-wise Dice
     over the scans, tumour recall (found / scored GT lesions, pooled), precision (predicted
-    lesions touching a GT lesion / predicted lesions), their F1 and false tumours per scan."""
+    lesions touching a GT lesion / predicted lesions), their F1 and false tumours per scan;
+    ``fill``: the run's ``inference.fill_holes``."""
     spec, rows = PROTOCOLS[protocol], []
     for t in thresholds:
+        masks = thresholded(scans, t, fill, 26)
         for v in min_volumes:
-            cases = [brats_case(remove_small(s.prob >= t, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
-                     for s in scans]
+            cases = [brats_case(remove_small(m, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
+                     for s, m in zip(scans, masks)]
             tp, fn = sum(c[0]["tp"] for c in cases), sum(c[0]["fn"] for c in cases)
             hit, pred = sum(len(c[3]) for c in cases), sum(c[2] for c in cases)
             recall, precision = tp / (tp + fn) if tp + fn else 1.0, hit / pred if pred else 1.0
@@ -157,7 +167,9 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     scans = validation_scans(ckpts, device)
     cfg = ckpts[0].config
     volumes = min_volume_grid(cfg.inference.min_lesion_mm3)
-    curve = sweep_brats(scans, THRESHOLDS, volumes, protocol) if protocol else sweep(scans, min_volumes=volumes, rules=cfg.eval)
+    fill = cfg.inference.fill_holes
+    curve = (sweep_brats(scans, THRESHOLDS, volumes, protocol, fill) if protocol
+             else sweep(scans, min_volumes=volumes, rules=cfg.eval, fill=fill))
     chosen = choose(curve, min_recall)
     result = froc(scans, connectivity=cfg.eval.connectivity)
     out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent

@@ -15,7 +15,7 @@ import torch
 from medseg.config.schema import ExperimentConfig, lesion_classes
 from medseg.evaluation.matching import LesionCounts
 from medseg.evaluation.tables import EvalOptions, case_tables, size_bin_names
-from medseg.lesions import remove_small
+from medseg.lesions import binarize
 from medseg.nn.window import sliding_window_probs
 
 SMALL_MM3 = 100.0  # val_lesion_recall_small: GT lesions below this volume
@@ -87,7 +87,8 @@ def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentCon
         probs = sliding_window_probs(model, item["image"][None], cfg.inference, roi, device)[0].numpy()
         name = str(item.get("case_id", i))
         for c, cls in enumerate(names):
-            pred = remove_small(probs[c] >= cfg.inference.threshold, cfg.inference.min_lesion_mm3 / voxel_mm3, cfg.eval.connectivity)
+            pred = binarize(probs[c], cfg.inference.threshold, cfg.inference.min_lesion_mm3 / voxel_mm3, cfg.eval.connectivity,
+                            cfg.inference.fill_holes)
             ref = np.asarray(item["label"][c]) > 0.5
             row, lesions, case_counts = case_tables(pred, ref, affine, name, opts)
             rows[cls].append(row)

@@ -24,6 +24,7 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
             threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the model's probability threshold."),
             min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", help="Override the model's minimum lesion volume."),
             tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 scan on 2 CPU cores. Default: the model's setting (off)."),
+            fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's inference.fill_holes."),
             save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
             save_instances: bool = typer.Option(False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."),
             table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
@@ -37,7 +38,7 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
     """
     from medseg.inference.batch import PredictOptions, predict_files
 
-    opts = PredictOptions(threshold, min_lesion_mm3, tta, save_prob, save_instances, table, skip_existing)
+    opts = PredictOptions(threshold, min_lesion_mm3, tta, fill_holes, save_prob, save_instances, table, skip_existing)
     cases = []
     if dataset is not None:
         from medseg.data.sources.discover import from_argument
