@@ -149,8 +149,8 @@ def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, bra
     ``ensemble``: every run below it, as one model averaging their probabilities); with ``tune`` at
     the operating point ``medseg tune`` picks on the validation cases (max lesion F1, with
     ``protocol`` the protocol's max lesion-wise Dice; the checkpoints are tuned in place, as a user
-    would), with ``tta`` predicting with mirror TTA,
-    ``fill_holes`` True/False overriding the checkpoint's ``inference.fill_holes``."""
+    would); ``tta`` and ``fill_holes`` True/False override the checkpoint's mirror TTA and
+    ``inference.fill_holes``."""
     checkpoints = ensemble_members(run_folder) if ensemble else [sorted(run_folder.glob("*/best.pt"))[-1]]
     point = {}
     if tune:
