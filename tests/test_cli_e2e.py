@@ -8,6 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medseg.lesions import fill_holes
 from tests.conftest import MEDSEG, save_nifti
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
@@ -93,6 +94,13 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     same = [np.array_equal(np.asanyarray(nib.load(str(p)).dataobj), np.asanyarray(nib.load(str(tmp_path / "pred_uri" / p.name)).dataobj))
             for p in (tmp_path / "pred").glob("*.nii.gz")]
     assert same and all(same)
+
+    # --fill-holes: the same masks with every enclosed cavity filled, nothing taken away
+    res = run("predict", best, tiny_dataset / "imagesTs", "--out", tmp_path / "pred_filled", "--fill-holes", "--device", "cpu", "--quiet")
+    assert res.returncode == 0, res.stderr
+    for p in (tmp_path / "pred").glob("*.nii.gz"):
+        plain, filled = (np.asanyarray(nib.load(str(d / p.name)).dataobj) > 0 for d in (tmp_path / "pred", tmp_path / "pred_filled"))
+        assert (filled >= plain).all() and np.array_equal(fill_holes(filled), filled)
 
     # operating point tuned on the validation cases, stored in the checkpoint and the run
     res = run("tune", best, "--device", "cpu")

@@ -8,6 +8,7 @@ import torch
 
 from medseg.config.schema import InferenceConfig
 from medseg.io.geometry import ras_spacing
+from medseg.inference.batch import PredictOptions, _write_one
 from medseg.inference.model import LoadedModel
 from medseg.inference.predictor import predict_volume
 from medseg.evaluation.metrics import dice
@@ -82,7 +83,6 @@ def test_nrrd_lps_round_trip(tmp_path, spacing):
     import SimpleITK as sitk
 
     from medseg.io.geometry import read_geometry
-    from medseg.inference.batch import PredictOptions, _write_one
 
     _, img = scan(tmp_path, np.eye(4))
     path = save_nrrd(img, tmp_path / "scan.nrrd")
@@ -133,6 +133,9 @@ def test_fill_holes_fills_a_predicted_cavity_on_the_scan_grid(tmp_path):
     lm = loaded(ras_spacing(affine))
     plain, filled = (predict_volume(lm, path, fill_holes=f).mask.astype(bool) for f in (False, True))
     assert np.array_equal(plain, img > 0.5) and np.array_equal(filled, r <= 6)
+    row = _write_one(lm, path, tmp_path / "out", PredictOptions(fill_holes=True, table=False))[0]  # medseg predict --fill-holes
+    written = nib.load(row["mask"])
+    assert np.array_equal(np.asanyarray(written.dataobj) > 0, r <= 6) and np.allclose(written.affine, affine)
     lm.icfg = lm.icfg.model_copy(update={"fill_holes": True})
     assert np.array_equal(predict_volume(lm, path).mask.astype(bool), r <= 6)
 

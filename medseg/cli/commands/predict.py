@@ -38,7 +38,8 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
     """
     from medseg.inference.batch import PredictOptions, predict_files
 
-    opts = PredictOptions(threshold, min_lesion_mm3, tta, fill_holes, save_prob, save_instances, table, skip_existing)
+    opts = PredictOptions(threshold=threshold, min_lesion_mm3=min_lesion_mm3, tta=tta, fill_holes=fill_holes, prob=save_prob,
+                          instances=save_instances, table=table, skip_existing=skip_existing)
     cases = []
     if dataset is not None:
         from medseg.data.sources.discover import from_argument
