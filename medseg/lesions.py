@@ -1,14 +1,14 @@
 """The one lesion rule: a lesion is a connected component of a binary mask (6-, 18- or 26-connected).
 
-Connected-component labelling uses scipy (MONAI's ``get_largest_connected_component_mask``
-keeps one component only). :func:`binarize` is the one operating-point rule of validation,
+Connected-component labelling and hole filling use scipy (MONAI's ``get_largest_connected_component_mask``
+keeps one component only; its ``FillHoles`` is the same scipy fill, but importing monai.transforms
+would cost this leaf module, which the evaluation imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule of validation,
 ``medseg tune`` and ``medseg predict``: threshold, optionally fill enclosed holes, drop small lesions.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import FillHoles
 from scipy import ndimage
 
 
@@ -35,20 +35,24 @@ def remove_small(mask: np.ndarray, min_voxels: float, connectivity: int = 26) ->
 
 
 def fill_holes(mask: np.ndarray, connectivity: int = 26) -> np.ndarray:
-    """``mask`` (X, Y, Z) with every cavity it encloses filled (MONAI ``FillHoles``): background
-    regions that do not reach the border, traced 6-connected for 18/26-connected lesions and
-    26-connected for 6-connected ones (the dual connectivity, so a cavity never leaks out through a
-    diagonal the lesion closes). Returns bool (X, Y, Z)."""
-    background_hops = 3 if connectivity == 6 else 1
-    return np.asarray(FillHoles(applied_labels=[1], connectivity=background_hops)(mask.astype(np.uint8)[None]))[0] > 0
+    """``mask`` (X, Y, Z) with every cavity it encloses filled: background regions that do not
+    reach the border, traced 6-connected for 18/26-connected lesions and 26-connected for
+    6-connected ones (the dual connectivity, so a cavity never leaks out through a diagonal the
+    lesion closes). Returns bool (X, Y, Z)."""
+    return ndimage.binary_fill_holes(mask.astype(bool), structure(26 if connectivity == 6 else 6))
+
+
+def above(prob: np.ndarray, threshold: float, connectivity: int = 26, fill: bool = False) -> np.ndarray:
+    """``prob >= threshold`` (X, Y, Z), enclosed holes filled when ``fill`` (``inference.fill_holes``)."""
+    mask = prob >= threshold
+    return fill_holes(mask, connectivity) if fill else mask
 
 
 def binarize(prob: np.ndarray, threshold: float, min_voxels: float, connectivity: int = 26, fill: bool = False) -> np.ndarray:
-    """The operating point applied to a probability map (X, Y, Z): ``prob >= threshold``, enclosed
-    holes filled when ``fill`` (``inference.fill_holes``), then lesions under ``min_voxels`` voxels
-    dropped (a filled cavity counts towards its lesion's size). Returns bool (X, Y, Z)."""
-    mask = prob >= threshold
-    return remove_small(fill_holes(mask, connectivity) if fill else mask, min_voxels, connectivity)
+    """The operating point applied to a probability map (X, Y, Z): :func:`above`, then lesions
+    under ``min_voxels`` voxels dropped (a filled cavity counts towards its lesion's size).
+    Returns bool (X, Y, Z)."""
+    return remove_small(above(prob, threshold, connectivity, fill), min_voxels, connectivity)
 
 
 def lesion_mask(labels: np.ndarray, lesion_labels=None) -> np.ndarray:

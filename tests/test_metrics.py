@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from monai.transforms import FillHoles
 
 from medseg.evaluation.matching import LesionCounts, gt_lesion_hits, match_lesions
 from medseg.evaluation.metrics import dice
@@ -105,6 +106,16 @@ def test_fill_holes_uses_the_dual_connectivity():
     assert fill_holes(capped, 26).sum() == 7 ** 3 + 1
     assert fill_holes(capped, 18).sum() == 7 ** 3 + 1
     assert (fill_holes(capped, 6) == capped).all()
+
+
+@pytest.mark.parametrize("connectivity,hops", [(26, 1), (18, 1), (6, 3)])
+def test_fill_holes_agrees_with_monai(connectivity, hops):
+    """MONAI's FillHoles (background traced with ``hops`` orthogonal steps) as the oracle."""
+    rng = np.random.default_rng(connectivity)
+    for p in (0.3, 0.5, 0.7):
+        m = rng.random((24, 20, 16)) > p
+        ref = np.asarray(FillHoles(applied_labels=[1], connectivity=hops)(m.astype(np.uint8)[None]))[0] > 0
+        assert np.array_equal(fill_holes(m, connectivity), ref)
 
 
 def test_binarize_fills_before_the_minimum_volume():

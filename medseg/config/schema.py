@@ -183,7 +183,7 @@ class InferenceConfig(Section):
     amp: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), off = float32.")
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
     min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
-    fill_holes: bool = Field(False, description="Fill cavities enclosed by a predicted lesion (MONAI FillHoles), before min_lesion_mm3: for lesions that are solid by definition (BraTS whole tumour).")
+    fill_holes: bool = Field(False, description="Fill cavities enclosed by a predicted lesion (scipy binary_fill_holes, as MONAI FillHoles), before min_lesion_mm3: for lesions that are solid by definition (BraTS whole tumour).")
 
 
 class EvalConfig(Section):

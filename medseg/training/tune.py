@@ -44,7 +44,7 @@ from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import voxel_volume
 from medseg.io.volumes import read_lesion_mask
 from medseg.io.write import write_csv
-from medseg.lesions import fill_holes, remove_small
+from medseg.lesions import above, remove_small
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
@@ -68,12 +68,6 @@ def min_volume_grid(config_min_mm3: float) -> tuple[float, ...]:
     return tuple(sorted(set(MIN_VOLUMES_MM3) | extra))
 
 
-def thresholded(scans: Sequence[Scan], t: float, fill: bool, connectivity: int) -> list[np.ndarray]:
-    """Each scan's ``prob >= t`` (X, Y, Z), enclosed holes filled when ``fill`` (as
-    :func:`medseg.lesions.binarize` does before the minimum volume)."""
-    return [fill_holes(s.prob >= t, connectivity) if fill else s.prob >= t for s in scans]
-
-
 def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
           rules: EvalConfig = EvalConfig(), fill: bool = False) -> list[dict[str, float]]:
     """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair,
@@ -82,7 +76,7 @@ def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_v
     c = rules.connectivity
     rows = []
     for t in thresholds:
-        masks = thresholded(scans, t, fill, c)
+        masks = [above(s.prob, t, c, fill) for s in scans]
         for v in min_volumes:
             total = LesionCounts(scans=0)
             for s, m in zip(scans, masks):
@@ -100,7 +94,7 @@ def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes:
     ``fill``: the run's ``inference.fill_holes``."""
     spec, rows = PROTOCOLS[protocol], []
     for t in thresholds:
-        masks = thresholded(scans, t, fill, 26)
+        masks = [above(s.prob, t, 26, fill) for s in scans]
         for v in min_volumes:
             cases = [brats_case(remove_small(m, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
                      for s, m in zip(scans, masks)]
