@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
 
 from medseg.errors import MedsegError
+
+if TYPE_CHECKING:  # the commands import these lazily, to keep `medseg --help` fast
+    from medseg.config.schema import EvalConfig, ExperimentConfig
+    from medseg.data.sources.common import Dataset
 
 
 def fail(message: str, code: int) -> None:
@@ -22,7 +26,7 @@ def user_errors(fn: Callable) -> Callable:
     """Turn MedsegError into one clear stderr line and its exit code, without a traceback."""
 
     @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MedsegError as err:
@@ -43,7 +47,8 @@ def triple(text: str, kind: type, option: str) -> tuple:
     return values
 
 
-def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str]):
+def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str]
+                     ) -> tuple[Dataset, ExperimentConfig | None]:
     from medseg.data.sources.discover import from_argument
 
     if layout not in ("auto", "msd", "nnunet", "list", "pattern"):
@@ -115,7 +120,7 @@ def print_summary(s: dict) -> None:
         typer.echo(f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both masks empty left out (--empty-dice nan)")
 
 
-def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int, one_to_one: bool):
+def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int, one_to_one: bool) -> EvalConfig:
     """The ``eval`` config section from ``medseg evaluate``'s options (an ``EvalConfig``).
 
     Raises:

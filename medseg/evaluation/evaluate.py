@@ -98,7 +98,7 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
     return summary, rows, errors
 
 
-def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray):
+def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray) -> Scan | None:
     """The probability map ``<case>_prob.*`` written by ``predict --save-prob``, if present."""
     name = pred_path.name
     suffix = next(s for s in IMAGE_SUFFIXES if name.endswith(s))

@@ -144,6 +144,7 @@ def gt_lesion_hits(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", thr
 
 
 def lesion_pairs(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                 connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False):
+                 connectivity: int = 26, dilate: int = 0, min_voxels: int = 0,
+                 one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full match: (matched (n_ref, n_pred) bool, GT sizes, predicted sizes) in label order."""
     return _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)

@@ -38,7 +38,7 @@ class SimpleITKReader(ImageReader):
         names = [filename] if isinstance(filename, str) else list(filename)
         return all(str(n).lower().endswith(SITK_SUFFIXES) for n in names)
 
-    def read(self, data: Sequence[str] | str, **kwargs: Any):
+    def read(self, data: Sequence[str] | str, **kwargs: Any) -> sitk.Image | list[sitk.Image]:
         names = [data] if isinstance(data, str) else list(data)
         images = [sitk.ReadImage(str(n)) for n in names]
         self._names = names

@@ -25,7 +25,8 @@ from medseg.transforms.preprocess import preprocess
 from medseg.transforms.sampling import sampling_prep
 
 
-def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]):
+def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case],
+                  spacing: Sequence[float]) -> tuple[Dataset, Dataset]:
     """Training dataset (deterministic part cached, random crops/flips per draw) and validation
     dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
     disk (PersistentDataset, keyed by the case's files and the transforms)."""
@@ -50,7 +51,7 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
     return train_ds, val_ds
 
 
-def make_loader(cfg: ExperimentConfig, dataset: Dataset, rank: int = 0, world: int = 1):
+def make_loader(cfg: ExperimentConfig, dataset: Dataset, rank: int = 0, world: int = 1) -> DataLoader:
     """Training loader; each item yields ``samples_per_volume`` patches, collated flat. Under
     torchrun a ``DistributedSampler`` gives each rank its share of the cases (reshuffled every
     epoch with ``sampler.set_epoch``): the global batch is ``batch_size * samples_per_volume *

@@ -29,7 +29,7 @@ from medseg.io.readers import SimpleITKReader
 from medseg.transforms.labels import SelectLesionClassesd
 
 
-def nonzero(x):
+def nonzero(x: torch.Tensor) -> torch.Tensor:
     """Foreground for cropping: any non-zero voxel in any channel."""
     return x != 0
 

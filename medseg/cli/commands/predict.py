@@ -6,12 +6,15 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
 from medseg.cli.common import check_protocol, eval_rule, ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
 from medseg.errors import MedsegError
+
+if TYPE_CHECKING:
+    from medseg.data.case import Case
 
 
 @user_errors
@@ -83,19 +86,8 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
 
     rule = eval_rule(matching, match_threshold, connectivity, one_to_one)
     check_protocol(protocol, dilate or min_voxels or min_mm3 or one_to_one or matching != "overlap")
-    cases, wanted = None, ints(lesion_labels, "--lesion-labels") if lesion_labels else None
-    classes = [("", wanted)]  # (prediction suffix, reference label values)
     ref_path = Path(ref_dir)
-    if ref_path.is_file() or (ref_path / "dataset.json").is_file():
-        from medseg.config.schema import lesion_classes
-        from medseg.data.sources.discover import from_argument
-
-        ds, cfg = from_argument(ref_dir, split=split)
-        cases = ds.require_clean()
-        if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
-            classes = [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
-        else:
-            classes = [("", lesion_values(lesion_labels, cfg))]
+    cases, classes = reference_classes(ref_dir, split, lesion_labels)
     failed = []
     for suffix, values in classes:
         opts = EvalOptions(rule, dilate, min_voxels, min_mm3, values, empty_dice=parse_empty_dice(empty_dice),
@@ -104,16 +96,40 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         if suffix:
             typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
         summary, rows, errors = evaluate_dirs(pred_dir, ref_path, target, opts, cases, suffix)
-        for row in rows:
-            lesionwise = f"  lesion-wise dice {row['lesionwise_dice']:.3f} HD95 {row['lesionwise_hd95_mm']:.1f} mm" if "lesionwise_dice" in row else ""
-            typer.echo(f"{row['case']}: dice {row['dice']:.3f}{lesionwise}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
-        print_summary(summary)
-        if "froc" in summary:
-            f = summary["froc"]
-            typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
-                       + f" FP/scan; CPM {f['cpm']:.3f}")
+        print_evaluation(rows, summary)
         failed += errors
     for line in failed:
         typer.echo(f"error: {line}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def reference_classes(ref_dir: str, split: str, lesion_labels: Optional[str]
+                      ) -> tuple[Optional[list[Case]], list[tuple[str, Optional[tuple[int, ...]]]]]:
+    """``evaluate``'s reference: (its cases when it is a dataset, case list or config, else None:
+    a folder of labels; [(prediction-name suffix, reference label values)], one per lesion class
+    of a config with several ``data.lesion_classes``, else one with suffix "")."""
+    wanted = ints(lesion_labels, "--lesion-labels") if lesion_labels else None
+    ref_path = Path(ref_dir)
+    if not (ref_path.is_file() or (ref_path / "dataset.json").is_file()):
+        return None, [("", wanted)]
+    from medseg.config.schema import lesion_classes
+    from medseg.data.sources.discover import from_argument
+
+    ds, cfg = from_argument(ref_dir, split=split)
+    cases = ds.require_clean()
+    if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
+        return cases, [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
+    return cases, [("", lesion_values(lesion_labels, cfg))]
+
+
+def print_evaluation(rows: list[dict], summary: dict) -> None:
+    """One line per case, the summary and, when there is one, the FROC."""
+    for row in rows:
+        lesionwise = f"  lesion-wise dice {row['lesionwise_dice']:.3f} HD95 {row['lesionwise_hd95_mm']:.1f} mm" if "lesionwise_dice" in row else ""
+        typer.echo(f"{row['case']}: dice {row['dice']:.3f}{lesionwise}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
+    print_summary(summary)
+    if "froc" in summary:
+        f = summary["froc"]
+        typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
+                   + f" FP/scan; CPM {f['cpm']:.3f}")

@@ -27,6 +27,7 @@ from typing import Any, Optional, Sequence
 import yaml
 
 from medseg.config.load import load_config
+from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case
 from medseg.data.sources.caselist import read_case_list
 from medseg.data.sources.common import (
@@ -131,7 +132,8 @@ def from_config(data_cfg: Any, split: str = "training") -> Dataset:
 
 
 def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[str]] = None,
-                  label: Optional[str] = None, split: str = "training"):
+                  label: Optional[str] = None, split: str = "training"
+                  ) -> tuple[Dataset, ExperimentConfig | None]:
     """``medseg check``/``plan`` argument: a dataset (folder or case list) or an experiment config
     (a YAML file with a ``data:`` section, whose data settings are used).
 
