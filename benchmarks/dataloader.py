@@ -19,8 +19,8 @@ temporary folder, or to / read from ``--data DIR``; config ``medseg/configs/demo
    over medseg's loader against the same function over the batches of one epoch drawn once from
    that loader and kept in memory (same shapes, same number of steps), so the difference is the
    time spent loading. One warm-up epoch, then ``--runs`` interleaved epochs each (order alternating);
-   medians. Target: ratio <= 1.10. On a busy machine the difference of two noisy epochs can hide
-   the loader, so two steadier figures are printed as well: the ratio of process CPU seconds (the
+   medians. Target: ratio <= 1.10 (1.15 with ``--set augment.preset=nnunet``). On a busy machine
+   the difference of two noisy epochs can hide the loader, so two steadier figures are printed as well: the ratio of process CPU seconds (the
    loader's work included only with ``data.num_workers`` 0) and an estimate from part 1:
    1 + (loader seconds per epoch) / (in-memory epoch seconds).
 """
@@ -35,17 +35,35 @@ import time
 from pathlib import Path
 
 import torch
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import (AsDiscreted, Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged,
+                              NormalizeIntensityd, Orientationd, RandCropByPosNegLabeld, RandFlipd, Spacingd,
+                              SpatialPadd)
+from monai.utils import set_determinism
+from tqdm import tqdm
+
+from medseg.config.load import load_config
+from medseg.config.schema import ExperimentConfig
+from medseg.data.case import Case
+from medseg.data.sources.discover import find_cases
+from medseg.data.split import split_cases
+from medseg.data.synthetic import write_dataset
+from medseg.nn.losses.registry import build_loss
+from medseg.nn.registry import build_model
+from medseg.training.loaders import make_datasets, make_loader
+from medseg.training.step import StepContext, lr_schedule, run_epoch
 
 CONFIG = Path(__file__).resolve().parents[1] / "medseg" / "configs" / "demo.yaml"
 
 
-def plain_monai(cfg, train_cases, val_cases, spacing):
-    """The MONAI tutorial pipeline with the same steps as medseg's: (train loader, cache seconds)."""
-    from monai.data import CacheDataset, DataLoader
-    from monai.transforms import (AsDiscreted, Compose, CropForegroundd, EnsureChannelFirstd, EnsureTyped, LoadImaged,
-                                  NormalizeIntensityd, Orientationd, RandCropByPosNegLabeld, RandFlipd, Spacingd,
-                                  SpatialPadd)
+# the target for the epoch ratio: the loader issue's 1.10, and 1.15 with nnU-Net's augmentation (the recipe issue's)
+TARGET = {"nnunet": 1.15}
+DEFAULT_TARGET = 1.10
 
+
+def plain_monai(cfg: ExperimentConfig, train_cases: list[Case], val_cases: list[Case],
+                spacing: tuple[float, ...]) -> tuple[DataLoader, float]:
+    """The MONAI tutorial pipeline with the same steps as medseg's: (train loader, cache seconds)."""
     keys, s = ["image", "label"], cfg.sampling
     pre = [LoadImaged(keys, image_only=True), EnsureChannelFirstd(keys),
            CropForegroundd(keys, source_key="image", allow_smaller=True),
@@ -71,12 +89,86 @@ def plain_monai(cfg, train_cases, val_cases, spacing):
     return loader, cache_s
 
 
-def iterate(loader) -> tuple[float, int]:
+def iterate(loader: DataLoader) -> tuple[float, int]:
     """(seconds, patches) of one pass over the loader, touching nothing but the batches."""
     start, patches = time.perf_counter(), 0
     for batch in loader:
         patches += int(batch["image"].shape[0])
     return time.perf_counter() - start, patches
+
+
+def setup(args: argparse.Namespace) -> tuple[ExperimentConfig, list[Case], list[Case]]:
+    """The demo config on ``--data`` (synthetic cases written there first if it has none) and its split."""
+    data = args.data or Path(tempfile.mkdtemp(prefix="medseg-bench-loader-")) / "data"
+    if not (data / "dataset.json").is_file():
+        start = time.perf_counter()
+        write_dataset(data, args.cases, seed=0, test_cases=0, shape=(96, 96, 64), spacing=(1.5, 1.5, 2.0))
+        print(f"wrote {args.cases} synthetic cases to {data} in {time.perf_counter() - start:.1f} s")
+    overrides = [f"data.dataset={data}"] + ([f"data.num_workers={args.workers}"] if args.workers is not None else []) + args.overrides
+    cfg = load_config(CONFIG, overrides)
+    train_cases, val_cases = split_cases(find_cases(cfg.data.dataset), cfg.data.val_fraction, cfg.train.seed)
+    s = cfg.sampling
+    print(f"augment.preset {cfg.augment.preset}; {len(train_cases)} train / {len(val_cases)} val cases, patch {list(s.patch_size)}, "
+          f"{s.samples_per_volume} per volume, batch {cfg.train.batch_size} volumes, strategy {s.strategy}, "
+          f"workers {cfg.data.num_workers}, torch threads {torch.get_num_threads()}")
+    return cfg, train_cases, val_cases
+
+
+def loader_throughput(cfg: ExperimentConfig, train_cases: list[Case], val_cases: list[Case],
+                      runs: int) -> tuple[DataLoader, float]:
+    """Part 1: patches/s of medseg's loader and the plain MONAI one, interleaved epochs after a
+    warm-up; returns medseg's loader and its median seconds per epoch."""
+    spacing = tuple(float(x) for x in cfg.preprocess.target_spacing)
+    set_determinism(cfg.train.seed)
+    start = time.perf_counter()
+    train_ds, _ = make_datasets(cfg, train_cases, val_cases, spacing)
+    cache = {"medseg": time.perf_counter() - start}
+    loaders = {"medseg": make_loader(cfg, train_ds)}
+    loaders["plain_monai"], cache["plain_monai"] = plain_monai(cfg, train_cases, val_cases, spacing)
+    seconds: dict[str, list[float]] = {name: [] for name in loaders}
+    per_epoch: dict[str, int] = {}
+    for i in range(runs + 1):  # epoch 0 warms up and is not counted; the order alternates
+        for name in (list(loaders) if i % 2 else list(loaders)[::-1]):
+            sec, per_epoch[name] = iterate(loaders[name])
+            if i:
+                seconds[name].append(sec)
+    rate = {name: per_epoch[name] / statistics.median(v) for name, v in seconds.items()}
+    print(f"\nloader only (cache built first), median of {runs} epochs")
+    print(f"{'pipeline':12s} {'cache s':>8s} {'patches/epoch':>14s} {'patches/s':>10s}")
+    for name in loaders:
+        print(f"{name:12s} {cache[name]:8.2f} {per_epoch[name]:14d} {rate[name]:10.1f}")
+    print(f"ratio medseg / plain_monai: patches/s {rate['medseg'] / rate['plain_monai']:.2f}x, "
+          f"cache time {cache['medseg'] / cache['plain_monai']:.2f}x")
+    return loaders["medseg"], statistics.median(seconds["medseg"])
+
+
+def timed_epochs(cfg: ExperimentConfig, sources: dict[str, DataLoader | list], runs: int
+                 ) -> tuple[dict[str, float], dict[str, float]]:
+    """Part 2: median wall and process-CPU seconds of ``run_epoch`` over each source (one model and
+    optimiser for all, interleaved epochs after a warm-up)."""
+    device = torch.device("cpu")
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, in_channels=1, out_channels=1).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    total = len(sources) * (runs + 1) * len(next(iter(sources.values())))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, total))
+    step = StepContext(model, build_loss(cfg.loss, mode="sigmoid"), optimizer, scheduler, device)
+    bar, status = tqdm(total=total, disable=True), ("bench", float("nan"))
+    wall: dict[str, list[float]] = {name: [] for name in sources}
+    cpu: dict[str, list[float]] = {name: [] for name in sources}
+    for i in range(runs + 1):  # epoch 0 warms up and is not counted; the order alternates
+        line = []
+        for name in (list(sources) if i % 2 else list(sources)[::-1]):
+            start, start_cpu = time.perf_counter(), time.process_time()
+            run_epoch(step, sources[name], bar, status)
+            sec, cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
+            line.append(f"{name} {sec:.2f} s (cpu {cpu_s:.2f} s)")
+            if i:
+                wall[name].append(sec)
+                cpu[name].append(cpu_s)
+        print(f"  epoch {i}{' (warm-up)' if not i else ''}: " + " | ".join(line), flush=True)
+    return ({name: statistics.median(v) for name, v in wall.items()},
+            {name: statistics.median(v) for name, v in cpu.items()})
 
 
 def main() -> None:
@@ -90,97 +182,23 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (written there if it has no dataset.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. augment.preset=nnunet")
     args = parser.parse_args()
-
-    from monai.utils import set_determinism
-    from tqdm import tqdm
-
-    from medseg.config.load import load_config
-    from medseg.data.split import split_cases
-    from medseg.training.loaders import make_datasets, make_loader
-    from medseg.data.sources.discover import find_cases
-    from medseg.nn.losses.registry import build_loss
-    from medseg.nn.registry import build_model
-    from medseg.data.synthetic import write_dataset
-    from medseg.training.step import StepContext, lr_schedule, run_epoch
-
-    data = args.data or Path(tempfile.mkdtemp(prefix="medseg-bench-loader-")) / "data"
-    if not (data / "dataset.json").is_file():
-        start = time.perf_counter()
-        write_dataset(data, args.cases, seed=0, test_cases=0, shape=(96, 96, 64), spacing=(1.5, 1.5, 2.0))
-        print(f"wrote {args.cases} synthetic cases to {data} in {time.perf_counter() - start:.1f} s")
-    overrides = [f"data.dataset={data}"] + ([f"data.num_workers={args.workers}"] if args.workers is not None else []) + args.overrides
-    cfg = load_config(CONFIG, overrides)
-    spacing = tuple(float(x) for x in cfg.preprocess.target_spacing)
-    train_cases, val_cases = split_cases(find_cases(cfg.data.dataset), cfg.data.val_fraction, cfg.train.seed)
-    s = cfg.sampling
-    print(f"augment.preset {cfg.augment.preset}; {len(train_cases)} train / {len(val_cases)} val cases, patch {list(s.patch_size)}, "
-          f"{s.samples_per_volume} per volume, batch {cfg.train.batch_size} volumes, strategy {s.strategy}, "
-          f"workers {cfg.data.num_workers}, torch threads {torch.get_num_threads()}")
-
-    # 1. loader throughput
-    set_determinism(cfg.train.seed)
-    start = time.perf_counter()
-    train_ds, _ = make_datasets(cfg, train_cases, val_cases, spacing)
-    cache = {"medseg": time.perf_counter() - start}
-    loaders = {"medseg": make_loader(cfg, train_ds)}
-    loaders["plain_monai"], cache["plain_monai"] = plain_monai(cfg, train_cases, val_cases, spacing)
-    rates: dict[str, list[float]] = {name: [] for name in loaders}
-    per_epoch: dict[str, int] = {}
-    loader_s: dict[str, list[float]] = {name: [] for name in loaders}
-    for i in range(args.runs + 1):  # epoch 0 warms up and is not counted; the order alternates
-        for name in (list(loaders) if i % 2 else list(loaders)[::-1]):
-            sec, patches = iterate(loaders[name])
-            per_epoch[name] = patches
-            if i:
-                rates[name].append(patches / sec)
-                loader_s[name].append(sec)
-    rate = {name: statistics.median(v) for name, v in rates.items()}
-    print(f"\nloader only (cache built first), median of {args.runs} epochs")
-    print(f"{'pipeline':12s} {'cache s':>8s} {'patches/epoch':>14s} {'patches/s':>10s}")
-    for name in loaders:
-        print(f"{name:12s} {cache[name]:8.2f} {per_epoch[name]:14d} {rate[name]:10.1f}")
-    print(f"ratio medseg / plain_monai: patches/s {rate['medseg'] / rate['plain_monai']:.2f}x, "
-          f"cache time {cache['medseg'] / cache['plain_monai']:.2f}x")
+    cfg, train_cases, val_cases = setup(args)
+    loader, loader_s = loader_throughput(cfg, train_cases, val_cases, args.runs)
 
     # 2. a training epoch with medseg's loader against the same batches already in memory
-    loader = loaders["medseg"]
     in_memory = list(loader)
-    device = torch.device("cpu")
-    torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, in_channels=1, out_channels=1).to(device)
-    loss_fn = build_loss(cfg.loss, mode="sigmoid")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    total = 2 * (args.runs + 1) * len(loader)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, total))
-    bar = tqdm(total=total, disable=True)
-    status = ("bench", float("nan"))
     print("\ntraining epochs, medseg loader against its batches kept in memory")
-    sources = {"medseg_loader": loader, "in_memory": in_memory}
-    epochs: dict[str, list[float]] = {name: [] for name in sources}
-    cpu: dict[str, list[float]] = {name: [] for name in sources}
-    for i in range(args.runs + 1):  # epoch 0 warms up and is not counted; the order alternates
-        line = []
-        for name in (list(sources) if i % 2 else list(sources)[::-1]):
-            start, start_cpu = time.perf_counter(), time.process_time()
-            run_epoch(StepContext(model, loss_fn, optimizer, scheduler, device), sources[name], bar, status)
-            sec, cpu_s = time.perf_counter() - start, time.process_time() - start_cpu
-            line.append(f"{name} {sec:.2f} s (cpu {cpu_s:.2f} s)")
-            if i:
-                epochs[name].append(sec)
-                cpu[name].append(cpu_s)
-        print(f"  epoch {i}{' (warm-up)' if not i else ''}: " + " | ".join(line), flush=True)
-    ep = {name: statistics.median(v) for name, v in epochs.items()}
-    ep_cpu = {name: statistics.median(v) for name, v in cpu.items()}
+    ep, ep_cpu = timed_epochs(cfg, {"medseg_loader": loader, "in_memory": in_memory}, args.runs)
     print(f"training epoch ({len(in_memory)} steps of {tuple(in_memory[0]['image'].shape)}), median of {args.runs}")
     for name, sec in ep.items():
         print(f"{name:14s} {sec:7.2f} s   {sec / len(in_memory) * 1000:7.1f} ms/step   process cpu {ep_cpu[name]:7.2f} s")
     ratio = ep["medseg_loader"] / ep["in_memory"]
-    verdict = "ok" if ratio <= 1.10 else "above target"
-    print(f"epoch ratio medseg loader / in memory: {ratio:.3f} wall (target <= 1.10: {verdict}), "
-          f"{ep_cpu['medseg_loader'] / ep_cpu['in_memory']:.3f} process cpu")
+    target = TARGET.get(cfg.augment.preset, DEFAULT_TARGET)
+    verdict = "ok" if ratio <= target else "above target"
+    print(f"epoch ratio medseg loader / in memory: {ratio:.3f} wall (target <= {target:.2f} with augment.preset "
+          f"{cfg.augment.preset}: {verdict}), {ep_cpu['medseg_loader'] / ep_cpu['in_memory']:.3f} process cpu")
     # less sensitive to machine noise: the loader's own time per epoch (part 1) over the in-memory epoch
-    estimate = 1 + statistics.median(loader_s["medseg"]) / ep["in_memory"]
-    print(f"estimate from part 1: 1 + loader s/epoch / in-memory epoch = {estimate:.3f}")
+    print(f"estimate from part 1: 1 + loader s/epoch / in-memory epoch = {1 + loader_s / ep['in_memory']:.3f}")
     if not math.isfinite(ratio):
         raise SystemExit(1)
 
