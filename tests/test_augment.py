@@ -104,3 +104,30 @@ def test_light_preset_is_the_old_pipeline():
         data = step(data) if isinstance(data, dict) else [step(d) for d in data]
     for a, b in zip(ours, data):
         assert np.allclose(np.asarray(a["image"]), np.asarray(b["image"]))
+
+
+def test_rotate_scale_equals_monai_affine():
+    """One grid for image, label and lesion ids gives what MONAI's Affine gives on each key alone
+    (image bilinear, the others nearest), as plain tensors of the patch size."""
+    from monai.data import MetaTensor
+    from monai.transforms import Affine
+
+    from medseg.transforms.augment import RandRotateScaleCropd
+
+    step = RandRotateScaleCropd(["image", "label", INSTANCE_KEY], PATCH, 1.0, 0.5, 1.0, (0.7, 1.4))
+    step.set_random_state(seed=3)
+    g = torch.Generator().manual_seed(0)
+    data = {"image": MetaTensor(torch.randn(1, 50, 50, 40, generator=g)),
+            "label": MetaTensor((torch.rand(1, 50, 50, 40, generator=g) > 0.8).float()),
+            INSTANCE_KEY: torch.randint(0, 5, (1, 50, 50, 40), generator=g)}
+    state = step.R.get_state()
+    out = step(data)
+    step.R.set_state(state)
+    step.randomize()  # the same draw again
+    assert step.rotate is not None and step.scale is not None
+    affine = Affine(rotate_params=step.rotate, scale_params=(step.scale,) * 3, spatial_size=PATCH, padding_mode="zeros",
+                    image_only=True)
+    for key in data:
+        expected = affine(data[key], mode="bilinear" if key == "image" else "nearest")
+        assert type(out[key]) is torch.Tensor and out[key].shape[1:] == PATCH
+        assert torch.equal(out[key], torch.as_tensor(expected).to(out[key].dtype))

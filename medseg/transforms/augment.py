@@ -33,6 +33,8 @@ from itertools import product
 from typing import Sequence
 
 import numpy as np
+import torch
+from monai.data import MetaTensor
 from monai.transforms import (
     Affine,
     CenterSpatialCrop,
@@ -121,10 +123,11 @@ def _draw(keys: list[str], size: Sequence[int], samples: int, pos_fraction: floa
 class RandRotateScaleCropd(Randomizable, MapTransform):
     """Rotate (probability ``rotate_prob``, uniform +-``rotate_rad`` about each axis) and scale
     (``scale_prob``, one factor for all axes in ``scale_range``, as nnU-Net) the larger crop,
-    resampling only the ``patch``-sized centre (MONAI ``Affine`` with ``spatial_size``); when
+    resampling only the ``patch``-sized centre (MONAI ``Affine``'s grid and resampler); when
     neither fires, cut the centre exactly. Written here because MONAI's RandAffined resamples the
     whole input, and its ``spatial_size`` cut shifts by half a voxel (interpolating) when it does
-    not fire. Image bilinear, label and lesion ids nearest-neighbour."""
+    not fire. Image bilinear, label and lesion ids nearest-neighbour. Outputs are plain tensors
+    (C, *patch): the patch's affine means nothing once it is rotated."""
 
     def __init__(self, keys: Sequence[str], patch: Sequence[int], rotate_prob: float, rotate_rad: float,
                  scale_prob: float, scale_range: tuple[float, float]) -> None:
@@ -144,13 +147,20 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
         d = dict(data)
         if self.rotate is None and self.scale is None:
             for key in self.keys:
-                d[key] = CenterSpatialCrop(self.patch)(d[key])
+                d[key] = _plain(CenterSpatialCrop(self.patch)(d[key]))
             return d
         affine = Affine(rotate_params=self.rotate or (0.0, 0.0, 0.0), scale_params=(self.scale or 1.0,) * 3,
                         spatial_size=self.patch, padding_mode="zeros", image_only=True)
+        grid, _ = affine.affine_grid(spatial_size=self.patch, lazy=False)  # one grid for every key (Affine makes one per call)
         for key in self.keys:
-            d[key] = affine(d[key], mode="bilinear" if key == "image" else "nearest")
+            out = affine.resampler(_plain(d[key]), grid=grid, mode="bilinear" if key == "image" else "nearest", padding_mode="zeros")
+            d[key] = _plain(out)
         return d
+
+
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    """The tensor of a MetaTensor, without its metadata."""
+    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
