@@ -1,8 +1,9 @@
 """The one lesion rule: a lesion is a connected component of a binary mask (6-, 18- or 26-connected).
 
-Connected-component labelling and hole filling use scipy (MONAI's ``get_largest_connected_component_mask``
-keeps one component only; its ``FillHoles`` is the same scipy fill, but importing monai.transforms
-would cost this leaf module, which the evaluation imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule of validation,
+Connected-component labelling and hole filling use scipy (MONAI's
+``get_largest_connected_component_mask`` keeps one component only; its ``FillHoles`` is the same
+scipy fill, but importing monai.transforms would cost this leaf module, which the evaluation
+imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule of validation,
 ``medseg tune`` and ``medseg predict``: threshold, optionally fill enclosed holes, drop small lesions.
 """
 

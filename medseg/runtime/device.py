@@ -1,4 +1,4 @@
-"""Which torch device to run on.
+"""Which torch device to run on, and MetaTensors as plain tensors for it.
 """
 
 from __future__ import annotations
@@ -15,3 +15,8 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise MedsegError("device 'cuda' requested but no CUDA device is available; use --device cpu or auto")
     return torch.device(name)
+
+
+def plain_tensor(t: torch.Tensor) -> torch.Tensor:
+    """The tensor of a MetaTensor without its metadata (a tensor as is, when meta tracking is off)."""
+    return t.as_tensor() if hasattr(t, "as_tensor") else t

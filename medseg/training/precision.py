@@ -30,8 +30,3 @@ def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
     if mode == "fp16":
         return Precision(torch.float16, torch.amp.GradScaler(device.type), train_cfg.channels_last)
     return Precision(torch.bfloat16, None, train_cfg.channels_last)
-
-
-def plain_tensor(t) -> torch.Tensor:
-    """The tensor of a MetaTensor (or a tensor as is, when meta tracking is off)."""
-    return t.as_tensor() if hasattr(t, "as_tensor") else t

@@ -14,7 +14,8 @@ from typing import Any, Callable, Iterable, Optional, Protocol
 import torch
 
 from medseg.training.guards import NonFiniteGuard, StopSignal
-from medseg.training.precision import Precision, plain_tensor
+from medseg.runtime.device import plain_tensor
+from medseg.training.precision import Precision
 
 
 class Bar(Protocol):

@@ -33,8 +33,6 @@ from itertools import product
 from typing import Sequence
 
 import numpy as np
-import torch
-from monai.data import MetaTensor
 from monai.transforms import (
     Affine,
     CenterSpatialCrop,
@@ -53,6 +51,7 @@ from monai.transforms import (
 )
 
 from medseg.config.schema import AugmentConfig, SamplingConfig
+from medseg.runtime.device import plain_tensor
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
 
 PRESETS: dict[str, dict[str, float]] = {
@@ -147,20 +146,15 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
         d = dict(data)
         if self.rotate is None and self.scale is None:
             for key in self.keys:
-                d[key] = _plain(CenterSpatialCrop(self.patch)(d[key]))
+                d[key] = plain_tensor(CenterSpatialCrop(self.patch)(d[key]))
             return d
         affine = Affine(rotate_params=self.rotate or (0.0, 0.0, 0.0), scale_params=(self.scale or 1.0,) * 3,
                         spatial_size=self.patch, padding_mode="zeros", image_only=True)
         grid, _ = affine.affine_grid(spatial_size=self.patch, lazy=False)  # one grid for every key (Affine makes one per call)
         for key in self.keys:
-            out = affine.resampler(_plain(d[key]), grid=grid, mode="bilinear" if key == "image" else "nearest", padding_mode="zeros")
-            d[key] = _plain(out)
+            out = affine.resampler(plain_tensor(d[key]), grid=grid, mode="bilinear" if key == "image" else "nearest", padding_mode="zeros")
+            d[key] = plain_tensor(out)
         return d
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    """The tensor of a MetaTensor, without its metadata."""
-    return x.as_tensor() if isinstance(x, MetaTensor) else torch.as_tensor(x)
 
 
 def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
