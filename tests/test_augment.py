@@ -106,9 +106,11 @@ def test_light_preset_is_the_old_pipeline():
         assert np.allclose(np.asarray(a["image"]), np.asarray(b["image"]))
 
 
-def test_rotate_scale_equals_monai_affine():
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_rotate_scale_equals_monai_affine(threads, monkeypatch):
     """One grid for image, label and lesion ids gives what MONAI's Affine gives on each key alone
-    (image bilinear, the others nearest), as plain tensors of the patch size."""
+    (image bilinear, the others nearest), as plain tensors of the patch size, however many shares
+    the points are cut into (3 does not divide the patch: the last share is padded)."""
     from monai.data import MetaTensor
     from monai.transforms import Affine
 
@@ -121,6 +123,7 @@ def test_rotate_scale_equals_monai_affine():
             "label": MetaTensor((torch.rand(1, 50, 50, 40, generator=g) > 0.8).float()),
             INSTANCE_KEY: torch.randint(0, 5, (1, 50, 50, 40), generator=g)}
     state = step.R.get_state()
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     out = step(data)
     step.R.set_state(state)
     step.randomize()  # the same draw again
@@ -131,3 +134,41 @@ def test_rotate_scale_equals_monai_affine():
         expected = affine(data[key], mode="bilinear" if key == "image" else "nearest")
         assert type(out[key]) is torch.Tensor and out[key].shape[1:] == PATCH
         assert torch.equal(out[key], torch.as_tensor(expected).to(out[key].dtype))
+
+
+def test_plain_flip_is_monai_randflipd():
+    """RandPlainFlipd draws as MONAI's RandFlipd (same seed, same decisions) and flips image, label
+    and lesion ids to the same values, as plain tensors."""
+    from monai.transforms import RandFlipd
+
+    from medseg.transforms.augment import RandPlainFlipd
+
+    g = torch.Generator().manual_seed(0)
+    data = {"image": torch.randn(1, 8, 7, 6, generator=g), "label": (torch.rand(1, 8, 7, 6, generator=g) > 0.5).float(),
+            INSTANCE_KEY: torch.randint(0, 4, (1, 8, 7, 6), generator=g)}
+    flipped = 0
+    for axis in range(3):
+        ours, monai = (cls(list(data), prob=0.5, spatial_axis=axis) for cls in (RandPlainFlipd, RandFlipd))
+        ours.set_random_state(seed=axis)
+        monai.set_random_state(seed=axis)
+        for _ in range(8):
+            out, expected = ours(data), monai(data)
+            flipped += ours._do_transform
+            for key in data:
+                assert type(out[key]) is torch.Tensor
+                assert torch.equal(out[key], expected[key].as_tensor())
+    assert 0 < flipped < 24  # both branches ran
+
+
+def test_centre_cut_is_a_copy():
+    """When neither rotation nor scaling fires, the patch is the exact centre and not a view of
+    the (cached) input, so later in-place steps cannot change the cache."""
+    from medseg.transforms.augment import RandRotateScaleCropd
+
+    step = RandRotateScaleCropd(["image", "label"], PATCH, 0.0, 0.5, 0.0, (0.7, 1.4))
+    data = {"image": torch.randn(1, 30, 30, 20), "label": (torch.rand(1, 30, 30, 20) > 0.8).float()}
+    out = step(data)
+    for key in data:
+        assert torch.equal(out[key], data[key][:, 3:27, 3:27, 2:18])
+        out[key] += 1
+        assert not torch.equal(out[key], data[key][:, 3:27, 3:27, 2:18])

@@ -14,7 +14,7 @@ brightness    *      0.15, x0.75-1.25                         (RandScaleIntensit
 contrast      -      0.15, x0.75-1.25 about the mean          (RandScaleIntensityFixedMeand)
 low res.      -      0.25, zoom 0.5-1                         (RandSimulateLowResolutiond)
 gamma         -      0.3, 0.7-1.5; 0.1 on the inverted image  (RandAdjustContrastd)
-mirroring     flip   0.5 per axis                             (RandFlipd)
+mirroring     flip   0.5 per axis                             (RandFlipd's draws)
 ============  =====  ======================================================================
 
 ``light`` is medseg 0.2's augmentation: flips with ``sampling.flip_prob`` and, with
@@ -33,6 +33,7 @@ from itertools import product
 from typing import Sequence
 
 import numpy as np
+import torch
 from monai.transforms import (
     Affine,
     CenterSpatialCrop,
@@ -122,11 +123,12 @@ def _draw(keys: list[str], size: Sequence[int], samples: int, pos_fraction: floa
 class RandRotateScaleCropd(Randomizable, MapTransform):
     """Rotate (probability ``rotate_prob``, uniform +-``rotate_rad`` about each axis) and scale
     (``scale_prob``, one factor for all axes in ``scale_range``, as nnU-Net) the larger crop,
-    resampling only the ``patch``-sized centre (MONAI ``Affine``'s grid and resampler); when
-    neither fires, cut the centre exactly. Written here because MONAI's RandAffined resamples the
-    whole input, and its ``spatial_size`` cut shifts by half a voxel (interpolating) when it does
-    not fire. Image bilinear, label and lesion ids nearest-neighbour. Outputs are plain tensors
-    (C, *patch): the patch's affine means nothing once it is rotated."""
+    resampling only the ``patch``-sized centre on MONAI ``Affine``'s grid; when neither fires, cut
+    (and copy) the centre exactly. Written here because MONAI's RandAffined resamples the whole
+    input, and its ``spatial_size`` cut shifts by half a voxel (interpolating) when it does not
+    fire. Image bilinear, label and lesion ids nearest-neighbour (one call for both). Outputs are
+    plain float32 tensors (C, *patch), never views of the input: the patch's affine means nothing
+    once it is rotated."""
 
     def __init__(self, keys: Sequence[str], patch: Sequence[int], rotate_prob: float, rotate_rad: float,
                  scale_prob: float, scale_range: tuple[float, float]) -> None:
@@ -145,16 +147,61 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
         self.randomize()
         d = dict(data)
         if self.rotate is None and self.scale is None:
-            for key in self.keys:
-                d[key] = plain_tensor(CenterSpatialCrop(self.patch)(d[key]))
+            for key in self.keys:  # CenterSpatialCrop's slices on the plain tensor: no metadata to track
+                x = plain_tensor(d[key])
+                d[key] = x[(slice(None), *CenterSpatialCrop(self.patch).compute_slices(x.shape[1:]))].to(torch.float32, copy=True)
             return d
         affine = Affine(rotate_params=self.rotate or (0.0, 0.0, 0.0), scale_params=(self.scale or 1.0,) * 3,
                         spatial_size=self.patch, padding_mode="zeros", image_only=True)
-        grid, _ = affine.affine_grid(spatial_size=self.patch, lazy=False)  # one grid for every key (Affine makes one per call)
-        for key in self.keys:
-            out = affine.resampler(plain_tensor(d[key]), grid=grid, mode="bilinear" if key == "image" else "nearest", padding_mode="zeros")
-            d[key] = plain_tensor(out)
+        grid, _ = affine.affine_grid(spatial_size=self.patch, lazy=False)  # (4, *patch) voxel offsets from the centre
+        points = torch_points(grid, d["image"].shape[1:])
+        d["image"] = grid_sample(plain_tensor(d["image"]), points, self.patch, "bilinear")
+        others = [key for key in self.keys if key != "image"]
+        if others:  # one call for all nearest-neighbour keys
+            stacked = torch.cat([plain_tensor(d[key]) for key in others]) if len(others) > 1 else plain_tensor(d[others[0]])
+            sampled = grid_sample(stacked, points, self.patch, "nearest")
+            for key, channels in zip(others, sampled.split([d[k].shape[0] for k in others])):
+                d[key] = channels
         return d
+
+
+class RandPlainFlipd(RandFlipd):
+    """MONAI's RandFlipd draw (``prob`` on one ``spatial_axis``, the same random stream, so that
+    ``light`` stays medseg 0.2's augmentation seed for seed) applied as a plain ``torch.flip``;
+    outputs plain tensors. Written here because RandFlipd wraps each patch in a MetaTensor and
+    records the operation even when it does not flip: 0.8 ms per volume (two patches, image and
+    label) for each axis, about half of what a light draw costs."""
+
+    def __call__(self, data: dict, lazy: bool | None = None) -> dict:
+        """``data[key]``: (C, X, Y, Z)."""
+        d = dict(data)
+        self.randomize(None)
+        for key in self.key_iterator(d):
+            x = plain_tensor(d[key])
+            d[key] = torch.flip(x, [self.flipper.spatial_axis + 1]) if self._do_transform else x
+        return d
+
+
+def torch_points(grid: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """MONAI's affine ``grid`` (4, *out) for an input of spatial ``shape`` as the points torch's
+    ``grid_sample`` takes: (parts, P, 1, 1, 3), (z, y, x) in [-1, 1] as MONAI's ``Resample``
+    converts them (torch backend, align_corners False). The output points are cut into
+    ``parts = torch.get_num_threads()`` batch items (the last one padded) because torch's CPU 3D
+    grid_sample spreads over threads by batch item only, and Resample passes one."""
+    scale = torch.tensor([2.0 / max(2, n) for n in shape[::-1]], dtype=torch.float32)
+    points = (plain_tensor(grid)[[2, 1, 0]].to(torch.float32).moveaxis(0, -1) * scale).reshape(-1, 3)
+    total, parts = points.shape[0], max(1, torch.get_num_threads())
+    per = -(-total // parts)
+    return torch.cat([points, points.new_zeros(per * parts - total, 3)]).reshape(parts, per, 1, 1, 3)
+
+
+def grid_sample(x: torch.Tensor, points: torch.Tensor, out: Sequence[int], mode: str) -> torch.Tensor:
+    """``x`` (C, X, Y, Z) sampled at :func:`torch_points` (zeros outside): (C, *out) float32,
+    bitwise what MONAI's ``Resample`` returns, each thread sampling a share of the points."""
+    c, parts = x.shape[0], points.shape[0]
+    y = torch.nn.functional.grid_sample(x.to(torch.float32)[None].expand(parts, *x.shape), points, mode=mode,
+                                        padding_mode="zeros", align_corners=False)
+    return y.movedim(1, 0).reshape(c, -1)[:, :math.prod(out)].reshape(c, *out)
 
 
 def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
@@ -202,5 +249,5 @@ def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, aug: A
     if aug.spatial:
         steps += _spatial(keys, patch_size, aug)
     if aug.probs["mirror"] > 0:  # before the intensity transforms (they commute): light keeps 0.2's order and seeds
-        steps += [RandFlipd(keys, prob=aug.probs["mirror"], spatial_axis=axis) for axis in range(3)]
+        steps += [RandPlainFlipd(keys, prob=aug.probs["mirror"], spatial_axis=axis) for axis in range(3)]
     return steps + _intensity(aug)
