@@ -32,6 +32,7 @@ import math
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -172,8 +173,6 @@ def timed_epochs(cfg: ExperimentConfig, sources: dict[str, DataLoader | list], r
 
 
 def main() -> None:
-    import warnings
-
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser()
     parser.add_argument("--cases", type=int, default=16)

@@ -20,11 +20,23 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
+                              NormalizeIntensityd, Orientationd, SaveImaged, Spacingd)
 
+from medseg.config.schema import ExperimentConfig
+from medseg.data.synthetic import write_dataset
+from medseg.inference.batch import PredictOptions, predict_files
+from medseg.io.geometry import ras_spacing, read_geometry
+from medseg.nn.checkpoint import write_payload
+from medseg.nn.window import use_bf16
 from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 
 ROI, OVERLAP, SW_BATCH = (96, 96, 96), 0.25, 4
@@ -55,15 +67,11 @@ def volume(tmp: Path) -> Path:
         found = sorted(Path(root).rglob("Flair_subtrMeanDivStd.nii.gz"))
         if found:
             return found[0]
-    from medseg.data.synthetic import write_dataset
-
     write_dataset(tmp / "synth", 1, seed=0, shape=(240, 240, 155), spacing=(1.0, 1.0, 1.0))
     return tmp / "synth" / "imagesTr" / "synth_000.nii.gz"
 
 
 def network() -> torch.nn.Module:
-    from monai.networks.nets import UNet
-
     torch.manual_seed(0)
     net = UNet(3, 1, 1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2).eval()
     # random weights mark about half of the scan as lesion; shift the output bias so that, like a
@@ -75,9 +83,6 @@ def network() -> torch.nn.Module:
 
 
 def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool, amp: str = "auto") -> Path:
-    from medseg.nn.checkpoint import write_payload
-    from medseg.config.schema import ExperimentConfig
-
     cfg = ExperimentConfig.model_validate({
         "data": {"dataset": str(tmp)},
         "model": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
@@ -91,10 +96,6 @@ def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, 
 
 
 def reference(net: torch.nn.Module, image: Path, spacing, out: Path) -> None:
-    from monai.inferers import sliding_window_inference
-    from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
-                                  NormalizeIntensityd, Orientationd, SaveImaged, Spacingd)
-
     pre = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Orientationd("image", axcodes="RAS"),
                    Spacingd("image", pixdim=spacing, mode="bilinear"),
                    NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
@@ -110,16 +111,11 @@ def reference(net: torch.nn.Module, image: Path, spacing, out: Path) -> None:
 
 
 def main() -> None:
-    import warnings
-
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--extra", action="store_true")
     args = parser.parse_args()
-    from medseg.io.geometry import ras_spacing
-    from medseg.io.geometry import read_geometry
-    from medseg.inference.batch import PredictOptions, predict_files
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
     image = volume(tmp)
@@ -129,7 +125,7 @@ def main() -> None:
     ckpts = {"medseg": medseg_checkpoint(net, spacing, tmp, OVERLAP, False),
              "medseg_fp32": medseg_checkpoint(net, spacing, tmp, OVERLAP, False, amp="off")}
     print(f"volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, "
-          f"medseg amp auto -> bf16: {__import__('medseg.inference', fromlist=['x']).use_bf16(torch.device('cpu'), 'auto')}")
+          f"medseg amp auto -> bf16: {use_bf16(torch.device('cpu'), 'auto')}")
     # same outputs as the reference (the mask only); the lesion table is timed separately below
     mask_only = PredictOptions(table=False)
     results: dict[str, list[tuple[float, float]]] = {"medseg": [], "medseg_fp32": [], "reference": []}
@@ -150,7 +146,7 @@ def main() -> None:
         print(f"{name:12s} {sec:6.2f} s  peak +{mb:4.0f} MB   ratio to reference: time {sec / ref_s:.2f}x, peak RSS {mb / ref_mb:.2f}x")
     s, _ = measure(lambda: predict_files(ckpts["medseg"], [str(image)], tmp / "table", "cpu", PredictOptions(), False))
     print(f"medseg with the per-lesion table: {s:.2f} s")
-    ours = np.asanyarray(__import__("nibabel").load(str(tmp / "medseg1" / image.name)).dataobj)
+    ours = np.asanyarray(nib.load(str(tmp / "medseg1" / image.name)).dataobj)
     print(f"mask voxels medseg {int(ours.sum())} of {ours.size}")
     if args.extra:
         for overlap, tta in ((0.5, False), (OVERLAP, True)):

@@ -46,9 +46,18 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
+from monai.data import MetaTensor
+from monai.losses import DiceFocalLoss
+from torch.utils.flop_counter import FlopCounterMode
 
+from medseg.config.schema import LossConfig, ModelConfig
+from medseg.nn.losses.registry import build_loss
+from medseg.nn.registry import build_model
+from medseg.training.guards import NonFiniteGuard
+from medseg.training.step import StepContext, lr_schedule, run_epoch
 from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 
 BATCH = 2
@@ -68,8 +77,6 @@ class NoBar:
 
 def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
     """``n`` batches of BATCH patches: noise plus a few spheres (the label), as MetaTensors."""
-    from monai.data import MetaTensor
-
     g = torch.Generator().manual_seed(seed)
     grid = torch.stack(torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * 3, indexing="ij"))
     batches = []
@@ -86,9 +93,6 @@ def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
 
 
 def build(seed: int = 0) -> torch.nn.Module:
-    from medseg.config.schema import ModelConfig
-    from medseg.nn.registry import build_model
-
     torch.manual_seed(seed)
     return build_model(ModelConfig(channels=CHANNELS, strides=STRIDES, num_res_units=RES_UNITS), in_channels=1, out_channels=1)
 
@@ -97,13 +101,6 @@ class Pipeline:
     """One model + optimizer + scheduler and the function that runs one pass over the batches."""
 
     def __init__(self, name: str, state: dict, device: torch.device, total_steps: int) -> None:
-        from monai.losses import DiceFocalLoss
-
-        from medseg.config.schema import LossConfig
-        from medseg.training.guards import NonFiniteGuard
-        from medseg.nn.losses.registry import build_loss
-        from medseg.training.step import lr_schedule
-
         self.name, self.device = name, device
         self.model = build().to(device)
         self.model.load_state_dict(state)
@@ -118,8 +115,6 @@ class Pipeline:
     def run(self, batches: list[dict]) -> float:
         """One pass; returns the mean loss."""
         if self.name == "medseg":
-            from medseg.training.step import StepContext, run_epoch
-
             ctx = StepContext(self.model, self.loss_fn, self.optimizer, self.scheduler, self.device, guard=self.guard)
             return run_epoch(ctx, batches, NoBar(), ("bench", float("nan")))
         return plain_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device)
@@ -158,8 +153,6 @@ def timed(pipe: Pipeline, batches: list[dict]) -> tuple[float, float, float]:
 
 def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
     """FLOPs of forward + backward of one patch (FlopCounterMode; convolutions and matmuls)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     model = build().to(device)
     model.load_state_dict(state)
     model.train()
@@ -191,8 +184,6 @@ def cpu_peak_rss(name: str, args) -> dict:
 
 
 def main() -> None:
-    import warnings
-
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
