@@ -9,6 +9,8 @@ imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 from scipy import ndimage
 
@@ -56,7 +58,7 @@ def binarize(prob: np.ndarray, threshold: float, min_voxels: float, connectivity
     return remove_small(above(prob, threshold, connectivity, fill), min_voxels, connectivity)
 
 
-def lesion_mask(labels: np.ndarray, lesion_labels=None) -> np.ndarray:
+def lesion_mask(labels: np.ndarray, lesion_labels: Sequence[int] | None = None) -> np.ndarray:
     """Boolean lesion mask of a label array: values in ``lesion_labels``, or every non-zero value
     when it is None."""
     return np.isin(np.rint(labels), list(lesion_labels)) if lesion_labels else labels > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import nibabel as nib
 import numpy as np
@@ -26,8 +26,11 @@ from medseg.io.volumes import read_lesion_mask
 from medseg.io.write import write_csv, write_text
 from medseg.viz.plots import plot_froc
 
+if TYPE_CHECKING:  # for the hints only
+    from medseg.data.case import Case
 
-def _pairs_from_cases(pred_dir: Path, cases, suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+
+def _pairs_from_cases(pred_dir: Path, cases: Sequence[Case], suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
     """Reference labels of a dataset's cases, predictions named ``<case_id><suffix>.*``."""
     preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
     pairs, errors = [], []
@@ -60,7 +63,7 @@ def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list
 
 
 def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
-                  opts: EvalOptions = EvalOptions(), cases=None, suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+                  opts: EvalOptions = EvalOptions(), cases: Sequence[Case] | None = None, suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name (or, with ``cases``,
     every case's label with the prediction ``<case_id>.*`` in ``pred_dir``).
 

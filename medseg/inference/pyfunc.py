@@ -31,10 +31,10 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
     uint8 mask (X, Y, Z) per scan, on the scan's own grid ((C, X, Y, Z) for C lesion classes). ``params={"out_dir": DIR}`` also writes
     the masks there, with the scans' headers."""
 
-    def load_context(self, context) -> None:
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.lm = load_model(context.artifacts["checkpoint"], "auto")
 
-    def predict(self, context, model_input: list[str], params: Optional[dict[str, Any]] = None):  # no return hint: MLflow has no schema for arrays
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: list[str], params: Optional[dict[str, Any]] = None):  # no return hint: MLflow has no schema for arrays
         scans = list(model_input["scan"]) if hasattr(model_input, "columns") else list(model_input)
         out_dir = (params or {}).get("out_dir")
         masks = []

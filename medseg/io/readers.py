@@ -21,7 +21,7 @@ SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
-def sitk_affine(image) -> np.ndarray:
+def sitk_affine(image: sitk.Image) -> np.ndarray:
     """(4, 4) voxel-to-RAS affine of a SimpleITK image (first three dimensions)."""
     dim = image.GetDimension()
     direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
@@ -44,7 +44,7 @@ class SimpleITKReader(ImageReader):
         self._names = names
         return images if len(images) > 1 else images[0]
 
-    def get_data(self, img) -> tuple[np.ndarray, dict]:
+    def get_data(self, img: sitk.Image | list[sitk.Image]) -> tuple[np.ndarray, dict]:
         images = img if isinstance(img, list) else [img]
         arrays, meta = [], {}
         for image, name in zip(images, self._names):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -69,7 +70,7 @@ def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise MedsegError(f"{path}: cannot read the voxels ({type(exc).__name__}: {str(exc)[:120]}); re-export the file") from None
 
 
-def read_lesion_mask(path: Path, lesion_labels=None) -> tuple[np.ndarray, np.ndarray]:
+def read_lesion_mask(path: Path, lesion_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lesion mask (X, Y, Z) of a label or mask file (see :func:`lesion_mask`) and its affine."""
     label, affine = read_array(path)
     return lesion_mask(label.reshape(label.shape[:3]), lesion_labels), affine

@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 
-def _transforms(dataset) -> list:
+def _transforms(dataset: Dataset) -> list:
     """The randomizable transforms of a MONAI dataset's pipeline (each holds its own RandomState)."""
     compose = getattr(dataset, "transform", None)
     return [t for t in getattr(compose, "transforms", ()) if hasattr(t, "R")]
@@ -33,7 +34,7 @@ def _np_tuple(state: list) -> tuple:
     return kind, np.asarray(keys.numpy(), dtype=np.uint32), pos, has_gauss, cached
 
 
-def capture_rng(dataset, generator: torch.Generator) -> dict[str, Any]:
+def capture_rng(dataset: Dataset, generator: torch.Generator) -> dict[str, Any]:
     """Python, numpy, torch, loader-generator and per-transform random states."""
     version, internal, gauss = random.getstate()
     return {
@@ -46,7 +47,7 @@ def capture_rng(dataset, generator: torch.Generator) -> dict[str, Any]:
     }
 
 
-def restore_rng(state: dict[str, Any], dataset, generator: torch.Generator) -> None:
+def restore_rng(state: dict[str, Any], dataset: Dataset, generator: torch.Generator) -> None:
     """Undo :func:`capture_rng`."""
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
