@@ -59,7 +59,7 @@ def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], l
 DATASET_HELP = "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
 
 
-def lesion_values(text: Optional[str], cfg: Optional["ExperimentConfig"]) -> Optional[tuple[int, ...]]:
+def lesion_values(text: Optional[str], cfg: ExperimentConfig | None) -> Optional[tuple[int, ...]]:
     """--lesion-labels, else the label values a config counts as lesion (any class), else None."""
     if text:
         return ints(text, "--lesion-labels")
