@@ -22,7 +22,7 @@ def test_rows_on_crafted_mask(tmp_path):
     assert rows[0]["bbox_min"] == [1, 1, 1] and rows[0]["bbox_max"] == [2, 2, 2]
     assert rows[0]["max_prob"] == pytest.approx(0.9) and rows[0]["mean_prob"] == pytest.approx((7 * 0.6 + 0.9) / 8, abs=1e-4)
     assert rows[1]["volume_mm3"] == pytest.approx(6.0) and rows[1]["bbox_min"] == [7, 8, 5]
-    write_table(rows, tmp_path / "case_lesions")
+    write_table(rows, tmp_path / "case_lesions.csv", tmp_path / "case_lesions.json")
     assert json.loads((tmp_path / "case_lesions.json").read_text())[1]["voxels"] == 1
     assert (tmp_path / "case_lesions.csv").read_text().splitlines()[0].startswith("id,voxels,volume_mm3")
 

@@ -97,11 +97,12 @@ def test_csv_list_with_nrrd_and_mha(tmp_path, monkeypatch):
     lst = tmp_path / "lists" / "cases.csv"
     lst.parent.mkdir()
     lst.write_text("case_id,t2,label\na,../scans/a.nrrd,../scans/a_seg.nrrd\nb,$SCANS/b.mha,$SCANS/b_seg.mha\n")
-    ds = discover(lst)
+    assert all("allow_outside" in p for p in discover(lst).problems)  # files outside the list's folder: opt in
+    ds = discover(lst, allow_outside=True)
     assert ds.layout == "list" and ds.channels == ("t2",)
     assert [c.image.name for c in ds.cases] == ["a.nrrd", "b.mha"] and ds.cases[1].label.name == "b_seg.mha"
     lst.write_text("case_id,t2,label\na,../scans/a.nrrd,../scans/nothere.nrrd\n")
-    assert "nothere.nrrd" in discover(lst).problems[0]
+    assert "nothere.nrrd" in discover(lst, allow_outside=True).problems[0]
 
 
 def test_yaml_list(tmp_path, affine):

@@ -37,6 +37,7 @@ class DataConfig(Section):
     lesion_labels: Optional[tuple[int, ...]] = Field(None, description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are background; null = every non-zero value.")
     lesion_classes: Optional[dict[str, tuple[int, ...]]] = Field(None, description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.")
     exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
+    allow_outside: bool = Field(False, description="Accept case files outside the dataset folder (absolute or '..' paths in a case list, pattern globs or MSD entries leading elsewhere); false = such a path is a problem 'medseg check' names.")
     val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
     group_pattern: Optional[str] = Field(None, description="Regular expression whose match in the case id (its first group if it has one) names the case's group, e.g. the patient of several time points: '^(P\\d+)_'. Folds and random splits keep a group together; null = every case its own group.")
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")

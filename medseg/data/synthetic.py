@@ -18,6 +18,10 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from medseg.errors import MedsegError
+from medseg.io.write import atomic_write, write_text
+
+SYNTH_NAME = "medseg-synthetic"  # dataset.json 'name' of what synth writes (it may write over its own datasets only)
 SHAPE = (96, 96, 64)
 
 
@@ -136,7 +140,28 @@ def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
     img = nib.Nifti1Image(array, affine)
     img.set_qform(affine, code=1)
     img.set_sform(affine, code=1)
-    nib.save(img, str(path))
+    with atomic_write(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def refuse_foreign_folder(out: Path) -> None:
+    """``synth`` writes into an empty (or new) folder, or over a synthetic dataset it wrote
+    before (``make demo`` again); never into a folder holding anything else.
+
+    Raises:
+        MedsegError: naming the folder and the fix.
+    """
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise MedsegError(f"{out}: is a file; give synth a folder to create")
+    meta = out / "dataset.json"
+    try:
+        ours = meta.is_file() and json.loads(meta.read_text()).get("name") == SYNTH_NAME
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    if not ours and any(out.iterdir()):
+        raise MedsegError(f"{out}: already holds files that 'medseg synth' did not write; pick an empty or new folder")
 
 
 def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 0,
@@ -148,6 +173,7 @@ def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 
         The path of ``dataset.json``.
     """
     out = Path(out)
+    refuse_foreign_folder(out)
     entries: dict[str, list] = {"training": [], "test": []}
     for split, sub, count, offset in (("training", "Tr", cases, 0), ("test", "Ts", test_cases, cases)):
         if count:
@@ -160,12 +186,12 @@ def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 
             _save(case.label, case.affine, out / f"labels{sub}" / name)
             entries[split].append({"image": f"./images{sub}/{name}", "label": f"./labels{sub}/{name}"})
     meta = {
-        "name": "medseg-synthetic", "description": f"Synthetic MRI-like lesions (seed {seed})",
+        "name": SYNTH_NAME, "description": f"Synthetic MRI-like lesions (seed {seed})",
         "tensorImageSize": "3D", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "lesion"},
         "numTraining": cases, "numTest": test_cases,
         "training": entries["training"], "test": [e["image"] for e in entries["test"]],
         "test_labeled": entries["test"],  # medseg extension: held-back cases with their labels
     }
     path = out / "dataset.json"
-    path.write_text(json.dumps(meta, indent=2))
+    write_text(json.dumps(meta, indent=2), path)
     return path

@@ -3,8 +3,8 @@
 Predictions and references are paired by file name and compared voxel by voxel on their own
 (identical) grids; a pair on different grids is reported, not silently resampled.
 Outputs: per-case CSV (Dice, HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1),
-``<out>_lesions.csv`` (every GT and predicted lesion, its volume and whether it matched) and
-``<out>summarize.json``.
+``<out>_lesions.csv`` (every GT and predicted lesion, its volume and whether it matched),
+``<out>_summary.json`` and, when every mask has its probability map, ``<out>_froc.png``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-import nibabel as nib
 import numpy as np
 
 from medseg.errors import MedsegError
@@ -21,8 +20,9 @@ from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts
 from medseg.evaluation.tables import EvalOptions, case_tables, summarize
 from medseg.io.geometry import voxel_volume
+from medseg.io.outputs import OutputPlan
 from medseg.io.paths import IMAGE_SUFFIXES, strip_suffix
-from medseg.io.volumes import read_lesion_mask
+from medseg.io.volumes import read_array, read_lesion_mask
 from medseg.io.write import write_csv, write_text
 from medseg.viz.plots import plot_froc
 
@@ -69,9 +69,11 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
 
     Returns:
         (summary, per-case rows, error lines for cases that could not be compared). With
-        ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv`` and ``<out>summarize.json``.
+        ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv``, ``<out>_summary.json`` and
+        ``<out>_froc.png`` (see :func:`output_paths`).
     """
     pairs, errors = _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
+    outputs = output_paths(out_csv, [p for pair in pairs for p in (*pair, prob_path(pair[0]))]) if out_csv is not None else None
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
@@ -89,38 +91,58 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
         total = total + counts
         froc_scans.append(_prob_scan(pred_path, ref, r_aff))
     summary = summarize(rows, lesions, total, opts)
-    froc_result = _froc(froc_scans, opts, out_csv)
+    froc_result = _froc(froc_scans, opts, outputs)
     if froc_result:
         summary["froc"] = {"recall_at_fp_per_scan": froc_result["recall_at"], "cpm": froc_result["cpm"]}
-    if out_csv is not None and rows:
-        out = Path(out_csv)
-        write_csv(rows, out)
+    if outputs is not None and rows:
+        write_csv(rows, outputs["cases"])
         if lesions:
-            write_csv(lesions, out.with_name(out.stem + "_lesions.csv"))
-        write_text(json.dumps(summary, indent=2), out.with_name(out.stem + "_summary.json"))
+            write_csv(lesions, outputs["lesions"])
+        write_text(json.dumps(summary, indent=2), outputs["summary"])
     return summary, rows, errors
 
 
-def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray) -> Scan | None:
-    """The probability map ``<case>_prob.*`` written by ``predict --save-prob``, if present."""
-    name = pred_path.name
-    suffix = next(s for s in IMAGE_SUFFIXES if name.endswith(s))
-    prob_path = pred_path.with_name(name[: -len(suffix)] + "_prob" + suffix)
-    if not prob_path.exists():
-        return None
+def output_paths(out_csv: Path | str, inputs: Sequence[Path]) -> dict[str, Path]:
+    """The files ``--out`` stands for, claimed in its folder before anything is written:
+    ``cases`` (the CSV itself), ``lesions`` (``<out>_lesions.csv``), ``summary``
+    (``<out>_summary.json``) and ``froc`` (``<out>_froc.png``).
 
-    prob = np.asarray(nib.load(str(prob_path)).get_fdata(dtype=np.float32))
+    Raises:
+        MedsegError: one of them would replace an input (a mask, a label, a probability map).
+    """
+    out = Path(out_csv)
+    plan = OutputPlan(out.parent, inputs)
+    names = {"cases": out.name, "lesions": f"{out.stem}_lesions.csv", "summary": f"{out.stem}_summary.json",
+             "froc": f"{out.stem}_froc.png"}
+    return {kind: plan.claim(name, f"evaluate's {kind} table" if kind != "froc" else "evaluate's FROC plot")
+            for kind, name in names.items()}
+
+
+def prob_path(pred_path: Path) -> Path:
+    """``<case>_prob.<suffix>``: where ``predict --save-prob`` writes the probabilities of a mask."""
+    suffix = next((s for s in IMAGE_SUFFIXES if pred_path.name.endswith(s)), pred_path.suffix)
+    return pred_path.with_name(pred_path.name[: len(pred_path.name) - len(suffix)] + "_prob" + suffix)
+
+
+def _prob_scan(pred_path: Path, ref: np.ndarray, affine: np.ndarray) -> Scan | None:
+    """The probability map ``<case>_prob.*`` written by ``predict --save-prob`` (NIfTI with its
+    1/255 scale applied, NRRD/MHA stored as 0-255), if present and on the reference's grid."""
+    path = prob_path(pred_path)
+    if not path.exists():
+        return None
+    prob, _ = read_array(path)
+    prob = np.asarray(prob, dtype=np.float32).reshape(prob.shape[:3])
+    if not str(path).endswith((".nii", ".nii.gz")):
+        prob = prob / 255.0  # save_like stores uint8 without a scale outside NIfTI
     return Scan(prob, ref, voxel_volume(affine)) if prob.shape == ref.shape else None
 
 
-def _froc(scans: list, opts: EvalOptions, out_csv: Path | str | None) -> dict | None:
+def _froc(scans: list, opts: EvalOptions, outputs: dict[str, Path] | None) -> dict | None:
     """FROC over the scans when every one has a probability map (see :mod:`medseg.tune`)."""
     if not scans or any(s is None for s in scans):
         return None
-
     result = froc(scans, connectivity=opts.rule.connectivity)
-    if out_csv is not None:
-        out = Path(out_csv)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        plot_froc(result, out.with_name(out.stem + "_froc.png"))
+    if outputs is not None:
+        outputs["froc"].parent.mkdir(parents=True, exist_ok=True)
+        plot_froc(result, outputs["froc"])
     return result

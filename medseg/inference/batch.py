@@ -4,6 +4,7 @@ on each scan's own grid, a run summary, failures reported and skipped, atomic wr
 
 from __future__ import annotations
 
+import csv
 import glob
 import time
 from dataclasses import dataclass
@@ -11,20 +12,23 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from filelock import FileLock
 from tqdm import tqdm
 
 from medseg.data.case import Case
 from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows, write_table
 from medseg.inference.model import LoadedModel, load_model
-from medseg.inference.predictor import predict_classes
+from medseg.inference.predictor import Prediction, predict_classes
 from medseg.io.geometry import voxel_volume
+from medseg.io.outputs import OutputPlan, refuse_input_folder
 from medseg.io.paths import IMAGE_SUFFIXES, output_suffix, strip_suffix
 from medseg.io.volumes import save_like
 from medseg.io.write import remove_partials, write_csv
 from medseg.lesions import label_lesions
 from medseg.runtime.distributed import finish, gather, rank_and_world
 
+SUMMARY = "summary.csv"
 SUMMARY_FIELDS = ("scan", "mask", "lesions", "lesion_volume_mm3", "seconds")
 
 
@@ -63,38 +67,17 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return paths
 
 
-def _write_one(lm: LoadedModel, path: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
-    """Predict one scan file, or one case (one file per channel; outputs named by its case id).
-    A model with several lesion classes writes ``<case>_<class>.*`` per class. Returns one summary
-    row per mask written."""
-    start = time.perf_counter()
-    files = path.images if isinstance(path, Case) else (path,)
-    stem, path = output_stem(path)  # path: the reference grid and header of every output
-    preds = predict_classes(lm, files, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes)
-    names = [stem] if len(preds) == 1 else [f"{stem}_{cls}" for cls in lm.classes]
-    rows = [_write_outputs(lm, pred, path, out, name, opts) for pred, name in zip(preds, names)]
-    for row in rows:
-        row["seconds"] = round(time.perf_counter() - start, 3)
-    return rows
-
-
-def _write_outputs(lm, pred, path: Path, out: Path, name: str, opts: PredictOptions) -> dict[str, Any]:
-    """Mask (written last: its presence marks a finished scan), optional probability and lesion
-    maps, per-lesion table, on the grid and header of ``path``."""
-    ext = output_suffix(path)
-    voxel_mm3 = voxel_volume(pred.affine)
-    labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
+def output_files(name: str, ext: str, opts: PredictOptions) -> dict[str, str]:
+    """File names of one mask and what is written beside it (the one naming rule of predict):
+    ``mask``, and as asked ``prob``, ``instances``, ``table_csv``, ``table_json``."""
+    files = {"mask": f"{name}{ext}"}
     if opts.prob:
-        save_like(np.rint(pred.prob * 255).astype(np.uint8), path, out / f"{name}_prob{ext}", scale=1 / 255)
+        files["prob"] = f"{name}_prob{ext}"
     if opts.instances:
-        save_like(labels.astype(np.uint16), path, out / f"{name}_lesions{ext}")
+        files["instances"] = f"{name}_lesions{ext}"
     if opts.table:
-        rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
-        write_table(rows, out / f"{name}_lesions")
-        count = len(rows)
-    save_like(pred.mask, path, out / f"{name}{ext}")
-    return {"scan": str(path), "mask": str(out / f"{name}{ext}"), "lesions": count,
-            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3)}
+        files["table_csv"], files["table_json"] = f"{name}_lesions.csv", f"{name}_lesions.json"
+    return files
 
 
 def output_stem(item: Path | Case) -> tuple[str, Path]:
@@ -102,21 +85,100 @@ def output_stem(item: Path | Case) -> tuple[str, Path]:
     return (item.case_id, item.image) if isinstance(item, Case) else (strip_suffix(item), item)
 
 
-def refuse_shared_outputs(items: Sequence[Path | Case]) -> None:
-    """Two inputs must never write one output (``twin.nii`` and ``twin.nii.gz`` both give
-    ``twin.nii.gz``): refuse the batch before anything is written, naming both.
+def plan_outputs(items: Sequence[Path | Case], classes: Sequence[str], out: Path, opts: PredictOptions,
+                 inputs: Sequence[Path]) -> list[list[dict[str, Path]]]:
+    """Claim every file the batch will write before the first write (see
+    :class:`medseg.io.outputs.OutputPlan`): the summary, and per item one ``{kind: path}`` per
+    lesion class (:func:`output_files`; masks ``<case>``, or ``<case>_<class>`` per class).
 
     Raises:
-        MedsegError: naming the two inputs and the shared output.
+        MedsegError: a file outside ``out``, an input overwritten, or two outputs on one path.
     """
-    seen: dict[str, Path] = {}
+    plan = OutputPlan(out, inputs)
+    plan.claim(SUMMARY, "the batch summary")
+    planned = []
     for item in items:
         stem, first = output_stem(item)
-        key = f"{stem}{output_suffix(first)}"
-        if key in seen and seen[key] != first:
-            raise MedsegError(f"{seen[key]} and {first}: both would be written as {key}; rename one of them "
-                              "(or predict them into different --out folders)")
-        seen[key] = first
+        owner = f"{first} (case {stem})" if isinstance(item, Case) else str(first)
+        names = [stem] if len(classes) == 1 else [f"{stem}_{cls}" for cls in classes]
+        planned.append([{kind: plan.claim(name, f"the {kind.replace('_', ' ')} of {owner}")
+                         for kind, name in output_files(mask, output_suffix(first), opts).items()} for mask in names])
+    return planned
+
+
+def input_files(items: Sequence[Path | Case]) -> list[Path]:
+    """Every file the batch reads: scans, and each case's channel files and label."""
+    files: list[Path] = []
+    for item in items:
+        files.extend([*item.images, *([item.label] if item.label else [])] if isinstance(item, Case) else [item])
+    return files
+
+
+def _write_one(lm: LoadedModel, item: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
+    """Predict one scan file, or one case, into ``out`` (a batch of one: its outputs planned by
+    :func:`plan_outputs`). Returns one summary row per mask written."""
+    return _write_planned(lm, item, plan_outputs([item], lm.classes, Path(out), opts, input_files([item]))[0], opts)
+
+
+def _write_planned(lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions) -> list[dict[str, Any]]:
+    """Predict one scan file, or one case (one file per channel), into its planned ``files`` (one
+    dict per lesion class, see :func:`plan_outputs`). Returns one summary row per mask written."""
+    start = time.perf_counter()
+    images = item.images if isinstance(item, Case) else (item,)
+    _, reference = output_stem(item)  # the grid and header of every output
+    preds = predict_classes(lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes)
+    rows = [_write_outputs(lm, pred, reference, paths, opts) for pred, paths in zip(preds, files)]
+    for row in rows:
+        row["seconds"] = round(time.perf_counter() - start, 3)
+    return rows
+
+
+def _write_outputs(lm: LoadedModel, pred: Prediction, reference: Path, files: dict[str, Path],
+                   opts: PredictOptions) -> dict[str, Any]:
+    """Mask (written last: its presence marks a finished scan), optional probability and lesion
+    maps, per-lesion table, on the grid and header of ``reference``."""
+    voxel_mm3 = voxel_volume(pred.affine)
+    labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
+    if opts.prob:
+        save_like(np.rint(pred.prob * 255).astype(np.uint8), reference, files["prob"], scale=1 / 255)
+    if opts.instances:
+        save_like(labels.astype(np.uint16), reference, files["instances"])
+    if opts.table:
+        rows = lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity)
+        write_table(rows, files["table_csv"], files["table_json"])
+        count = len(rows)
+    save_like(pred.mask, reference, files["mask"])
+    return {"scan": str(reference), "mask": str(files["mask"]), "lesions": count,
+            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3)}
+
+
+def merge_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Write ``summary.csv``: rows of earlier runs into the same folder (``--skip-existing``, or
+    another process predicting there) are kept, this run's rows replace those of the same mask.
+    Read and written under a lock file beside it, so two processes never drop each other's rows."""
+    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+        merged: dict[str, dict[str, Any]] = {}
+        if path.is_file():
+            with path.open(newline="") as fh:
+                merged = {r["mask"]: r for r in csv.DictReader(fh) if r.get("mask")}
+        merged.update({str(r["mask"]): r for r in rows})
+        write_csv(sorted(merged.values(), key=lambda r: r["mask"]), path, SUMMARY_FIELDS)
+
+
+def _predict_one(lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions
+                 ) -> tuple[list[dict[str, Any]], str | None]:
+    """:func:`_write_planned`, a failure turned into its error line (the batch goes on)."""
+    first = output_stem(item)[1]
+    try:
+        return _write_planned(lm, item, files, opts), None
+    except MedsegError as err:
+        return [], str(err)
+    except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
+        out = files[0]["mask"].parent
+        return [], f"{first}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out"
+    except Exception as err:  # anything unforeseen fails this scan only; the batch goes on
+        cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        return [], f"{first}: failed ({type(err).__name__}: {cause}); rerun it alone with --debug and please report it"
 
 
 def predict_files(checkpoint: Path | str | Sequence[Path | str], inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
@@ -131,29 +193,24 @@ def predict_files(checkpoint: Path | str | Sequence[Path | str], inputs: Sequenc
         (one summary row per scan done: scan, mask, lesions, lesion_volume_mm3, seconds;
         one error line per scan that failed) — on rank 0, for all ranks.
     """
-    paths = [*expand_inputs(inputs), *cases]
-    refuse_shared_outputs(paths)
-    lm = load_model(checkpoint, device, tracking_uri)
-    rank, world = rank_and_world(lm.device)
+    items = [*expand_inputs(inputs), *cases]
     out = Path(out_dir)
+    refuse_input_folder(out, [i for i in inputs if Path(i).is_dir()])
+    lm = load_model(checkpoint, device, tracking_uri)
+    members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    planned = plan_outputs(items, lm.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())])
+    rank, world = rank_and_world(lm.device)
     if rank == 0:
         remove_partials(out)
     rows, errors = [], []
-    for path in tqdm(paths[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
-        name, first = output_stem(path)
-        last = name if len(lm.classes) == 1 else f"{name}_{lm.classes[-1]}"  # the last mask written
-        if opts.skip_existing and (out / f"{last}{output_suffix(first)}").exists():
+    for item, files in tqdm(list(zip(items, planned))[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
+        if opts.skip_existing and files[-1]["mask"].exists():  # the last mask written marks a finished scan
             continue
-        try:
-            rows.extend(_write_one(lm, path, out, opts))
-        except MedsegError as err:
-            errors.append(str(err))
-        except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
-            errors.append(f"{first}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out")
-        except Exception as err:  # anything unforeseen fails this scan only; the batch goes on
-            errors.append(f"{first}: failed ({type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}); please report it")
+        done, error = _predict_one(lm, item, files, opts)
+        rows.extend(done)
+        errors.extend([error] if error else [])
     rows, errors = gather(rows), gather(errors)
     if rows and rank == 0:
-        write_csv(sorted(rows, key=lambda r: r["mask"]), out / "summary.csv", SUMMARY_FIELDS)
+        merge_summary(rows, out / SUMMARY)
     finish()
     return rows, errors

@@ -55,9 +55,9 @@ def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connecti
     return rows
 
 
-def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
-    """Write ``stem.csv`` and ``stem.json`` atomically (temporary name, then rename)."""
+def write_table(rows: list[dict[str, Any]], csv_path: Path, json_path: Path) -> None:
+    """Write the rows to ``csv_path`` and ``json_path`` atomically (temporary name, then rename)."""
     csv_rows = [{**row, "bbox_min": " ".join(map(str, row["bbox_min"])), "bbox_max": " ".join(map(str, row["bbox_max"]))}
                 for row in rows]
-    write_csv(csv_rows, stem.with_name(stem.name + ".csv"), FIELDS)
-    write_text(json.dumps(rows, indent=1), stem.with_name(stem.name + ".json"))
+    write_csv(csv_rows, csv_path, FIELDS)
+    write_text(json.dumps(rows, indent=1), json_path)

@@ -10,12 +10,15 @@ from typing import Optional
 import yaml
 
 from medseg.data.case import Case
-from medseg.data.sources.common import declared_labels
-from medseg.errors import MedsegError, yaml_syntax_error
+from medseg.data.sources.common import case_name, declared_labels, inside_root
+from medseg.errors import MedsegError, clip, yaml_syntax_error
 from medseg.io.paths import expand
 
 
-def read_case_list(path: Path, problems: list[str]) -> tuple[list[Case], tuple[str, ...], Optional[frozenset[int]]]:
+def read_case_list(path: Path, problems: list[str], allow_outside: bool = False
+                   ) -> tuple[list[Case], tuple[str, ...], Optional[frozenset[int]]]:
+    """Cases of a CSV or YAML list; paths relative to the list's folder and inside it unless
+    ``allow_outside`` (or ``allow_outside: true`` at the top of a YAML list)."""
     root = path.parent
     labels = None
     try:
@@ -36,23 +39,31 @@ def read_case_list(path: Path, problems: list[str]) -> tuple[list[Case], tuple[s
             entries = raw["cases"]
             labels = declared_labels(raw, path)
             channels = tuple(raw.get("channels") or ())
+            allow_outside = allow_outside or raw.get("allow_outside") is True
     except yaml.YAMLError as exc:
         raise yaml_syntax_error(path, exc) from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise MedsegError(f"{path}: cannot read the case list ({exc}); fix the file") from None
-    cases = []
-    for i, entry in enumerate(entries):
-        images = entry.get("images") or ([entry["image"]] if entry.get("image") else []) if isinstance(entry, dict) else []
-        if not images or not entry.get("case_id"):
-            problems.append(f"{path}: entry {i + 1} needs case_id and images (got {entry!r})")
-            continue
-        resolved = [root / expand(p) for p in images]
-        label = root / expand(entry["label"]) if entry.get("label") else None
-        missing = [p for p in [*resolved, label] if p is not None and not p.is_file()]
-        for p in missing:
-            problems.append(f"{path}: case {entry['case_id']} names {p}, which does not exist; fix the path")
-        if not missing:
-            cases.append(Case(str(entry["case_id"]), tuple(resolved), label))
+    cases = [c for i, entry in enumerate(entries) if (c := _entry_case(entry, i, path, problems, allow_outside))]
     if not channels and cases:
         channels = tuple(f"channel{i}" for i in range(len(cases[0].images)))
     return cases, channels, labels
+
+
+def _entry_case(entry: object, i: int, path: Path, problems: list[str], allow_outside: bool) -> Optional[Case]:
+    """One list entry as a :class:`Case`, or None with its problems appended (no case_id or
+    images, an unsafe case_id, a path outside the list's folder, a missing file)."""
+    images = (entry.get("images") or ([entry["image"]] if entry.get("image") else [])) if isinstance(entry, dict) else []
+    if not images or not entry.get("case_id"):
+        problems.append(f"{path}: entry {i + 1} needs case_id and images (got {clip(entry)})")
+        return None
+    case_id = case_name(entry["case_id"], path, problems)
+    files = [inside_root(path.parent, expand(p), path, problems, allow_outside) for p in [*images, *([entry["label"]] if entry.get("label") else [])]]
+    if case_id is None or None in files:
+        return None
+    missing = [p for p in files if not p.is_file()]
+    for p in missing:
+        problems.append(f"{path}: case {case_id} names {p}, which does not exist; fix the path")
+    if missing:
+        return None
+    return Case(case_id, tuple(files[:len(images)]), files[len(images)] if entry.get("label") else None)

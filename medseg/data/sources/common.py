@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from medseg.data.case import Case
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, clip
+from medseg.io.names import check_name
 
 LIST_SUFFIXES = (".csv", ".yaml", ".yml")
 
@@ -33,12 +35,32 @@ class Dataset:
         return self.cases
 
 
-def inside_root(root: Path, rel: str, source: Path, problems: list[str]) -> Optional[Path]:
-    path = (root / rel).resolve()
-    if root.resolve() not in path.parents:
-        problems.append(f"{source}: path {rel!r} escapes the dataset folder {root}; keep files inside it")
+def inside_root(root: Path, rel: str | Path, source: Path, problems: list[str], allow_outside: bool = False) -> Optional[Path]:
+    """``root/rel`` when it lies inside the dataset folder ``root``, else None and a problem line.
+
+    The one containment rule of every layout (MSD entries, case-list paths, pattern hits): the
+    path is normalised as written (``..`` and absolute paths count), symlinks are not resolved
+    for the test: a link inside the dataset folder is part of it (its owner put it there, e.g. a
+    linked ``imagesTr``), and reading follows it. ``allow_outside`` (``data.allow_outside: true``,
+    or ``allow_outside: true`` in a YAML case list) accepts data kept elsewhere.
+    """
+    base = os.path.abspath(root)
+    path = Path(os.path.abspath(os.path.join(base, os.fspath(rel))))
+    if allow_outside or os.path.commonpath([base, path]) == base and str(path) != base:
+        return path
+    problems.append(f"{source}: path {clip(str(rel))} escapes the dataset folder {root}; keep the files inside it, "
+                    "or set data.allow_outside: true (allow_outside: true in a YAML case list) for data kept elsewhere")
+    return None
+
+
+def case_name(case_id: object, source: Path, problems: list[str]) -> Optional[str]:
+    """``case_id`` as text when it is safe in file names (:func:`medseg.io.names.name_problem`),
+    else None and a problem line naming ``source``."""
+    try:
+        return check_name(str(case_id), "case_id", str(source))
+    except MedsegError as err:
+        problems.append(str(err))
         return None
-    return path
 
 
 def declared_labels(meta: dict, source: Path) -> Optional[frozenset[int]]:

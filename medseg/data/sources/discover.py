@@ -62,7 +62,7 @@ def detect_layout(source: Path) -> str:
 
 
 def discover(source: Path | str, layout: str = "auto", split: str = "training",
-             channels: Optional[Sequence[str]] = None, label: Optional[str] = None) -> Dataset:
+             channels: Optional[Sequence[str]] = None, label: Optional[str] = None, allow_outside: bool = False) -> Dataset:
     """Find the cases of ``split`` ("training" or "test"; MSD also "test_labeled").
 
     Args:
@@ -70,6 +70,7 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
         channels: pattern layout: one glob per channel; other layouts: the channel names to use
             (``None`` = all channels, in the dataset's order).
         label: pattern layout: the label glob.
+        allow_outside: accept files outside the dataset folder (``data.allow_outside``).
 
     Raises:
         MedsegError: the source cannot be read at all (missing, bad JSON, unknown layout).
@@ -81,18 +82,18 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
     if kind == "pattern":
         if not root.is_dir():
             raise MedsegError(f"{root}: not a folder; data.dataset must be the root the patterns are relative to")
-        cases = read_pattern(root, list(channels or []), label, problems)
+        cases = read_pattern(root, list(channels or []), label, problems, allow_outside)
         names = tuple(pattern_channel_name(c) or f"channel{i}" for i, c in enumerate(channels or []))
         ds = Dataset(root, kind, cases, names, None, problems)
     elif kind == "list":
-        cases, names, labels = read_case_list(root, problems)
+        cases, names, labels = read_case_list(root, problems, allow_outside)
         ds = Dataset(root.parent, kind, cases, names, labels, problems, source=root)
     elif kind in ("msd", "nnunet"):
         meta_path = root / "dataset.json"
         if not meta_path.is_file():
             raise MedsegError(f"{meta_path}: not found; a {kind} dataset folder needs its dataset.json")
         meta = read_json(meta_path)
-        cases, names = (read_msd if kind == "msd" else read_nnunet)(root, meta, split, problems)
+        cases, names = read_msd(root, meta, split, problems, allow_outside) if kind == "msd" else read_nnunet(root, meta, split, problems)
         ds = Dataset(root, kind, cases, names, declared_labels(meta, meta_path), problems)
     else:
         raise MedsegError(f"data.layout {layout!r}: use auto, msd, nnunet, list or pattern")
@@ -122,7 +123,7 @@ def _select_channels(ds: Dataset, wanted: Sequence[str]) -> Dataset:
 def from_config(data_cfg: Any, split: str = "training") -> Dataset:
     """:func:`discover` with the ``data`` section of an experiment config, without
     ``data.exclude_cases``."""
-    ds = discover(data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label)
+    ds = discover(data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
     excluded = set(data_cfg.exclude_cases or ())
     unknown = excluded - {c.case_id for c in ds.cases}
     if unknown and not ds.problems:

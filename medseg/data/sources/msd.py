@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 from medseg.data.case import Case
-from medseg.data.sources.common import channel_names, inside_root
+from medseg.data.sources.common import case_name, channel_names, inside_root
 from medseg.io.paths import strip_suffix
 
 
@@ -19,7 +19,7 @@ def _per_channel_files(path: Path, n: int) -> Optional[list[Path]]:
     return files if files[0].is_file() else None
 
 
-def read_msd(root: Path, meta: dict, split: str, problems: list[str]) -> tuple[list[Case], tuple[str, ...]]:
+def read_msd(root: Path, meta: dict, split: str, problems: list[str], allow_outside: bool = False) -> tuple[list[Case], tuple[str, ...]]:
     meta_path = root / "dataset.json"
     channels = channel_names(meta, "modality") or channel_names(meta, "channel_names")
     entries = meta.get(split)
@@ -34,8 +34,8 @@ def read_msd(root: Path, meta: dict, split: str, problems: list[str]) -> tuple[l
             problems.append(f"{meta_path}: entry {entry!r} in '{split}' needs an 'image' key")
             continue
         rels = entry["image"] if isinstance(entry["image"], list) else [entry["image"]]
-        images = [inside_root(root, r, meta_path, problems) for r in rels]
-        label = inside_root(root, entry["label"], meta_path, problems) if entry.get("label") else None
+        images = [inside_root(root, r, meta_path, problems, allow_outside) for r in rels]
+        label = inside_root(root, entry["label"], meta_path, problems, allow_outside) if entry.get("label") else None
         if None in images or (entry.get("label") and label is None):
             continue
         if len(images) == 1 and not images[0].is_file():
@@ -44,6 +44,8 @@ def read_msd(root: Path, meta: dict, split: str, problems: list[str]) -> tuple[l
         for path in missing:
             problems.append(f"{meta_path}: lists {path}, which does not exist; add the file or remove the entry")
         if not missing:
-            case_id = strip_suffix(label) if label is not None else re.sub(r"_0000$", "", strip_suffix(images[0]))
-            cases.append(Case(case_id, tuple(images), label))
+            case_id = case_name(strip_suffix(label) if label is not None else re.sub(r"_0000$", "", strip_suffix(images[0])),
+                                meta_path, problems)
+            if case_id is not None:
+                cases.append(Case(case_id, tuple(images), label))
     return cases, channels

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from medseg.data.case import Case
-from medseg.data.sources.common import channel_names
+from medseg.data.sources.common import case_name, channel_names
 
 
 def read_nnunet(root: Path, meta: dict, split: str, problems: list[str]) -> tuple[list[Case], tuple[str, ...]]:
@@ -23,6 +23,8 @@ def read_nnunet(root: Path, meta: dict, split: str, problems: list[str]) -> tupl
             found.setdefault(m["case"], {})[int(m["ch"])] = path
     cases = []
     for case_id, files in sorted(found.items()):
+        if case_name(case_id, images_dir, problems) is None:
+            continue
         absent = [i for i in range(len(channels)) if i not in files]
         if absent:
             problems.append(f"{images_dir / f'{case_id}_{absent[0]:04d}{ending}'}: channel {absent[0]} ({channels[absent[0]]}) of case {case_id} is missing; add it or remove the case")

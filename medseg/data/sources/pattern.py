@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from medseg.data.case import Case
+from medseg.data.sources.common import case_name, inside_root
 from medseg.errors import MedsegError
 from medseg.io.paths import strip_suffix
 
@@ -30,7 +31,10 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile(out + "$")
 
 
-def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], problems: list[str]) -> list[Case]:
+def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], problems: list[str],
+                 allow_outside: bool = False) -> list[Case]:
+    """Cases whose files match every channel glob (and the label glob) exactly once; every hit
+    must lie inside ``root`` (see :func:`inside_root`)."""
     if not channels or "{case}" not in channels[0]:
         raise MedsegError("data.channels: the pattern layout needs one glob per channel with a {case} placeholder, "
                           "e.g. ['*/{case}/Flair.nii.gz']")
@@ -38,7 +42,7 @@ def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], prob
     ids = sorted({m["case"] for f in glob.glob(str(root / channels[0].replace("{case}", "*")), recursive=True)
                   if (m := first.match(Path(f).relative_to(root).as_posix()))})
     cases = []
-    for case_id in ids:
+    for case_id in [c for c in ids if case_name(c, root, problems) is not None]:
         files: list[Path] = []
         for pat in [*channels, *([label] if label else [])]:
             hits = sorted(glob.glob(str(root / pat.replace("{case}", glob.escape(case_id))), recursive=True))
@@ -46,7 +50,10 @@ def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], prob
                 what = "no file" if not hits else f"{len(hits)} files ({', '.join(Path(h).name for h in hits[:3])})"
                 problems.append(f"{root / pat.replace('{case}', case_id)}: case {case_id} has {what} for this pattern; exactly one is needed")
                 break
-            files.append(Path(hits[0]))
+            inside = inside_root(root, hits[0], root / pat, problems, allow_outside)
+            if inside is None:
+                break
+            files.append(inside)
         else:
             images = tuple(files[:len(channels)])
             cases.append(Case(case_id, images, files[-1] if label else None))
