@@ -2,19 +2,53 @@
 calls one library function.
 
 Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --help`` is instant.
-A :class:`medseg.errors.MedsegError` is printed as one ``error:`` line and exits non-zero.
+Every error is one ``error:`` line on stderr, without a traceback, and one exit code for all
+commands: 0 done; 1 some inputs failed, the rest done; 2 user or config error (a
+:class:`medseg.errors.MedsegError`, a bad option value, a missing argument); 3 internal error
+(``medseg --debug COMMAND``, ``COMMAND --debug`` or ``MEDSEG_DEBUG=1`` print its traceback).
 """
 
 from __future__ import annotations
 
+import sys
+from typing import Any, Optional, Sequence
+
 import typer
+from typer.core import TyperGroup
 
 from medseg import __version__
 from medseg.cli.commands.data import check, plan, show, synth
 from medseg.cli.commands.predict import evaluate, predict
 from medseg.cli.commands.train import demo, runs, train, tune
+from medseg.cli.common import CLICK_ERROR, DEBUG_HELP, EXIT_CODES, USAGE_ERROR, cut, usage_error_line
 
-app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class MedsegGroup(TyperGroup):
+    """The root command: the parser's usage errors (bad option value, missing argument, unknown
+    option) as one ``error:`` line and exit 2, like every other user error, instead of Click's usage box."""
+
+    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        """Run the command line; the exit code is returned (``standalone_mode=False``) or exited with."""
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) else 0  # a command's typer.Exit(code) comes back as its code
+        except USAGE_ERROR as err:
+            code = err.exit_code  # type: ignore[attr-defined]
+            if type(err).__name__ != "NoArgsIsHelpError":  # `medseg` alone: the help is printed already (as Typer does)
+                typer.echo(f"error: {usage_error_line(err)}", err=True)
+        except CLICK_ERROR as err:
+            code = err.exit_code  # type: ignore[attr-defined]
+            typer.echo(f"error: {cut(str(err.format_message()))}", err=True)  # type: ignore[attr-defined]
+        except typer.Abort:
+            code = 130
+            typer.echo("error: interrupted", err=True)
+        if not standalone_mode:
+            return code
+        sys.exit(code)
+
+
+app = typer.Typer(cls=MedsegGroup, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False, epilog=EXIT_CODES,
                   help="3D lesion segmentation: train, predict, evaluate; lesion recall tracked in MLflow.")
 
 
@@ -25,12 +59,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version.")) -> None:
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+          debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
     """medseg command line."""
 
 
 for command in (synth, train, predict, evaluate, tune, check, plan, show, demo, runs):
-    app.command()(command)
+    app.command(epilog=EXIT_CODES)(command)
 
 
 def main() -> None:

@@ -1,19 +1,49 @@
-"""What every command shares: the user-error wrapper (one ``error:`` line, its exit code, no
-traceback), small argument parsers and the summary line."""
+"""What every command shares: the error wrapper (one ``error:`` line, its exit code, no
+traceback), the checks of option values, small argument parsers and the summary line.
+
+Exit codes, the same for every command: 0 done; 1 some inputs failed, the rest done; 2 user or
+config error (a bad option value included); 3 internal error (``--debug`` prints its traceback).
+"""
 
 from __future__ import annotations
 
+import errno
 import functools
+import inspect
+import math
 import os
+import re
+import sys
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
 import typer
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, clip
 
 if TYPE_CHECKING:  # the commands import these lazily, to keep `medseg --help` fast
     from medseg.config.schema import EvalConfig, ExperimentConfig
     from medseg.data.sources.common import Dataset
+
+
+EXIT_CODES = "Exit codes: 0 done, 1 some inputs failed (the rest done), 2 user or config error, 3 internal error (--debug: full report)."
+DEBUG_ENV = "MEDSEG_DEBUG"
+DEBUG_HELP = f"On an internal error print the full traceback (also ${DEBUG_ENV}=1)."
+# Typer 0.29 vendors Click (typer._click) and exports only BadParameter; its bases are the parser's
+# UsageError and ClickException (click.exceptions' classes with older Typer), found here without a private import.
+USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+CAUSE_CHARS = 300
+MEMORY_FIX = ("lower it: a smaller inference.sw_batch_size or sampling.patch_size (--set KEY=VALUE; 'medseg plan --memory-gb GB' "
+              "plans a patch for a budget), fewer scans per call, or a machine with more memory")
+OS_FIXES = {errno.ENOSPC: "free disk space or write to another disk", errno.EDQUOT: "free space in your quota or write elsewhere",
+            errno.EACCES: "check its permissions (ls -l) or use a path you can read and write",
+            errno.EPERM: "check its permissions (ls -l) or use a path you can read and write",
+            errno.EROFS: "the file system is read-only; write to another folder", errno.ENOENT: "check that the path exists",
+            errno.EISDIR: "give a file, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+            errno.EMFILE: "too many open files; raise the limit (ulimit -n) or pass fewer inputs",
+            errno.ECONNREFUSED: "check the server address and that it is running"}
 
 
 def fail(message: str, code: int) -> None:
@@ -23,18 +53,175 @@ def fail(message: str, code: int) -> None:
 
 
 def user_errors(fn: Callable) -> Callable:
-    """Turn MedsegError into one clear stderr line and its exit code, without a traceback."""
+    """Wrap a command: a :class:`MedsegError` becomes one stderr line and its exit code; any other
+    exception one line naming it (exit 3; 2 for a file system error), its traceback only with
+    ``--debug`` (after the command, or ``medseg --debug``) or ``$MEDSEG_DEBUG``; Ctrl-C exits 130.
+    The parser's own exits and usage errors pass (``medseg.cli.app`` formats those).
+
+    The wrapper takes ``--debug`` and the Typer context on top of ``fn``'s parameters.
+    """
+    command = fn.__name__
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, medseg_context: Optional[typer.Context] = None, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MedsegError as err:
             fail(str(err), err.exit_code)
         except KeyboardInterrupt:
             fail("interrupted", 130)
+        except (typer.Exit, typer.Abort, CLICK_ERROR, BrokenPipeError):
+            raise  # a closed pipe (`medseg runs | head`) is Typer's to silence
+        except Exception as err:  # every other failure: one line, the traceback behind --debug
+            if debug or debug_requested(medseg_context):
+                traceback.print_exc()
+            fail(*unexpected_error(command, err))
 
+    sig = inspect.signature(fn, eval_str=True)
+    extra = [inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                               default=typer.Option(False, "--debug", help=DEBUG_HELP)),
+             inspect.Parameter("medseg_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {**fn.__annotations__, "debug": bool, "medseg_context": typer.Context}
     return wrapper
+
+
+def debug_requested(ctx: Optional[typer.Context]) -> bool:
+    """``medseg --debug COMMAND`` (the root's option), or ``$MEDSEG_DEBUG`` set to 1/true/yes/on."""
+    root = ctx.find_root().params if ctx is not None else {}
+    return bool(root.get("debug")) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def unexpected_error(command: str, err: Exception) -> tuple[str, int]:
+    """(one line, exit code) for an exception no part of medseg turned into a :class:`MedsegError`:
+    out of memory (exit 3, how to need less), a file system error with its path (exit 2), else an
+    internal error (exit 3)."""
+    torch = sys.modules.get("torch")  # a CUDA out-of-memory is a RuntimeError, not a MemoryError
+    if isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.cuda.OutOfMemoryError)):
+        return f"medseg {command} ran out of memory ({cause(err)}); {MEMORY_FIX}", 3
+    if isinstance(err, OSError) and err.errno is not None:
+        return os_error_line(command, err), 2
+    return (f"internal error in medseg {command}: {cause(err)}; rerun with --debug for the full report "
+            "and please report it"), 3
+
+
+def os_error_line(command: str, err: OSError) -> str:
+    """``<path>: <what the system said>; <fix>`` for an OSError that carries an errno."""
+    fix = OS_FIXES.get(err.errno, "check the path, the disk and the permissions")
+    problem = err.strerror or cause(err)
+    if err.filename is None:
+        return f"medseg {command}: {problem}; {fix}"
+    path = f"{err.filename} -> {err.filename2}" if err.filename2 is not None else f"{err.filename}"
+    return f"{path}: {problem}; {fix}"
+
+
+def cause(err: BaseException) -> str:
+    """``<ExceptionType>: <first line of its message>`` cut to :data:`CAUSE_CHARS` characters."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {cut(lines[0])}" if lines else type(err).__name__
+
+
+def cut(text: str, limit: int = CAUSE_CHARS) -> str:
+    """``text`` on one line, at most ``limit`` characters (then ending with ``…``)."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def usage_error_line(err: Exception) -> str:
+    """A parser error (bad option value, missing argument, unknown option or command) as one line:
+    ``<option or command>: <problem>; see '<command> --help'``."""
+    ctx = getattr(err, "ctx", None)
+    command = ctx.command_path if ctx is not None else "medseg"
+    fix = f"see '{command} --help'"
+    param = getattr(err, "param", None)
+    if isinstance(err, typer.BadParameter) and param is not None:
+        kind = getattr(param, "param_type_name", "option")
+        name = "/".join(param.opts) if kind == "option" else param.name.upper()
+        if not err.message:  # MissingParameter
+            return f"{name}: missing {kind}; give {name}, {fix}"
+        return f"{name}{bad_value(err)}: {lower_first(cut(err.message))}; {fix}"
+    return f"{command}: {lower_first(cut(str(err.format_message())))}; {fix}"  # type: ignore[attr-defined]
+
+
+def bad_value(err: Exception) -> str:
+    """`` 'VALUE'`` the parser refused: Typer 0.29 validates with pydantic and keeps the input in the cause."""
+    errors = getattr(err.__cause__, "errors", None)
+    if not callable(errors):
+        return ""
+    found = errors()
+    return f" {clip(str(found[0]['input']), 80)}" if found and "input" in found[0] else ""
+
+
+def lower_first(text: str) -> str:
+    text = text.strip().rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+SPLITS = ("training", "test", "test_labeled")
+
+
+def check_split(split: str) -> None:
+    """``--split``: one of :data:`SPLITS`.
+
+    Raises:
+        MedsegError: another name.
+    """
+    if split not in SPLITS:
+        raise MedsegError(f"--split {split!r}: use training, test or test_labeled (MSD held-back cases with labels)")
+
+
+def check_device(device: str) -> str:
+    """``--device``: auto, cpu, cuda or cuda:N of a CUDA device this machine has.
+
+    Raises:
+        MedsegError: another name, or a CUDA device that is not there.
+    """
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise MedsegError(f"--device {device!r}: use auto, cpu, cuda or cuda:N (N = a GPU index, e.g. cuda:0)")
+    if device.startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(device.partition(":")[2] or 0) >= count:
+            have = f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
+            raise MedsegError(f"--device {device}: {have}; use --device auto or cpu" + (", or cuda:0" if count else ""))
+    return device
+
+
+def check_exists(path: Path, option: str, what: str, folder: bool = False) -> Path:
+    """An input path that must exist (``what``: what it should be, e.g. "folder of predicted masks"),
+    with ``folder`` as a folder.
+
+    Raises:
+        MedsegError: it does not, or it is not a folder.
+    """
+    if not path.exists():
+        raise MedsegError(f"{path}: no such {what} ({option}); check the path")
+    if folder and not path.is_dir():
+        raise MedsegError(f"{path}: is a file, not a folder ({option}); give the {what}")
+    return path
+
+
+def check_out_folder(path: Path, option: str) -> Path:
+    """An output folder: missing (it is created) or a folder, never an existing file.
+
+    Raises:
+        MedsegError: ``path`` is a file.
+    """
+    if path.exists() and not path.is_dir():
+        raise MedsegError(f"{option} {path}: is a file, not a folder; give a folder (it is created when missing)")
+    return path
+
+
+def check_out_file(path: Optional[Path], option: str, example: str) -> Optional[Path]:
+    """An output file: never an existing folder (``example``: a file name to suggest inside it).
+
+    Raises:
+        MedsegError: ``path`` is a folder.
+    """
+    if path is not None and path.is_dir():
+        raise MedsegError(f"{option} {path}: is a folder, not a file; give a file path like {path / example}")
+    return path
 
 
 def triple(text: str, kind: type, option: str) -> tuple:
@@ -42,7 +229,7 @@ def triple(text: str, kind: type, option: str) -> tuple:
         values = tuple(kind(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != 3 or min(values) <= 0:
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
         raise MedsegError(f"{option} {text!r}: expected three positive numbers like 96,96,64")
     return values
 
@@ -72,9 +259,12 @@ def lesion_values(text: Optional[str], cfg: ExperimentConfig | None) -> Optional
 
 def ints(text: str, option: str) -> tuple[int, ...]:
     try:
-        return tuple(int(v) for v in text.split(","))
+        values = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise MedsegError(f"{option} {text!r}: expected integers like 1,2,3,4") from None
+        values = ()
+    if not values or min(values) < 1:
+        raise MedsegError(f"{option} {text!r}: expected positive integers (label values; 0 is background) like 1,2,3,4")
+    return values
 
 
 def rank() -> int:

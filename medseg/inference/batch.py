@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from filelock import FileLock
 from tqdm import tqdm
 
 from medseg.data.case import Case
@@ -21,7 +20,7 @@ from medseg.inference.lesion_table import lesion_rows, write_table
 from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.predictor import Prediction, predict_classes
 from medseg.io.geometry import voxel_volume
-from medseg.io.outputs import OutputPlan, refuse_input_folder
+from medseg.io.outputs import OutputPlan, folder_lock, refuse_input_folder
 from medseg.io.paths import IMAGE_SUFFIXES, output_suffix, strip_suffix
 from medseg.io.volumes import save_like
 from medseg.io.write import remove_partials, write_csv
@@ -155,8 +154,8 @@ def _write_outputs(lm: LoadedModel, pred: Prediction, reference: Path, files: di
 def merge_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Write ``summary.csv``: rows of earlier runs into the same folder (``--skip-existing``, or
     another process predicting there) are kept, this run's rows replace those of the same mask.
-    Read and written under a lock file beside it, so two processes never drop each other's rows."""
-    with FileLock(str(path.with_name(f".{path.name}.lock"))):
+    Read and written under a lock on the folder, so two processes never drop each other's rows."""
+    with folder_lock(path.parent):
         merged: dict[str, dict[str, Any]] = {}
         if path.is_file():
             with path.open(newline="") as fh:

@@ -14,9 +14,11 @@ checks the paths themselves, whatever the names were.
 
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from medseg.errors import MedsegError
 
@@ -65,7 +67,7 @@ class OutputPlan:
                               "that holds none of the inputs")
         other = self.claims.get(real)
         if other is not None and other != owner:
-            raise MedsegError(f"{owner} and {other}: both would be written as {path}; rename one of the inputs "
+            raise MedsegError(f"{other} and {owner}: both would be written as {path}; rename one of the inputs "
                               f"(or write them into different {self.option} folders)")
         self.claims[real] = owner
         return path
@@ -83,3 +85,19 @@ def refuse_input_folder(out: Path | str, folders: Iterable[Path | str], option: 
         if os.path.realpath(folder) == real:
             raise MedsegError(f"{option} {out}: is the folder of the input scans; write the outputs into another "
                               f"folder, e.g. {option} {Path(out).name}_masks")
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` itself (``flock`` on its directory descriptor), so
+    processes writing into one output folder take turns at a read-modify-write such as merging
+    ``summary.csv``. Written by hand because a lock *file* (the filelock package) would leave a
+    file in the user's output folder; a directory's flock leaves nothing.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock

@@ -12,6 +12,8 @@ import typer
 
 from medseg.cli.common import (
     DATASET_HELP,
+    check_out_file,
+    check_out_folder,
     dataset_argument,
     ints,
     lesion_values,
@@ -24,13 +26,14 @@ from medseg.cli.common import (
 def synth(out: Path = typer.Argument(..., help="Folder to create (MSD layout)."),
           cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
           test_cases: int = typer.Option(0, "--test-cases", min=0, help="Held-back cases (imagesTs/labelsTs)."),
-          seed: int = typer.Option(0, "--seed", help="Same seed, same files."),
+          seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same files."),
           shape: str = typer.Option("96,96,64", "--shape", help="Volume size in voxels X,Y,Z."),
           spacing: str = typer.Option("1.5,1.5,2.0", "--spacing", help="Voxel spacing in mm X,Y,Z.")) -> None:
     """Write a synthetic MRI-like lesion dataset (imagesTr/, labelsTr/, dataset.json)."""
     from medseg.data.synthetic import write_dataset
 
     size, mm = triple(shape, int, "--shape"), triple(spacing, float, "--spacing")
+    check_out_folder(out, "OUT")
     path = write_dataset(out, cases, seed=seed, test_cases=test_cases, shape=size, spacing=mm)
     typer.echo(f"wrote {cases} + {test_cases} cases: {path}")
 
@@ -41,7 +44,7 @@ def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
           channel: Optional[List[str]] = typer.Option(None, "--channel", help="pattern layout: a glob per channel with {case}; others: a channel name to keep (repeatable)."),
           label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
           lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
-          atol: float = typer.Option(1e-3, "--atol", help="Geometry tolerance (mm) between channels and label.")) -> None:
+          atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label.")) -> None:
     """Validate every case and report all problems at once (exit 0 clean, 1 problems found)."""
     from medseg.data.check import check_dataset, format_report
 
@@ -61,13 +64,14 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
          channel: Optional[List[str]] = typer.Option(None, "--channel", help="As for 'medseg check'."),
          label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
          lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
-         memory_gb: float = typer.Option(8.0, "--memory-gb", min=0.1, help="Training memory budget for the patch size (GPU memory, or RAM on CPU).")) -> None:
+         memory_gb: float = typer.Option(8.0, "--memory-gb", min=0.1, max=4096, help="Training memory budget for the patch size (GPU memory, or RAM on CPU).")) -> None:
     """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes) and plan spacing, patch and normalisation."""
     import yaml
 
     from medseg.config.schema import ModelConfig, SamplingConfig, TrainConfig
     from medseg.data.plan import fingerprint, make_plan, write_plan
 
+    check_out_file(out, "--out", "plan.yaml")
     ds, cfg = dataset_argument(dataset, layout, channel, label)
     ds.require_clean()
     wanted = lesion_values(lesion_labels, cfg)
@@ -89,6 +93,7 @@ def show(case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha)
     """PNG of axial, coronal and sagittal slices (RAS) through the largest lesion, label and prediction outlined."""
     from medseg.viz.show import show_case
 
+    check_out_file(out, "--out", "show.png")
     res = show_case(case, pred, label, out, ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
     counts = ", ".join(f"{w} {n} lesion(s)" for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions)) if n is not None)
     typer.echo(f"wrote {res.png}" + (f" ({counts})" if counts else ""))

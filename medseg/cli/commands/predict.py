@@ -10,7 +10,21 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from medseg.cli.common import check_protocol, eval_rule, ints, lesion_values, parse_empty_dice, print_summary, rank, user_errors
+from medseg.cli.common import (
+    check_device,
+    check_exists,
+    check_out_file,
+    check_out_folder,
+    check_protocol,
+    check_split,
+    eval_rule,
+    ints,
+    lesion_values,
+    parse_empty_dice,
+    print_summary,
+    rank,
+    user_errors,
+)
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -22,10 +36,10 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
             inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
             out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
             dataset: Optional[str] = typer.Option(None, "--dataset", help="Also predict the cases of a dataset or experiment config (multi-channel cases: one file per channel); masks named <case_id>."),
-            split: str = typer.Option("test", "--split", help="--dataset split: test (imagesTs / MSD test) or training."),
-            device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-            threshold: Optional[float] = typer.Option(None, "--threshold", help="Override the model's probability threshold."),
-            min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", help="Override the model's minimum lesion volume."),
+            split: str = typer.Option("test", "--split", help="--dataset split: test (imagesTs / MSD test), training or test_labeled."),
+            device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+            threshold: Optional[float] = typer.Option(None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."),
+            min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", min=0, help="Override the model's minimum lesion volume (mm3, >= 0)."),
             tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 scan on 2 CPU cores. Default: the model's setting (off)."),
             fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's inference.fill_holes."),
             save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
@@ -41,6 +55,9 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
     """
     from medseg.inference.batch import PredictOptions, predict_files
 
+    check_split(split)
+    check_out_folder(out, "--out")
+    check_device(device)
     opts = PredictOptions(threshold=threshold, min_lesion_mm3=min_lesion_mm3, tta=tta, fill_holes=fill_holes, prob=save_prob,
                           instances=save_instances, table=table, skip_existing=skip_existing)
     cases = []
@@ -84,6 +101,10 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
     from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
+    check_split(split)
+    check_exists(pred_dir, "PRED_DIR", "folder of predicted masks", folder=True)
+    check_exists(Path(ref_dir), "REF_DIR", "reference folder, dataset, case list or config")
+    check_out_file(out, "--out", "metrics.csv")
     rule = eval_rule(matching, match_threshold, connectivity, one_to_one)
     check_protocol(protocol, dilate or min_voxels or min_mm3 or one_to_one or matching != "overlap")
     ref_path = Path(ref_dir)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from medseg.cli.common import check_protocol, print_summary, rank, user_errors
+from medseg.cli.common import check_device, check_out_folder, check_protocol, print_summary, rank, user_errors
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
         raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
     if fold is not None and folds is None:
         raise MedsegError("--fold K needs --folds N")
+    if fold is not None and folds is not None and fold >= folds:
+        raise MedsegError(f"--fold {fold}: out of range for --folds {folds}; use 0 to {folds - 1} (0-based)")
     if seeds is not None and (folds is not None or resume is not None):
         raise MedsegError("--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)")
     cfg = load_config(resume / "config.yaml" if resume is not None else config, set_ or [])
@@ -87,12 +89,13 @@ def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
 @user_errors
 def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled out-of-fold predictions of its folds)."),
          min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
-         device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+         device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
          protocol: str = typer.Option("medseg", "--protocol", help="medseg (the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise protocol (brats2023, brats2023-ssa, -ped, -men, -met): max mean lesion-wise Dice, false tumours as the challenge counts them.")) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
     from medseg.training.tune import run_tune
 
     check_protocol(protocol, False)
+    check_device(device)
     res = run_tune(checkpoint, min_recall, device, None if protocol == "medseg" else protocol)
     c = res["chosen"]
     brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol})" if "lesionwise_dice" in c else ""
@@ -107,12 +110,13 @@ def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run 
 def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folder (data, runs, predictions)."),
          cases: int = typer.Option(40, "--cases", min=3, help="Synthetic training cases."),
          test_cases: int = typer.Option(16, "--test-cases", min=1, help="Held-back synthetic cases."),
-         seed: int = typer.Option(0, "--seed"),
+         seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same data and run."),
          set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a key of configs/demo.yaml."),
          quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")) -> None:
     """synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate, on CPU in minutes."""
     from medseg.demo import run_demo
 
+    check_out_folder(out, "--out")
     result = run_demo(out, cases, test_cases, seed, tuple(set_ or []), progress=not quiet)
     print_summary(result.summary)
     typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
@@ -132,6 +136,7 @@ def runs(tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help
 
     from medseg.tracking.runs import format_table, run_rows, sort_rows
 
+    sort_rows([], sort, ascending)  # checks --sort before MLflow is read
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path('runs/mlflow.db').resolve()}"
     rows = sort_rows(run_rows(uri, experiment, limit), sort, ascending)
     typer.echo(format_table(rows) if rows else f"no runs in experiment {experiment!r} at {uri}")
