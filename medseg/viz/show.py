@@ -26,6 +26,7 @@ from nibabel.orientations import (
 )
 
 from medseg.errors import MedsegError
+from medseg.io.outputs import OutputPlan
 from medseg.io.paths import strip_suffix
 from medseg.io.volumes import read_array
 from medseg.lesions import label_lesions
@@ -191,6 +192,7 @@ def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = 
     image = Path(image)
     case = strip_suffix(image)
     out = Path(out) if out is not None else Path.cwd() / f"{case}_show.png"
+    out = OutputPlan(out.parent, [p for p in (image, pred, label) if p is not None]).claim(out.name, "the picture")
     data, affine = _read(image, "image")
     volume = to_ras(data.astype(np.float32, copy=False), affine)
     masks = {}

@@ -250,3 +250,24 @@ def test_two_predicts_into_one_folder_both_finish_with_every_row(tmp_path, tiny_
     with (out / "summary.csv").open() as fh:
         assert sorted(Path(r["scan"]).name for r in csv.DictReader(fh)) == sorted(p.name for p in left + right)
     assert not [p for p in out.iterdir() if "partial" in p.name]
+
+
+def test_show_never_draws_over_its_inputs(world):
+    from medseg.viz.show import show_case
+
+    scan, label = world / "data" / "s0.nii.gz", world / "data" / "s0_seg.nii.gz"
+    before = snapshot(world)
+    for target in (scan, label):
+        with pytest.raises(MedsegError, match="overwrite the input"):
+            show_case(scan, label=label, out=target)
+    assert snapshot(world) == before
+
+
+def test_pyproject_floors_are_past_the_advisories():
+    """torch < 2.6 (weights_only bypass, CVE-2025-32434), MONAI < 1.5.2 (pickle), MLflow < 3.1."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
+    floors = {m[1].lower(): tuple(int(x) for x in m[2].split(".")) for d in deps if (m := re.match(r"([A-Za-z_-]+)>=([\d.]+)", d))}
+    assert floors["torch"] >= (2, 6) and floors["monai"] >= (1, 5, 2) and floors["mlflow"] >= (3, 1)
