@@ -103,7 +103,7 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
         assert (filled >= plain).all() and np.array_equal(fill_holes(filled), filled)
 
     # operating point tuned on the validation cases, stored in the checkpoint and the run
-    res = run("tune", best, "--device", "cpu")
+    res = run("tune", best, "--device", "cpu", "--tracking-uri", client.tracking_uri)
     assert res.returncode == 0, res.stderr
     assert "operating point: threshold" in res.stdout and "CPM" in res.stdout
     import torch

@@ -1,8 +1,12 @@
 """A finished run read back through MlflowClient, as a user sees it in the UI (issue 16): name,
 description, best epoch and its figures, lesion-size bins, held-back metrics, the UI hint."""
 
+import base64
+import gzip
 from pathlib import Path
 
+import nibabel as nib
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -75,7 +79,7 @@ def test_tune_logs_a_child_run(demo_run):
     from medseg.training.tune import run_tune
 
     result, client, run, out = demo_run
-    run_tune(next((out / "runs").glob("*/best.pt")), device="cpu")
+    run_tune(next((out / "runs").glob("*/best.pt")), device="cpu", tracking_uri=client.tracking_uri)
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
     assert [c.info.run_name for c in children] == ["tune-max_f1"] and children[0].info.status == "FINISHED"
     assert "tuned_threshold" in children[0].data.metrics and "froc_cpm" in children[0].data.metrics
@@ -106,10 +110,11 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # undone after the test (mlflow.set_tracking_uri is not)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", client.tracking_uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
-    assert str(loaded.metadata.signature.inputs) == "[string (required)]"
+    assert [(s.name, s.required) for s in loaded.metadata.signature.inputs.inputs] == [("scan", False), ("path", False)]
     scan = next((out / "data" / "imagesTs").glob("*.nii.gz"))
-    masks = loaded.predict([str(scan)])
-    assert masks[0].shape == tuple(__import__("nibabel").load(str(scan)).shape)
+    table = loaded.predict(pd.DataFrame({"scan": [base64.b64encode(scan.read_bytes()).decode("ascii")]}))
+    mask = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(table["mask"][0])))
+    assert mask.shape == nib.load(str(scan)).shape
 
 
 @pytest.mark.slow

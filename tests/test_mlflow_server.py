@@ -1,6 +1,8 @@
 """Training against a real `mlflow server` on 127.0.0.1 (SQLite backend, artifacts in tmp_path),
 read back with MlflowClient; and a server outage in the middle of a run loses nothing."""
 
+import base64
+import gzip
 import socket
 import subprocess
 import time
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import MEDSEG
@@ -77,7 +80,8 @@ def test_train_against_server_and_read_back(server, tmp_path):
     local = client.download_artifacts(run_id, "model", str(tmp_path))  # no global tracking URI: other tests spawn CLIs
     pyfunc = mlflow.pyfunc.load_model(local)
     scan = sorted((data / "imagesTr").iterdir())[0]
-    mask = pyfunc.predict([str(scan)])[0]
+    table = pyfunc.predict(pd.DataFrame({"scan": [base64.b64encode(scan.read_bytes()).decode("ascii")]}))
+    mask = np.asanyarray(nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(table["mask"][0]))).dataobj)
     assert mask.shape == nib.load(str(scan)).shape and set(np.unique(mask)) <= {0, 1}
     res = run("predict", "models:/srv-model/1", data / "imagesTr", "--out", tmp_path / "pred", "--tracking-uri", server["uri"], "--quiet")
     assert res.returncode == 0, res.stderr

@@ -78,20 +78,67 @@ def load_model(checkpoint: Path | str | Sequence[Path | str], device: str = "aut
 def _read(checkpoint: Path | str, tracking_uri: str | None) -> Checkpoint:
     if str(checkpoint).startswith(("runs:/", "models:/")):
         with tempfile.TemporaryDirectory(prefix="medseg-model-") as tmp:
-            return load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)))
+            return load_checkpoint(fetch_model(str(checkpoint), tracking_uri, Path(tmp)), str(checkpoint))
     return load_checkpoint(checkpoint)
 
 
 def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
-    """The network of ``ckpt`` on ``device`` in eval mode, with its preprocessing and operating point."""
+    """The network of ``ckpt`` on ``device`` in eval mode, with its preprocessing and operating point.
+
+    Raises:
+        MedsegError: the weights do not fit the network of the config (see :func:`build_network`).
+    """
     cfg, pre, op = ckpt.config, ckpt.preprocess, ckpt.operating_point
-    model = build_model(cfg.model, in_channels=pre.in_channels, out_channels=len(pre.classes))
-    model.load_state_dict(ckpt.state_dict)
+    model = build_network(ckpt)
     dev = pick_device(device)
     model.to(dev).eval()
     return LoadedModel(model, pre.spacing, pre.normalize, tuple(cfg.inference.roi_size or cfg.sampling.patch_size),
                        cfg.inference, op.threshold, op.min_lesion_mm3, cfg.eval.connectivity, dev, pre.in_channels,
                        pre.channels, pre.ct_stats, pre.background, pre.classes)
+
+
+def build_network(ckpt: Checkpoint) -> torch.nn.Module:
+    """The network of the checkpoint's config (``in_channels`` inputs, one output per class) with
+    its weights loaded (``strict=True``), on the CPU.
+
+    Raises:
+        MedsegError: naming the checkpoint's file: the network cannot be built, or the weights are
+        not the ones of that network (missing or unexpected tensors, another shape, NaN/inf values).
+    """
+    where, pre = ckpt.source or "checkpoint", ckpt.preprocess
+    try:
+        model = build_model(ckpt.config.model, in_channels=pre.in_channels, out_channels=len(pre.classes))
+    except MedsegError as exc:
+        raise MedsegError(f"{where}: {exc}") from None
+    except (AssertionError, RuntimeError, TypeError, ValueError) as exc:  # MONAI's networks check their arguments so
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise MedsegError(f"{where}: the network of its config cannot be built ({type(exc).__name__}: {first}); "
+                          "use the best.pt written by 'medseg train'") from None
+    problem = weights_problem(model.state_dict(), ckpt.state_dict)
+    if problem is not None:
+        raise MedsegError(f"{where}: this checkpoint's weights do not match its config: {problem}; use the best.pt written with it")
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    return model
+
+
+def weights_problem(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str | None:
+    """What stops ``weights`` loading into a network whose ``state_dict()`` is ``expected``: the
+    first missing or unexpected tensor, or one of another shape; also NaN or infinite values.
+    None when they fit. (``load_state_dict`` reports all of these as one multi-line RuntimeError;
+    this names the first one, for a one-line message.)"""
+    missing = [k for k in expected if k not in weights]
+    if missing:
+        return f"{len(missing)} tensor(s) missing, e.g. {missing[0][:80]!r}"
+    unexpected = [k for k in weights if k not in expected]
+    if unexpected:
+        return f"{len(unexpected)} unexpected tensor(s), e.g. {unexpected[0][:80]!r}"
+    for name, tensor in expected.items():
+        got = weights[name]
+        if tuple(got.shape) != tuple(tensor.shape):
+            return f"{name[:80]!r} has shape {tuple(got.shape)}, the network of the config expects {tuple(tensor.shape)}"
+        if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+            return f"{name[:80]!r} holds NaN or infinite values"
+    return None
 
 
 def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> LoadedModel:
@@ -100,16 +147,17 @@ def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> Loade
     the folds writes the same one into each).
 
     Raises:
-        MedsegError: members that differ in spacing, normalisation, channels, classes or patch size.
+        MedsegError: members that differ in spacing, normalisation, input channels, classes or patch size.
     """
     first = from_checkpoint(ckpts[0], device)
     members = [first.model]
     for ckpt in ckpts[1:]:
         lm = from_checkpoint(ckpt, device)
-        differs = [name for name in ("spacing", "normalize", "roi", "channels", "classes", "background", "ct_stats")
+        differs = [name for name in ("spacing", "normalize", "roi", "in_channels", "channels", "classes", "background", "ct_stats")
                    if getattr(lm, name) != getattr(first, name)]
         if differs:
-            raise MedsegError(f"ensemble: checkpoint of epoch {ckpt.epoch} differs from the first in {', '.join(differs)}; "
+            raise MedsegError(f"{ckpt.source or f'checkpoint of epoch {ckpt.epoch}'}: differs from the ensemble's first member "
+                              f"({ckpts[0].source or 'epoch ' + str(ckpts[0].epoch)}) in {', '.join(differs)}; "
                               "ensemble only runs of the same config (e.g. the folds of one medseg train --folds)")
         members.append(lm.model)
     return replace(first, model=MeanProbability(members).to(first.device).eval())

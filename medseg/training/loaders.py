@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from monai.data import (
@@ -14,7 +15,7 @@ from monai.data import (
     PersistentDataset,
     ThreadDataLoader,
 )
-from monai.data.utils import json_hashing
+from monai.data.utils import json_hashing, pickle_hashing
 from monai.transforms import Compose
 from torch.utils.data.distributed import DistributedSampler
 
@@ -29,7 +30,8 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
                   spacing: Sequence[float]) -> tuple[Dataset, Dataset]:
     """Training dataset (deterministic part cached, random crops/flips per draw) and validation
     dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
-    disk (PersistentDataset, keyed by the case's files and the transforms)."""
+    disk (PersistentDataset, keyed by the case's files, their sizes and modification times
+    (:func:`file_state_hashing`) and the transforms)."""
     p = cfg.preprocess
     classes = [values for _, values in lesion_classes(cfg.data)]
     pre = preprocess(spacing, p.normalize, lesion_classes=None if classes[0] is None else classes, ct_stats=p.ct_stats,
@@ -43,8 +45,10 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)
         # hash_transform: a changed spacing or normalisation gets a new cache entry, not a stale one
-        return (PersistentDataset(as_dicts(train_cases), train_tf, cache_dir=cache / "train", hash_transform=json_hashing),
-                PersistentDataset(as_dicts(val_cases), Compose(pre), cache_dir=cache / "val", hash_transform=json_hashing))
+        return (PersistentDataset(as_dicts(train_cases), train_tf, cache_dir=cache / "train", hash_func=file_state_hashing,
+                                  hash_transform=json_hashing),
+                PersistentDataset(as_dicts(val_cases), Compose(pre), cache_dir=cache / "val", hash_func=file_state_hashing,
+                                  hash_transform=json_hashing))
     workers = min(4, max(1, cfg.data.num_workers))
     # copy_cache: CacheDataset deep-copies the cached volume before every draw (1.5-2 ms for a
     # 132x132x118 crop); with spatial augmentation RandRotateScaleCropd reads the draw's views
@@ -53,6 +57,30 @@ def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
                             copy_cache=not aug.spatial)
     val_ds = CacheDataset(as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
     return train_ds, val_ds
+
+
+def file_state_hashing(item: dict[str, Any]) -> bytes:
+    """The PersistentDataset key of a data dict: MONAI's ``pickle_hashing`` of the dict with each
+    of its files' (path, size, modification time in ns) added. MONAI keys on the dict alone, i.e.
+    on the paths, so a scan or label replaced in place would be served from the stale entry."""
+    files = [str(p) for key in ("image", "label") for p in _as_list(item.get(key))]
+    return pickle_hashing({**item, "file_state": [(p, *_file_state(p)) for p in files]})
+
+
+def _as_list(entry: Any) -> list:
+    """A data dict's ``image`` (one path or one per channel) or ``label`` entry as a list."""
+    if entry is None:
+        return []
+    return list(entry) if isinstance(entry, (list, tuple)) else [entry]
+
+
+def _file_state(path: str) -> tuple[int, int] | tuple[None, None]:
+    """(size, mtime in ns) of ``path``; (None, None) when it cannot be read (the loader then says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime_ns
 
 
 def make_loader(cfg: ExperimentConfig, dataset: Dataset, rank: int = 0, world: int = 1) -> DataLoader:

@@ -6,6 +6,12 @@ matched by the run's ``eval:`` rules; volumes up to twice the config's own minim
 point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
 the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
 
+Order: everything is computed first, then every member's checkpoint is written (all or none),
+then MLflow is told. A store that is down costs a ``warning:`` line, not the tuning. The store
+address a checkpoint carries is data, not a setting: it is written to only when the user names
+the same store (``--tracking-uri`` or ``$MLFLOW_TRACKING_URI``); otherwise nothing is logged and
+one ``warning:`` line says so (a crafted checkpoint cannot make tune create a store anywhere).
+
 ``--protocol brats2023`` (or another of :data:`medseg.evaluation.brats.PROTOCOLS`) counts as the
 BraTS 2023 challenge does instead (GT lesions merged by dilation, small GT unscored, every
 predicted component a lesion) and picks the point of the best mean lesion-wise Dice, the
@@ -24,7 +30,9 @@ mean (the LUNA16 competition performance metric, CPM).
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
@@ -49,8 +57,9 @@ from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
     load_checkpoint,
-    save_checkpoint,
+    save_checkpoints,
 )
+from medseg.tracking.store import open_client, redact_uri
 from medseg.tracking.tracker import child_run
 from medseg.viz.plots import plot_froc
 
@@ -147,14 +156,17 @@ def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[
     return scans
 
 
-def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto", protocol: str | None = None) -> dict:
+def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto", protocol: str | None = None,
+             tracking_uri: str | None = None) -> dict:
     """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
     runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
     every fold, each by its own model (out of fold), and the point is written into every fold.
     ``protocol``: a BraTS 2023 protocol name (:func:`sweep_brats`), None = the run's ``eval:`` rules.
+    ``tracking_uri``: the MLflow store the user names (``--tracking-uri``); see :func:`log_tuning`.
 
     Returns:
-        {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path, "checkpoints": paths}.
+        {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path, "checkpoints": paths,
+        "logged": MLflow run ids that got the tuning}.
     """
     paths = [Path(p) for p in ensemble_members(checkpoint)]
     ckpts = [load_checkpoint(p) for p in paths]
@@ -172,21 +184,61 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     plot_froc(result, froc_png)
     target = ("max_lesionwise_dice" if protocol else "max_f1") if min_recall is None else f"recall>={min_recall}"
     point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], f"{target}:{protocol}" if protocol else target)
-    for path, ckpt in zip(paths, ckpts):
-        ckpt = ckpt.with_operating_point(point)
-        save_checkpoint(ckpt, path)
-        _log(ckpt, path, chosen, result, (curve_csv, froc_png))
-    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png, "checkpoints": paths}
+    tuned = [(ckpt.with_operating_point(point), path) for path, ckpt in zip(paths, ckpts)]
+    save_checkpoints(tuned)  # every member before any logging: a store that fails cannot leave the folds disagreeing
+    logged = log_tuning(tuned, chosen, result, (curve_csv, froc_png), tracking_uri)
+    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png, "checkpoints": paths, "logged": logged}
 
 
-def _log(ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
+def user_store(stored: str, tracking_uri: str | None) -> str | None:
+    """The address to log to for a checkpoint whose run lives in ``stored``: ``tracking_uri`` or
+    ``$MLFLOW_TRACKING_URI`` when the user named that same store (with its credentials, which
+    checkpoints hold redacted), else None: an address read from a file is never written to."""
+    for uri in (tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")):
+        if uri and stored in (uri, redact_uri(uri)):
+            return uri
+    return None
+
+
+def log_tuning(tuned: Sequence[tuple[Checkpoint, Path]], chosen: dict, result: dict, files: Sequence[Path],
+               tracking_uri: str | None) -> list[str]:
+    """Log the tuning into each member's MLflow run (:func:`_log`) whose store the user named
+    (:func:`user_store`). Members whose store the user did not name are left alone, with one
+    ``warning:`` line; a store that fails gets one ``warning:`` line and is not tried again.
+
+    Returns:
+        The run ids that got the tuning.
+    """
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # as the tracker: a dead server fails fast
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    runs = [(ckpt, path) for ckpt, path in tuned if ckpt.mlflow_run_id and ckpt.tracking_uri]
+    unnamed = [(path, redact_uri(c.tracking_uri)) for c, path in runs if user_store(c.tracking_uri, tracking_uri) is None]
+    if unnamed:
+        path, uri = unnamed[0]
+        others = f" (and {len(unnamed) - 1} more member(s))" if len(unnamed) > 1 else ""
+        print(f"warning: {path}{others}: the tuning was not logged to MLflow: the store {uri!r} is read from the checkpoint, "
+              "not given by you; pass --tracking-uri with that store (or set MLFLOW_TRACKING_URI) to log it there", file=sys.stderr)
+    logged, failed = [], set()
+    for ckpt, path in runs:
+        uri = user_store(ckpt.tracking_uri, tracking_uri)
+        if uri is None or uri in failed:
+            continue
+        try:
+            _log(open_client(uri), ckpt, path, chosen, result, files)
+            logged.append(ckpt.mlflow_run_id)
+        except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
+            failed.add(uri)
+            first = (str(exc).strip().splitlines() or [""])[0].replace(uri, redact_uri(uri))[:120]
+            print(f"warning: MLflow at {redact_uri(uri)}: the tuning was not logged ({type(exc).__name__}: {first}); "
+                  "the checkpoints hold the tuned point, run medseg tune again when the store is up to log it", file=sys.stderr)
+    return logged
+
+
+def _log(client: MlflowClient, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
     """Record the tuning as a child run of the checkpoint's MLflow run (target, curve, FROC), put
     the chosen point on the training run too (``tuned_*``, for the runs table) and replace the
     logged model's checkpoint with the tuned one."""
-    run_id, uri = ckpt.mlflow_run_id, ckpt.tracking_uri
-    if not run_id or not uri:
-        return
-    client = MlflowClient(uri)
+    run_id = ckpt.mlflow_run_id
     metrics = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
                "tuned_lesion_f1": chosen["lesion_f1"], "tuned_lesion_recall": chosen["lesion_recall"],
                "tuned_fp_per_scan": chosen["fp_per_scan"], "froc_cpm": result["cpm"],

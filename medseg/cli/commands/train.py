@@ -90,13 +90,14 @@ def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
 def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled out-of-fold predictions of its folds)."),
          min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
          device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-         protocol: str = typer.Option("medseg", "--protocol", help="medseg (the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise protocol (brats2023, brats2023-ssa, -ped, -men, -met): max mean lesion-wise Dice, false tumours as the challenge counts them.")) -> None:
-    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint; FROC."""
+         protocol: str = typer.Option("medseg", "--protocol", help="medseg (the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise protocol (brats2023, brats2023-ssa, -ped, -men, -met): max mean lesion-wise Dice, false tumours as the challenge counts them."),
+         tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store of the training run(s) to log the tuning into (default $MLFLOW_TRACKING_URI); the store a checkpoint names is written to only when given here.")) -> None:
+    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (it is rewritten); FROC."""
     from medseg.training.tune import run_tune
 
     check_protocol(protocol, False)
     check_device(device)
-    res = run_tune(checkpoint, min_recall, device, None if protocol == "medseg" else protocol)
+    res = run_tune(checkpoint, min_recall, device, None if protocol == "medseg" else protocol, tracking_uri)
     c = res["chosen"]
     brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol})" if "lesionwise_dice" in c else ""
     typer.echo(f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
