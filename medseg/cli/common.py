@@ -160,13 +160,13 @@ def lower_first(text: str) -> str:
 SPLITS = ("training", "test", "test_labeled")
 
 
-def check_split(split: str) -> None:
-    """``--split``: one of :data:`SPLITS`.
+def check_split(split: Optional[str]) -> None:
+    """``--split``: one of :data:`SPLITS`, or None (not given: the source's held-out cases).
 
     Raises:
         MedsegError: another name.
     """
-    if split not in SPLITS:
+    if split is not None and split not in SPLITS:
         raise MedsegError(f"--split {split!r}: use training, test or test_labeled (MSD held-back cases with labels)")
 
 

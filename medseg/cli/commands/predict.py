@@ -36,7 +36,7 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
             inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
             out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
             dataset: Optional[str] = typer.Option(None, "--dataset", help="Also predict the cases of a dataset or experiment config (multi-channel cases: one file per channel); masks named <case_id>."),
-            split: str = typer.Option("test", "--split", help="--dataset split: test (imagesTs / MSD test), training or test_labeled."),
+            split: Optional[str] = typer.Option(None, "--split", help="Cases of --dataset: test (a config's held-out cases: its data.exclude_cases, else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error)."),
             device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
             threshold: Optional[float] = typer.Option(None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."),
             min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", min=0, help="Override the model's minimum lesion volume (mm3, >= 0)."),
@@ -94,7 +94,7 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
              one_to_one: bool = typer.Option(False, "--one-to-one", help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one."),
              hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
              lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
-             split: str = typer.Option("training", "--split", help="Split of a dataset given as reference."),
+             split: Optional[str] = typer.Option(None, "--split", help="Cases of a reference dataset or config: test (a config's held-out cases: its data.exclude_cases, else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error)."),
              protocol: str = typer.Option("medseg", "--protocol", help="medseg (the rules above) or the BraTS 2023 lesion-wise protocol: brats2023 (= brats2023-gli), brats2023-ssa, -ped (dilation 3, GT > 50 mm3), brats2023-men (1, 50), brats2023-met (1, 2); GT lesions merged by 18-connected dilation, lesion-wise Dice/HD95 with penalties 0/374 mm.")) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
@@ -125,7 +125,7 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         raise typer.Exit(1)
 
 
-def reference_classes(ref_dir: str, split: str, lesion_labels: Optional[str]
+def reference_classes(ref_dir: str, split: Optional[str], lesion_labels: Optional[str]
                       ) -> tuple[Optional[list[Case]], list[tuple[str, Optional[tuple[int, ...]]]]]:
     """``evaluate``'s reference: (its cases when it is a dataset, case list or config, else None:
     a folder of labels; [(prediction-name suffix, reference label values)], one per lesion class

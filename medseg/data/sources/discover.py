@@ -77,6 +77,10 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
     """
     root = Path(expand(source))
     kind = detect_layout(root) if layout == "auto" else layout
+    if kind in ("pattern", "list") and split != "training":
+        raise MedsegError(f"{root}: a {'case list' if kind == 'list' else 'pattern layout'} has no '{split}' split, only its cases; "
+                          "leave --split out to use them all, or go through an experiment config whose data.exclude_cases "
+                          "names the held-out cases (--split test then means those)")
     problems: list[str] = []
     labels: Optional[frozenset[int]] = None
     if kind == "pattern":
@@ -121,25 +125,52 @@ def _select_channels(ds: Dataset, wanted: Sequence[str]) -> Dataset:
 
 
 def from_config(data_cfg: Any, split: str = "training") -> Dataset:
-    """:func:`discover` with the ``data`` section of an experiment config, without
-    ``data.exclude_cases``."""
-    ds = discover(data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
+    """:func:`discover` with the ``data`` section of an experiment config.
+
+    ``training``: the dataset's training cases without ``data.exclude_cases``. ``test`` (and
+    ``test_labeled``): the config's held-out cases: ``data.exclude_cases`` when set, else the
+    dataset's own test split (MSD / nnU-Net ``imagesTs``; a case list or pattern layout has none:
+    an error).
+    """
     excluded = set(data_cfg.exclude_cases or ())
+    if split != "training" and not excluded:
+        return discover(data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
+    ds = discover(data_cfg.dataset, data_cfg.layout, "training", data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
     unknown = excluded - {c.case_id for c in ds.cases}
     if unknown and not ds.problems:
         raise MedsegError(f"data.exclude_cases: {sorted(unknown)[0]!r} is not a case of {ds.root}")
-    ds.cases = [c for c in ds.cases if c.case_id not in excluded]
+    ds.cases = [c for c in ds.cases if (c.case_id in excluded) == (split != "training")]
     return ds
 
 
+def held_out_split(source: Path, layout: str = "auto") -> str:
+    """The split ``predict --dataset`` and ``evaluate`` use when ``--split`` is not given: the
+    held-out cases where the source has them (MSD ``test_labeled`` when listed, else ``test``;
+    nnU-Net ``imagesTs``), else every case (``training``: a case list or pattern layout)."""
+    kind = detect_layout(source) if layout == "auto" else layout
+    if kind in ("pattern", "list"):
+        return "training"
+    if kind == "msd" and (source / "dataset.json").is_file() and read_json(source / "dataset.json").get("test_labeled"):
+        return "test_labeled"
+    return "test"
+
+
 def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[str]] = None,
-                  label: Optional[str] = None, split: str = "training"
+                  label: Optional[str] = None, split: Optional[str] = "training"
                   ) -> tuple[Dataset, ExperimentConfig | None]:
-    """``medseg check``/``plan`` argument: a dataset (folder or case list) or an experiment config
-    (a YAML file with a ``data:`` section, whose data settings are used).
+    """A command's dataset argument: a dataset (folder or case list) or an experiment config (a
+    YAML file with a ``data:`` section, whose data settings are used).
+
+    Args:
+        split: ``training``, ``test``, ``test_labeled`` (see :func:`from_config` for a config,
+            :func:`discover` otherwise), or None: the held-out cases where the source has them
+            (a config: ``test``; a dataset: :func:`held_out_split`).
 
     Returns:
         (dataset, experiment config or None)
+
+    Raises:
+        MedsegError: a split the source does not have (e.g. ``test`` of a case list).
     """
     path = Path(expand(arg))
     if path.is_file() and path.suffix in (".yaml", ".yml"):
@@ -149,8 +180,8 @@ def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[st
             raise yaml_syntax_error(path, exc) from None
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
             cfg = load_config(path)
-            return from_config(cfg.data, split), cfg
-    return discover(path, layout, split, channels, label), None
+            return from_config(cfg.data, split or "test"), cfg
+    return discover(path, layout, split or held_out_split(path, layout), channels, label), None
 
 
 def find_cases(source: Path | str, split: str = "training") -> list[Case]:
