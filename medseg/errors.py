@@ -6,6 +6,9 @@ and says how to fix it. The CLI prints it on one line and exits non-zero, withou
 
 from __future__ import annotations
 
+import reprlib
+from collections.abc import Sized
+
 
 class MedsegError(Exception):
     """A user-facing error (bad config, missing or corrupt file, mismatched image/label).
@@ -20,10 +23,57 @@ class MedsegError(Exception):
         self.exit_code = exit_code
 
 
+# A bounded repr: at most 3 levels deep, 6 items per container and 40 characters per string, so
+# the text of a YAML alias bomb (billions of shared references) costs a few hundred element visits.
+_BOUNDED = reprlib.Repr()
+_BOUNDED.maxlevel = 3
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxset = _BOUNDED.maxfrozenset = _BOUNDED.maxdeque = _BOUNDED.maxarray = 6
+_BOUNDED.maxdict = 6
+_BOUNDED.maxstring = _BOUNDED.maxother = 40
+_BOUNDED.maxlong = 40
+
+
+def clip(value: object, limit: int = 200) -> str:
+    """``repr(value)`` for echoing user input in a message, at most ``limit`` characters plus a
+    note: a longer text is cut and ends with ``… (N characters)`` (strings and bytes: their
+    length) or ``… (N items)`` (other containers). Never builds the full repr: strings are sliced
+    first and containers are walked with a bounded :class:`reprlib.Repr` (3 levels, 6 items each,
+    elided with ``...``), so a huge or deeply shared structure costs the same as a small one.
+
+    Args:
+        value: anything taken from a user's file or command line.
+        limit: characters of repr kept before the note.
+
+    Returns:
+        One line (newlines in the input appear escaped, as in ``repr``).
+    """
+    if isinstance(value, (str, bytes)):
+        text = repr(value[: limit + 1])
+        return text if len(value) <= limit and len(text) <= limit else f"{text[:limit]}… ({len(value)} characters)"
+    try:
+        text = _BOUNDED.repr(value)
+    except Exception:  # a repr that raises (e.g. an int over Python's 4300-digit limit): name the type
+        text = f"<{type(value).__name__}>"
+    if len(text) <= limit:
+        return text
+    try:
+        size = f" ({len(value)} items)" if isinstance(value, Sized) else ""
+    except Exception:  # a broken __len__ of a foreign object
+        size = ""
+    return f"{text[:limit]}…{size}"
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` itself (no quotes), cut after ``limit`` characters with ``… (N characters)``: for
+    names and paths taken from user input, where :func:`clip`'s quotes would be noise."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} characters)"
+
+
 def yaml_syntax_error(path: object, exc: Exception) -> MedsegError:
     """A YAML parse error of ``path`` as one line with the line and column it stopped at; a value
     starting with ``${`` inside ``[...]`` (a flow sequence) is the usual cause in case lists."""
     mark = getattr(exc, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else f"{path}"
     hint = "; quote values that start with ${ inside [...]" if "flow" in str(exc) else ""
-    return MedsegError(f"{where}: not a readable YAML file ({str(exc).splitlines()[0]}); fix its syntax{hint}")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return MedsegError(f"{where}: not a readable YAML file ({shorten(first)}); fix its syntax{hint}")

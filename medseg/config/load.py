@@ -15,8 +15,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from medseg.config.schema import ExperimentConfig
-from medseg.errors import MedsegError, yaml_syntax_error
+from medseg.errors import MedsegError, clip, shorten, yaml_syntax_error
 from medseg.io.paths import expand
+
+MAX_CONFIG_BYTES = 1_000_000  # configs are a few kB; a larger file is not a config (and is not read whole)
+MAX_PROBLEM_LINES = 20  # lines of a validation error shown; the rest are counted
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -26,14 +29,15 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
         MedsegError: when the assignment has no ``=``.
     """
     if "=" not in assignment:
-        raise MedsegError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+        raise MedsegError(f"--set {clip(assignment)}: expected KEY=VALUE, e.g. --set train.epochs=2")
     key, value = assignment.split("=", 1)
     node = raw
     parts = key.strip().split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise MedsegError(f"--set {assignment!r}: {part!r} is a value, not a section")
+            raise MedsegError(f"--set {clip(assignment)}: {clip(part)} is a value, not a section; "
+                              f"set the value itself: --set {shorten('.'.join(parts[:i + 1]), 120)}=VALUE")
         node = child
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
 
@@ -49,18 +53,25 @@ def _model_for(path: tuple[Any, ...]) -> Optional[type[BaseModel]]:
 
 
 def format_validation_error(err: ValidationError, source: str) -> str:
-    """Turn a pydantic error into one line per problem naming the key and the valid choices."""
+    """Turn a pydantic error into one line per problem naming the key and the valid choices (at
+    most :data:`MAX_PROBLEM_LINES` lines). What the user wrote is echoed through
+    :func:`medseg.errors.clip`, so each line stays short whatever the YAML expands to."""
+    items = err.errors(include_url=False)
     lines = []
-    for item in err.errors():
+    for item in items[:MAX_PROBLEM_LINES]:
         loc = tuple(item["loc"])
-        key = ".".join(str(p) for p in loc)
+        key = shorten(".".join(str(p) for p in loc), 120)
         if item["type"] == "extra_forbidden":
             parent = _model_for(loc[:-1])
             valid = ", ".join(parent.model_fields) if parent else "?"
-            section = ".".join(str(p) for p in loc[:-1]) or "top level"
+            section = shorten(".".join(str(p) for p in loc[:-1]), 120) or "top level"
             lines.append(f"{source}: unknown key '{key}' (valid keys in {section}: {valid})")
+        elif item["type"] == "missing":  # its input is the whole enclosing section: not worth echoing
+            lines.append(f"{source}: {key}: {item['msg']}; add it")
         else:
-            lines.append(f"{source}: {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{source}: {key}: {shorten(item['msg'], 300)} (got {clip(item.get('input'))})")
+    if len(items) > MAX_PROBLEM_LINES:
+        lines.append(f"{source}: {len(items) - MAX_PROBLEM_LINES} more problem(s) not shown; fix the ones above and run again")
     return "\n".join(lines)
 
 
@@ -77,10 +88,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     path = Path(path)
     if not path.is_file():
         raise MedsegError(f"{path}: config file not found; pass the path of a YAML file such as configs/demo.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
-        raise yaml_syntax_error(path, exc) from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise MedsegError(f"{path}: expected a mapping of sections (data:, train:, ...) at the top level")
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
@@ -95,6 +103,25 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise MedsegError(format_validation_error(err, str(path))) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """``yaml.safe_load`` of a config file, at most :data:`MAX_CONFIG_BYTES` of it read. Aliases
+    stay shared references (safe_load does not copy them), so a small file of nested aliases loads
+    small; every later echo of it goes through :func:`medseg.errors.clip`.
+
+    Raises:
+        MedsegError: a file over the size bound, unreadable, or not YAML.
+    """
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+        if len(data) > MAX_CONFIG_BYTES:
+            raise MedsegError(f"{path}: is larger than {MAX_CONFIG_BYTES // 1000} kB, not an experiment config; "
+                              "pass the path of a YAML file such as configs/demo.yaml")
+        return yaml.safe_load(data.decode("utf-8")) or {}
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise yaml_syntax_error(path, exc) from None
 
 
 def flatten(cfg: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, str]:

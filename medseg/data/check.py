@@ -1,10 +1,12 @@
 """``medseg check``: validate every case of a dataset before any training, reporting *all*
 problems at once, one line each naming the file and the fix.
 
-Per case: every file readable in full (truncated/corrupt bodies, headers claiming more voxels
-than the file holds), a sane header (finite affine, non-zero spacing), 3D images (or one 4D file
-holding the declared channels), channels on one grid, the label on the image grid (shape, and
-affine within ``atol`` mm), no NaN/Inf voxels, integer label values within the declared set.
+Per case: a sane header, read first (finite affine, non-zero spacing, a scan small enough to
+process: :func:`medseg.io.geometry.check_scan_size`), then every file's voxels read in full and no
+more than its header promises (truncated/corrupt bodies, headers claiming more voxels than the file
+holds), 3D images (or one 4D file holding the declared channels), channels on one grid, the label
+on the image grid (shape, and affine within ``atol`` mm), no NaN/Inf voxels, integer label values
+within the declared set.
 Structural problems found while listing the cases (missing files or channels, paths escaping the
 dataset folder, no cases at all) come from :mod:`medseg.sources`.
 """
@@ -40,8 +42,8 @@ def _image_problems(case: Case, rules: Rules) -> tuple[list[str], Optional[tuple
     single_file = len(case.images) == 1
     for i, path in enumerate(case.images):
         try:
-            voxels, _ = read_verified(path)  # every byte read once, kept for the NaN check
-            shape, affine = read_geometry(path)
+            shape, affine = read_geometry(path)  # the header first: sane, and small enough to read
+            voxels, _ = read_verified(path)  # every voxel read once, kept for the NaN check
         except MedsegError as err:
             problems.append(str(err))
             continue
@@ -70,8 +72,8 @@ def _image_problems(case: Case, rules: Rules) -> tuple[list[str], Optional[tuple
 def _label_problems(case: Case, rules: Rules, grid) -> list[str]:
     path = case.label
     try:
-        voxels, _ = read_verified(path)
         shape, affine = read_geometry(path)
+        voxels, _ = read_verified(path)
     except MedsegError as err:
         return [str(err)]
     if len(shape) > 3 and any(s != 1 for s in shape[3:]) or len(shape) < 3:

@@ -1,29 +1,97 @@
-"""Geometry from headers alone: shape and RAS affine, sanity of the header, RAS axis order and spacing.
+"""Geometry from headers alone: shape and RAS affine, sanity of the header, RAS axis order and spacing;
+and the one rule on scan size (:func:`check_scan_size`), checked on the header before any voxel is read.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from pathlib import Path
+from typing import BinaryIO, Sequence
 
 import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
+from nibabel.spatialimages import HeaderDataError
 
-from medseg.errors import MedsegError
-from medseg.io.readers import sitk_affine
+from medseg.errors import MedsegError, shorten
+from medseg.io.paths import check_data_files
 
-MAX_VOXELS = 2_000_000_000  # 8 GB as float32: no 3D scan is larger; a header claiming more is corrupt
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# The one cap on scan size, in GB (10^9 bytes) of memory needed to process it; $MEDSEG_MAX_SCAN_GB overrides it.
+# The default lets a 512x512x1000 CT (8.4 GB by the rule below) or a 240x240x155x4 BraTS case
+# (1.1 GB) through on a 24 GB machine, leaving the rest for Python, torch and the model.
+MAX_SCAN_GB_ENV = "MEDSEG_MAX_SCAN_GB"
+DEFAULT_MAX_SCAN_GB = 16.0
+# Memory per voxel (channels included) while one scan is processed, the most any command needs:
+# predict holds about eight float32 copies of the scan at once (the loaded array, the cropped and
+# reoriented one, Spacingd's output and the resampling grid it builds, the probability map and the
+# window-count map, the map resampled back onto the scan's grid, the mask). Measured: peak RSS of
+# predict_classes on oblique float32 NIfTI scans grows by 30-33 bytes per voxel (4.7M -> 12.6M voxels).
+# Voxels are counted on the scan's own grid: a target spacing much finer than the scan's needs more.
+WORKING_BYTES_PER_VOXEL = 32
+
+# NIfTI header extensions (between the 352-byte header and the voxels) are read whole by nibabel:
+# real ones (DICOM, AFNI, JSON sidecars) are kilobytes; more than this is a corrupt or hostile header.
+MAX_NIFTI_EXTENSION_BYTES = 64 * 2**20
+MAX_NIFTI_EXTENSIONS = 256
 
 
 _WARNED: set[str] = set()
 
 
-def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and (4, 4) voxel-to-RAS affine from the header only.
+def max_scan_gb() -> float:
+    """The scan-size cap in GB: ``$MEDSEG_MAX_SCAN_GB``, else :data:`DEFAULT_MAX_SCAN_GB`.
 
     Raises:
-        MedsegError: unreadable or corrupt file.
+        MedsegError: the variable is set to something other than a positive number.
+    """
+    raw = os.environ.get(MAX_SCAN_GB_ENV, "").strip()
+    if not raw:
+        return DEFAULT_MAX_SCAN_GB
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise MedsegError(f"{MAX_SCAN_GB_ENV}={shorten(raw, 40)}: not a positive number of GB; "
+                          f"set it to e.g. {MAX_SCAN_GB_ENV}=32, or unset it for the default {DEFAULT_MAX_SCAN_GB:g}")
+    return value
+
+
+def check_scan_size(path: Path | str, shape: Sequence[int], components: int = 1) -> None:
+    """Refuse, from the header alone, a scan whose axes are empty or negative, or which needs more
+    than :func:`max_scan_gb` to process (``voxels x components x`` :data:`WORKING_BYTES_PER_VOXEL`).
+    Sizes are Python integers: no header value can overflow them.
+
+    Raises:
+        MedsegError: naming the file, the size it needs and the cap.
+    """
+    shape = tuple(int(s) for s in shape)
+    if not shape or any(s <= 0 for s in shape) or components <= 0:
+        raise MedsegError(f"{path}: the header gives an empty axis (shape {shape}); re-export the file")
+    need = math.prod(shape) * int(components) * WORKING_BYTES_PER_VOXEL
+    limit = max_scan_gb()
+    if need > limit * 1e9:
+        dims = "×".join(str(s) for s in (*shape, *([components] if components > 1 else [])))
+        raise MedsegError(f"{path}: needs about {_gb(need)} GB to process ({dims} voxels), over the {_gb(limit * 1e9)} GB limit; "
+                          f"crop or resample the scan, or raise {MAX_SCAN_GB_ENV}")
+
+
+def _gb(n_bytes: float) -> str:
+    """GB with one decimal (``17.2``); three significant digits below 1 GB or above 100000 GB."""
+    gb = float(n_bytes) / 1e9
+    return f"{gb:.1f}" if 1 <= gb < 1e5 else f"{gb:.3g}"
+
+
+def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """Shape and (4, 4) voxel-to-RAS affine from the header only; the scan's size is checked
+    (:func:`check_scan_size`) so that a caller may read its voxels next.
+
+    Raises:
+        MedsegError: unreadable or corrupt file, or a scan over the size cap.
     """
     if Path(path).is_symlink() and not Path(path).exists():
         raise MedsegError(f"{path}: is a symbolic link that points nowhere or loops; point it at the scan file")
@@ -31,25 +99,104 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise MedsegError(f"{path}: is empty (0 bytes); copy or export the scan again")
     try:
         if str(path).endswith((".nii", ".nii.gz")):
-            _raw_nifti_spacing(path)
+            _raw_nifti_spacing(path, nifti_header(path))
             img = nib.load(str(path))
             return _sane(path, tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=float))
-
-        reader = sitk.ImageFileReader()
-        reader.SetFileName(str(path))
-        reader.ReadImageInformation()
-        return _sane(path, tuple(reader.GetSize()), sitk_affine(reader))
+        reader = open_sitk(path)
+        return _sane(path, tuple(reader.GetSize()), sitk_affine(reader), reader.GetNumberOfComponents())
     except MedsegError:
         raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
-        raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); re-export the file") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {shorten(first)}); re-export the file") from None
 
 
-def _raw_nifti_spacing(path: Path) -> None:
-    """nibabel silently turns a zero pixdim into 1 and a negative one into its absolute value;
-    read the header as stored: zero spacing is an error, negative spacing a warning."""
+def open_sitk(path: Path | str) -> sitk.ImageFileReader:
+    """A SimpleITK reader of ``path`` with the header read (no voxels) and the size checked:
+    ``.Execute()`` then reads the voxels.
+
+    Raises:
+        MedsegError: a scan over the size cap, or a detached header whose data file lies outside
+            its folder (SimpleITK's own errors pass through).
+    """
+    check_data_files(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    check_scan_size(path, reader.GetSize(), reader.GetNumberOfComponents())
+    return reader
+
+
+def sitk_affine(image: sitk.Image | sitk.ImageFileReader) -> np.ndarray:
+    """(4, 4) voxel-to-RAS affine of a SimpleITK image or read header (first three dimensions)."""
+    dim = image.GetDimension()
+    direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(image.GetSpacing()[:3])
+    affine[:3, 3] = image.GetOrigin()[:3]
+    return LPS_TO_RAS @ affine
+
+
+def nifti_header(path: Path | str) -> nib.Nifti1Header:
+    """The NIfTI-1/-2 header of ``path`` as stored (nibabel repairs nothing), read before nibabel
+    loads the file: its data type, dimensions and extensions are checked, and the size of the
+    scan (:func:`check_scan_size`), so that ``nib.load`` and reading the voxels stay bounded.
+
+    Raises:
+        MedsegError: a header no scan has, or a scan over the size cap.
+    """
     with nib.openers.ImageOpener(str(path)) as fh:
-        header = nib.Nifti1Header.from_fileobj(fh, check=False)
+        start = fh.read(4)
+        klass = nib.Nifti2Header if start in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") else nib.Nifti1Header
+        block = start + fh.read(klass.template_dtype.itemsize - 4)
+        if len(block) < klass.template_dtype.itemsize:
+            raise MedsegError(f"{path}: holds {len(block)} bytes, fewer than a NIfTI header; "
+                              "the file is truncated or not NIfTI, re-export it")
+        header = klass(block, check=False)
+        if int(header["sizeof_hdr"]) != klass.template_dtype.itemsize or not 1 <= int(header["dim"][0]) <= 7:
+            raise MedsegError(f"{path}: is not a NIfTI file (its header has sizeof_hdr {int(header['sizeof_hdr'])}, "
+                              f"{int(header['dim'][0])} dimensions); re-export the scan as NIfTI")
+        try:
+            header.get_data_dtype()
+        except (KeyError, HeaderDataError):
+            raise MedsegError(f"{path}: the header gives data type code {int(header['datatype'])}, which is not a NIfTI "
+                              "data type (datatype); the header is corrupt, re-export the file") from None
+        check_scan_size(path, header.get_data_shape())
+        _check_extensions(path, header, fh)
+    return header
+
+
+def _check_extensions(path: Path | str, header: nib.Nifti1Header, fh: BinaryIO) -> None:
+    """NIfTI extensions are ``esize``-byte records (``esize`` from the file) that nibabel reads
+    whole: refuse records that run past the voxel offset, or more of them than any real file has.
+    ``fh`` stands just after the header."""
+    offset = float(header["vox_offset"])
+    if not math.isfinite(offset) or offset < 0:
+        raise MedsegError(f"{path}: the header gives a voxel offset of {offset} (vox_offset); the header is corrupt, re-export the file")
+    flag = fh.read(4)
+    if len(flag) < 4 or flag[0] == 0:
+        return
+    pos, end = header.template_dtype.itemsize + 4, int(offset)
+    if end - pos > MAX_NIFTI_EXTENSION_BYTES:
+        raise MedsegError(f"{path}: the header reserves {end - pos} bytes for extensions (vox_offset {end}), more than any scan "
+                          f"({MAX_NIFTI_EXTENSION_BYTES} at most); the header is corrupt, re-export the file")
+    for _ in range(MAX_NIFTI_EXTENSIONS):
+        if end - pos < 16:
+            return
+        record = fh.read(8)
+        esize = int(np.frombuffer(record, dtype=header.endianness + "i4", count=1)[0]) if len(record) == 8 else 0
+        if esize < 16 or pos + esize > end:
+            raise MedsegError(f"{path}: a header extension of {esize} bytes at byte {pos} does not fit before the voxels "
+                              f"(vox_offset {end}); the header is corrupt, re-export the file")
+        fh.seek(pos + esize)  # gzip: inflated in chunks and dropped, bounded by MAX_NIFTI_EXTENSION_BYTES
+        pos += esize
+    if end - pos >= 16:
+        raise MedsegError(f"{path}: more than {MAX_NIFTI_EXTENSIONS} header extensions; the header is corrupt, re-export the file")
+
+
+def _raw_nifti_spacing(path: Path, header: nib.Nifti1Header) -> None:
+    """nibabel silently turns a zero pixdim into 1 and a negative one into its absolute value;
+    read the header as stored (:func:`nifti_header`): zero spacing is an error, negative spacing a warning."""
     ndim = int(header["dim"][0])
     zooms = np.asarray(header["pixdim"][1:1 + min(max(ndim, 1), 3)], dtype=float)
     if (zooms == 0).any() or not np.isfinite(zooms).all():
@@ -60,17 +207,16 @@ def _raw_nifti_spacing(path: Path) -> None:
               "read as its absolute value, check the scan's orientation", file=sys.stderr)
 
 
-def _sane(path: Path, shape: tuple[int, ...], affine: np.ndarray) -> tuple[tuple[int, ...], np.ndarray]:
-    """Refuse headers no scan has: non-finite or singular affines (zero spacing), empty axes."""
+def _sane(path: Path, shape: tuple[int, ...], affine: np.ndarray, components: int = 1
+          ) -> tuple[tuple[int, ...], np.ndarray]:
+    """Refuse headers no scan has: non-finite or singular affines (zero spacing), empty axes, and
+    scans over the size cap (:func:`check_scan_size`)."""
     if not np.isfinite(affine).all():
         raise MedsegError(f"{path}: the header's affine has NaN or infinite entries; fix the qform/sform (e.g. re-export with SimpleITK or dcm2niix)")
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if (spacing[: len(shape)] <= 1e-6).any() or voxel_volume(affine) < 1e-12:
         raise MedsegError(f"{path}: the header gives a zero voxel spacing {tuple(round(float(s), 4) for s in spacing)}; fix the pixdim/spacing in the header")
-    if any(s <= 0 for s in shape):
-        raise MedsegError(f"{path}: the header gives an empty axis (shape {shape}); re-export the file")
-    if np.prod(shape, dtype=np.float64) > MAX_VOXELS:
-        raise MedsegError(f"{path}: the header claims shape {shape} ({np.prod(shape, dtype=np.float64):.3g} voxels), more than any scan; the header is corrupt, re-export the file")
+    check_scan_size(path, shape, components)
     return shape, affine
 
 

@@ -36,37 +36,40 @@ def output_suffix(path: Path) -> str:
     return ".nii.gz" if suffix in (".nii", ".nii.gz") else suffix
 
 
-def mhd_data_files(path: Path) -> list[str]:
-    """The data files a MetaImage header (``.mhd``) points to (``ElementDataFile``: one name,
-    ``LIST`` followed by one name a line, or ``LOCAL`` for none). Reads at most the first 64 KiB,
-    where the header ends."""
+def header_data_files(path: Path) -> list[str]:
+    """The data files a detached header points to: a MetaImage ``.mhd`` (``ElementDataFile``: one
+    name, ``LIST`` then one name a line, ``LOCAL`` for none) or a NRRD ``.nrrd``/``.nhdr``
+    (``data file:``, also ``LIST``). Reads at most the first 64 KiB, where such headers end."""
     with open(path, "rb") as fh:
         lines = fh.read(65536).decode("latin-1").splitlines()
+    nrrd = str(path).lower().endswith((".nrrd", ".nhdr"))
     for i, line in enumerate(lines):
-        key, _, value = line.partition("=")
-        if key.strip() == "ElementDataFile":
+        if nrrd and not line.strip():
+            return []  # the blank line that ends a NRRD header
+        key, _, value = line.partition(":" if nrrd else "=")
+        if key.strip().lower() in (("data file", "datafile") if nrrd else ("elementdatafile",)):
             value = value.strip()
-            if value.upper() == "LOCAL":
+            if not value or value.upper() == "LOCAL":
                 return []
-            if value and value.split()[0].upper() == "LIST":
+            if value.split()[0].upper() == "LIST":
                 return [name.strip() for name in lines[i + 1:] if name.strip()]
             return [value]
     return []
 
 
-def check_mhd_data(path: Path) -> None:
-    """A ``.mhd`` header's data files must lie in its own folder or below (the containment rule of
-    the dataset layouts, :func:`medseg.data.sources.common.inside_root`): an absolute path or
+def check_data_files(path: Path | str) -> None:
+    """A detached header's data files must lie in its own folder or below (the containment rule
+    of the dataset layouts, :func:`medseg.data.sources.common.inside_root`): an absolute path or
     ``..`` would make reading a scan read any file on disk, e.g. a device that never ends.
 
     Raises:
         MedsegError: naming the header and the data file.
     """
-    if not str(path).lower().endswith(".mhd"):
+    if not str(path).lower().endswith((".mhd", ".nrrd", ".nhdr")):
         return
     base = os.path.abspath(Path(path).parent)
-    for name in mhd_data_files(Path(path)):
+    for name in header_data_files(Path(path)):
         target = os.path.abspath(os.path.join(base, name))
         if os.path.commonpath([base, target]) != base or "%" in name:
-            raise MedsegError(f"{path}: its ElementDataFile {name[:80]!r} is not a file beside the header; "
-                              "keep the .raw data file in the .mhd's folder and name it without a path")
+            raise MedsegError(f"{path}: its data file {name[:80]!r} is not a file beside the header; "
+                              "keep the data file in the header's folder and name it without a path")

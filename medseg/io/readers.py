@@ -2,7 +2,8 @@
 
 MONAI reads these formats only through ITK (``itk`` package) or pynrrd; medseg already depends on
 SimpleITK, so this small reader fills the gap. NIfTI stays with MONAI's ``NibabelReader``.
-SimpleITK's LPS geometry is turned into MONAI's RAS affine.
+SimpleITK's LPS geometry is turned into MONAI's RAS affine. Every read opens the header first and
+checks the scan's size (:func:`medseg.io.geometry.open_sitk`) before any voxel is read.
 """
 
 from __future__ import annotations
@@ -15,20 +16,9 @@ import SimpleITK as sitk
 from monai.data.image_reader import ImageReader
 from monai.utils import MetaKeys, SpaceKeys
 
+from medseg.io.geometry import open_sitk, sitk_affine
+
 SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def sitk_affine(image: sitk.Image) -> np.ndarray:
-    """(4, 4) voxel-to-RAS affine of a SimpleITK image (first three dimensions)."""
-    dim = image.GetDimension()
-    direction = np.array(image.GetDirection()).reshape(dim, dim)[:3, :3]
-    affine = np.eye(4)
-    affine[:3, :3] = direction @ np.diag(image.GetSpacing()[:3])
-    affine[:3, 3] = image.GetOrigin()[:3]
-    return LPS_TO_RAS @ affine
 
 
 class SimpleITKReader(ImageReader):
@@ -40,7 +30,7 @@ class SimpleITKReader(ImageReader):
 
     def read(self, data: Sequence[str] | str, **kwargs: Any) -> sitk.Image | list[sitk.Image]:
         names = [data] if isinstance(data, str) else list(data)
-        images = [sitk.ReadImage(str(n)) for n in names]
+        images = [open_sitk(n).Execute() for n in names]  # each header read and size checked first
         self._names = names
         return images if len(images) > 1 else images[0]
 
@@ -64,7 +54,13 @@ class SimpleITKReader(ImageReader):
 
 
 def read_sitk(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    image = sitk.ReadImage(str(path))
+    """Voxels (X, Y, Z[, C]) and (4, 4) RAS affine of a NRRD/MetaImage file, the header read and
+    the size checked (:func:`medseg.io.geometry.open_sitk`) before the voxels.
+
+    Raises:
+        MedsegError: a scan over the size cap; SimpleITK's RuntimeError for unreadable files.
+    """
+    image = open_sitk(path).Execute()
     arr = sitk.GetArrayFromImage(image)
     spatial = image.GetDimension()
     return np.moveaxis(arr, list(range(spatial)), list(range(spatial))[::-1]), sitk_affine(image)

@@ -5,7 +5,7 @@ qform/sform codes; NRRD/MHA keeping origin, spacing and direction), atomically.
 
 from __future__ import annotations
 
-import gzip
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -13,40 +13,37 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, shorten
+from medseg.io.geometry import nifti_header, open_sitk
 from medseg.io.readers import read_sitk
 from medseg.io.write import atomic_write
 from medseg.lesions import lesion_mask
 
 
 def read_verified(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Voxels and affine like :func:`read_array`, read once and checked in full: a truncated or
-    corrupt body (which a header check does not see) and a NIfTI header claiming more voxels than
-    the file holds (e.g. terabytes) are refused before any array of that size is allocated. A
-    ``.nii.gz`` is inflated once, and the image is built from those bytes.
+    """Voxels and affine like :func:`read_array`, every voxel read once: the header first (its
+    size checked, :func:`medseg.io.geometry.nifti_header`), then exactly the bytes it promises
+    (``vox_offset + voxels x itemsize``) and never the rest, so a ``.nii.gz`` whose stream goes on
+    inflating past the voxels costs no more than its image. A truncated or corrupt body and a
+    ``.nii`` shorter than its header promises are refused before any array of that size is allocated.
 
     Raises:
         MedsegError: naming the file.
     """
     try:
         if str(path).endswith((".nii", ".nii.gz")):
-            img = nib.load(str(path))
-            needed = int(img.header["vox_offset"]) + int(np.prod(img.shape, dtype=np.float64)) * img.get_data_dtype().itemsize
-            raw = None
-            if str(path).endswith(".gz"):
-                with gzip.open(path, "rb") as fh:
-                    raw = fh.read()
-                size = len(raw)
-            else:
-                size = path.stat().st_size
-            if size < needed:
-                raise EOFError(f"file holds {size} bytes, its header needs {needed:.0f}")
-            if raw is not None:
-                img = type(img).from_bytes(raw)
+            header = nifti_header(path)
+            needed = int(header["vox_offset"]) + math.prod(header.get_data_shape()) * header.get_data_dtype().itemsize
+            size = path.stat().st_size
+            if not str(path).endswith(".gz") and size < needed:
+                raise EOFError(f"file holds {size} bytes, its header needs {needed}")
+            img = nib.load(str(path))  # nibabel reads the voxels from vox_offset, nbytes of them (a short read raises)
             return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
         return read_sitk(path)
+    except MedsegError:
+        raise
     except Exception as exc:  # nibabel/SimpleITK/gzip raise many types for corrupt files
-        raise MedsegError(f"{path}: the file is truncated or corrupt ({type(exc).__name__}: {str(exc)[:120]}); re-export it or remove the case") from None
+        raise MedsegError(f"{path}: the file is truncated or corrupt ({_cause(exc)}); re-export it or remove the case") from None
 
 
 def check_readable(path: Path) -> None:
@@ -56,18 +53,28 @@ def check_readable(path: Path) -> None:
 
 def read_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Voxels (X, Y, Z[, C]) in the file's own order and the (4, 4) RAS affine (NIfTI via
-    nibabel with scaling applied, other formats via SimpleITK).
+    nibabel with scaling applied, other formats via SimpleITK); the header is read and the size
+    checked (:func:`medseg.io.geometry.check_scan_size`) before any voxel.
 
     Raises:
-        MedsegError: unreadable file.
+        MedsegError: unreadable file, or a scan over the size cap.
     """
     try:
         if str(path).endswith((".nii", ".nii.gz")):
+            nifti_header(path)
             img = nib.load(str(path))
             return np.asanyarray(img.dataobj), np.asarray(img.affine, dtype=float)
         return read_sitk(path)
+    except MedsegError:
+        raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
-        raise MedsegError(f"{path}: cannot read the voxels ({type(exc).__name__}: {str(exc)[:120]}); re-export the file") from None
+        raise MedsegError(f"{path}: cannot read the voxels ({_cause(exc)}); re-export the file") from None
+
+
+def _cause(exc: BaseException) -> str:
+    """``Type: first line`` of a reader's exception, at most ~160 characters."""
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {shorten(first, 120)}"
 
 
 def read_lesion_mask(path: Path, lesion_labels: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -94,9 +101,7 @@ def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float =
             img.header.set_slope_inter(scale, 0.0)
             nib.save(img, str(tmp))
         else:
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(str(reference))
-            reader.ReadImageInformation()
+            reader = open_sitk(reference)  # the header only
             img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
             img.SetOrigin(reader.GetOrigin()[:3])
             img.SetSpacing(reader.GetSpacing()[:3])

@@ -271,3 +271,32 @@ def test_pyproject_floors_are_past_the_advisories():
     deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
     floors = {m[1].lower(): tuple(int(x) for x in m[2].split(".")) for d in deps if (m := re.match(r"([A-Za-z_-]+)>=([\d.]+)", d))}
     assert floors["torch"] >= (2, 6) and floors["monai"] >= (1, 5, 2) and floors["mlflow"] >= (3, 1)
+
+
+@pytest.mark.parametrize("header,field", [("x.mhd", "ElementDataFile = {}"), ("x.nrrd", "data file: {}")])
+@pytest.mark.parametrize("target", ["../secret.raw", "/dev/zero", "LIST\nx.raw\n../secret.raw"])
+def test_a_detached_header_pointing_outside_its_folder_is_refused(tmp_path, header, field, target):
+    from medseg.io.geometry import read_geometry
+    from medseg.io.volumes import read_array
+
+    (tmp_path / "secret.raw").write_bytes(bytes(8 * 8 * 8))
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "x.raw").write_bytes(bytes(8 * 8 * 8))
+    if header.endswith(".mhd"):
+        text = "ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\n" + field.format(target) + "\n"
+    else:
+        text = "NRRD0004\ntype: uchar\ndimension: 3\nsizes: 8 8 8\nencoding: raw\n" + field.format(target) + "\n"
+    (folder / header).write_text(text)
+    for read in (read_geometry, read_array):
+        with pytest.raises(MedsegError, match="not a file beside the header"):
+            read(folder / header)
+
+
+def test_a_detached_header_beside_its_data_reads(tmp_path):
+    from medseg.io.volumes import read_array
+
+    (tmp_path / "x.raw").write_bytes(bytes(range(8)) * 64)
+    (tmp_path / "x.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\nElementDataFile = x.raw\n")
+    voxels, _ = read_array(tmp_path / "x.mhd")
+    assert voxels.shape == (8, 8, 8) and int(voxels.sum()) == sum(range(8)) * 64
