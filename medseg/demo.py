@@ -15,6 +15,7 @@ from medseg.data.synthetic import write_dataset
 from medseg.evaluation.evaluate import evaluate_dirs
 from medseg.evaluation.tables import EvalOptions, size_bin_names
 from medseg.inference.batch import predict_files
+from medseg.tracking.store import open_client
 from medseg.tracking.tracker import resolve_uri
 from medseg.training.run import train
 
@@ -53,7 +54,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
-        log_heldback(MlflowClient(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out)
+        log_heldback(open_client(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out)
     return DemoResult(summary["lesion_recall"], summary["dice"], summary, result.run_id, time.perf_counter() - start,
                       result.ui_command)
 

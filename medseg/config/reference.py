@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from medseg.config.schema import ExperimentConfig
+from medseg.io.write import write_text
 
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 
@@ -56,7 +57,7 @@ def render(readme: str) -> str:
 
 def main() -> None:
     path = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parents[2] / "README.md"
-    path.write_text(render(path.read_text()))
+    write_text(render(path.read_text()), path)
     print(f"updated the configuration reference in {path}")
 
 

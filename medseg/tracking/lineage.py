@@ -22,6 +22,7 @@ from mlflow.data.pandas_dataset import PandasDataset
 from mlflow.entities import DatasetInput, InputTag
 
 from medseg.config.schema import ExperimentConfig
+from medseg.tracking.store import redact_uri
 
 
 def git_commit(start: Path | None = None) -> str:
@@ -57,6 +58,12 @@ def _version(name: str) -> str:
         return "not installed"
 
 
+def _redact_arg(arg: str) -> str:
+    """A command-line argument as it is recorded: a URI in it (``tracking.uri=URI`` too) without credentials."""
+    key, eq, value = arg.partition("=")
+    return key + eq + redact_uri(value) if eq and "://" in value else redact_uri(arg)
+
+
 def lineage_tags(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:
     """MLflow tags: git commit, versions of medseg/torch/monai/mlflow, device, dataset hash, and
     MLflow's own source tags (the command line, the commit) for the run page's Source field."""
@@ -68,7 +75,7 @@ def lineage_tags(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:
         "dataset_fingerprint": dataset_fingerprint(Path(cfg.data.dataset)),
         "seed": str(cfg.train.seed),
         "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": " ".join(["medseg", *sys.argv[1:]]) if Path(sys.argv[0]).name == "medseg" else sys.argv[0],
+        "mlflow.source.name": " ".join(["medseg", *map(_redact_arg, sys.argv[1:])]) if Path(sys.argv[0]).name == "medseg" else sys.argv[0],
         **({"mlflow.source.git.commit": commit.removesuffix("+dirty")} if commit != "unknown" else {}),
     }
 

@@ -7,16 +7,16 @@ import os
 from pathlib import Path
 
 import mlflow
-from mlflow.tracking import MlflowClient
 
 from medseg.errors import MedsegError
+from medseg.tracking.store import open_client, redact_uri
 
 
 def registered_source(uri: str, store: str) -> str:
     """Where the version behind ``models:/<name>/<version>`` (or ``models:/<name>@<alias>``) was
     logged from. Resolved through a client for ``store``: ``download_artifacts(registry_uri=...)``
     of MLflow 3.17 still asks the default registry for ``models:/`` URIs."""
-    client = MlflowClient(tracking_uri=store, registry_uri=store)
+    client = open_client(store, registry_uri=store)
     ref = uri[len("models:/"):].strip("/")
     if "@" in ref:
         name, alias = ref.split("@", 1)
@@ -42,7 +42,8 @@ def fetch_model(uri: str, tracking_uri: str | None, dest: Path) -> Path:
         source = registered_source(uri, uri_store) if uri.startswith("models:/") else uri
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(dest), tracking_uri=uri_store))
     except Exception as exc:  # MlflowException and store errors
-        raise MedsegError(f"{uri}: cannot be fetched from {uri_store} ({str(exc).splitlines()[0][:160]}); check the run id / model name and version") from None
+        raise MedsegError(f"{uri}: cannot be fetched from {redact_uri(uri_store)} ({str(exc).splitlines()[0][:160]}); "
+                          "check the run id / model name and version") from None
     found = [local] if local.is_file() else sorted(local.rglob("*.pt"))
     if not found:
         raise MedsegError(f"{uri}: holds no medseg checkpoint (*.pt); log one with 'medseg train'")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
 from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 
 from medseg.errors import MedsegError
+from medseg.tracking.store import open_client, redact_uri, sqlite_path
 
 # column -> (header, metric names tried in order, format)
 COLUMNS: dict[str, tuple[str, tuple[str, ...], str]] = {
@@ -39,20 +38,21 @@ def run_rows(uri: str, experiment: str, limit: int = 20) -> list[dict[str, Any]]
     Raises:
         MedsegError: unreachable store or unknown experiment.
     """
-    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():  # MLflow would create an empty store
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():  # MLflow would create an empty store
         raise MedsegError(f"{uri}: no MLflow store there; pass --tracking-uri (e.g. sqlite:///runs/mlflow.db under train.output_dir) "
                           "or set MLFLOW_TRACKING_URI")
     try:
-        client = MlflowClient(uri)
+        client = open_client(uri)
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = [e.name for e in client.search_experiments()]
-            raise MedsegError(f"experiment {experiment!r} not found at {uri}; experiments there: {', '.join(names) or 'none'}")
+            raise MedsegError(f"experiment {experiment!r} not found at {redact_uri(uri)}; experiments there: {', '.join(names) or 'none'}")
         runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=limit)
     except MedsegError:
         raise
     except Exception as exc:  # MlflowException, store or connection errors
-        raise MedsegError(f"MLflow at {uri} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+        raise MedsegError(f"MLflow at {redact_uri(uri)} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
                           "pass --tracking-uri (e.g. sqlite:///runs/mlflow.db) or set MLFLOW_TRACKING_URI") from None
     return [{"name": r.info.run_name or "", "id": r.info.run_id[:8], "status": r.info.status,
              "started": r.info.start_time or 0, **{key: _metric(r, names) for key, (_, names, _) in COLUMNS.items()}}

@@ -23,6 +23,8 @@ from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import TrackingConfig
 from medseg.errors import MedsegError
+from medseg.io.write import write_text
+from medseg.tracking.store import open_client, redact_uri
 
 
 class Tracker(Protocol):
@@ -88,10 +90,14 @@ class MlflowTracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.shown_uri = redact_uri(uri)  # in messages: no credentials
         self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server
         self.spool = output_dir / f"unsent-mlflow-{run_name}.jsonl"
         self._logged_steps: set[int] = set()
+        try:
+            self.client = open_client(uri)
+        except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors; filelock.Timeout
+            raise unreachable(uri, exc) from None
         if resume_run_id is not None:
             self._reopen(resume_run_id)
             return
@@ -100,8 +106,7 @@ class MlflowTracker:
             tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
             self.run_id: str | None = self.client.create_run(exp_id, run_name=display_name or run_name, tags=tags).info.run_id
         except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors
-            raise MedsegError(f"MLflow tracking at {uri} is unreachable ({type(exc).__name__}); start the server, "
-                              "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false") from None
+            raise unreachable(uri, exc) from None
         self.experiment_id = exp_id
         self._start_system_metrics(resume=False)
 
@@ -112,7 +117,7 @@ class MlflowTracker:
             self.client.update_run(run_id, status="RUNNING")
             self._logged_steps = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
         except Exception as exc:  # MlflowException, store errors
-            raise MedsegError(f"MLflow run {run_id} at {self.uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
+            raise MedsegError(f"MLflow run {run_id} at {self.shown_uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
                               "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)") from None
         self.run_id = run_id
         self.experiment_id = run.info.experiment_id
@@ -156,7 +161,8 @@ class MlflowTracker:
                 else:
                     self.client.log_artifact(self.run_id, *args)
             except Exception as exc:  # connection errors, MlflowException: keep and retry later
-                warnings.warn(f"MLflow at {self.uri} unavailable ({type(exc).__name__}); {len(self._pending)} record(s) kept for retry")
+                warnings.warn(f"MLflow at {self.shown_uri} unavailable ({type(exc).__name__}); "
+                              f"{len(self._pending)} record(s) kept for retry")
                 return False
             self._pending.pop(0)
         return True
@@ -190,7 +196,8 @@ class MlflowTracker:
             self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
             self.model_id: str | None = model.model_id
         except Exception as exc:  # the run's own model/ artifacts are what predict needs; this is a view on them
-            print(f"warning: MLflow at {self.uri}: the logged-model entry was not created ({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
+            print(f"warning: MLflow at {self.shown_uri}: the logged-model entry was not created "
+                  f"({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
 
     def _register(self) -> None:
         name = getattr(self, "_register_as", None)
@@ -213,18 +220,18 @@ class MlflowTracker:
                 break
             time.sleep(min(2 ** attempt, 20))
         if self._pending:
-            with self.spool.open("a") as fh:
-                for kind, args in self._pending:
-                    fh.write(json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n")
-
-            print(f"warning: MLflow at {self.uri} did not accept {len(self._pending)} record(s); saved in {self.spool}", file=sys.stderr)
+            earlier = self.spool.read_text() if self.spool.exists() else ""
+            write_text(earlier + "".join(json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n"
+                                         for kind, args in self._pending), self.spool)
+            print(f"warning: MLflow at {self.shown_uri} did not accept {len(self._pending)} record(s); saved in {self.spool}",
+                  file=sys.stderr)
             return
         try:
             self._register()
             self.client.set_terminated(self.run_id, status)
         except Exception as exc:  # the records are in; registry or end status must not fail the run
-
-            print(f"warning: MLflow at {self.uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}", file=sys.stderr)
+            print(f"warning: MLflow at {self.shown_uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}",
+                  file=sys.stderr)
 
     def ui_command(self) -> str:
         """How to open this run in the MLflow UI: the server command for a SQLite store, then the
@@ -250,9 +257,22 @@ def ensure_experiment(client: MlflowClient, experiment: str, output_dir: Path) -
 
 def parent_run(uri: str, experiment: str, name: str, output_dir: Path) -> str:
     """A new run to nest others under (``tracking.parent_run_id``), in ``experiment``; the caller
-    ends it with ``MlflowClient(uri).set_terminated``."""
-    client = MlflowClient(uri)
-    return client.create_run(ensure_experiment(client, experiment, output_dir), run_name=name).info.run_id
+    ends it with ``open_client(uri).set_terminated``.
+
+    Raises:
+        MedsegError: the store cannot be reached.
+    """
+    try:
+        client = open_client(uri)
+        return client.create_run(ensure_experiment(client, experiment, output_dir), run_name=name).info.run_id
+    except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
+        raise unreachable(uri, exc) from None
+
+
+def unreachable(uri: str, exc: Exception) -> MedsegError:
+    """The user error for a store that cannot be opened (its address redacted)."""
+    return MedsegError(f"MLflow tracking at {redact_uri(uri)} is unreachable ({type(exc).__name__}); start the server, "
+                       "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false")
 
 
 def child_run(client: MlflowClient, parent_id: str, name: str, tags: dict[str, str] | None = None) -> str:
@@ -265,7 +285,8 @@ def child_run(client: MlflowClient, parent_id: str, name: str, tags: dict[str, s
 
 def ui_hint(uri: str, experiment_id: str, run_id: str | None) -> str:
     """The command (SQLite store) and the address of a run's page in MLflow's training view
-    (``workflowType=machine_learning``: MLflow 3 opens its GenAI view otherwise)."""
+    (``workflowType=machine_learning``: MLflow 3 opens its GenAI view otherwise); no credentials."""
+    uri = redact_uri(uri)
     page = f"#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "") + "?workflowType=machine_learning"
     if uri.startswith("sqlite:"):
         return f"{mlflow_executable()} ui --backend-store-uri {uri}  then open http://127.0.0.1:5000/{page}"

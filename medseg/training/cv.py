@@ -18,6 +18,11 @@ The same command again continues the ensemble (:func:`train_member`): a member w
 finished is kept, one that was stopped (SIGTERM, a crash, a lost node) resumes from its
 ``last.pt`` with its own config.yaml, the others train. So each member folder holds one run, and
 ``medseg predict FOLDER`` never averages a member twice. Remove a member's folder to train it again.
+
+Folds may train at the same time (``--fold K`` in one process each): cv.json (and ensemble.json) are
+read, changed and written under a file lock beside them (``cv.json.lock``), so the parent run is
+created once and every fold process finds it, and each fold merges its own result
+(``results.<k>``) into cv.json when it ends; the fold that completes the set closes the parent.
 """
 
 from __future__ import annotations
@@ -26,9 +31,9 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from mlflow.tracking import MlflowClient
+from filelock import FileLock
 
 from medseg.config.load import flatten, load_config
 from medseg.config.schema import ExperimentConfig, run_name
@@ -37,6 +42,7 @@ from medseg.data.split import fold_splits, run_split
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
 from medseg.nn.checkpoint import load_checkpoint
+from medseg.tracking.store import live_uri, open_client, redact_config
 from medseg.tracking.tracker import parent_run, resolve_uri
 from medseg.training.run import train
 from medseg.training.state import TrainResult
@@ -57,18 +63,33 @@ def cv_folder(cfg: ExperimentConfig, folds: int) -> Path:
 
 
 def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
-    """The folder's cv.json, created on the first call (folds, parent run); later calls must
-    find the same folds (same cases, seed and group pattern)."""
+    """The folder's cv.json, created on the first call (folds, parent run); later calls, and
+    fold processes started at the same time, must find the same folds (same cases, seed and
+    group pattern) and share its parent run."""
     folder = cv_folder(cfg, folds)
     cases = from_config(cfg.data).require_clean()
     splits = fold_splits(cases, folds, cfg.train.seed, cfg.data.group_pattern)
-    state = _saved_state(folder / "cv.json", "folds", splits, "its folds differ from this config's cases")
-    if state is not None:
-        return folder, state
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {"folds": splits, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"), "group_pattern": cfg.data.group_pattern}
-    write_text(json.dumps(state, indent=2), folder / "cv.json")
+    state = _shared_state(folder / "cv.json", "folds", splits, "its folds differ from this config's cases",
+                          lambda: {"folds": splits, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"),
+                                   "group_pattern": cfg.data.group_pattern})
     return folder, state
+
+
+def _lock(path: Path) -> FileLock:
+    """The lock of an ensemble folder's state file ``path`` (``<path>.lock`` beside it)."""
+    return FileLock(f"{path}.lock")
+
+
+def _shared_state(path: Path, key: str, expected: list, differs: str, create: Callable[[], dict]) -> dict:
+    """:func:`_saved_state` of ``path``, or ``create()`` written there: under the file's lock, so
+    of processes starting together one creates it (and its parent run) and the others read it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(path):
+        state = _saved_state(path, key, expected, differs)
+        if state is None:
+            state = create()
+            write_text(json.dumps(state, indent=2), path)
+    return state
 
 
 def _saved_state(path: Path, key: str, expected: list, differs: str) -> dict | None:
@@ -94,7 +115,7 @@ def _open_parent(cfg: ExperimentConfig, name: str) -> str | None:
 
 def _close_parent(cfg: ExperimentConfig, parent: str, mean_key: str, values: list[float], tag_key: str, command: str) -> None:
     """The members' mean selection metric and the ensemble command on the parent run, which ends."""
-    client = MlflowClient(_uri(cfg))
+    client = open_client(_uri(cfg))
     client.log_metric(parent, mean_key, sum(values) / len(values))
     client.set_tag(parent, tag_key, command)
     client.set_terminated(parent)
@@ -138,11 +159,23 @@ def train_folds(cfg: ExperimentConfig, folds: int, fold: int | None = None, prog
 
 
 def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
-    """Each trained fold's best selection metric on the parent run; once every fold has one,
-    their mean (``cv_mean_<metric>``), the ensemble command as a tag, and the parent closed."""
-    if out.parent_run_id is None:
-        return
-    client = MlflowClient(_uri(cfg))
+    """Each trained fold's result merged into cv.json (``results.<k>``: best selection metric, run
+    folder) and its best metric on the parent run; once every fold has one, their mean
+    (``cv_mean_<metric>``), the ensemble command as a tag, and the parent closed. Under cv.json's
+    lock: folds ending together each keep their entry, and one of them closes the parent."""
+    path = out.folder / "cv.json"
+    with _lock(path):
+        state = json.loads(path.read_text())
+        results = state.setdefault("results", {})
+        results.update({str(k): {"best_metric": float(res.best_metric), "run_dir": str(res.run_dir)} for k, res in out.results.items()})
+        write_text(json.dumps(state, indent=2), path)
+        if out.parent_run_id is not None:
+            _log_folds(cfg, out, folds)
+
+
+def _log_folds(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
+    """This call's folds' best selection metric on the parent run; closes it when every fold has one."""
+    client = open_client(_uri(cfg))
     metric = cfg.train.select_metric
     for k, res in out.results.items():
         client.log_metric(out.parent_run_id, f"fold{k}_{metric}", float(res.best_metric))
@@ -170,7 +203,7 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
         out.results[seed] = train_member(member, progress)
     if parent is not None:
         metric, values = cfg.train.select_metric, [float(r.best_metric) for r in out.results.values()]
-        client = MlflowClient(_uri(cfg))
+        client = open_client(_uri(cfg))
         for seed, value in zip(out.results, values):
             client.log_metric(parent, f"seed{seed}_{metric}", value)
         _close_parent(cfg, parent, f"mean_{metric}", values, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
@@ -187,15 +220,14 @@ def _seed_state(cfg: ExperimentConfig, seeds: int) -> tuple[Path, dict]:
     folder = Path(cfg.train.output_dir) / f"seeds{seeds}-s{cfg.train.seed}"
     cases = from_config(cfg.data).require_clean()
     val_ids = [c.case_id for c in run_split(cases, cfg)[1]]
-    path = folder / "ensemble.json"
-    state = _saved_state(path, "val_cases", val_ids, "its validation cases differ from this config's")
-    if state is not None:
-        return folder, state
-    if any(folder.rglob("last.pt")):
-        raise MedsegError(f"{folder}: holds runs of no ensemble.json (an older medseg); use another train.output_dir or remove {folder}")
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {"seeds": seeds, "val_cases": val_ids, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")}
-    write_text(json.dumps(state, indent=2), path)
+
+    def create() -> dict:
+        if any(folder.rglob("last.pt")):
+            raise MedsegError(f"{folder}: holds runs of no ensemble.json (an older medseg); "
+                              f"use another train.output_dir or remove {folder}")
+        return {"seeds": seeds, "val_cases": val_ids, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")}
+
+    state = _shared_state(folder / "ensemble.json", "val_cases", val_ids, "its validation cases differ from this config's", create)
     return folder, state
 
 
@@ -218,8 +250,10 @@ def train_member(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
         print(f"{latest}: finished earlier, kept (remove {cfg.train.output_dir} to train it again)", file=sys.stderr)
         return TrainResult(latest, latest / "best.pt", latest / "last.pt", ckpt.mlflow_run_id, rs.best, list(rs.history))
     print(f"{latest}: stopped at epoch {rs.epoch} step {rs.step_in_epoch}, resuming", file=sys.stderr)
-    saved = load_config(latest / "config.yaml")
-    changed = changed_settings(saved, cfg)
+    saved = load_config(latest / "config.yaml")  # its tracking URI redacted: reconnect with this call's credentials
+    tracking = saved.tracking.model_copy(update={"uri": live_uri(saved.tracking.uri, cfg.tracking.uri)})
+    saved = saved.model_copy(update={"tracking": tracking})
+    changed = changed_settings(redact_config(saved), redact_config(cfg))
     if changed:  # a resumed run keeps its batches, schedule and MLflow params: it cannot take new settings
         print(f"{latest}: resumes with the settings it started with, not the changed {', '.join(changed)} "
               f"(remove {cfg.train.output_dir} to train this member with the new ones)", file=sys.stderr)

@@ -6,6 +6,7 @@ Every user mistake found in the dataset is reported before anything is written.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -15,9 +16,11 @@ from monai.utils import set_determinism
 from medseg.config.schema import ExperimentConfig, run_name
 from medseg.data.split import run_split
 from medseg.errors import MedsegError
+from medseg.io.write import remove_partials_below
 from medseg.nn.checkpoint import Checkpoint, load_checkpoint
 from medseg.runtime.device import pick_device
 from medseg.runtime.distributed import broadcast, finish, rank_and_world
+from medseg.tracking.store import live_uri
 from medseg.tracking.tracker import NullTracker, Tracker, make_tracker
 from medseg.training.prepare import load_datasets, prepare
 from medseg.training.state import RunContext, TrainResult
@@ -92,13 +95,17 @@ def _open_run(cfg: ExperimentConfig, rank: int, world: int, resume: Path | None,
         return Path(broadcast(None)), NullTracker()
     if resumed is not None and resume is not None:
         run_dir = Path(resume)
-        tracker = make_tracker(cfg.tracking, run_dir.parent, run_dir.name, resumed.mlflow_run_id, resumed.tracking_uri)
+        clean_partials(run_dir, None)
+        clean_partials(run_dir.parent, 0)
+        tracker = make_tracker(cfg.tracking, run_dir.parent, run_dir.name, resumed.mlflow_run_id,
+                               live_uri(resumed.tracking_uri, cfg.tracking.uri))
     else:
         output_dir = Path(cfg.train.output_dir)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
+        clean_partials(output_dir, 2)  # its run folders (a killed run's last.pt) and their report/, mlflow_model/
         run_dir = new_run_dir(output_dir)
         try:
             tracker = make_tracker(cfg.tracking, output_dir, run_dir.name, display_name=run_name(cfg))
@@ -110,12 +117,23 @@ def _open_run(cfg: ExperimentConfig, rank: int, world: int, resume: Path | None,
     return run_dir, tracker
 
 
+def clean_partials(folder: Path, depth: int | None) -> None:
+    """Delete what killed writers left half-written in ``folder`` and its subfolders down to
+    ``depth`` (:func:`medseg.io.write.remove_partials`: files of live processes stay), and say so."""
+    removed = remove_partials_below(folder, depth)
+    if removed:
+        print(f"{folder}: removed {removed} half-written file(s) left by a stopped process", file=sys.stderr)
+
+
 def new_run_dir(output_dir: Path) -> Path:
-    """A new run folder ``<output_dir>/<YYYYmmdd-HHMMSS>[-n]``."""
+    """A new run folder ``<output_dir>/<YYYYmmdd-HHMMSS>[-n]``, created exclusively: of two
+    processes starting in the same second, each gets its own (the second takes the next ``-n``)."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir, n = output_dir / stamp, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = output_dir / f"{stamp}-{n}"
-    run_dir.mkdir(parents=True)
-    return run_dir
+    n = 1
+    while True:
+        run_dir = output_dir / (stamp if n == 1 else f"{stamp}-{n}")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        except FileExistsError:
+            n += 1

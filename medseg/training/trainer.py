@@ -23,6 +23,7 @@ from medseg.config.load import flatten
 from medseg.config.schema import ExperimentConfig, lesion_classes
 from medseg.errors import MedsegError
 from medseg.inference.pyfunc import save_pyfunc
+from medseg.io.write import write_text
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
@@ -34,6 +35,7 @@ from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
 from medseg.tracking.lineage import dataset_input, lineage_tags
+from medseg.tracking.store import redact_config, redact_uri
 from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal, TimeBudget
 from medseg.training.loaders import make_loader
 from medseg.training.precision import precision_for
@@ -51,6 +53,7 @@ class Trainer:
 
     def __init__(self, prep: Prepared, datasets: tuple[Dataset, Dataset], device: torch.device, run: RunContext) -> None:
         self.cfg: ExperimentConfig = prep.cfg
+        self.recorded_cfg = redact_config(self.cfg)  # what is written down: config.yaml, checkpoints, MLflow params
         self.prep, self.device, self.run = prep, device, run
         self.train_ds, self.val_ds = datasets
         self.state = TrainState()
@@ -89,9 +92,9 @@ class Trainer:
 
     def _record_run(self, resumed: bool) -> None:
         """Config (and plan) into the run folder and MLflow; a resumed run only records the resume."""
-        cfg, run, tracker = self.cfg, self.run, self.run.tracker
+        cfg, run, tracker = self.recorded_cfg, self.run, self.run.tracker
         config_path = run.run_dir / "config.yaml"
-        config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+        write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), config_path)
         if resumed:  # MLflow params cannot change; the extended epochs are in config.yaml and a tag
             return
         params = {k: v for k, v in flatten(cfg).items() if v != "None"}  # unset keys: see config.yaml, not a column of None
@@ -103,7 +106,7 @@ class Trainer:
         tracker.log_artifact(config_path)
         if self.prep.plan is not None:
             plan_path = run.run_dir / "plan.yaml"
-            plan_path.write_text(yaml.safe_dump({"plan": self.prep.plan}, sort_keys=False))
+            write_text(yaml.safe_dump({"plan": self.prep.plan}, sort_keys=False), plan_path)
             tracker.log_artifact(plan_path)
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -136,9 +139,10 @@ class Trainer:
         preprocess = Preprocessing(tuple(prep.spacing), cfg.preprocess.normalize, len(prep.channels), tuple(prep.channels),
                                    tuple(tuple(s) for s in cfg.preprocess.ct_stats) if cfg.preprocess.ct_stats else None,
                                    cfg.preprocess.background, tuple(name for name, _ in lesion_classes(cfg.data)))
-        return Checkpoint(self.net.state_dict(), cfg, preprocess,
+        uri = getattr(self.run.tracker, "uri", None)
+        return Checkpoint(self.net.state_dict(), self.recorded_cfg, preprocess,
                           OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3), epoch, dict(metrics),
-                          self.run.tracker.run_id, getattr(self.run.tracker, "uri", None), resume)
+                          self.run.tracker.run_id, None if uri is None else redact_uri(uri), resume)
 
     def save_last(self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any],
                   finished: bool = False) -> None:

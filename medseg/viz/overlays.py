@@ -17,6 +17,7 @@ from matplotlib.patches import Rectangle
 from scipy import ndimage
 
 from medseg.lesions import label_lesions
+from medseg.viz.plots import save_figure
 
 GT_COLOUR, PRED_COLOUR = "lime", "red"
 MARGIN = 8  # voxels around the lesion in the cropped panel (at least 32 voxels wide)
@@ -85,7 +86,7 @@ def draw_focus(case_id: str, kind: str, focus: Focus, image: np.ndarray, pred: n
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(f"{case_id}: largest {kind.replace('_', ' ')} lesion", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.1, wspace=0.05)
-    fig.savefig(path)
+    save_figure(fig, path, dpi=fig.dpi)
 
 
 def overlays(case_id: str, image: np.ndarray, pred: np.ndarray, ref: np.ndarray, out_dir: Path,

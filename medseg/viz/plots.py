@@ -11,10 +11,18 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from medseg.io.write import atomic_write
+
+
+def save_figure(fig: Figure, path: Path, dpi: float = 100) -> None:
+    """Write ``fig`` as an image (format from ``path``'s suffix) atomically: a picture interrupted
+    half-way is never left under its name."""
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+
 
 def training_curve(history: list[dict[str, float]], path: Path) -> None:
     """Loss per epoch and the validation metrics, one PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(10, 4))
     a, b = fig.subplots(1, 2)
     a.plot([h["epoch"] for h in history], [h["train_loss"] for h in history])
@@ -28,7 +36,7 @@ def training_curve(history: list[dict[str, float]], path: Path) -> None:
     b.set_ylim(0, 1.02)
     b.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
 
 
 def plot_froc(result: dict, path: Path) -> None:
@@ -46,4 +54,4 @@ def plot_froc(result: dict, path: Path) -> None:
     ax.set_title(f"FROC (CPM {result['cpm']:.3f})")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)

@@ -30,6 +30,7 @@ from medseg.io.outputs import OutputPlan
 from medseg.io.paths import strip_suffix
 from medseg.io.volumes import read_array
 from medseg.lesions import label_lesions
+from medseg.viz.plots import save_figure
 
 GT_COLOUR, PRED_COLOUR = "lime", "red"
 
@@ -170,8 +171,7 @@ def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.01, right=0.99, top=0.86, bottom=0.08, wspace=0.04)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=DPI)
+        save_figure(fig, out, dpi=DPI)
     except OSError as err:
         raise MedsegError(f"{out}: cannot write the picture ({err.strerror or err}); pick another --out") from None
 
