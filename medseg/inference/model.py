@@ -99,26 +99,39 @@ def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
 
 def build_network(ckpt: Checkpoint) -> torch.nn.Module:
     """The network of the checkpoint's config (``in_channels`` inputs, one output per class) with
-    its weights loaded (``strict=True``), on the CPU.
+    its weights loaded (``strict=True``), on the CPU. The weights are compared with the network's
+    tensors first on PyTorch's ``meta`` device (shapes, no memory), so a crafted config asking for a
+    huge network is refused before anything is allocated.
 
     Raises:
         MedsegError: naming the checkpoint's file: the network cannot be built, or the weights are
         not the ones of that network (missing or unexpected tensors, another shape, NaN/inf values).
     """
-    where, pre = ckpt.source or "checkpoint", ckpt.preprocess
+    where = ckpt.source or "checkpoint"
+    problem = weights_problem(_network(ckpt, where, torch.device("meta")).state_dict(), ckpt.state_dict)
+    if problem is not None:
+        raise MedsegError(f"{where}: this checkpoint's weights do not match its config: {problem}; use the best.pt written with it")
+    model = _network(ckpt, where, torch.device("cpu"))
+    model.load_state_dict(ckpt.state_dict, strict=True)
+    return model
+
+
+def _network(ckpt: Checkpoint, where: str, device: torch.device) -> torch.nn.Module:
+    """The untrained network of ``ckpt``'s config, built on ``device``.
+
+    Raises:
+        MedsegError: the config's network cannot be built (named by ``where``).
+    """
+    pre = ckpt.preprocess
     try:
-        model = build_model(ckpt.config.model, in_channels=pre.in_channels, out_channels=len(pre.classes))
+        with device:
+            return build_model(ckpt.config.model, in_channels=pre.in_channels, out_channels=len(pre.classes))
     except MedsegError as exc:
         raise MedsegError(f"{where}: {exc}") from None
     except (AssertionError, RuntimeError, TypeError, ValueError) as exc:  # MONAI's networks check their arguments so
         first = (str(exc).strip().splitlines() or [""])[0][:120]
         raise MedsegError(f"{where}: the network of its config cannot be built ({type(exc).__name__}: {first}); "
                           "use the best.pt written by 'medseg train'") from None
-    problem = weights_problem(model.state_dict(), ckpt.state_dict)
-    if problem is not None:
-        raise MedsegError(f"{where}: this checkpoint's weights do not match its config: {problem}; use the best.pt written with it")
-    model.load_state_dict(ckpt.state_dict, strict=True)
-    return model
 
 
 def weights_problem(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str | None:

@@ -10,7 +10,9 @@ is written to a file, logged or printed; :func:`live_uri` finds the credentials 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from filelock import FileLock
@@ -41,13 +43,29 @@ def open_client(uri: str, registry_uri: str | None = None) -> MlflowClient:
         filelock.Timeout: another process held the lock for :data:`LOCK_TIMEOUT_S`.
         Exception: what ``MlflowClient`` raises for a store it cannot open.
     """
+    with store_lock(uri):
+        return MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+
+
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold the lock ``<db>.lock`` of a SQLite store (nothing for other stores, or a read-only
+    folder where no store can be created): for the store's creation and for writes that insert a
+    row shared between runs (a dataset input: two folds logging the same dataset at once would
+    both insert it and one would die on the UNIQUE constraint).
+
+    Raises:
+        OSError: the SQLite file's folder cannot be created.
+        filelock.Timeout: another process held the lock for :data:`LOCK_TIMEOUT_S`.
+    """
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow would: the lock file goes there
-    if db is None or not os.access(db.parent, os.W_OK):  # no store can be created in a read-only folder: nothing to race
-        return MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+    if db is None or not os.access(db.parent, os.W_OK):
+        yield
+        return
     with FileLock(f"{db}.lock", timeout=LOCK_TIMEOUT_S):
-        return MlflowClient(tracking_uri=uri, registry_uri=registry_uri)
+        yield
 
 
 def _secret(name: str) -> bool:

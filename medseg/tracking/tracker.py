@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from medseg.config.schema import TrackingConfig
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
-from medseg.tracking.store import open_client, redact_uri
+from medseg.tracking.store import open_client, redact_uri, store_lock
 
 
 class Tracker(Protocol):
@@ -173,8 +173,10 @@ class MlflowTracker:
         self.flush()
 
     def log_dataset(self, dataset: DatasetInput) -> None:
-        """The run's training dataset (fills the Dataset column of the runs table)."""
-        self.client.log_inputs(self.run_id, datasets=[dataset])
+        """The run's training dataset (fills the Dataset column of the runs table); under the
+        store's lock, as parallel folds log the same dataset."""
+        with store_lock(self.uri):
+            self.client.log_inputs(self.run_id, datasets=[dataset])
 
     def log_model(self, folder: Path, register_as: str | None) -> None:
         """Log an MLflow model folder (``MLmodel`` and its files) under the run's ``model/``

@@ -377,3 +377,23 @@ def test_cache_follows_a_scan_replaced_in_place(good_dataset, tmp_path):
                          cases, cases[:1], SPACING)[1][0]["image"]
     assert not torch.equal(new, old) and torch.equal(new, cold)
     assert len(list((tmp_path / "cache" / "val").glob("*.pt"))) == 2
+
+
+def test_a_config_asking_for_a_huge_network_is_refused_before_allocating(tmp_path, good_dataset):
+    """Weights of a tiny network under a config of 100000-channel levels: compared on the meta
+    device, refused with one line, under a 3 GiB data cap that building it (terabytes) would break."""
+    import subprocess
+    import sys
+
+    from medseg.nn.checkpoint import write_payload
+    from tests.robustness.conftest import tiny_payload
+
+    payload = tiny_payload(good_dataset)
+    payload["config"]["model"]["channels"] = [100000, 200000, 400000]
+    path = tmp_path / "huge.pt"
+    write_payload(payload, path)
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))\n"
+            "from medseg.inference.model import load_model\nfrom medseg.errors import MedsegError\n"
+            f"try:\n    load_model({str(path)!r}, 'cpu')\nexcept MedsegError as err:\n    print('REFUSED', err)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "REFUSED" in res.stdout and "do not match its config" in res.stdout, res.stderr[-2000:]
