@@ -33,6 +33,7 @@ from medseg.data.case import Case
 from medseg.data.sources.common import Dataset
 from medseg.errors import MedsegError
 from medseg.io.geometry import ras_order, ras_spacing
+from medseg.io.outputs import OutputPlan
 from medseg.io.volumes import read_array
 from medseg.io.write import write_text
 from medseg.lesions import label_lesions, lesion_mask
@@ -220,8 +221,14 @@ def needs_plan(cfg: ExperimentConfig) -> bool:
     return False
 
 
-def write_plan(path: Path, fp: dict[str, Any], plan: dict[str, Any], source: str) -> None:
-    """plan.yaml: the plan first (what training uses), then the fingerprint it came from."""
+def write_plan(path: Path, fp: dict[str, Any], plan: dict[str, Any], source: str, inputs: Sequence[Path] = ()) -> None:
+    """plan.yaml: the plan first (what training uses), then the fingerprint it came from; ``path``
+    passes the output rule (:class:`medseg.io.outputs.OutputPlan`): never one of ``inputs``.
+
+    Raises:
+        MedsegError: ``path`` is one of the files the plan was made from.
+    """
+    path = OutputPlan(Path(path).parent, inputs).claim(Path(path).name, "the plan")
     text = (f"# medseg plan of {source}\n# Use it with data.plan: {path.name} (keys set in the config win).\n"
             + yaml.safe_dump({"plan": plan, "fingerprint": fp}, sort_keys=False, default_flow_style=None))
     write_text(text, path)

@@ -59,8 +59,9 @@ class OutputPlan:
         path = self.root / name
         real = Path(os.path.realpath(path))
         if real != self.real_root and self.real_root not in real.parents:
-            raise MedsegError(f"{owner}: would be written to {real}, outside {self.option} {self.root}; "
-                              "rename the case or class so that it is a plain file name")
+            linked = Path(os.path.abspath(path)) != real  # a link on the way, not the name, leads out
+            fix = f"remove the link {path}" if linked else "rename the case or class so that it is a plain file name"
+            raise MedsegError(f"{owner}: would be written to {real}, outside {self.option} {self.root}; {fix}")
         source = self.input_paths.get(real) or self.input_ids.get(_identity(real) or (-1, -1))
         if source is not None:
             raise MedsegError(f"{owner}: would overwrite the input {source}; pick an {self.option} folder "

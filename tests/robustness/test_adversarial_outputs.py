@@ -300,3 +300,14 @@ def test_a_detached_header_beside_its_data_reads(tmp_path):
     (tmp_path / "x.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\nElementDataFile = x.raw\n")
     voxels, _ = read_array(tmp_path / "x.mhd")
     assert voxels.shape == (8, 8, 8) and int(voxels.sum()) == sum(range(8)) * 64
+
+
+def test_plan_never_writes_over_the_dataset_it_plans(tmp_path):
+    from medseg.data.synthetic import write_dataset
+
+    write_dataset(tmp_path / "d", 2, shape=(16, 16, 8))
+    before = snapshot(tmp_path)
+    for target in (tmp_path / "d" / "dataset.json", tmp_path / "d" / "imagesTr" / "synth_000.nii.gz"):
+        res = run_cli("plan", tmp_path / "d", "--out", target)
+        assert_clean_error(res, "overwrite the input", code=2)
+    assert snapshot(tmp_path) == before

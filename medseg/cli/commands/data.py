@@ -80,7 +80,7 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
     planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
     typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
     if out is not None:
-        write_plan(out, fp, planned, str(ds.root))
+        write_plan(out, fp, planned, str(ds.root), [*ds.files(), *([Path(dataset)] if cfg is not None else [])])
         typer.echo(f"wrote {out} (train with --set data.plan={out})")
 
 

@@ -28,6 +28,12 @@ class Dataset:
     problems: list[str] = field(default_factory=list)
     source: Optional[Path] = None  # layout list: the case list file (root is its folder)
 
+    def files(self) -> list[Path]:
+        """Every file this listing reads: the case list or ``dataset.json``, each case's channel
+        files and label (what no output may replace)."""
+        listing = [self.source] if self.source is not None else [self.root / "dataset.json"]
+        return [*listing, *(p for c in self.cases for p in (*c.images, *([c.label] if c.label else [])))]
+
     def require_clean(self) -> list[Case]:
         """The cases, or a MedsegError listing every structural problem."""
         if self.problems:
