@@ -50,7 +50,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
         print(f"error: {line}")
     print("[4/4] evaluating against labelsTs")
     opts = EvalOptions(cfg.eval)
-    summary, _, errors = evaluate_dirs(out / "pred", data / "labelsTs", out / "eval.csv", opts)
+    summary, _, errors = evaluate_dirs(out / "pred", data / "labelsTs", out / "eval", opts)
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
@@ -61,7 +61,7 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
 
 def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
     """Held-back figures as ``heldback_*`` metrics (the prefix of their artifact folder
-    ``heldback/``: eval.csv, eval_lesions.csv, eval_summary.json) and a section of the run
+    ``heldback/``: cases.csv, lesions.csv, summary.json of ``<out>/eval``) and a section of the run
     description."""
     keys = ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan")
     for key in keys:
@@ -69,9 +69,9 @@ def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) ->
     for (name, _, _), size_bin in zip(size_bin_names(), summary["recall_by_size_mm3"].values()):
         if size_bin["recall"] is not None:  # same bins (SIZE_BINS_MM3) and names as val_lesion_recall_<bin>
             client.log_metric(run_id, f"heldback_lesion_recall_{name}", float(size_bin["recall"]))
-    for name in ("eval.csv", "eval_lesions.csv", "eval_summary.json"):
-        if (out / name).exists():
-            client.log_artifact(run_id, str(out / name), "heldback")
+    for name in ("cases.csv", "lesions.csv", "summary.json"):
+        if (out / "eval" / name).exists():
+            client.log_artifact(run_id, str(out / "eval" / name), "heldback")
     note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
     table = "\n".join(f"| {k} | {summary[k]:.3f} |" for k in keys)
     section = (f"\n\n**Held-back cases** ({summary['cases']} scans, never used in training or selection; "

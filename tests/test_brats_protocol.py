@@ -89,7 +89,7 @@ def test_evaluate_names_the_protocol(tmp_path):
     pred, ref = _scene()
     (tmp_path / "p").mkdir(), (tmp_path / "r").mkdir()
     _write(tmp_path / "p" / "a.nii.gz", pred), _write(tmp_path / "r" / "a.nii.gz", ref)
-    summary, rows, errors = evaluate_dirs(tmp_path / "p", tmp_path / "r", tmp_path / "out.csv", EvalOptions(protocol="brats2023"))
+    summary, rows, errors = evaluate_dirs(tmp_path / "p", tmp_path / "r", tmp_path / "out", EvalOptions(protocol="brats2023"))
     assert not errors and summary["protocol"] == "brats2023 (glioma)"
     assert summary["lesionwise_dice"] == pytest.approx(rows[0]["lesionwise_dice"])
     assert (summary["tp"], summary["fn"], summary["fp"]) == (1, 1, 1)

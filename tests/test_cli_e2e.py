@@ -26,7 +26,7 @@ def run(*args, cwd=None):
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e") / "data"
-    res = run("synth", root, "--cases", 4, "--test-cases", 2, "--shape", "32,32,24", "--seed", 5)
+    res = run("synth", "--out", root, "--cases", 4, "--test-cases", 2, "--shape", "32,32,24", "--seed", 5)
     assert res.returncode == 0, res.stderr
     return root
 
@@ -67,9 +67,9 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
         a = np.asanyarray(nib.load(str(tmp_path / "pred" / name)).dataobj)
         assert np.array_equal(a, np.asanyarray(nib.load(str(tmp_path / "pred_ddp" / name)).dataobj))
 
-    res = run("evaluate", tmp_path / "pred", tiny_dataset / "labelsTs", "--out", tmp_path / "eval.csv")
+    res = run("evaluate", tmp_path / "pred", tiny_dataset / "labelsTs", "--out", tmp_path / "eval")
     assert res.returncode == 0, res.stderr
-    assert "lesion recall" in res.stdout and (tmp_path / "eval.csv").read_text().startswith("case,dice")
+    assert "lesion recall" in res.stdout and (tmp_path / "eval" / "cases.csv").read_text().startswith("case,dice")
 
     from mlflow.tracking import MlflowClient
 
@@ -112,7 +112,7 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert "froc_cpm" in client.get_run(run_id).data.metrics
     assert {"tuning/froc.png", "tuning/operating_curve.csv"} <= {a.path for a in client.list_artifacts(run_id, "tuning")}
     wrong = run("tune", best, "--protocol", "brats2099")
-    assert wrong.returncode != 0 and "use medseg or one of brats2023" in wrong.stderr and "Traceback" not in wrong.stderr
+    assert wrong.returncode != 0 and "use one of medseg, brats2023" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
 def assert_user_error(res, *needles):

@@ -20,7 +20,7 @@ def test_tables_on_crafted_cases(tmp_path):
     empty = np.zeros_like(ref)
     save_nifti(empty, affine, tmp_path / "ref" / "b.nii.gz")
     save_nifti(empty, affine, tmp_path / "pred" / "b.nii.gz")
-    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out" / "ev.csv", EvalOptions())
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out", EvalOptions())
     assert errors == []
     a = next(r for r in rows if r["case"] == "a")
     assert (a["gt_lesions"], a["tp"], a["fn"], a["fp"]) == (2, 1, 1, 1)
@@ -29,9 +29,9 @@ def test_tables_on_crafted_cases(tmp_path):
     assert summary["lesion_recall"] == 0.5 and summary["fp_per_scan"] == 0.5 and summary["case_specificity"] == 1.0
     assert summary["recall_by_size_mm3"]["0-10"] == {"lesions": 1, "recall": 0.0}
     assert summary["recall_by_size_mm3"]["10-100"] == {"lesions": 1, "recall": 1.0}
-    lesions = (tmp_path / "out" / "ev_lesions.csv").read_text().splitlines()
+    lesions = (tmp_path / "out" / "lesions.csv").read_text().splitlines()
     assert lesions[0].startswith("case,kind,id,volume_mm3,matched") and len(lesions) == 1 + 4
-    assert json.loads((tmp_path / "out" / "ev_summary.json").read_text())["matching"] == "overlap"
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["matching"] == "overlap"
     # 8 mm3 GT lesion and 8 mm3 false positive left out below 10 mm3 (voxel = 2 mm3)
     summary, _, _ = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", None, EvalOptions(min_mm3=10.0))
     assert (summary["gt_lesions"], summary["fp"], summary["lesion_recall"]) == (1, 0, 1.0)
@@ -59,11 +59,11 @@ def test_froc_from_saved_probability_maps(tmp_path):
     ref_path = save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
     save_like((prob >= 0.5).astype(np.uint8), ref_path, tmp_path / "pred" / "a.nii.gz")
     save_like(np.rint(prob * 255).astype(np.uint8), ref_path, tmp_path / "pred" / "a_prob.nii.gz", scale=1 / 255)
-    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out" / "ev.csv")
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "ref", tmp_path / "out")
     assert errors == [] and [r["case"] for r in rows] == ["a"]
     froc = summary["froc"]["recall_at_fp_per_scan"]
     assert froc[0.125] == pytest.approx(1 / 3) and froc[1.0] == pytest.approx(2 / 3)
-    assert (tmp_path / "out" / "ev_froc.png").exists()
+    assert (tmp_path / "out" / "froc.png").exists()
 
 
 def test_empty_mask_conventions_are_counted_not_dropped(tmp_path):

@@ -90,7 +90,7 @@ def test_stop_signal_and_early_stopping():
 
 def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
     data = tmp_path / "data"
-    assert subprocess.run([*MEDSEG, "synth", str(data), "--cases", "4", "--shape", "32,32,24"], capture_output=True).returncode == 0
+    assert subprocess.run([*MEDSEG, "synth", "--out", str(data), "--cases", "4", "--shape", "32,32,24"], capture_output=True).returncode == 0
     args = [*MEDSEG, "train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
             "--set", "train.epochs=500", "--set", "sampling.patch_size=[16,16,16]", "--set", "model.channels=[4,8,16]",
             "--set", "model.strides=[2,2]", "--set", "tracking.enabled=false", "--quiet"]

@@ -54,7 +54,7 @@ def test_size_bin_and_heldback_metrics(demo_run):
     assert len(client.get_metric_history(result.run_id, sorted(bins)[0])) >= 1
     assert {"heldback_dice", "heldback_lesion_recall", "heldback_fp_per_scan"} <= set(run.data.metrics)
     assert not [k for k in run.data.metrics if k.startswith("test_")]
-    assert {a.path for a in client.list_artifacts(result.run_id, "heldback")} >= {"heldback/eval.csv"}
+    assert {a.path for a in client.list_artifacts(result.run_id, "heldback")} >= {"heldback/cases.csv"}
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ def server(tmp_path):
 @pytest.mark.slow
 def test_train_against_server_and_read_back(server, tmp_path):
     data = tmp_path / "data"
-    assert run("synth", data, "--cases", 4, "--shape", "32,32,24", "--seed", 5).returncode == 0
+    assert run("synth", "--out", data, "--cases", 4, "--shape", "32,32,24", "--seed", 5).returncode == 0
     res = run("train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
               *TINY, "--set", f"tracking.uri={server['uri']}", "--set", "tracking.register_model=srv-model")
     assert res.returncode == 0, res.stderr
@@ -91,7 +91,7 @@ def test_train_against_server_and_read_back(server, tmp_path):
 @pytest.mark.slow
 def test_server_outage_mid_run_loses_nothing(server, tmp_path):
     data = tmp_path / "data"
-    assert run("synth", data, "--cases", 4, "--shape", "32,32,24", "--seed", 6).returncode == 0
+    assert run("synth", "--out", data, "--cases", 4, "--shape", "32,32,24", "--seed", 6).returncode == 0
     epochs = 12
     train = subprocess.Popen([*MEDSEG, "train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
                               "--set", f"tracking.uri={server['uri']}", *TINY, "--set", f"train.epochs={epochs}"],

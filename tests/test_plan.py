@@ -75,9 +75,10 @@ def test_config_keys_win_over_the_plan():
 
 def test_cli_writes_a_plan_training_can_read(tmp_path):
     root = make(tmp_path / "d", [(1, 1, 2)] * 2)
-    res = subprocess.run([*MEDSEG, "plan", str(root), "--out", str(tmp_path / "plan.yaml")], capture_output=True, text=True)
+    res = subprocess.run([*MEDSEG, "plan", str(root), "--out", str(tmp_path / "plans")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    saved = yaml.safe_load((tmp_path / "plan.yaml").read_text())
+    assert f"wrote {tmp_path / 'plans' / 'plan.yaml'}" in res.stdout
+    saved = yaml.safe_load((tmp_path / "plans" / "plan.yaml").read_text())
     assert saved["plan"]["preprocess"]["target_spacing"] == [1.0, 1.0, 2.0] and saved["fingerprint"]["cases"] == 2
 
 

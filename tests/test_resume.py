@@ -41,7 +41,7 @@ def read_resume(path):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
-    assert subprocess.run([*MEDSEG, "synth", data, "--cases", "4", "--shape", "40,40,28", "--seed", "2"]).returncode == 0
+    assert subprocess.run([*MEDSEG, "synth", "--out", data, "--cases", "4", "--shape", "40,40,28", "--seed", "2"]).returncode == 0
     ref = subprocess.run([*MEDSEG, "train", DEMO, *settings(data, tmp_path / "ref")], capture_output=True, text=True)
     assert ref.returncode == 0, ref.stderr
     ref_last = torch.load(next((tmp_path / "ref").glob("*/last.pt")), weights_only=False)
@@ -92,7 +92,7 @@ def test_resume_errors_are_one_line(tmp_path):
 def test_torchrun_two_processes_train_one_run(tmp_path):
     """DDP on CPU (gloo), 2 processes: one checkpoint set, one MLflow run, both ranks exit 0."""
     data = tmp_path / "data"
-    assert subprocess.run([*MEDSEG, "synth", data, "--cases", "5", "--shape", "32,32,24", "--seed", "4"]).returncode == 0
+    assert subprocess.run([*MEDSEG, "synth", "--out", data, "--cases", "5", "--shape", "32,32,24", "--seed", "4"]).returncode == 0
     torchrun = str(Path(MEDSEG[0]).with_name("torchrun"))
     out = tmp_path / "runs"
     args = settings(data, out)

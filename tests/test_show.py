@@ -48,7 +48,8 @@ def test_to_ras_matches_closest_canonical(affine):
 
 def test_png_through_the_largest_lesion(case, tmp_path):
     image, label, pred = case
-    res = show_case(image, pred, label, tmp_path / "out" / "c1.png")
+    res = show_case(image, pred, label, tmp_path / "out")
+    assert res.png == tmp_path / "out" / "c1_show.png"
     assert res.png.stat().st_size > 10_000 and png_size(res.png) == PNG_SIZE
     assert (res.gt_lesions, res.pred_lesions) == (2, 1)
     marker = np.zeros(SHAPE)
@@ -58,15 +59,15 @@ def test_png_through_the_largest_lesion(case, tmp_path):
 
 def test_lesion_labels_and_fallbacks(case, tmp_path):
     image, label, pred = case
-    only_two = show_case(image, None, label, tmp_path / "a.png", lesion_labels=[2])
+    only_two = show_case(image, None, label, tmp_path / "a", lesion_labels=[2])
     assert only_two.gt_lesions == 1 and only_two.pred_lesions is None
-    by_pred = show_case(image, pred, None, tmp_path / "b.png")  # no label: through the predicted lesion
+    by_pred = show_case(image, pred, None, tmp_path / "b")  # no label: through the predicted lesion
     marker = np.zeros(SHAPE)
     marker[15:17, 12:14, 8:10] = 1
     assert by_pred.centre == lesion_centre(to_ras(marker, oblique_affine()).data > 0)[0] and by_pred.pred_lesions == 1
-    plain = show_case(image, out=tmp_path / "c.png")
+    plain = show_case(image, out=tmp_path / "c")
     assert plain.centre == tuple(s // 2 for s in SHAPE) and plain.gt_lesions is None
-    assert all(png_size(tmp_path / n) == PNG_SIZE for n in ("a.png", "b.png", "c.png"))
+    assert all(png_size(tmp_path / n / "c1_show.png") == PNG_SIZE for n in "abc")
 
 
 def test_four_d_and_nrrd(tmp_path, affine):
@@ -76,7 +77,7 @@ def test_four_d_and_nrrd(tmp_path, affine):
     label = np.zeros(SHAPE, np.uint8)
     label[10:13, 8:11, 5:7] = 1
     res = show_case(save_nifti(data, affine, tmp_path / "four.nii.gz"), label=save_nifti(label, affine, tmp_path / "four_label.nii.gz"),
-                    out=tmp_path / "four.png")
+                    out=tmp_path)
     assert res.gt_lesions == 1 and png_size(res.png) == PNG_SIZE
 
     def nrrd(arr, name):
@@ -86,7 +87,7 @@ def test_four_d_and_nrrd(tmp_path, affine):
         sitk.WriteImage(img, str(tmp_path / name))
         return tmp_path / name
 
-    res = show_case(nrrd(data[..., 0], "n_image.nrrd"), label=nrrd(label, "n_label.nrrd"), out=tmp_path / "n.png")
+    res = show_case(nrrd(data[..., 0], "n_image.nrrd"), label=nrrd(label, "n_label.nrrd"), out=tmp_path)
     assert res.gt_lesions == 1 and png_size(res.png) == PNG_SIZE
 
 
@@ -98,30 +99,31 @@ def test_mask_on_another_grid_is_refused(case, tmp_path):
 
     shifted = save_nifti(np.asarray(nib.load(str(label)).dataobj), moved, tmp_path / "shifted.nii.gz")
     with pytest.raises(MedsegError, match="affine differs"):
-        show_case(image, label=shifted, out=tmp_path / "x.png")
-    assert not (tmp_path / "x.png").exists()
+        show_case(image, label=shifted, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
 
 
 def test_cli_default_out_and_one_line_errors(case, tmp_path):
     image, label, pred = case
     work = tmp_path / "cwd"
     work.mkdir()
-    res = subprocess.run([*MEDSEG, "show", str(image), "--label", str(label), "--pred", str(pred)],
+    res = subprocess.run([*MEDSEG, "show", str(image), "--ref", str(label), "--pred", str(pred)],
                          capture_output=True, text=True, cwd=work, timeout=120)
     assert res.returncode == 0, res.stderr
     assert (work / "c1_show.png").is_file() and png_size(work / "c1_show.png") == PNG_SIZE
     assert "ground truth 2 lesion(s), prediction 1 lesion(s)" in res.stdout
 
     small = save_nifti(np.zeros((8, 8, 8), np.uint8), oblique_affine(), tmp_path / "small.nii.gz")
-    for args, words in (([str(image), "--label", str(small)], ["small.nii.gz", "differs from the image's", "c1.nii.gz"]),
+    for args, words in (([str(image), "--ref", str(small)], ["small.nii.gz", "differs from the image's", "c1.nii.gz"]),
                         ([str(tmp_path / "missing.nii.gz")], ["missing.nii.gz", "no such image file"]),
                         ([str(image), "--pred", str(tmp_path / "nopred.nii.gz")], ["nopred.nii.gz", "no such mask file"])):
-        res = subprocess.run([*MEDSEG, "show", *args, "--out", str(tmp_path / "bad.png")], capture_output=True, text=True, timeout=120)
+        res = subprocess.run([*MEDSEG, "show", *args, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
         assert all(w in lines[0] for w in words) and "Traceback" not in res.stderr
-    assert not (tmp_path / "bad.png").exists()
+    assert not (tmp_path / "bad").exists()
 
     (tmp_path / "a_file").write_text("")
-    res = subprocess.run([*MEDSEG, "show", str(image), "--out", str(tmp_path / "a_file" / "x.png")], capture_output=True, text=True, timeout=120)
+    res = subprocess.run([*MEDSEG, "show", str(image), "--out", str(tmp_path / "a_file" / "pictures")],
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "cannot write the picture" in res.stderr and "Traceback" not in res.stderr

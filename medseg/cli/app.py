@@ -21,6 +21,8 @@ from medseg.cli.commands.data import check, plan, show, synth
 from medseg.cli.commands.predict import evaluate, predict
 from medseg.cli.commands.train import demo, runs, train, tune
 from medseg.cli.common import CLICK_ERROR, DEBUG_HELP, EXIT_CODES, USAGE_ERROR, cut, usage_error_line
+from medseg.cli.examples import examples_section
+from medseg.cli.options import CONTEXT_SETTINGS
 
 
 class MedsegGroup(TyperGroup):
@@ -49,6 +51,7 @@ class MedsegGroup(TyperGroup):
 
 
 app = typer.Typer(cls=MedsegGroup, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False, epilog=EXIT_CODES,
+                  context_settings=CONTEXT_SETTINGS,
                   help="3D lesion segmentation: train, predict, evaluate; lesion recall tracked in MLflow.")
 
 
@@ -64,8 +67,8 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """medseg command line."""
 
 
-for command in (synth, train, predict, evaluate, tune, check, plan, show, demo, runs):
-    app.command(epilog=EXIT_CODES)(command)
+for command in (synth, train, predict, evaluate, tune, check, plan, show, demo, runs):  # -h as --help; exit codes, then examples
+    app.command(epilog=f"{EXIT_CODES}\n\n{examples_section(command.__name__)}", context_settings=CONTEXT_SETTINGS)(command)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import functools
 import inspect
+import json
 import math
 import os
 import re
@@ -139,8 +140,19 @@ def usage_error_line(err: Exception) -> str:
         name = "/".join(param.opts) if kind == "option" else param.name.upper()
         if not err.message:  # MissingParameter
             return f"{name}: missing {kind}; give {name}, {fix}"
+        choices = choice_values(param)
+        if choices:  # an enum option: the parser's message lists the choices quoted; say what to use instead
+            return f"{name}{bad_value(err)}: not one of its choices; use one of {', '.join(choices)}; {fix}"
         return f"{name}{bad_value(err)}: {lower_first(cut(err.message))}; {fix}"
     return f"{command}: {lower_first(cut(str(err.format_message())))}; {fix}"  # type: ignore[attr-defined]
+
+
+def choice_values(param: Any) -> list[str]:
+    """The choices of an enum option as strings ([] for any other parameter). Typer 0.29 describes
+    a parameter's type in ``type_descriptor``; Click's ``Choice`` (older Typer) in ``type``."""
+    desc = getattr(param, "type_descriptor", None)
+    choices = desc.choices if desc is not None and desc.is_choice else getattr(getattr(param, "type", None), "choices", None)
+    return [str(getattr(c, "value", c)) for c in choices or ()]
 
 
 def bad_value(err: Exception) -> str:
@@ -155,19 +167,6 @@ def bad_value(err: Exception) -> str:
 def lower_first(text: str) -> str:
     text = text.strip().rstrip(".")
     return text[:1].lower() + text[1:]
-
-
-SPLITS = ("training", "test", "test_labeled")
-
-
-def check_split(split: Optional[str]) -> None:
-    """``--split``: one of :data:`SPLITS`, or None (not given: the source's held-out cases).
-
-    Raises:
-        MedsegError: another name.
-    """
-    if split is not None and split not in SPLITS:
-        raise MedsegError(f"--split {split!r}: use training, test or test_labeled (MSD held-back cases with labels)")
 
 
 def check_device(device: str) -> str:
@@ -186,6 +185,25 @@ def check_device(device: str) -> str:
             have = f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
             raise MedsegError(f"--device {device}: {have}; use --device auto or cpu" + (", or cuda:0" if count else ""))
     return device
+
+
+def run_overrides(set_: Optional[List[str]], device: Optional[str], tracking_uri: Optional[str]) -> list[str]:
+    """``--set`` assignments, then ``--device`` as ``train.device`` and ``--tracking-uri`` as
+    ``tracking.uri`` (train, demo: the options win over the config and over ``--set``).
+
+    Raises:
+        MedsegError: a device this machine lacks, or cuda:N (the config's train.device takes auto, cpu or cuda).
+    """
+    overrides = list(set_ or [])
+    if device is not None:
+        check_device(device)
+        if ":" in device:
+            raise MedsegError(f"--device {device}: train and demo take auto, cpu or cuda (the config's train.device); choose the "
+                              f"GPU with CUDA_VISIBLE_DEVICES={device.partition(':')[2]} and --device cuda")
+        overrides.append(f"train.device={device}")
+    if tracking_uri is not None:
+        overrides.append(f"tracking.uri={json.dumps(tracking_uri)}")  # a JSON string is a YAML string: the URI read as written
+    return overrides
 
 
 def check_exists(path: Path, option: str, what: str, folder: bool = False) -> Path:
@@ -213,17 +231,6 @@ def check_out_folder(path: Path, option: str) -> Path:
     return path
 
 
-def check_out_file(path: Optional[Path], option: str, example: str) -> Optional[Path]:
-    """An output file: never an existing folder (``example``: a file name to suggest inside it).
-
-    Raises:
-        MedsegError: ``path`` is a folder.
-    """
-    if path is not None and path.is_dir():
-        raise MedsegError(f"{option} {path}: is a folder, not a file; give a file path like {path / example}")
-    return path
-
-
 def triple(text: str, kind: type, option: str) -> tuple:
     try:
         values = tuple(kind(v) for v in text.split(","))
@@ -232,18 +239,6 @@ def triple(text: str, kind: type, option: str) -> tuple:
     if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
         raise MedsegError(f"{option} {text!r}: expected three positive numbers like 96,96,64")
     return values
-
-
-def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str]
-                     ) -> tuple[Dataset, ExperimentConfig | None]:
-    from medseg.data.sources.discover import from_argument
-
-    if layout not in ("auto", "msd", "nnunet", "list", "pattern"):
-        raise MedsegError(f"--layout {layout!r}: use auto, msd, nnunet, list or pattern")
-    return from_argument(dataset, layout, channels or None, label)
-
-
-DATASET_HELP = "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
 
 
 def lesion_values(text: Optional[str], cfg: ExperimentConfig | None) -> Optional[tuple[int, ...]]:
@@ -272,24 +267,44 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def parse_empty_dice(text: str) -> float:
-    if text.strip().lower() not in ("1", "nan"):
-        raise MedsegError(f"--empty-dice {text!r}: use 1 or nan")
-    return float(text)
-
-
 def check_protocol(protocol: str, rule_options_set: bool) -> None:
-    """``--protocol``: a known name, and not combined with matching options it fixes itself.
+    """``--protocol``: a BraTS protocol fixes the matching itself (the parser checked the name).
 
     Raises:
-        MedsegError: unknown protocol, or --dilate/--min-*/--one-to-one/--matching given with a BraTS protocol.
+        MedsegError: --matching/--dilate/--min-lesion-*/--one-to-one given with a BraTS protocol.
     """
-    from medseg.evaluation.brats import PROTOCOLS
-
-    if protocol != "medseg" and protocol not in PROTOCOLS:
-        raise MedsegError(f"--protocol {protocol!r}: use medseg or one of {', '.join(PROTOCOLS)}")
     if protocol != "medseg" and rule_options_set:
-        raise MedsegError(f"--protocol {protocol} fixes the matching (dilation, minimum size, many-to-one); drop --matching/--dilate/--min-voxels/--min-mm3/--one-to-one")
+        raise MedsegError(f"--protocol {protocol} fixes the matching (dilation, minimum size, many-to-one); "
+                          "drop --matching/--dilate/--min-lesion-voxels/--min-lesion-mm3/--one-to-one")
+
+
+def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str],
+                     overrides: Optional[List[str]] = None, split: Optional[str] = "training"
+                     ) -> tuple[Dataset, ExperimentConfig | None]:
+    """A command's dataset argument (:func:`medseg.data.sources.discover.from_argument`), ``--set``
+    applied when it is an experiment config.
+
+    Args:
+        dataset: dataset folder, case list or experiment config.
+        layout, channels, label: ``--layout``, ``--channel``, ``--label`` (a config's data: section wins).
+        overrides: ``--set KEY=VALUE`` assignments; only with a config.
+        split: ``training``, ``test``, ``test_labeled`` or None (the source's held-out cases).
+
+    Raises:
+        MedsegError: ``--set`` with an argument that is not a YAML config, or any error of the source.
+    """
+    from medseg.config.load import load_config
+    from medseg.data.sources.discover import from_argument, from_config
+    from medseg.io.paths import expand
+
+    if not overrides:
+        return from_argument(dataset, layout, channels or None, label, split)
+    path = Path(expand(dataset))
+    if not (path.is_file() and path.suffix in (".yaml", ".yml")):
+        raise MedsegError(f"--set {clip(overrides[0], 80)}: {dataset} is not an experiment config; --set overrides a config's "
+                          "keys, so drop it or pass the config (a .yaml with a data: section)")
+    cfg = load_config(path, overrides)
+    return from_config(cfg.data, split or "test"), cfg
 
 
 def print_summary(s: dict) -> None:
@@ -311,17 +326,16 @@ def print_summary(s: dict) -> None:
 
 
 def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int, one_to_one: bool) -> EvalConfig:
-    """The ``eval`` config section from ``medseg evaluate``'s options (an ``EvalConfig``).
+    """The ``eval`` config section from ``medseg evaluate``'s options (an ``EvalConfig``; the parser
+    checked the rule and the connectivity).
 
     Raises:
-        MedsegError: an unknown rule or connectivity, or a threshold outside [0, 1].
+        MedsegError: a threshold outside [0, 1].
     """
     from pydantic import ValidationError
 
     from medseg.config.schema import EvalConfig
 
-    if matching not in ("overlap", "iou", "dsc") or connectivity not in (6, 18, 26):
-        raise MedsegError(f"--matching {matching!r} / --connectivity {connectivity}: use overlap|iou|dsc and 6|18|26")
     try:
         return EvalConfig(matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one)
     except ValidationError as err:

@@ -42,6 +42,7 @@ SAMPLES_PER_CASE = 10_000
 
 
 ANISOTROPY = 3.0
+PLAN_FILE = "plan.yaml"  # the file `medseg plan --out DIR` writes into DIR
 
 
 PLANNED = {"preprocess": ("target_spacing", "normalize", "ct_stats"), "sampling": ("patch_size",)}
@@ -221,17 +222,21 @@ def needs_plan(cfg: ExperimentConfig) -> bool:
     return False
 
 
-def write_plan(path: Path, fp: dict[str, Any], plan: dict[str, Any], source: str, inputs: Sequence[Path] = ()) -> None:
-    """plan.yaml: the plan first (what training uses), then the fingerprint it came from; ``path``
-    passes the output rule (:class:`medseg.io.outputs.OutputPlan`): never one of ``inputs``.
+def write_plan(out: Path, fp: dict[str, Any], plan: dict[str, Any], source: str, inputs: Sequence[Path] = ()) -> Path:
+    """``<out>/plan.yaml``: the plan first (what training uses), then the fingerprint it came from;
+    the path passes the output rule (:class:`medseg.io.outputs.OutputPlan`): never one of ``inputs``.
+
+    Returns:
+        The path written.
 
     Raises:
-        MedsegError: ``path`` is one of the files the plan was made from.
+        MedsegError: ``<out>/plan.yaml`` is one of the files the plan was made from, or leaves ``out``.
     """
-    path = OutputPlan(Path(path).parent, inputs).claim(Path(path).name, "the plan")
+    path = OutputPlan(Path(out), inputs).claim(PLAN_FILE, "the plan")
     text = (f"# medseg plan of {source}\n# Use it with data.plan: {path.name} (keys set in the config win).\n"
             + yaml.safe_dump({"plan": plan, "fingerprint": fp}, sort_keys=False, default_flow_style=None))
     write_text(text, path)
+    return path
 
 
 def read_plan(path: Path) -> dict[str, Any]:
@@ -239,7 +244,7 @@ def read_plan(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise MedsegError(f"{path}: cannot read the plan ({exc}); rerun 'medseg plan DATASET --out {path}'") from None
+        raise MedsegError(f"{path}: cannot read the plan ({exc}); rerun 'medseg plan DATASET --out {Path(path).parent}'") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("plan"), dict):
         raise MedsegError(f"{path}: not a medseg plan (no 'plan:' mapping); rerun 'medseg plan'")
     return raw["plan"]

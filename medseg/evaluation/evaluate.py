@@ -2,9 +2,10 @@
 
 Predictions and references are paired by file name and compared voxel by voxel on their own
 (identical) grids; a pair on different grids is reported, not silently resampled.
-Outputs: per-case CSV (Dice, HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1),
-``<out>_lesions.csv`` (every GT and predicted lesion, its volume and whether it matched),
-``<out>_summary.json`` and, when every mask has its probability map, ``<out>_froc.png``.
+Outputs, four files in the output folder (:data:`OUTPUT_FILES`): ``cases.csv`` (per case: Dice,
+HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1), ``lesions.csv`` (every GT and predicted
+lesion, its volume and whether it matched), ``summary.json`` and, when every mask has its
+probability map, ``froc.png``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from medseg.viz.plots import plot_froc
 if TYPE_CHECKING:  # for the hints only
     from medseg.data.case import Case
 
+OUTPUT_FILES = {"cases": "cases.csv", "lesions": "lesions.csv", "summary": "summary.json", "froc": "froc.png"}
+
 
 def _pairs_from_cases(pred_dir: Path, cases: Sequence[Case], suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
     """Reference labels of a dataset's cases, predictions named ``<case_id><suffix>.*``."""
@@ -45,6 +48,9 @@ def _pairs_from_cases(pred_dir: Path, cases: Sequence[Case], suffix: str = "") -
 
 
 def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(prediction, reference) pairs by file name of two folders, or the one pair of two mask files."""
+    if pred_dir.is_file() and ref_dir.is_file():
+        return [(pred_dir, ref_dir)], []
     for d in (pred_dir, ref_dir):
         if not d.is_dir():
             raise MedsegError(f"{d}: not a folder; pass the folder of predicted masks and the folder of reference labels")
@@ -62,18 +68,20 @@ def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list
     return pairs, errors
 
 
-def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str | None = None,
-                  opts: EvalOptions = EvalOptions(), cases: Sequence[Case] | None = None, suffix: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out: Path | str | None = None,
+                  opts: EvalOptions = EvalOptions(), cases: Sequence[Case] | None = None, suffix: str = "",
+                  group: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name (or, with ``cases``,
-    every case's label with the prediction ``<case_id>.*`` in ``pred_dir``).
+    every case's label with the prediction ``<case_id><suffix>.*`` in ``pred_dir``; or, given
+    two mask files, that one pair).
 
     Returns:
-        (summary, per-case rows, error lines for cases that could not be compared). With
-        ``out_csv`` also writes ``<out>.csv``, ``<out>_lesions.csv``, ``<out>_summary.json`` and
-        ``<out>_froc.png`` (see :func:`output_paths`).
+        (summary, per-case rows, error lines for cases that could not be compared). With the
+        output folder ``out`` also writes ``cases.csv``, ``lesions.csv``, ``summary.json`` and
+        ``froc.png`` into it (into ``out/<group>`` with a ``group``; see :func:`output_paths`).
     """
     pairs, errors = _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
-    outputs = output_paths(out_csv, [p for pair in pairs for p in (*pair, prob_path(pair[0]))]) if out_csv is not None else None
+    outputs = output_paths(out, [p for pair in pairs for p in (*pair, prob_path(pair[0]))], group) if out is not None else None
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
@@ -102,20 +110,19 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out_csv: Path | str
     return summary, rows, errors
 
 
-def output_paths(out_csv: Path | str, inputs: Sequence[Path]) -> dict[str, Path]:
-    """The files ``--out`` stands for, claimed in its folder before anything is written:
-    ``cases`` (the CSV itself), ``lesions`` (``<out>_lesions.csv``), ``summary``
-    (``<out>_summary.json``) and ``froc`` (``<out>_froc.png``).
+def output_paths(out: Path | str, inputs: Sequence[Path], group: str = "") -> dict[str, Path]:
+    """The four files of the output folder ``out`` (``--out``), claimed before anything is written:
+    ``out/cases.csv``, ``out/lesions.csv``, ``out/summary.json`` and ``out/froc.png``
+    (:data:`OUTPUT_FILES`); with a ``group`` (a lesion class) the same names in ``out/<group>/``.
 
     Raises:
-        MedsegError: one of them would replace an input (a mask, a label, a probability map).
+        MedsegError: one of them would replace an input (a mask, a label, a probability map) or
+            leave ``out``.
     """
-    out = Path(out_csv)
-    plan = OutputPlan(out.parent, inputs)
-    names = {"cases": out.name, "lesions": f"{out.stem}_lesions.csv", "summary": f"{out.stem}_summary.json",
-             "froc": f"{out.stem}_froc.png"}
-    return {kind: plan.claim(name, f"evaluate's {kind} table" if kind != "froc" else "evaluate's FROC plot")
-            for kind, name in names.items()}
+    plan = OutputPlan(Path(out), inputs)
+    return {kind: plan.claim(f"{group}/{name}" if group else name,
+                             f"evaluate's {kind} table" if kind != "froc" else "evaluate's FROC plot")
+            for kind, name in OUTPUT_FILES.items()}
 
 
 def prob_path(pred_path: Path) -> Path:

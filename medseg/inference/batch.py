@@ -37,6 +37,7 @@ class PredictOptions:
 
     threshold: float | None = None
     min_lesion_mm3: float | None = None
+    min_lesion_voxels: int = 0  # also remove predicted lesions of fewer voxels (the larger minimum wins)
     tta: bool | None = None  # mirror TTA over 8 flips; None = the checkpoint's setting
     fill_holes: bool | None = None  # fill cavities enclosed by a lesion; None = the checkpoint's setting
     prob: bool = False  # <case>_prob: probabilities as uint8 (NIfTI: scale 1/255 in the header)
@@ -125,7 +126,7 @@ def _write_planned(lm: LoadedModel, item: Path | Case, files: list[dict[str, Pat
     start = time.perf_counter()
     images = item.images if isinstance(item, Case) else (item,)
     _, reference = output_stem(item)  # the grid and header of every output
-    preds = predict_classes(lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes)
+    preds = predict_classes(lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes, opts.min_lesion_voxels)
     rows = [_write_outputs(lm, pred, reference, paths, opts) for pred, paths in zip(preds, files)]
     for row in rows:
         row["seconds"] = round(time.perf_counter() - start, 3)

@@ -38,10 +38,11 @@ class Prediction:
 
 def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
                     min_lesion_mm3: float | None = None, tta: bool | None = None,
-                    fill_holes: bool | None = None) -> list[Prediction]:
+                    fill_holes: bool | None = None, min_lesion_voxels: int = 0) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
     the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
-    the (first) file's own voxel grid. ``threshold``, ``min_lesion_mm3``, ``tta``, ``fill_holes``:
+    the (first) file's own voxel grid. ``min_lesion_voxels``: also remove predicted lesions of
+    fewer voxels (the larger of the two minimums wins). ``threshold``, ``min_lesion_mm3``, ``tta``, ``fill_holes``:
     overrides of the model's settings (None = the checkpoint's)."""
     try:
         files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
@@ -75,7 +76,7 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
     out = []
     for c in range(probs.shape[0]):
         prob_np = restore_grid(probs[c:c + 1], np.asarray(img.affine, dtype=float), affine, shape)
-        mask = binarize(prob_np, thr, min_mm3 / voxel_mm3, lm.connectivity, fill).astype(np.uint8)
+        mask = binarize(prob_np, thr, max(min_mm3 / voxel_mm3, min_lesion_voxels), lm.connectivity, fill).astype(np.uint8)
         out.append(Prediction(prob_np, mask, affine))
     return out
 

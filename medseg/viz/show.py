@@ -178,8 +178,8 @@ def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
 
 def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = None, out: Optional[Path] = None,
               lesion_labels: Optional[Sequence[int]] = None) -> ShowResult:
-    """Draw ``image`` with the contours of ``label`` (ground truth) and ``pred`` into ``out``
-    (default ``<case>_show.png`` in the current directory).
+    """Draw ``image`` with the contours of ``label`` (ground truth) and ``pred`` into
+    ``<out>/<case>_show.png`` (``out``: a folder, default the current directory).
 
     Args:
         image: scan (NIfTI, NRRD, MHA), (X, Y, Z) or (X, Y, Z, C) (channel 0 is shown).
@@ -191,8 +191,8 @@ def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = 
     """
     image = Path(image)
     case = strip_suffix(image)
-    out = Path(out) if out is not None else Path.cwd() / f"{case}_show.png"
-    out = OutputPlan(out.parent, [p for p in (image, pred, label) if p is not None]).claim(out.name, "the picture")
+    out = OutputPlan(Path(out) if out is not None else Path.cwd(), [p for p in (image, pred, label) if p is not None]
+                     ).claim(f"{case}_show.png", "the picture")
     data, affine = _read(image, "image")
     volume = to_ras(data.astype(np.float32, copy=False), affine)
     masks = {}

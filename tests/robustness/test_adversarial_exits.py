@@ -24,7 +24,7 @@ from tests.robustness.conftest import TRACEBACK, assert_clean_error, cli_env, de
 
 # command -> (the library function it calls that the test makes fail, its arguments up to that call)
 INJECT = {
-    "synth": ("medseg.data.synthetic.write_dataset", ["{tmp}/data"]),
+    "synth": ("medseg.data.synthetic.write_dataset", ["--out", "{tmp}/data"]),
     "train": ("medseg.config.load.load_config", ["{tmp}/exp.yaml"]),
     "predict": ("medseg.inference.batch.predict_files", ["{tmp}/best.pt", "{tmp}/scan.nii.gz", "--out", "{tmp}/out", "--device", "cpu"]),
     "evaluate": ("medseg.evaluation.evaluate.evaluate_dirs", ["{tmp}", "{tmp}"]),
@@ -135,11 +135,16 @@ def test_unknown_option_is_one_line(command):
     assert "--no-such-option" in line and f"'medseg {command} --help'" in line and "Usage" not in res.stderr + res.stdout
 
 
-@pytest.mark.parametrize("command,name", [("synth", "OUT"), ("predict", "MODEL"), ("evaluate", "PRED_DIR"), ("tune", "CHECKPOINT"),
+@pytest.mark.parametrize("command,name", [("predict", "MODEL"), ("evaluate", "PRED"), ("tune", "CHECKPOINT"),
                                           ("check", "DATASET"), ("plan", "DATASET"), ("show", "CASE")])
 def test_missing_argument_is_one_line(command, name):
     res = invoke(command)
     assert res.returncode == 2 and only_error_line(res) == f"error: {name}: missing argument; give {name}, see 'medseg {command} --help'"
+
+
+def test_missing_required_option_is_one_line():
+    res = invoke("synth")
+    assert res.returncode == 2 and only_error_line(res) == "error: --out: missing option; give --out, see 'medseg synth --help'"
 
 
 def test_bad_value_type_names_option_and_value():
@@ -172,10 +177,10 @@ def test_console_entry_point_formats_usage_errors(tmp_path):
 A_FILE = "{tmp}/a_file"
 # (command line, the option or path the one error line must name, a word of the problem)
 OUT_OF_RANGE = [
-    (["synth", "{tmp}/d", "--cases", "0"], "--cases", "greater than"),
-    (["synth", "{tmp}/d", "--seed", "-1"], "--seed", "greater than"),
-    (["synth", "{tmp}/d", "--spacing", "nan,1,1"], "--spacing", "positive"),
-    (["synth", A_FILE], "a_file", "not a folder"),
+    (["synth", "--out", "{tmp}/d", "--cases", "0"], "--cases", "greater than"),
+    (["synth", "--out", "{tmp}/d", "--seed", "-1"], "--seed", "greater than"),
+    (["synth", "--out", "{tmp}/d", "--spacing", "nan,1,1"], "--spacing", "positive"),
+    (["synth", "--out", A_FILE], "a_file", "not a folder"),
     (["train", "{tmp}/c.yaml", "--folds", "1"], "--folds", "greater than"),
     (["train", "{tmp}/c.yaml", "--folds", "3", "--fold", "3"], "--fold", "out of range"),
     (["train", "{tmp}/c.yaml", "--seeds", "1"], "--seeds", "greater than"),
@@ -183,27 +188,29 @@ OUT_OF_RANGE = [
     (["predict", "m", "x", "--out", "{tmp}/o", "--threshold", "nan"], "--threshold", ("less than", "greater than")),
     (["predict", "m", "x", "--out", "{tmp}/o", "--min-lesion-mm3", "-1"], "--min-lesion-mm3", "greater than"),
     (["predict", "m", "x", "--out", "{tmp}/o", "--device", "gpu"], "--device", "use auto"),
-    (["predict", "m", "x", "--out", "{tmp}/o", "--split", "val"], "--split", "use training"),
+    (["predict", "m", "x", "--out", "{tmp}/o", "--split", "val"], "--split", "not one of"),
     (["predict", "m", "x", "--out", A_FILE], "a_file", "not a folder"),
     (["evaluate", "{tmp}", "{tmp}", "--match-threshold", "2", "--matching", "iou"], "--match-threshold", "less than"),
     (["evaluate", "{tmp}", "{tmp}", "--dilate", "-1"], "--dilate", "greater than"),
     (["evaluate", "{tmp}", "{tmp}", "--hd95-empty", "-5"], "--hd95-empty", "greater than"),
-    (["evaluate", "{tmp}", "{tmp}", "--connectivity", "7"], "--connectivity", "use overlap"),
+    (["evaluate", "{tmp}", "{tmp}", "--connectivity", "7"], "--connectivity", "not one of"),
+    (["evaluate", "{tmp}", "{tmp}", "--matching", "hausdorff"], "--matching", "not one of"),
+    (["evaluate", "{tmp}", "{tmp}", "--empty-dice", "0"], "--empty-dice", "not one of"),
     (["evaluate", "{tmp}/missing", "{tmp}"], "missing", "no such"),
     (["evaluate", A_FILE, "{tmp}"], "a_file", "not a folder"),
-    (["evaluate", "{tmp}", "{tmp}", "--out", "{tmp}"], "--out", "not a file"),
+    (["evaluate", "{tmp}", "{tmp}", "--out", A_FILE], "a_file", "not a folder"),
     (["tune", "{tmp}/best.pt", "--min-recall", "-0.1"], "--min-recall", "greater than"),
     (["tune", "{tmp}/best.pt", "--device", "cuda:x"], "--device", "use auto"),
     (["check", "{tmp}", "--atol", "-1"], "--atol", "greater than"),
-    (["check", "{tmp}", "--layout", "bids"], "--layout", "use auto"),
+    (["check", "{tmp}", "--layout", "bids"], "--layout", "not one of"),
     (["plan", "{tmp}", "--memory-gb", "0"], "--memory-gb", "greater than"),
-    (["plan", "{tmp}", "--out", "{tmp}"], "--out", "not a file"),
-    (["show", "{tmp}/scan.nii.gz", "--out", "{tmp}"], "--out", "not a file"),
+    (["plan", "{tmp}", "--out", A_FILE], "a_file", "not a folder"),
+    (["show", "{tmp}/scan.nii.gz", "--out", A_FILE], "a_file", "not a folder"),
     (["show", "{tmp}/scan.nii.gz", "--lesion-labels", "0,1"], "--lesion-labels", "positive integers"),
     (["demo", "--cases", "2"], "--cases", "greater than"),
     (["demo", "--out", A_FILE], "a_file", "not a folder"),
     (["runs", "--limit", "0"], "--limit", "greater than"),
-    (["runs", "--sort", "speed"], "--sort", "use one of"),
+    (["runs", "--sort", "speed"], "--sort", "not one of"),
 ]
 
 

@@ -189,7 +189,7 @@ def test_pattern_globs_leaving_the_root_are_refused(world):
 
 def test_synth_into_a_foreign_dataset_is_refused_and_leaves_it_alone(world):
     before = snapshot(world)
-    res = run_cli("synth", world / "data", "--cases", "1")
+    res = run_cli("synth", "--out", world / "data", "--cases", "1")
     assert_clean_error(res, str(world / "data"), "did not write", code=2)
     assert snapshot(world) == before
 
@@ -209,10 +209,14 @@ def test_evaluate_out_on_a_reference_file_is_refused(world):
         d.mkdir()
         for i in range(2):
             os.link(data / f"s{i}_seg.nii.gz", d / f"s{i}.nii.gz")
+    outs = [world / "ev0", world / "ev1"]
+    for out, name, source in zip(outs, ("cases.csv", "lesions.csv"), (refs / "s0.nii.gz", preds / "s1.nii.gz")):
+        out.mkdir()
+        os.link(source, out / name)  # a file of the --out folder that is a reference, a prediction (the same inode)
     before = snapshot(world)
-    for target in (refs / "s0.nii.gz", preds / "s1.nii.gz"):  # --out naming a reference, a prediction
+    for out in outs:
         with pytest.raises(MedsegError, match="overwrite the input"):
-            evaluate_dirs(preds, refs, target)
+            evaluate_dirs(preds, refs, out)
     assert snapshot(world) == before
 
 
@@ -231,9 +235,9 @@ def test_evaluate_reads_nrrd_probability_maps(tmp_path, tiny_checkpoint):
     ref.CopyInformation(image)
     (tmp_path / "refs").mkdir()
     sitk.WriteImage(ref, str(tmp_path / "refs" / "n.nrrd"))
-    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "refs", tmp_path / "eval" / "cases.csv")
+    summary, rows, errors = evaluate_dirs(tmp_path / "pred", tmp_path / "refs", tmp_path / "eval")
     assert not errors and len(rows) == 1 and "froc" in summary
-    assert (tmp_path / "eval" / "cases_froc.png").is_file()
+    assert (tmp_path / "eval" / "froc.png").is_file()
     assert np.isfinite(summary["froc"]["cpm"])
 
 
@@ -256,10 +260,14 @@ def test_show_never_draws_over_its_inputs(world):
     from medseg.viz.show import show_case
 
     scan, label = world / "data" / "s0.nii.gz", world / "data" / "s0_seg.nii.gz"
+    named = world / "data" / "s0_show.png"  # an input with the picture's name
+    os.link(label, named)
+    (world / "pics").mkdir()
+    os.link(label, world / "pics" / "s0_show.png")  # the picture's path is the label under another name
     before = snapshot(world)
-    for target in (scan, label):
+    for masks, out in (({"label": named}, world / "data"), ({"label": label}, world / "pics")):
         with pytest.raises(MedsegError, match="overwrite the input"):
-            show_case(scan, label=label, out=target)
+            show_case(scan, out=out, **masks)
     assert snapshot(world) == before
 
 
@@ -306,8 +314,9 @@ def test_plan_never_writes_over_the_dataset_it_plans(tmp_path):
     from medseg.data.synthetic import write_dataset
 
     write_dataset(tmp_path / "d", 2, shape=(16, 16, 8))
+    (tmp_path / "out").mkdir()
+    os.link(tmp_path / "d" / "dataset.json", tmp_path / "out" / "plan.yaml")  # --out's plan.yaml is the dataset.json
     before = snapshot(tmp_path)
-    for target in (tmp_path / "d" / "dataset.json", tmp_path / "d" / "imagesTr" / "synth_000.nii.gz"):
-        res = run_cli("plan", tmp_path / "d", "--out", target)
-        assert_clean_error(res, "overwrite the input", code=2)
+    res = run_cli("plan", tmp_path / "d", "--out", tmp_path / "out")
+    assert_clean_error(res, "overwrite the input", code=2)
     assert snapshot(tmp_path) == before

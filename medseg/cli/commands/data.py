@@ -10,47 +10,56 @@ from typing import List, Optional
 
 import typer
 
-from medseg.cli.common import (
+from medseg.cli.common import check_out_folder, dataset_argument, ints, lesion_values, triple, user_errors
+from medseg.cli.options import (
+    CASES_HELP,
     DATASET_HELP,
-    check_out_file,
-    check_out_folder,
-    dataset_argument,
-    ints,
-    lesion_values,
-    triple,
-    user_errors,
+    TEST_CASES_HELP,
+    Layout,
+    channel_option,
+    label_option,
+    layout_option,
+    lesion_labels_option,
+    quiet_option,
+    seed_option,
+    set_option,
+    value,
 )
 
 
 @user_errors
-def synth(out: Path = typer.Argument(..., help="Folder to create (MSD layout)."),
-          cases: int = typer.Option(20, "--cases", min=1, help="Training cases (imagesTr/labelsTr)."),
-          test_cases: int = typer.Option(0, "--test-cases", min=0, help="Held-back cases (imagesTs/labelsTs)."),
-          seed: int = typer.Option(0, "--seed", min=0, help="Same seed, same files."),
+def synth(out: Path = typer.Option(..., "--out",
+                                   help=("Folder to write the dataset into (MSD layout: imagesTr/, labelsTr/, imagesTs/, labelsTs/, "
+                                         "dataset.json); created when missing.")),
+          cases: int = typer.Option(20, "--cases", min=1, help=CASES_HELP),
+          test_cases: int = typer.Option(0, "--test-cases", min=0, help=TEST_CASES_HELP),
+          seed: int = seed_option(),
           shape: str = typer.Option("96,96,64", "--shape", help="Volume size in voxels X,Y,Z."),
           spacing: str = typer.Option("1.5,1.5,2.0", "--spacing", help="Voxel spacing in mm X,Y,Z.")) -> None:
     """Write a synthetic MRI-like lesion dataset (imagesTr/, labelsTr/, dataset.json)."""
     from medseg.data.synthetic import write_dataset
 
     size, mm = triple(shape, int, "--shape"), triple(spacing, float, "--spacing")
-    check_out_folder(out, "OUT")
+    check_out_folder(out, "--out")
     path = write_dataset(out, cases, seed=seed, test_cases=test_cases, shape=size, spacing=mm)
     typer.echo(f"wrote {cases} + {test_cases} cases: {path}")
 
 
 @user_errors
 def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
-          layout: str = typer.Option("auto", "--layout", help="auto, msd, nnunet, list or pattern."),
-          channel: Optional[List[str]] = typer.Option(None, "--channel", help="pattern layout: a glob per channel with {case}; others: a channel name to keep (repeatable)."),
-          label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
-          lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
-          atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label.")) -> None:
+          layout: Layout = layout_option(),
+          channel: Optional[List[str]] = channel_option(),
+          label: Optional[str] = label_option(),
+          set_: Optional[List[str]] = set_option(),
+          lesion_labels: Optional[str] = lesion_labels_option(),
+          atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label."),
+          quiet: bool = quiet_option()) -> None:
     """Validate every case and report all problems at once (exit 0 clean, 1 problems found)."""
     from medseg.data.check import check_dataset, format_report
 
-    ds, cfg = dataset_argument(dataset, layout, channel, label)
+    ds, cfg = dataset_argument(dataset, value(layout), channel, label, set_)
     problems = check_dataset(ds, lesion_values(lesion_labels, cfg), atol)
-    for line in problems:
+    for line in problems if not quiet else []:
         typer.echo(f"problem: {line}", err=True)
     typer.echo(format_report(ds, problems))
     if problems:
@@ -59,11 +68,12 @@ def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
 @user_errors
 def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
-         out: Optional[Path] = typer.Option(None, "--out", help="plan.yaml to write (default: print only)."),
-         layout: str = typer.Option("auto", "--layout", help="auto, msd, nnunet, list or pattern."),
-         channel: Optional[List[str]] = typer.Option(None, "--channel", help="As for 'medseg check'."),
-         label: Optional[str] = typer.Option(None, "--label", help="pattern layout: the label glob with {case}."),
-         lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2,3,4."),
+         out: Optional[Path] = typer.Option(None, "--out", help="Folder to write plan.yaml into (created if missing; default: print)."),
+         layout: Layout = layout_option(),
+         channel: Optional[List[str]] = channel_option(),
+         label: Optional[str] = label_option(),
+         set_: Optional[List[str]] = set_option(),
+         lesion_labels: Optional[str] = lesion_labels_option(),
          memory_gb: float = typer.Option(8.0, "--memory-gb", min=0.1, max=4096, help="Training memory budget for the patch size (GPU memory, or RAM on CPU).")) -> None:
     """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes) and plan spacing, patch and normalisation."""
     import yaml
@@ -71,8 +81,9 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
     from medseg.config.schema import ModelConfig, SamplingConfig, TrainConfig
     from medseg.data.plan import fingerprint, make_plan, write_plan
 
-    check_out_file(out, "--out", "plan.yaml")
-    ds, cfg = dataset_argument(dataset, layout, channel, label)
+    if out is not None:
+        check_out_folder(out, "--out")
+    ds, cfg = dataset_argument(dataset, value(layout), channel, label, set_)
     ds.require_clean()
     wanted = lesion_values(lesion_labels, cfg)
     model_cfg, sampling, train_cfg = (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
@@ -80,20 +91,20 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
     planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
     typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
     if out is not None:
-        write_plan(out, fp, planned, str(ds.root), [*ds.files(), *([Path(dataset)] if cfg is not None else [])])
-        typer.echo(f"wrote {out} (train with --set data.plan={out})")
+        path = write_plan(out, fp, planned, str(ds.root), [*ds.files(), *([Path(dataset)] if cfg is not None else [])])
+        typer.echo(f"wrote {path} (train with --set data.plan={path})")
 
 
 @user_errors
 def show(case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha); 4D: channel 0 is shown."),
          pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted mask on the scan's grid (red contour)."),
-         label: Optional[Path] = typer.Option(None, "--label", help="Ground-truth label on the scan's grid (green contour)."),
-         out: Optional[Path] = typer.Option(None, "--out", help="PNG to write (default: <case>_show.png in the current folder)."),
-         lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Label values that are lesion, e.g. 1,2 (default: every non-zero value).")) -> None:
+         ref: Optional[Path] = typer.Option(None, "--ref", help="Reference (ground-truth) label on the scan's grid (green contour)."),
+         out: Path = typer.Option(Path("."), "--out", help="Folder to write <case>_show.png into (created if missing; default: here)."),
+         lesion_labels: Optional[str] = lesion_labels_option()) -> None:
     """PNG of axial, coronal and sagittal slices (RAS) through the largest lesion, label and prediction outlined."""
     from medseg.viz.show import show_case
 
-    check_out_file(out, "--out", "show.png")
-    res = show_case(case, pred, label, out, ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
+    check_out_folder(out, "--out")
+    res = show_case(case, pred, ref, out, ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
     counts = ", ".join(f"{w} {n} lesion(s)" for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions)) if n is not None)
     typer.echo(f"wrote {res.png}" + (f" ({counts})" if counts else ""))

@@ -13,17 +13,37 @@ import typer
 from medseg.cli.common import (
     check_device,
     check_exists,
-    check_out_file,
     check_out_folder,
     check_protocol,
-    check_split,
+    dataset_argument,
     eval_rule,
     ints,
     lesion_values,
-    parse_empty_dice,
     print_summary,
     rank,
     user_errors,
+)
+from medseg.cli.options import (
+    DATASET_HELP,
+    Connectivity,
+    EmptyDice,
+    Layout,
+    Matching,
+    Protocol,
+    Split,
+    channel_option,
+    device_option,
+    label_option,
+    layout_option,
+    lesion_labels_option,
+    min_lesion_mm3_option,
+    min_lesion_voxels_option,
+    protocol_option,
+    quiet_option,
+    set_option,
+    split_option,
+    tracking_uri_option,
+    value,
 )
 from medseg.errors import MedsegError
 
@@ -34,44 +54,46 @@ if TYPE_CHECKING:
 @user_errors
 def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble averaging their probabilities."),
             inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
-            out: Path = typer.Option(..., "--out", help="Folder for the masks (same file names as the scans)."),
-            dataset: Optional[str] = typer.Option(None, "--dataset", help="Also predict the cases of a dataset or experiment config (multi-channel cases: one file per channel); masks named <case_id>."),
-            split: Optional[str] = typer.Option(None, "--split", help="Cases of --dataset: test (a config's held-out cases: its data.exclude_cases, else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error)."),
-            device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+            out: Path = typer.Option(..., "--out", help=("Folder for the masks (same file names as the scans), per-lesion "
+                                                         "tables and summary.csv; created when missing.")),
+            dataset: Optional[str] = typer.Option(None, "--dataset", help=(
+                "Also predict the cases of a dataset (multi-channel cases: one file per channel; masks named <case_id>). " + DATASET_HELP)),
+            layout: Layout = layout_option(),
+            channel: Optional[List[str]] = channel_option(),
+            label: Optional[str] = label_option(),
+            set_: Optional[List[str]] = set_option(),
+            split: Optional[Split] = split_option(),
+            device: str = device_option(),
             threshold: Optional[float] = typer.Option(None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."),
-            min_lesion_mm3: Optional[float] = typer.Option(None, "--min-lesion-mm3", min=0, help="Override the model's minimum lesion volume (mm3, >= 0)."),
+            min_lesion_mm3: Optional[float] = min_lesion_mm3_option(None),
+            min_lesion_voxels: int = min_lesion_voxels_option(0),
             tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 scan on 2 CPU cores. Default: the model's setting (off)."),
             fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's inference.fill_holes."),
             save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
             save_instances: bool = typer.Option(False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."),
             table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
             skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
-            tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow store for runs:/ and models:/ URIs (default $MLFLOW_TRACKING_URI)."),
-            quiet: bool = typer.Option(False, "--quiet", help="No progress bar.")) -> None:
+            tracking_uri: Optional[str] = tracking_uri_option(),
+            quiet: bool = quiet_option()) -> None:
     """Segment scans; each mask has exactly its scan's shape, affine and orientation.
 
     Writes <case>.nii.gz masks (NRRD/MHA scans keep their format), per-lesion tables and
-    summary.csv. A scan that fails is reported and skipped; the exit code is then 1.
+    summary.csv into --out. A scan that fails is reported and skipped; the exit code is then 1.
     """
     from medseg.inference.batch import PredictOptions, predict_files
 
-    check_split(split)
     check_out_folder(out, "--out")
     check_device(device)
-    opts = PredictOptions(threshold=threshold, min_lesion_mm3=min_lesion_mm3, tta=tta, fill_holes=fill_holes, prob=save_prob,
-                          instances=save_instances, table=table, skip_existing=skip_existing)
-    cases = []
-    if dataset is not None:
-        from medseg.data.sources.discover import from_argument
-
-        cases = from_argument(dataset, split=split)[0].require_clean()
+    opts = PredictOptions(threshold=threshold, min_lesion_mm3=min_lesion_mm3, min_lesion_voxels=min_lesion_voxels, tta=tta,
+                          fill_holes=fill_holes, prob=save_prob, instances=save_instances, table=table, skip_existing=skip_existing)
+    cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split))
     if not inputs and not cases:
         raise MedsegError("nothing to predict: give scan files/folders, or --dataset DATASET")
     members = [m for m in model.split(",") if m] if "," in model else model
     rows, errors = predict_files(members, inputs or [], out, device, opts, not quiet, tracking_uri, cases)
     if rank() > 0:
         return
-    for row in rows:
+    for row in rows if not quiet else []:
         typer.echo(f"{row['mask']}: {row['lesions']} lesion(s), {row['lesion_volume_mm3']:.0f} mm3, {row['seconds']:.1f} s")
     for line in errors:
         typer.echo(f"error: {line}", err=True)
@@ -80,44 +102,70 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
         raise typer.Exit(1)
 
 
+def dataset_cases(dataset: Optional[str], layout: str, channel: Optional[List[str]], label: Optional[str],
+                  set_: Optional[List[str]], split: Optional[str]) -> list[Case]:
+    """``predict --dataset``'s cases ([] without it), read with the layout flags and ``--set``.
+
+    Raises:
+        MedsegError: layout flags, --set or --split without --dataset, or a problem of the dataset.
+    """
+    if dataset is None:
+        given = [o for o, v in (("--layout", layout != "auto"), ("--channel", channel), ("--label", label), ("--set", set_),
+                                ("--split", split)) if v]
+        if given:
+            raise MedsegError(f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them")
+        return []
+    return dataset_argument(dataset, layout, channel, label, set_, split)[0].require_clean()
+
+
 @user_errors
-def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted masks."),
-             ref_dir: str = typer.Argument(..., help="Folder of reference labels (same file names), or a dataset / case list / experiment config (predictions named <case_id>; <case_id>_<class> for a config with several data.lesion_classes)."),
-             out: Optional[Path] = typer.Option(None, "--out", help="Per-case CSV to write."),
-             matching: str = typer.Option("overlap", "--matching", help="Lesion matching rule: overlap, iou or dsc."),
+def evaluate(pred: Path = typer.Argument(..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."),
+             ref: str = typer.Argument(..., help=("Reference: a folder of labels (same file names as the predictions), one label file "
+                                                  "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
+                                                  "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP)),
+             out: Optional[Path] = typer.Option(None, "--out", help=(
+                 "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), summary.json "
+                 "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes the four "
+                 "files of each class in <out>/<class>/.")),
+             layout: Layout = layout_option(),
+             channel: Optional[List[str]] = channel_option(),
+             label: Optional[str] = label_option(),
+             set_: Optional[List[str]] = set_option(),
+             split: Optional[Split] = split_option(),
+             matching: Matching = typer.Option(Matching.overlap, "--matching",
+                                               help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold)."),
              match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
-             connectivity: int = typer.Option(26, "--connectivity", help="6, 18 or 26."),
+             connectivity: Connectivity = typer.Option(Connectivity.corners, "--connectivity", help=(
+                 "Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours.")),
              dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."),
-             min_voxels: int = typer.Option(0, "--min-voxels", min=0, help="Leave out GT and predicted lesions below N voxels."),
-             min_mm3: float = typer.Option(0.0, "--min-mm3", min=0, help="Leave out GT and predicted lesions below V mm3."),
-             empty_dice: str = typer.Option("1", "--empty-dice", help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and counted)."),
+             min_lesion_voxels: int = min_lesion_voxels_option(0),
+             min_lesion_mm3: float = min_lesion_mm3_option(0.0),
+             empty_dice: EmptyDice = typer.Option(EmptyDice.one, "--empty-dice", help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and counted)."),
              one_to_one: bool = typer.Option(False, "--one-to-one", help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one."),
              hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
-             lesion_labels: Optional[str] = typer.Option(None, "--lesion-labels", help="Reference values that are lesion, e.g. 1,2,3,4 (default: every non-zero value; a config's data.lesion_labels)."),
-             split: Optional[str] = typer.Option(None, "--split", help="Cases of a reference dataset or config: test (a config's held-out cases: its data.exclude_cases, else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error)."),
-             protocol: str = typer.Option("medseg", "--protocol", help="medseg (the rules above) or the BraTS 2023 lesion-wise protocol: brats2023 (= brats2023-gli), brats2023-ssa, -ped (dilation 3, GT > 50 mm3), brats2023-men (1, 50), brats2023-met (1, 2); GT lesions merged by 18-connected dilation, lesion-wise Dice/HD95 with penalties 0/374 mm.")) -> None:
+             lesion_labels: Optional[str] = lesion_labels_option(),
+             protocol: Protocol = protocol_option(),
+             quiet: bool = quiet_option()) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
-    check_split(split)
-    check_exists(pred_dir, "PRED_DIR", "folder of predicted masks", folder=True)
-    check_exists(Path(ref_dir), "REF_DIR", "reference folder, dataset, case list or config")
-    check_out_file(out, "--out", "metrics.csv")
-    rule = eval_rule(matching, match_threshold, connectivity, one_to_one)
-    check_protocol(protocol, dilate or min_voxels or min_mm3 or one_to_one or matching != "overlap")
-    ref_path = Path(ref_dir)
-    cases, classes = reference_classes(ref_dir, split, lesion_labels)
+    check_exists(pred, "PRED", "folder or file of predicted masks")
+    check_exists(Path(ref), "REF", "reference folder, label file, dataset, case list or config")
+    if out is not None:
+        check_out_folder(out, "--out")
+    rule = eval_rule(value(matching), match_threshold, int(connectivity.value), one_to_one)
+    check_protocol(protocol.value, bool(dilate or min_lesion_voxels or min_lesion_mm3 or one_to_one or matching != Matching.overlap))
+    cases, classes = reference_classes(pred, ref, (value(layout), channel, label, set_), value(split), lesion_labels)
     failed = []
-    for suffix, values in classes:
-        opts = EvalOptions(rule, dilate, min_voxels, min_mm3, values, empty_dice=parse_empty_dice(empty_dice),
-                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty, protocol=protocol)
-        target = out.with_name(f"{out.stem}{suffix}{out.suffix}") if out is not None and suffix else out
-        if suffix:
-            typer.echo(f"class {suffix[1:]} (label values {list(values)}):")
-        summary, rows, errors = evaluate_dirs(pred_dir, ref_path, target, opts, cases, suffix)
-        print_evaluation(rows, summary)
+    for group, values in classes:
+        opts = EvalOptions(rule, dilate, min_lesion_voxels, min_lesion_mm3, values, empty_dice=float(empty_dice.value),
+                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty, protocol=protocol.value)
+        if group:
+            typer.echo(f"class {group} (label values {list(values or ())}):")
+        summary, rows, errors = evaluate_dirs(pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group)
+        print_evaluation([] if quiet else rows, summary)
         failed += errors
     for line in failed:
         typer.echo(f"error: {line}", err=True)
@@ -125,23 +173,57 @@ def evaluate(pred_dir: Path = typer.Argument(..., help="Folder of predicted mask
         raise typer.Exit(1)
 
 
-def reference_classes(ref_dir: str, split: Optional[str], lesion_labels: Optional[str]
+def reference_classes(pred: Path, ref: str, source: tuple[str, Optional[List[str]], Optional[str], Optional[List[str]]],
+                      split: Optional[str], lesion_labels: Optional[str]
                       ) -> tuple[Optional[list[Case]], list[tuple[str, Optional[tuple[int, ...]]]]]:
     """``evaluate``'s reference: (its cases when it is a dataset, case list or config, else None:
-    a folder of labels; [(prediction-name suffix, reference label values)], one per lesion class
-    of a config with several ``data.lesion_classes``, else one with suffix "")."""
-    wanted = ints(lesion_labels, "--lesion-labels") if lesion_labels else None
-    ref_path = Path(ref_dir)
-    if not (ref_path.is_file() or (ref_path / "dataset.json").is_file()):
-        return None, [("", wanted)]
-    from medseg.config.schema import lesion_classes
-    from medseg.data.sources.discover import from_argument
+    a folder of labels or one label file; [(class name, reference label values)], one per lesion
+    class of a config with several ``data.lesion_classes`` (predictions ``<case_id>_<class>``),
+    else one named "").
 
-    ds, cfg = from_argument(ref_dir, split=split)
+    Args:
+        source: ``--layout``, ``--channel``, ``--label``, ``--set`` for a dataset reference.
+
+    Raises:
+        MedsegError: a mask file against a folder or dataset (or the other way round), an unsafe
+            class name, or a problem of the dataset.
+    """
+    from medseg.config.schema import lesion_classes
+    from medseg.io.names import check_name
+
+    wanted = ints(lesion_labels, "--lesion-labels") if lesion_labels else None
+    if not reference_is_dataset(pred, Path(ref), source):
+        return None, [("", wanted)]
+    ds, cfg = dataset_argument(ref, *source, split=split)
     cases = ds.require_clean()
     if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
-        return cases, [(f"_{name}", values) for name, values in lesion_classes(cfg.data)]  # <case>_<class> masks
+        return cases, [(check_name(name, "data.lesion_classes name", ref), values) for name, values in lesion_classes(cfg.data)]
     return cases, [("", lesion_values(lesion_labels, cfg))]
+
+
+def reference_is_dataset(pred: Path, ref: Path, source: tuple[str, Optional[List[str]], Optional[str], Optional[List[str]]]) -> bool:
+    """Whether ``evaluate``'s REF is read as a dataset, case list or config (else: a folder of
+    labels beside a folder of predictions, or a label file beside one mask file).
+
+    Raises:
+        MedsegError: one of PRED and REF is a mask file and the other is not.
+    """
+    from medseg.io.paths import IMAGE_SUFFIXES
+
+    pred_file, ref_file = pred.is_file(), ref.is_file() and ref.name.endswith(IMAGE_SUFFIXES)
+    if pred_file and not pred.name.endswith(IMAGE_SUFFIXES):
+        raise MedsegError(f"{pred}: PRED is not a folder of predicted masks nor a mask file (.nii.gz, .nii, .nrrd, .mha); "
+                          "pass the folder 'medseg predict --out' wrote, or one mask file")
+    if pred_file and not ref_file:
+        raise MedsegError(f"{ref}: PRED {pred} is one mask file, so REF must be its reference label file (.nii.gz, .nrrd, .mha), "
+                          "not a folder, dataset or config; to evaluate many cases pass the folder of predicted masks as PRED")
+    if ref_file and not pred_file:
+        raise MedsegError(f"{pred}: REF {ref} is one label file, so PRED must be its predicted mask file, not a folder; "
+                          "pass two files (one case) or two folders")
+    if ref_file:
+        return False
+    layout, channel, label, set_ = source
+    return ref.is_file() or (ref / "dataset.json").is_file() or layout != "auto" or bool(channel or label or set_)
 
 
 def print_evaluation(rows: list[dict], summary: dict) -> None:
