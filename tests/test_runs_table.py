@@ -27,17 +27,19 @@ def make_store(tmp_path) -> str:
 
 
 def names_in_order(stdout: str) -> list[str]:
-    return [line.split()[0] for line in stdout.splitlines()[1:]]
+    """Run names from ``store: URI``, the header, then one line per run: experiment, run name, ..."""
+    return [line.split()[1] for line in stdout.splitlines()[2:]]
 
 
 def test_runs_table_sorts_by_each_column(tmp_path):
     uri = make_store(tmp_path)
     res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "recall"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    header = res.stdout.splitlines()[0]
-    assert all(h in header for h in ("run name", "best epoch", "lesion recall", "precision", "FP/scan", "Dice"))
+    assert res.stdout.splitlines()[0] == f"store: {uri}"
+    header = res.stdout.splitlines()[1]
+    assert all(h in header for h in ("experiment", "run name", "best epoch", "lesion recall", "precision", "FP/scan", "Dice"))
     assert names_in_order(res.stdout) == ["dynunet-focal_dice-lesion-s1", "unet-focal_dice-lesion-s0", "unet-bce_dice-voxel-s0"]
-    assert "0.900" in res.stdout.splitlines()[1] and "25" in res.stdout.splitlines()[1]  # best_* values, not the last val_*
+    assert "0.900" in res.stdout.splitlines()[2] and "25" in res.stdout.splitlines()[2]  # best_* values, not the last val_*
     res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "fp"], capture_output=True, text=True, timeout=120)
     assert names_in_order(res.stdout) == ["unet-bce_dice-voxel-s0", "unet-focal_dice-lesion-s0", "dynunet-focal_dice-lesion-s1"]
     res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "dice", "--ascending"], capture_output=True, text=True, timeout=120)

@@ -200,7 +200,7 @@ class TrackingConfig(Section):
     """MLflow tracking."""
 
     enabled: bool = Field(True, description="Log to MLflow.")
-    uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI or sqlite in the run folder.")
+    uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI, else the SQLite store runs/mlflow.db when train.output_dir is runs/<name> (one store for every shipped config), else <output_dir>/mlflow.db.")
     experiment: str = Field("medseg", description="Experiment name.")
     register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
     run_name: Optional[str] = Field(None, description="MLflow run name; null = <network>-<loss>-<sampling>-s<seed> (e.g. unet-focal_dice-lesion-s0).")

@@ -1,8 +1,10 @@
 """Experiment tracking: MLflow through its own client, or a no-op tracker.
 
-Default store: ``sqlite:///<output_dir>/mlflow.db`` with artifacts under
-``<output_dir>/mlartifacts`` (no server needed). ``tracking.uri`` in the config or
-``MLFLOW_TRACKING_URI`` point elsewhere (any MLflow server).
+Default store (no server needed): ``runs/mlflow.db`` for every config in configs/, which train
+into ``runs/<config name>``: the store lies in the ``runs`` folder that holds ``train.output_dir``
+(:func:`default_store_folder`), so all their runs meet in one MLflow UI. A SQLite store keeps its
+artifacts beside it, in ``mlartifacts/``. ``tracking.uri`` in the config or ``MLFLOW_TRACKING_URI``
+point elsewhere (any MLflow server).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from medseg.config.schema import TrackingConfig
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
-from medseg.tracking.store import open_client, redact_uri, store_lock
+from medseg.tracking.store import open_client, redact_uri, sqlite_path, store_lock
 
 
 class Tracker(Protocol):
@@ -68,9 +70,21 @@ class NullTracker:
         return None
 
 
+RUNS_FOLDER = "runs"  # a folder of this name holds the run folders of several configs, and their one store
+STORE_FILE = "mlflow.db"
+
+
+def default_store_folder(output_dir: Path) -> Path:
+    """The folder of the default SQLite store of runs trained into ``output_dir``: its parent when
+    that is a folder named ``runs`` (``runs/<config name>``, as every config in configs/: one store
+    ``runs/mlflow.db`` for all of them), else ``output_dir`` itself (``runs``, ``demo_out/runs``)."""
+    folder = output_dir.absolute()
+    return folder.parent if folder.name != RUNS_FOLDER and folder.parent.name == RUNS_FOLDER else folder
+
+
 def default_uri(output_dir: Path) -> str:
-    """SQLite store inside ``output_dir``."""
-    return f"sqlite:///{(output_dir / 'mlflow.db').resolve()}"
+    """The default SQLite store of runs trained into ``output_dir`` (see :func:`default_store_folder`)."""
+    return f"sqlite:///{(default_store_folder(output_dir) / STORE_FILE).resolve()}"
 
 
 def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
@@ -248,12 +262,16 @@ def mlflow_executable() -> str:
 
 
 def ensure_experiment(client: MlflowClient, experiment: str, output_dir: Path) -> str:
-    """The id of ``experiment``, created when missing (a SQLite store keeps its artifacts in
-    ``output_dir/mlartifacts``, not in the working directory)."""
+    """The id of ``experiment``, created when missing. A SQLite store keeps its artifacts beside
+    it in ``mlartifacts/`` (an in-memory one in ``output_dir/mlartifacts``), not in the working
+    directory nor in the output folder of whichever config made the experiment first."""
     exp = client.get_experiment_by_name(experiment)
     if exp is not None:
         return exp.experiment_id
-    location = (output_dir / "mlartifacts").resolve().as_uri() if client.tracking_uri.startswith("sqlite:") else None
+    location = None  # a server's own artifact root
+    if client.tracking_uri.startswith("sqlite:"):
+        db = sqlite_path(client.tracking_uri)
+        location = ((output_dir if db is None else db.parent) / "mlartifacts").resolve().as_uri()
     return client.create_experiment(experiment, artifact_location=location)
 
 
