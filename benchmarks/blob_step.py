@@ -18,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from report import add_markdown_option, table, write_markdown
 from medseg.config.schema import LossConfig, ModelConfig
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
@@ -58,6 +59,7 @@ def main() -> None:
     parser.add_argument("--lesions", type=int, default=12)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--runs", type=int, default=5)
+    add_markdown_option(parser)
     args = parser.parse_args()
     torch.manual_seed(0)
     state = build_model(ModelConfig()).state_dict()
@@ -75,6 +77,10 @@ def main() -> None:
     for name, value in med.items():
         print(f"{name:16s} {value * 1000:8.1f} ms/step")
     print(f"ratio focal_dice_blob / focal_dice: {med['focal_dice_blob'] / med['focal_dice']:.3f}")
+    rows = [(name, f"{value * 1000:.1f}", f"{value / med['focal_dice']:.3f}") for name, value in med.items()]
+    write_markdown(args.markdown, "Blob loss step time", table(("loss", "ms per step", "ratio"), rows),
+                   [f"Batch 4 x {args.size}^3, {args.lesions} lesions per patch, {torch.get_num_threads()} threads, "
+                    f"median of {args.runs} passes."])
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from monai.transforms import (AsDiscreted, Compose, CropForegroundd, EnsureChann
 from monai.utils import set_determinism
 from tqdm import tqdm
 
+from report import add_markdown_option, table, write_markdown
 from medseg.config.load import load_config
 from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case
@@ -180,6 +181,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="overrides data.num_workers")
     parser.add_argument("--data", type=Path, default=None, help="dataset folder (written there if it has no dataset.json)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. augment.preset=nnunet")
+    add_markdown_option(parser)
     args = parser.parse_args()
     cfg, train_cases, val_cases = setup(args)
     loader, loader_s = loader_throughput(cfg, train_cases, val_cases, args.runs)
@@ -197,7 +199,12 @@ def main() -> None:
     print(f"epoch ratio medseg loader / in memory: {ratio:.3f} wall (target <= {target:.2f} with augment.preset "
           f"{cfg.augment.preset}: {verdict}), {ep_cpu['medseg_loader'] / ep_cpu['in_memory']:.3f} process cpu")
     # less sensitive to machine noise: the loader's own time per epoch (part 1) over the in-memory epoch
-    print(f"estimate from part 1: 1 + loader s/epoch / in-memory epoch = {1 + loader_s / ep['in_memory']:.3f}")
+    estimate = 1 + loader_s / ep["in_memory"]
+    print(f"estimate from part 1: 1 + loader s/epoch / in-memory epoch = {estimate:.3f}")
+    write_markdown(args.markdown, f"Data loading, augment.preset {cfg.augment.preset}",
+                   table(("preset", "epoch / in-memory epoch", "process cpu ratio", "loader-only estimate"),
+                         [(cfg.augment.preset, f"{ratio:.3f}", f"{ep_cpu['medseg_loader'] / ep_cpu['in_memory']:.3f}", f"{estimate:.3f}")]),
+                   [f"{args.cases} synthetic demo cases, medians of {args.runs} epochs of {len(in_memory)} steps."])
     if not math.isfinite(ratio):
         raise SystemExit(1)
 

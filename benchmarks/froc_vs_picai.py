@@ -15,6 +15,7 @@ import argparse
 import numpy as np
 from picai_eval import evaluate as picai_evaluate
 
+from report import add_markdown_option, table, write_markdown
 from medseg.data.sources.discover import find_cases
 from medseg.evaluation.froc import FP_RATES, Scan, detection_map, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("checkpoint")
     parser.add_argument("dataset")
     parser.add_argument("--split", default="test_labeled")
+    add_markdown_option(parser)
     args = parser.parse_args()
     lm = load_model(args.checkpoint, "cpu")
     scans, counts = [], LesionCounts(scans=0)
@@ -45,6 +47,10 @@ def main() -> None:
     picai = [metrics.lesion_TPR_at_FPR(r) for r in FP_RATES]
     print("picai_eval  " + "  ".join(f"{v:6.3f}" for v in picai) + f"  {np.mean(picai):.3f}")
     print(f"max |difference| {max(abs(ours['recall_at'][r] - v) for r, v in zip(FP_RATES, picai)):.2g}")
+    rows = [("medseg", *(f"{ours['recall_at'][r]:.3f}" for r in FP_RATES), f"{ours['cpm']:.3f}"),
+            ("picai_eval", *(f"{v:.3f}" for v in picai), f"{np.mean(picai):.3f}")]
+    write_markdown(args.markdown, "FROC against picai_eval", table(("FP per scan", *(f"{r:g}" for r in FP_RATES), "CPM"), rows),
+                   [f"{len(scans)} scans, {counts.n_ref} GT lesions."])
     s = counts.summary()
     print(f"the 0.5-threshold mask (overlap rule): recall {s['lesion_recall']:.3f} at {s['fp_per_scan']:.3f} FP per scan")
 

@@ -31,6 +31,7 @@ from monai.networks.nets import UNet
 from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
                               NormalizeIntensityd, Orientationd, SaveImaged, Spacingd)
 
+from report import add_markdown_option, table, write_markdown
 from medseg.config.schema import ExperimentConfig
 from medseg.data.synthetic import write_dataset
 from medseg.inference.batch import PredictOptions, predict_files
@@ -115,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--extra", action="store_true")
+    add_markdown_option(parser)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="medseg-bench-"))
@@ -144,6 +146,11 @@ def main() -> None:
     ref_s, ref_mb = med["reference"]
     for name, (sec, mb) in med.items():
         print(f"{name:12s} {sec:6.2f} s  peak +{mb:4.0f} MB   ratio to reference: time {sec / ref_s:.2f}x, peak RSS {mb / ref_mb:.2f}x")
+    rows = [(name, f"{sec:.2f} s", f"{sec / ref_s:.2f}", f"+{mb:.0f} MB", f"{mb / ref_mb:.2f}") for name, (sec, mb) in med.items()]
+    write_markdown(args.markdown, "Inference speed and memory", table(("pipeline", "wall time", "ratio", "peak RSS", "ratio"), rows),
+                   [f"Volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, medians of {args.runs} "
+                    "interleaved runs; reference = plain MONAI (LoadImaged ... sliding_window_inference, Invertd, SaveImaged); "
+                    "medseg_fp32 = inference.amp off."])
     s, _ = measure(lambda: predict_files(ckpts["medseg"], [str(image)], tmp / "table", "cpu", PredictOptions(), False))
     print(f"medseg with the per-lesion table: {s:.2f} s")
     ours = np.asanyarray(nib.load(str(tmp / "medseg1" / image.name)).dataobj)

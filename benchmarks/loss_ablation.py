@@ -20,6 +20,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from heldout import COLUMNS, evaluate_checkpoints, heldout_cases, markdown
+from report import add_markdown_option, write_markdown
 from medseg.config.load import load_config
 from medseg.config.schema import all_lesion_values
 from medseg.data.sources.discover import find_cases
@@ -38,6 +39,7 @@ def main() -> None:
     parser.add_argument("--test-cases", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    add_markdown_option(parser)
     args = parser.parse_args()
 
     (args.out / "runs").mkdir(parents=True, exist_ok=True)
@@ -60,9 +62,11 @@ def main() -> None:
         minutes = (time.perf_counter() - start) / 60
         rows[name] = evaluate_checkpoints([result.best_path], cases, all_lesion_values(cfg.data)) | {"train_min": minutes}
         print(name, json.dumps(rows[name]), flush=True)
-    print(f"\n{Path(config).name}: {len(cases)} held-back case(s), {rows[name]['gt_lesions']} lesions; "
-          + ", ".join(f"{k[2:]}: {v}" for k, v in rows[name].items() if k.startswith("n_")))
-    print(markdown(rows, extra=("train_min",)))
+    note = (f"{Path(config).name}: {len(cases)} held-back case(s), {rows[name]['gt_lesions']} lesions; "
+            + ", ".join(f"{k[2:]}: {v}" for k, v in rows[name].items() if k.startswith("n_")))
+    table = markdown(rows, extra=("train_min",))
+    print(f"\n{note}\n{table}")
+    write_markdown(args.markdown, f"Loss ablation, {Path(config).stem}", table, [note])
     client = MlflowClient(uri)
     for name, row in rows.items():
         for col in COLUMNS:

@@ -14,6 +14,7 @@ import time
 import torch
 from monai.losses import DiceFocalLoss
 
+from report import add_markdown_option, table, write_markdown
 from medseg.config.schema import LossConfig
 from medseg.nn.losses.registry import build_loss
 
@@ -32,6 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=7)
+    add_markdown_option(parser)
     args = parser.parse_args()
     g = torch.Generator().manual_seed(0)
     shape = (2, 1, args.size, args.size, args.size)
@@ -48,9 +50,13 @@ def main() -> None:
             results[name].append(time_loss(loss, logits, target, args.repeats))
     base = statistics.median(results["monai_DiceFocalLoss"])
     print(f"forward+backward on {tuple(shape)}, median of {3 * args.repeats} runs, {torch.get_num_threads()} threads")
+    rows = []
     for name, values in results.items():
         med = statistics.median(values)
         print(f"{name:22s} {med * 1000:8.1f} ms   ratio to MONAI DiceFocalLoss {med / base:5.2f}")
+        rows.append((name, f"{med * 1000:.1f}", f"{med / base:.2f}"))
+    write_markdown(args.markdown, "Loss speed", table(("loss", "ms", "ratio to MONAI DiceFocalLoss"), rows),
+                   [f"Forward + backward on {tuple(shape)}, median of {3 * args.repeats} runs, {torch.get_num_threads()} threads."])
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from pathlib import Path
 
 
 from heldout import BRATS_COLUMNS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
+from report import add_markdown_option, write_markdown
 from medseg.config.load import load_config
 from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--ensemble-folds", type=int, default=None)
     parser.add_argument("--seed-ensemble", type=int, default=None)
     parser.add_argument("--no-reference", action="store_true", help="leave out the MONAI recipe rows not yet in OUT")
+    add_markdown_option(parser)
     parser.add_argument("--tag", default="", help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget; its runs train in OUT/<group>/<tag>/")
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
@@ -235,17 +237,25 @@ def main() -> None:
                 print(f"{group} / {eval_name} / {name}", json.dumps(row), flush=True)
             saved.parent.mkdir(parents=True, exist_ok=True)
             saved.write_text(json.dumps(rows, indent=1))
-    print(markdown(rows, extra=(*BRATS_COLUMNS, "train_min")))
-    print("\nmedseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):")
+    table = markdown(rows, extra=(*BRATS_COLUMNS, "train_min"))
+    ratios = "\n".join(ratio_lines(rows))
+    columns = (f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
+               f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
+    print(f"{table}\n\n{ratios}\n{columns}")
+    write_markdown(args.markdown, "Real scans, held-out patients", f"{table}\n\n```text\n{ratios}\n```", [columns])
+
+
+def ratio_lines(rows: dict[str, dict[str, float]]) -> list[str]:
+    """medseg against the MONAI recipe row of the same group, budget and split: Dice and F1 ratios, FP per scan."""
+    lines = ["medseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):"]
     for key, row in rows.items():
         group_eval, name = key.rsplit(" / ", 1)
         ref = rows.get(f"{group_eval} / {reference_row(name)}")
         if ref:
             label = group_eval if name == "medseg" else key
-            print(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, "
-                  f"FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
-    print(f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
-          f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
+            lines.append(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, "
+                         f"F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
+    return lines
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ from monai.data import MetaTensor
 from monai.losses import DiceFocalLoss
 from torch.utils.flop_counter import FlopCounterMode
 
+from report import add_markdown_option, table, write_markdown
 from medseg.config.schema import LossConfig, ModelConfig
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
@@ -191,6 +192,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="steps per timed pass (default 4 on CPU, 20 on CUDA)")
     parser.add_argument("--runs", type=int, default=5, help="timed passes per pipeline (after 1 warm-up pass)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
+    add_markdown_option(parser)
     parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.device == "auto":
@@ -255,6 +257,11 @@ def main() -> None:
     cpu_ratio = statistics.median(cpu["medseg"]) / statistics.median(cpu["plain"])
     print(f"ratio medseg / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
           f"peak memory {mem_ratio:.2f}")
+    rows = [(name, f"{sec / args.steps * 1000:.1f}", f"{patches / sec:.2f}", f"{sec / med['plain']:.3f}",
+             f"{gflop * patches / sec / 1000:.3f}", memory[name].strip()) for name, sec in med.items()]
+    write_markdown(args.markdown, "Training step", table(("pipeline", "ms per step", "patches/s", "ratio", "TFLOP/s", "peak memory"), rows),
+                   [f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, device {device}, "
+                    f"medians of {args.runs} passes of {args.steps} steps; {gflop:.1f} GFLOP per patch forward + backward."])
     if cuda:
         for name, sec in med.items():
             achieved = gflop * patches / sec / 1000

@@ -1,11 +1,10 @@
 from pathlib import Path
 
-from medseg.config.reference import render
-
-README = Path(__file__).resolve().parents[1] / "README.md"
+from medseg.config.reference import PAGE, page
 
 
-def test_readme_config_reference_is_current():
-    text = README.read_text()
-    assert render(text) == text, "README config reference is stale: run `python -m medseg.config.reference`"
-    assert "`loss.alpha`" in text and "`inference.tta`" in text
+def test_config_reference_page_is_current():
+    assert PAGE == Path(__file__).resolve().parents[1] / "docs" / "reference" / "config.md"
+    text = PAGE.read_text()
+    assert page() == text, "docs/reference/config.md is stale: run `python -m medseg.config.reference`"
+    assert "`loss.alpha`" in text and "`inference.tta`" in text and "## `tracking`" in text

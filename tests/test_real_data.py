@@ -102,10 +102,11 @@ def test_brats_flair_config_checks_clean(real_data, monkeypatch):
 
 @pytest.mark.real
 def test_readme_and_config_fold_commands_split_the_real_cases(real_data, monkeypatch):
-    """Every `medseg train configs/X.yaml --folds N` the README or a config comment shows makes N
+    """Every `medseg train configs/X.yaml --folds N` the README, the docs or a config comment shows makes N
     folds of X's real training cases, patients never split (the MS cases form only 2 groups)."""
     root = Path(__file__).resolve().parents[1]
-    texts = [(root / "README.md").read_text(), *(p.read_text() for p in (root / "configs").glob("*.yaml"))]
+    texts = [(root / "README.md").read_text(), *(p.read_text() for p in (root / "docs").rglob("*.md")),
+             *(p.read_text() for p in (root / "configs").glob("*.yaml"))]
     commands = {m for t in texts for m in re.findall(r"medseg train (configs/\w+\.yaml) --folds (\d+)", t)}
     assert commands
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))

@@ -1,3 +1,3 @@
 """Stage: configuration. Pydantic models of the whole experiment (``schema``), YAML + ``--set``
-overrides (``load``), the README reference generated from them (``reference``).
+overrides (``load``), the reference page docs/reference/config.md generated from them (``reference``).
 """
