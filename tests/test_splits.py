@@ -71,3 +71,14 @@ def test_predict_dataset_config_writes_the_held_out_masks_only(tree, tiny_checkp
     res = run_cli("predict", tiny_checkpoint, "--dataset", tree / "cfg.yaml", "--out", tree / "masks", "--quiet")
     assert res.returncode == 0, res.stderr
     assert sorted(p.name for p in (tree / "masks").glob("*.nii.gz")) == ["p3.nii.gz", "p4.nii.gz"]
+
+
+def test_min_lesion_voxels_removes_small_predicted_lesions(tree, tiny_checkpoint):
+    """predict --min-lesion-voxels: the same filter as evaluate's, in voxels (the larger minimum wins)."""
+    from medseg.inference.batch import PredictOptions, predict_files
+
+    scan = [str(tree / "tree" / "p1" / "p1_flair.nii.gz")]
+    plain, _ = predict_files(tiny_checkpoint, scan, tree / "plain", "cpu", PredictOptions(min_lesion_mm3=0), progress=False)
+    big = 10 ** 9
+    none, _ = predict_files(tiny_checkpoint, scan, tree / "big", "cpu", PredictOptions(min_lesion_mm3=0, min_lesion_voxels=big), progress=False)
+    assert plain[0]["lesions"] > 0 and none[0]["lesions"] == 0
