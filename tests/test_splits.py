@@ -82,3 +82,10 @@ def test_min_lesion_voxels_removes_small_predicted_lesions(tree, tiny_checkpoint
     big = 10 ** 9
     none, _ = predict_files(tiny_checkpoint, scan, tree / "big", "cpu", PredictOptions(min_lesion_mm3=0, min_lesion_voxels=big), progress=False)
     assert plain[0]["lesions"] > 0 and none[0]["lesions"] == 0
+
+
+def test_check_of_a_config_reads_its_held_out_cases_too(tree):
+    from tests.robustness.conftest import run_cli
+
+    res = run_cli("check", tree / "cfg.yaml")
+    assert res.returncode == 0 and "4 case(s)" in res.stdout, res.stdout + res.stderr

@@ -54,10 +54,13 @@ def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
           lesion_labels: Optional[str] = lesion_labels_option(),
           atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label."),
           quiet: bool = quiet_option()) -> None:
-    """Validate every case and report all problems at once (exit 0 clean, 1 problems found)."""
+    """Validate every case and report all problems at once (exit 0 clean, 1 problems found); a
+    config's held-out cases (data.exclude_cases) are checked too."""
     from medseg.data.check import check_dataset, format_report
+    from medseg.data.sources.discover import with_held_out
 
     ds, cfg = dataset_argument(dataset, value(layout), channel, label, set_)
+    ds = with_held_out(ds, cfg.data) if cfg is not None else ds
     problems = check_dataset(ds, lesion_values(lesion_labels, cfg), atol)
     for line in problems if not quiet else []:
         typer.echo(f"problem: {line}", err=True)

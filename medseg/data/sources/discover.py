@@ -143,6 +143,15 @@ def from_config(data_cfg: Any, split: str = "training") -> Dataset:
     return ds
 
 
+def with_held_out(ds: Dataset, data_cfg: Any) -> Dataset:
+    """``ds`` (a config's training cases, :func:`from_config`) with the config's held-out cases
+    (``data.exclude_cases``) added: every case of the config, what ``medseg check`` reads. The
+    listing's problems are those of ``ds`` (one discovery of the same folder)."""
+    if not data_cfg.exclude_cases:
+        return ds
+    return replace(ds, cases=[*ds.cases, *from_config(data_cfg, "test").cases])
+
+
 def held_out_split(source: Path, layout: str = "auto") -> str:
     """The split ``predict --dataset`` and ``evaluate`` use when ``--split`` is not given: the
     held-out cases where the source has them (MSD ``test_labeled`` when listed, else ``test``;
