@@ -293,18 +293,9 @@ def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], l
     Raises:
         MedsegError: ``--set`` with an argument that is not a YAML config, or any error of the source.
     """
-    from medseg.config.load import load_config
-    from medseg.data.sources.discover import from_argument, from_config
-    from medseg.io.paths import expand
+    from medseg.data.sources.discover import from_argument
 
-    if not overrides:
-        return from_argument(dataset, layout, channels or None, label, split)
-    path = Path(expand(dataset))
-    if not (path.is_file() and path.suffix in (".yaml", ".yml")):
-        raise MedsegError(f"--set {clip(overrides[0], 80)}: {dataset} is not an experiment config; --set overrides a config's "
-                          "keys, so drop it or pass the config (a .yaml with a data: section)")
-    cfg = load_config(path, overrides)
-    return from_config(cfg.data, split or "test"), cfg
+    return from_argument(dataset, layout, channels or None, label, split, overrides or ())
 
 
 def print_summary(s: dict) -> None:

@@ -59,7 +59,7 @@ from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows
 from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.predictor import Prediction, predict_classes
-from medseg.io.paths import output_suffix
+from medseg.io.paths import data_files_in_header, output_suffix
 from medseg.io.volumes import save_like
 from medseg.nn.checkpoint import Preprocessing, load_checkpoint
 
@@ -244,10 +244,9 @@ def _check_nrrd(head: bytes, where: str) -> None:
     if end is None:
         raise MedsegError(f"{where}: the NRRD header does not end (no empty line in its first {MAX_NRRD_HEADER} bytes); "
                           "send a NRRD file with its data attached")
-    for line in re.split(rb"\r?\n", head[:end.start()])[1:]:
-        if line.split(b":", 1)[0].strip().lower() in (b"data file", b"datafile"):
-            raise MedsegError(f"{where}: is a NRRD header whose voxels are in another file ('data file'); "
-                              "send one .nrrd file with its data attached")
+    if data_files_in_header(head[:end.start()].decode("latin-1"), nrrd=True):
+        raise MedsegError(f"{where}: is a NRRD header whose voxels are in another file ('data file'); "
+                          "send one .nrrd file with its data attached")
 
 
 def encode_outputs(preds: list[Prediction], reference: Path, folder: Path, lm: LoadedModel) -> dict[str, str]:

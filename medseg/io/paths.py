@@ -41,8 +41,14 @@ def header_data_files(path: Path) -> list[str]:
     name, ``LIST`` then one name a line, ``LOCAL`` for none) or a NRRD ``.nrrd``/``.nhdr``
     (``data file:``, also ``LIST``). Reads at most the first 64 KiB, where such headers end."""
     with open(path, "rb") as fh:
-        lines = fh.read(65536).decode("latin-1").splitlines()
-    nrrd = str(path).lower().endswith((".nrrd", ".nhdr"))
+        head = fh.read(65536).decode("latin-1")
+    return data_files_in_header(head, str(path).lower().endswith((".nrrd", ".nhdr")))
+
+
+def data_files_in_header(text: str, nrrd: bool) -> list[str]:
+    """The data files named in the text of a NRRD (``nrrd``) or MetaImage header; see
+    :func:`header_data_files`."""
+    lines = text.splitlines()
     for i, line in enumerate(lines):
         if nrrd and not line.strip():
             return []  # the blank line that ends a NRRD header

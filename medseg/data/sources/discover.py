@@ -39,7 +39,7 @@ from medseg.data.sources.common import (
 from medseg.data.sources.msd import read_msd
 from medseg.data.sources.nnunet import read_nnunet
 from medseg.data.sources.pattern import pattern_channel_name, read_pattern
-from medseg.errors import MedsegError, yaml_syntax_error
+from medseg.errors import MedsegError, clip, yaml_syntax_error
 from medseg.io.paths import expand
 
 
@@ -165,8 +165,8 @@ def held_out_split(source: Path, layout: str = "auto") -> str:
 
 
 def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[str]] = None,
-                  label: Optional[str] = None, split: Optional[str] = "training"
-                  ) -> tuple[Dataset, ExperimentConfig | None]:
+                  label: Optional[str] = None, split: Optional[str] = "training",
+                  overrides: Sequence[str] = ()) -> tuple[Dataset, ExperimentConfig | None]:
     """A command's dataset argument: a dataset (folder or case list) or an experiment config (a
     YAML file with a ``data:`` section, whose data settings are used).
 
@@ -174,12 +174,14 @@ def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[st
         split: ``training``, ``test``, ``test_labeled`` (see :func:`from_config` for a config,
             :func:`discover` otherwise), or None: the held-out cases where the source has them
             (a config: ``test``; a dataset: :func:`held_out_split`).
+        overrides: ``--set KEY=VALUE`` assignments of a config (an error with anything else).
 
     Returns:
         (dataset, experiment config or None)
 
     Raises:
-        MedsegError: a split the source does not have (e.g. ``test`` of a case list).
+        MedsegError: a split the source does not have (e.g. ``test`` of a case list), or
+            ``overrides`` for a source that is not an experiment config.
     """
     path = Path(expand(arg))
     if path.is_file() and path.suffix in (".yaml", ".yml"):
@@ -188,8 +190,11 @@ def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[st
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise yaml_syntax_error(path, exc) from None
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
-            cfg = load_config(path)
+            cfg = load_config(path, overrides)
             return from_config(cfg.data, split or "test"), cfg
+    if overrides:
+        raise MedsegError(f"--set {clip(overrides[0], 80)}: {arg} is not an experiment config; --set overrides a config's "
+                          "keys, so drop it or pass the config (a .yaml with a data: section)")
     return discover(path, layout, split or held_out_split(path, layout), channels, label), None
 
 
