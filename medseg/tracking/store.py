@@ -33,6 +33,13 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(path) if path and path != ":memory:" else None
 
 
+def fail_fast() -> None:
+    """One try and 10 s per MLflow HTTP request (unless the user set them): a dead server costs
+    seconds, not MLflow's minutes of retries; medseg keeps what was not sent and says so."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+
+
 def open_client(uri: str, registry_uri: str | None = None) -> MlflowClient:
     """An ``MlflowClient`` for the store ``uri`` (model registry ``registry_uri``, default the
     same store). A SQLite store is opened under a file lock ``<db>.lock`` beside the database, so

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from medseg.config.schema import TrackingConfig
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
-from medseg.tracking.store import open_client, redact_uri, sqlite_path, store_lock
+from medseg.tracking.store import fail_fast, open_client, redact_uri, sqlite_path, store_lock
 
 
 class Tracker(Protocol):
@@ -100,9 +100,7 @@ class MlflowTracker:
 
     def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None,
                  display_name: str | None = None, parent_run_id: str | None = None) -> None:
-        # fail fast on a dead server; medseg keeps unsent metrics and retries them itself
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        fail_fast()  # medseg keeps unsent metrics and retries them itself
         self.uri = uri
         self.shown_uri = redact_uri(uri)  # in messages: no credentials
         self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server

@@ -59,7 +59,7 @@ from medseg.nn.checkpoint import (
     load_checkpoint,
     save_checkpoints,
 )
-from medseg.tracking.store import open_client, redact_uri
+from medseg.tracking.store import fail_fast, open_client, redact_uri
 from medseg.tracking.tracker import child_run
 from medseg.viz.plots import plot_froc
 
@@ -209,8 +209,7 @@ def log_tuning(tuned: Sequence[tuple[Checkpoint, Path]], chosen: dict, result: d
     Returns:
         The run ids that got the tuning.
     """
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # as the tracker: a dead server fails fast
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    fail_fast()
     runs = [(ckpt, path) for ckpt, path in tuned if ckpt.mlflow_run_id and ckpt.tracking_uri]
     unnamed = [(path, redact_uri(c.tracking_uri)) for c, path in runs if user_store(c.tracking_uri, tracking_uri) is None]
     if unnamed:
