@@ -17,8 +17,8 @@ import time
 
 import numpy as np
 import torch
-
 from report import add_markdown_option, table, write_markdown
+
 from medseg.config.schema import LossConfig, ModelConfig
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
@@ -40,8 +40,13 @@ def batches(size: int, lesions: int, steps: int) -> list[dict[str, torch.Tensor]
             for k in range(1, lesions + 1):
                 c, r = rng.integers(4, size - 4, 3), rng.uniform(1.5, 5)
                 inst[b, 0][((grid - c[:, None, None, None]) ** 2).sum(0) <= r * r] = k
-        out.append({"image": torch.randn(4, 1, size, size, size), "label": torch.as_tensor(inst > 0).float(),
-                    "instances": torch.as_tensor(inst)})
+        out.append(
+            {
+                "image": torch.randn(4, 1, size, size, size),
+                "label": torch.as_tensor(inst > 0).float(),
+                "instances": torch.as_tensor(inst),
+            }
+        )
     return out
 
 
@@ -67,20 +72,29 @@ def main() -> None:
     ctxs = {name: context(name, state) for name in ("focal_dice", "focal_dice_blob")}
     times: dict[str, list[float]] = {name: [] for name in ctxs}
     for run in range(args.runs + 1):
-        for name in (list(ctxs) if run % 2 else list(ctxs)[::-1]):
+        for name in list(ctxs) if run % 2 else list(ctxs)[::-1]:
             start = time.perf_counter()
             run_epoch(ctxs[name], data, Bar(), ("bench", 0.0))
             if run:  # the first pass warms up
                 times[name].append((time.perf_counter() - start) / args.steps)
     med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"batch 4 x {args.size}^3, {args.lesions} lesions per patch, {torch.get_num_threads()} threads, median of {args.runs} passes")
+    print(
+        f"batch 4 x {args.size}^3, {args.lesions} lesions per patch, {torch.get_num_threads()} threads, median of "
+        f"{args.runs} passes"
+    )
     for name, value in med.items():
         print(f"{name:16s} {value * 1000:8.1f} ms/step")
     print(f"ratio focal_dice_blob / focal_dice: {med['focal_dice_blob'] / med['focal_dice']:.3f}")
     rows = [(name, f"{value * 1000:.1f}", f"{value / med['focal_dice']:.3f}") for name, value in med.items()]
-    write_markdown(args.markdown, "Blob loss step time", table(("loss", "ms per step", "ratio"), rows),
-                   [f"Batch 4 x {args.size}^3, {args.lesions} lesions per patch, {torch.get_num_threads()} threads, "
-                    f"median of {args.runs} passes."])
+    write_markdown(
+        args.markdown,
+        "Blob loss step time",
+        table(("loss", "ms per step", "ratio"), rows),
+        [
+            f"Batch 4 x {args.size}^3, {args.lesions} lesions per patch, {torch.get_num_threads()} threads, "
+            f"median of {args.runs} passes."
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -14,8 +14,8 @@ import argparse
 
 import numpy as np
 from picai_eval import evaluate as picai_evaluate
-
 from report import add_markdown_option, table, write_markdown
+
 from medseg.data.sources.discover import find_cases
 from medseg.evaluation.froc import FP_RATES, Scan, detection_map, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
@@ -39,20 +39,31 @@ def main() -> None:
         scans.append(Scan(pred.prob, ref, 1.0))
         counts = counts + match_lesions(pred.mask, ref)
     ours = froc(scans)
-    metrics = picai_evaluate(y_det=[detection_map(s.prob) for s in scans], y_true=[s.ref.astype(np.int32) for s in scans],
-                             num_parallel_calls=1)
+    metrics = picai_evaluate(
+        y_det=[detection_map(s.prob) for s in scans],
+        y_true=[s.ref.astype(np.int32) for s in scans],
+        num_parallel_calls=1,
+    )
     print(f"{len(scans)} scans, {counts.n_ref} GT lesions")
     print("FP/scan     " + "  ".join(f"{r:>6g}" for r in FP_RATES) + "    CPM")
     print("medseg      " + "  ".join(f"{ours['recall_at'][r]:6.3f}" for r in FP_RATES) + f"  {ours['cpm']:.3f}")
     picai = [metrics.lesion_TPR_at_FPR(r) for r in FP_RATES]
     print("picai_eval  " + "  ".join(f"{v:6.3f}" for v in picai) + f"  {np.mean(picai):.3f}")
     print(f"max |difference| {max(abs(ours['recall_at'][r] - v) for r, v in zip(FP_RATES, picai)):.2g}")
-    rows = [("medseg", *(f"{ours['recall_at'][r]:.3f}" for r in FP_RATES), f"{ours['cpm']:.3f}"),
-            ("picai_eval", *(f"{v:.3f}" for v in picai), f"{np.mean(picai):.3f}")]
-    write_markdown(args.markdown, "FROC against picai_eval", table(("FP per scan", *(f"{r:g}" for r in FP_RATES), "CPM"), rows),
-                   [f"{len(scans)} scans, {counts.n_ref} GT lesions."])
+    rows = [
+        ("medseg", *(f"{ours['recall_at'][r]:.3f}" for r in FP_RATES), f"{ours['cpm']:.3f}"),
+        ("picai_eval", *(f"{v:.3f}" for v in picai), f"{np.mean(picai):.3f}"),
+    ]
+    write_markdown(
+        args.markdown,
+        "FROC against picai_eval",
+        table(("FP per scan", *(f"{r:g}" for r in FP_RATES), "CPM"), rows),
+        [f"{len(scans)} scans, {counts.n_ref} GT lesions."],
+    )
     s = counts.summary()
-    print(f"the 0.5-threshold mask (overlap rule): recall {s['lesion_recall']:.3f} at {s['fp_per_scan']:.3f} FP per scan")
+    print(
+        f"the 0.5-threshold mask (overlap rule): recall {s['lesion_recall']:.3f} at {s['fp_per_scan']:.3f} FP per scan"
+    )
 
 
 if __name__ == "__main__":

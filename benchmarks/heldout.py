@@ -6,8 +6,8 @@ probabilities averaged), score it lesion-wise with ``medseg.evaluation.tables`` 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -21,7 +21,14 @@ from medseg.inference.predictor import predict_volume
 from medseg.io.volumes import read_lesion_mask
 
 BINS = size_bin_names()  # <10, 10-100, 100-1000, >=1000 mm^3
-COLUMNS = ["dice", "lesion_recall", *(f"recall_{name}" for name, _, _ in BINS), "lesion_precision", "lesion_f1", "fp_per_scan"]
+COLUMNS = [
+    "dice",
+    "lesion_recall",
+    *(f"recall_{name}" for name, _, _ in BINS),
+    "lesion_precision",
+    "lesion_f1",
+    "fp_per_scan",
+]
 BRATS_COLUMNS = ["brats_lesionwise_dice", "brats_tumour_recall", "brats_fp_per_scan"]
 
 
@@ -32,8 +39,9 @@ def heldout_cases(cfg: ExperimentConfig) -> list[Case]:
     return [c for c in ds.require_clean() if c.case_id in wanted]
 
 
-def _summary(masks: Sequence[np.ndarray], refs: Sequence[tuple[np.ndarray, np.ndarray]], cases: Sequence[Case],
-             opts: EvalOptions) -> dict:
+def _summary(
+    masks: Sequence[np.ndarray], refs: Sequence[tuple[np.ndarray, np.ndarray]], cases: Sequence[Case], opts: EvalOptions
+) -> dict:
     rows, lesions, total = [], [], LesionCounts(scans=0)
     for mask, (ref, affine), case in zip(masks, refs, cases):
         row, les, counts = case_tables(mask, ref, affine, case.case_id, opts, with_hd95=False)
@@ -43,27 +51,42 @@ def _summary(masks: Sequence[np.ndarray], refs: Sequence[tuple[np.ndarray, np.nd
     return summarize(rows, lesions, total, opts) | {"per_case": rows}
 
 
-def score(masks: Sequence[np.ndarray], cases: Sequence[Case], lesion_labels=None, brats: bool = False) -> dict[str, float]:
+def score(
+    masks: Sequence[np.ndarray], cases: Sequence[Case], lesion_labels=None, brats: bool = False
+) -> dict[str, float]:
     """Dice, lesion counts and recall by size of masks already on the cases' grids: the overlap
     rule, every 26-connected GT component a lesion (satellite specks included); with ``brats`` also
     the BraTS 2023 glioma protocol's lesion-wise Dice, tumour recall and FP per scan (GT merged by
     dilation, GT lesions of 50 mm^3 or less unscored), as ``medseg evaluate --protocol brats2023``."""
     refs = [read_lesion_mask(case.label, lesion_labels) for case in cases]
     s = _summary(masks, refs, cases, EvalOptions())
-    row = {k: s[k] for k in ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan", "gt_lesions", "cases")}
+    row = {
+        k: s[k]
+        for k in ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan", "gt_lesions", "cases")
+    }
     for (name, _, _), b in zip(BINS, s["recall_by_size_mm3"].values()):
         row[f"recall_{name}"] = float("nan") if b["recall"] is None else b["recall"]
         row[f"n_{name}"] = b["lesions"]
     row["per_case_dice"] = {r["case"]: r["dice"] for r in s["per_case"]}
     if brats:
         p = _summary(masks, refs, cases, EvalOptions(protocol="brats2023"))
-        row |= {"brats_lesionwise_dice": p["lesionwise_dice"], "brats_tumour_recall": p["lesion_recall"],
-                "brats_fp_per_scan": p["fp_per_scan"], "brats_tumours": p["gt_lesions"]}
+        row |= {
+            "brats_lesionwise_dice": p["lesionwise_dice"],
+            "brats_tumour_recall": p["lesion_recall"],
+            "brats_fp_per_scan": p["fp_per_scan"],
+            "brats_tumours": p["gt_lesions"],
+        }
     return row
 
 
-def evaluate_checkpoints(checkpoints: Sequence[Path], cases: Sequence[Case], lesion_labels=None,
-                         brats: bool = False, tta: bool | None = None, fill_holes: bool | None = None) -> dict[str, float]:
+def evaluate_checkpoints(
+    checkpoints: Sequence[Path],
+    cases: Sequence[Case],
+    lesion_labels=None,
+    brats: bool = False,
+    tta: bool | None = None,
+    fill_holes: bool | None = None,
+) -> dict[str, float]:
     """:func:`score` of the predictions of a checkpoint (several: their ensemble), with the median
     prediction seconds per case; ``tta``, ``fill_holes`` True/False override the checkpoint's
     mirror TTA and hole filling."""

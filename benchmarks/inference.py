@@ -4,7 +4,8 @@
 
 Volume: the first BraTS FLAIR under $MEDSEG_REAL_DATA (240x240x155), else a synthetic one of that
 size. Network: MONAI UNet 16-32-64-128-256, 2 residual units, random weights with the output bias
-shifted so the mask covers a small share of the scan, as a trained model's would. roi 96^3, overlap 0.25, Gaussian blending, sw_batch_size 4, no TTA.
+shifted so the mask covers a small share of the scan, as a trained model's would.
+roi 96^3, overlap 0.25, Gaussian blending, sw_batch_size 4, no TTA.
 Reference: LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd, NormalizeIntensityd,
 sliding_window_inference, Activationsd, Invertd, AsDiscreted, SaveImaged.
 medseg: the whole ``predict`` (load -> preprocess -> window -> restore geometry -> write mask and
@@ -28,17 +29,27 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
-from monai.transforms import (Activationsd, AsDiscreted, Compose, EnsureChannelFirstd, Invertd, LoadImaged,
-                              NormalizeIntensityd, Orientationd, SaveImaged, Spacingd)
-
+from monai.transforms import (
+    Activationsd,
+    AsDiscreted,
+    Compose,
+    EnsureChannelFirstd,
+    Invertd,
+    LoadImaged,
+    NormalizeIntensityd,
+    Orientationd,
+    SaveImaged,
+    Spacingd,
+)
 from report import add_markdown_option, table, write_markdown
+from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
+
 from medseg.config.schema import ExperimentConfig
 from medseg.data.synthetic import write_dataset
 from medseg.inference.batch import PredictOptions, predict_files
 from medseg.io.geometry import ras_spacing, read_geometry
 from medseg.nn.checkpoint import write_payload
 from medseg.nn.window import use_bf16
-from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 
 ROI, OVERLAP, SW_BATCH = (96, 96, 96), 0.25, 4
 
@@ -84,30 +95,57 @@ def network() -> torch.nn.Module:
 
 
 def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool, amp: str = "auto") -> Path:
-    cfg = ExperimentConfig.model_validate({
-        "data": {"dataset": str(tmp)},
-        "model": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
-        "sampling": {"patch_size": list(ROI)},
-        "inference": {"roi_size": list(ROI), "overlap": overlap, "sw_batch_size": SW_BATCH, "tta": tta, "amp": amp}})
+    cfg = ExperimentConfig.model_validate(
+        {
+            "data": {"dataset": str(tmp)},
+            "model": {"channels": [16, 32, 64, 128, 256], "strides": [2, 2, 2, 2], "num_res_units": 2},
+            "sampling": {"patch_size": list(ROI)},
+            "inference": {"roi_size": list(ROI), "overlap": overlap, "sw_batch_size": SW_BATCH, "tta": tta, "amp": amp},
+        }
+    )
     path = tmp / f"medseg_{overlap}_{tta}_{amp}.pt"
-    write_payload({"state_dict": net.state_dict(), "config": cfg.model_dump(mode="json"),
-                     "preprocess": {"spacing": list(spacing), "normalize": "zscore_nonzero", "in_channels": 1},
-                     "operating_point": {"threshold": 0.5, "min_lesion_mm3": 0.0}}, path)
+    write_payload(
+        {
+            "state_dict": net.state_dict(),
+            "config": cfg.model_dump(mode="json"),
+            "preprocess": {"spacing": list(spacing), "normalize": "zscore_nonzero", "in_channels": 1},
+            "operating_point": {"threshold": 0.5, "min_lesion_mm3": 0.0},
+        },
+        path,
+    )
     return path
 
 
 def reference(net: torch.nn.Module, image: Path, spacing, out: Path) -> None:
-    pre = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), Orientationd("image", axcodes="RAS"),
-                   Spacingd("image", pixdim=spacing, mode="bilinear"),
-                   NormalizeIntensityd("image", nonzero=True, channel_wise=True)])
+    pre = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=spacing, mode="bilinear"),
+            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        ]
+    )
     data = pre({"image": str(image)})
     with torch.no_grad():
-        data["pred"] = sliding_window_inference(data["image"][None], ROI, SW_BATCH, net, overlap=OVERLAP, mode="gaussian")[0]
-    post = Compose([Activationsd("pred", sigmoid=True),
-                    Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False),
-                    AsDiscreted("pred", threshold=0.5),
-                    SaveImaged("pred", output_dir=str(out), output_postfix="seg", separate_folder=False,
-                               output_dtype=np.uint8, print_log=False)])
+        data["pred"] = sliding_window_inference(
+            data["image"][None], ROI, SW_BATCH, net, overlap=OVERLAP, mode="gaussian"
+        )[0]
+    post = Compose(
+        [
+            Activationsd("pred", sigmoid=True),
+            Invertd("pred", transform=pre, orig_keys="image", nearest_interp=False),
+            AsDiscreted("pred", threshold=0.5),
+            SaveImaged(
+                "pred",
+                output_dir=str(out),
+                output_postfix="seg",
+                separate_folder=False,
+                output_dtype=np.uint8,
+                print_log=False,
+            ),
+        ]
+    )
     post(data)
 
 
@@ -124,10 +162,14 @@ def main() -> None:
     shape, affine = read_geometry(image)
     spacing = ras_spacing(affine)
     net = network()
-    ckpts = {"medseg": medseg_checkpoint(net, spacing, tmp, OVERLAP, False),
-             "medseg_fp32": medseg_checkpoint(net, spacing, tmp, OVERLAP, False, amp="off")}
-    print(f"volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, "
-          f"medseg amp auto -> bf16: {use_bf16(torch.device('cpu'), 'auto')}")
+    ckpts = {
+        "medseg": medseg_checkpoint(net, spacing, tmp, OVERLAP, False),
+        "medseg_fp32": medseg_checkpoint(net, spacing, tmp, OVERLAP, False, amp="off"),
+    }
+    print(
+        f"volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, "
+        f"medseg amp auto -> bf16: {use_bf16(torch.device('cpu'), 'auto')}"
+    )
     # same outputs as the reference (the mask only); the lesion table is timed separately below
     mask_only = PredictOptions(table=False)
     results: dict[str, list[tuple[float, float]]] = {"medseg": [], "medseg_fp32": [], "reference": []}
@@ -137,7 +179,9 @@ def main() -> None:
             if name == "reference":
                 res = measure(lambda: reference(net, image, spacing, tmp / f"r{i}"))
             else:
-                res = measure(lambda: predict_files(ckpts[name], [str(image)], tmp / f"{name}{i}", "cpu", mask_only, False))
+                res = measure(
+                    lambda: predict_files(ckpts[name], [str(image)], tmp / f"{name}{i}", "cpu", mask_only, False)
+                )
             if i:
                 results[name].append(res)
             line.append(f"{name} {res[0]:.1f} s {res[1]:.0f} MB")
@@ -145,12 +189,25 @@ def main() -> None:
     med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in results.items()}
     ref_s, ref_mb = med["reference"]
     for name, (sec, mb) in med.items():
-        print(f"{name:12s} {sec:6.2f} s  peak +{mb:4.0f} MB   ratio to reference: time {sec / ref_s:.2f}x, peak RSS {mb / ref_mb:.2f}x")
-    rows = [(name, f"{sec:.2f} s", f"{sec / ref_s:.2f}", f"+{mb:.0f} MB", f"{mb / ref_mb:.2f}") for name, (sec, mb) in med.items()]
-    write_markdown(args.markdown, "Inference speed and memory", table(("pipeline", "wall time", "ratio", "peak RSS", "ratio"), rows),
-                   [f"Volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, medians of {args.runs} "
-                    "interleaved runs; reference = plain MONAI (LoadImaged ... sliding_window_inference, Invertd, SaveImaged); "
-                    "medseg_fp32 = inference.amp off."])
+        print(
+            f"{name:12s} {sec:6.2f} s  peak +{mb:4.0f} MB   ratio to reference: time {sec / ref_s:.2f}x, peak RSS "
+            f"{mb / ref_mb:.2f}x"
+        )
+    rows = [
+        (name, f"{sec:.2f} s", f"{sec / ref_s:.2f}", f"+{mb:.0f} MB", f"{mb / ref_mb:.2f}")
+        for name, (sec, mb) in med.items()
+    ]
+    write_markdown(
+        args.markdown,
+        "Inference speed and memory",
+        table(("pipeline", "wall time", "ratio", "peak RSS", "ratio"), rows),
+        [
+            f"Volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, medians of "
+            f"{args.runs} "
+            "interleaved runs; reference = plain MONAI (LoadImaged ... sliding_window_inference, Invertd, SaveImaged); "
+            "medseg_fp32 = inference.amp off."
+        ],
+    )
     s, _ = measure(lambda: predict_files(ckpts["medseg"], [str(image)], tmp / "table", "cpu", PredictOptions(), False))
     print(f"medseg with the per-lesion table: {s:.2f} s")
     ours = np.asanyarray(nib.load(str(tmp / "medseg1" / image.name)).dataobj)
@@ -158,7 +215,9 @@ def main() -> None:
     if args.extra:
         for overlap, tta in ((0.5, False), (OVERLAP, True)):
             path = medseg_checkpoint(net, spacing, tmp, overlap, tta)
-            s, m = measure(lambda: predict_files(path, [str(image)], tmp / f"x{overlap}{tta}", "cpu", PredictOptions(), False))
+            s, m = measure(
+                lambda: predict_files(path, [str(image)], tmp / f"x{overlap}{tta}", "cpu", PredictOptions(), False)
+            )
             print(f"medseg overlap {overlap} tta {tta}: {s:.1f} s, peak +{m:.0f} MB")
 
 

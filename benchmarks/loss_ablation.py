@@ -17,10 +17,10 @@ import json
 import time
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from heldout import COLUMNS, evaluate_checkpoints, heldout_cases, markdown
+from mlflow.tracking import MlflowClient
 from report import add_markdown_option, write_markdown
+
 from medseg.config.load import load_config
 from medseg.config.schema import all_lesion_values
 from medseg.data.sources.discover import find_cases
@@ -60,10 +60,13 @@ def main() -> None:
         start = time.perf_counter()
         result = train(cfg, progress=False)
         minutes = (time.perf_counter() - start) / 60
-        rows[name] = evaluate_checkpoints([result.best_path], cases, all_lesion_values(cfg.data)) | {"train_min": minutes}
+        rows[name] = evaluate_checkpoints([result.best_path], cases, all_lesion_values(cfg.data)) | {
+            "train_min": minutes
+        }
         print(name, json.dumps(rows[name]), flush=True)
-    note = (f"{Path(config).name}: {len(cases)} held-back case(s), {rows[name]['gt_lesions']} lesions; "
-            + ", ".join(f"{k[2:]}: {v}" for k, v in rows[name].items() if k.startswith("n_")))
+    note = f"{Path(config).name}: {len(cases)} held-back case(s), {rows[name]['gt_lesions']} lesions; " + ", ".join(
+        f"{k[2:]}: {v}" for k, v in rows[name].items() if k.startswith("n_")
+    )
     table = markdown(rows, extra=("train_min",))
     print(f"\n{note}\n{table}")
     write_markdown(args.markdown, f"Loss ablation, {Path(config).stem}", table, [note])

@@ -13,8 +13,8 @@ import time
 
 import torch
 from monai.losses import DiceFocalLoss
-
 from report import add_markdown_option, table, write_markdown
+
 from medseg.config.schema import LossConfig
 from medseg.nn.losses.registry import build_loss
 
@@ -40,8 +40,10 @@ def main() -> None:
     logits = torch.randn(shape, generator=g)
     target = (torch.rand(shape, generator=g) > 0.95).float()
     ref = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25)
-    losses = {name: build_loss(LossConfig(name=name, batch_dice=False, smooth_nr=1e-5, smooth_dr=1e-5))
-              for name in ("focal_dice", "dice", "focal", "bce_dice")}
+    losses = {
+        name: build_loss(LossConfig(name=name, batch_dice=False, smooth_nr=1e-5, smooth_dr=1e-5))
+        for name in ("focal_dice", "dice", "focal", "bce_dice")
+    }
     # interleave the runs so machine noise hits all of them alike
     results: dict[str, list[float]] = {name: [] for name in ["monai_DiceFocalLoss", *losses]}
     for _ in range(3):
@@ -55,8 +57,15 @@ def main() -> None:
         med = statistics.median(values)
         print(f"{name:22s} {med * 1000:8.1f} ms   ratio to MONAI DiceFocalLoss {med / base:5.2f}")
         rows.append((name, f"{med * 1000:.1f}", f"{med / base:.2f}"))
-    write_markdown(args.markdown, "Loss speed", table(("loss", "ms", "ratio to MONAI DiceFocalLoss"), rows),
-                   [f"Forward + backward on {tuple(shape)}, median of {3 * args.repeats} runs, {torch.get_num_threads()} threads."])
+    write_markdown(
+        args.markdown,
+        "Loss speed",
+        table(("loss", "ms", "ratio to MONAI DiceFocalLoss"), rows),
+        [
+            f"Forward + backward on {tuple(shape)}, median of {3 * args.repeats} runs, {torch.get_num_threads()} "
+            "threads."
+        ],
+    )
 
 
 if __name__ == "__main__":

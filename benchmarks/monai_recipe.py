@@ -13,7 +13,7 @@ MONAI calls only: nothing from medseg's training code.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -43,16 +43,25 @@ from medseg.data.case import Case
 
 
 def _items(cases: Sequence[Case]) -> list[dict]:
-    return [{**{f"c{i}": str(p) for i, p in enumerate(c.images)}, "label": str(c.label), "id": c.case_id} for c in cases]
+    return [
+        {**{f"c{i}": str(p) for i, p in enumerate(c.images)}, "label": str(c.label), "id": c.case_id} for c in cases
+    ]
 
 
 def _pre(n: int, spacing: Sequence[float], patch: Sequence[int], with_label: bool = True) -> list:
     keys = [f"c{i}" for i in range(n)] + (["label"] if with_label else [])
-    steps = [LoadImaged(keys), EnsureChannelFirstd(keys), ConcatItemsd([f"c{i}" for i in range(n)], "image", dim=0),
-             Orientationd(["image", *(["label"] if with_label else [])], axcodes="RAS"),
-             Spacingd(["image", *(["label"] if with_label else [])], pixdim=tuple(spacing),
-                      mode=("bilinear", "nearest") if with_label else "bilinear"),
-             NormalizeIntensityd("image", nonzero=True, channel_wise=True)]
+    steps = [
+        LoadImaged(keys),
+        EnsureChannelFirstd(keys),
+        ConcatItemsd([f"c{i}" for i in range(n)], "image", dim=0),
+        Orientationd(["image", *(["label"] if with_label else [])], axcodes="RAS"),
+        Spacingd(
+            ["image", *(["label"] if with_label else [])],
+            pixdim=tuple(spacing),
+            mode=("bilinear", "nearest") if with_label else "bilinear",
+        ),
+        NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+    ]
     if with_label:
         steps.append(Lambdad("label", lambda x: (x > 0).float()))  # whole tumour / lesion
         steps.append(SpatialPadd(["image", "label"], spatial_size=tuple(patch)))
@@ -64,23 +73,38 @@ def _dice(pred: np.ndarray, ref: np.ndarray) -> float:
     return 1.0 if s == 0 else float(2 * np.logical_and(pred, ref).sum() / s)
 
 
-def train_recipe(train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float], patch: Sequence[int],
-                 minutes: float, seed: int = 0, batch_size: int = 2) -> tuple[torch.nn.Module, dict]:
+def train_recipe(
+    train_cases: Sequence[Case],
+    val_cases: Sequence[Case],
+    spacing: Sequence[float],
+    patch: Sequence[int],
+    minutes: float,
+    seed: int = 0,
+    batch_size: int = 2,
+) -> tuple[torch.nn.Module, dict]:
     """Train until the budget (checked after each epoch); returns the best-validation-Dice network."""
     torch.manual_seed(seed)
     n = len(train_cases[0].images)
-    train_tf = Compose(_pre(n, spacing, patch) + [
-        RandSpatialCropd(["image", "label"], roi_size=tuple(patch), random_size=False),
-        RandFlipd(["image", "label"], prob=0.5, spatial_axis=0), RandFlipd(["image", "label"], prob=0.5, spatial_axis=1),
-        RandFlipd(["image", "label"], prob=0.5, spatial_axis=2),
-        RandScaleIntensityd("image", factors=0.1, prob=1.0), RandShiftIntensityd("image", offsets=0.1, prob=1.0),
-        EnsureTyped(["image", "label"])])
+    train_tf = Compose(
+        _pre(n, spacing, patch)
+        + [
+            RandSpatialCropd(["image", "label"], roi_size=tuple(patch), random_size=False),
+            RandFlipd(["image", "label"], prob=0.5, spatial_axis=0),
+            RandFlipd(["image", "label"], prob=0.5, spatial_axis=1),
+            RandFlipd(["image", "label"], prob=0.5, spatial_axis=2),
+            RandScaleIntensityd("image", factors=0.1, prob=1.0),
+            RandShiftIntensityd("image", offsets=0.1, prob=1.0),
+            EnsureTyped(["image", "label"]),
+        ]
+    )
     train_tf.set_random_state(seed=seed)
     val_tf = Compose(_pre(n, spacing, patch) + [EnsureTyped(["image", "label"])])
     train_ds = CacheDataset(_items(train_cases), train_tf, cache_rate=1.0, num_workers=1, progress=False)
     val_ds = CacheDataset(_items(val_cases), val_tf, cache_rate=1.0, num_workers=1, progress=False)
     loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, num_workers=0)
-    net = SegResNet(blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=n, out_channels=1, dropout_prob=0.2)
+    net = SegResNet(
+        blocks_down=[1, 2, 2, 4], blocks_up=[1, 1, 1], init_filters=16, in_channels=n, out_channels=1, dropout_prob=0.2
+    )
     loss_fn = DiceLoss(smooth_nr=0, smooth_dr=1e-5, squared_pred=True, to_onehot_y=False, sigmoid=True)
     opt = torch.optim.Adam(net.parameters(), 1e-4, weight_decay=1e-5)
     start, epoch, best, best_state, sched = time.monotonic(), 0, -1.0, None, None

@@ -48,9 +48,10 @@ import re
 import time
 from pathlib import Path
 
-
 from heldout import BRATS_COLUMNS, COLUMNS, evaluate_checkpoints, heldout_cases, markdown, score
+from monai_recipe import predict_recipe, train_recipe
 from report import add_markdown_option, write_markdown
+
 from medseg.config.load import load_config
 from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
@@ -61,11 +62,14 @@ from medseg.nn.checkpoint import load_checkpoint
 from medseg.training.cv import train_folds, train_seeds
 from medseg.training.run import train
 from medseg.training.tune import run_tune
-from monai_recipe import predict_recipe, train_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-GROUPS = {"brats_flair": ROOT / "configs/brats_wt_flair.yaml", "brats4": ROOT / "configs/brats_wt.yaml",
-          "ms": ROOT / "configs/ms_flair.yaml", "brats_flair_2rel": ROOT / "configs/brats_wt_flair.yaml"}
+GROUPS = {
+    "brats_flair": ROOT / "configs/brats_wt_flair.yaml",
+    "brats4": ROOT / "configs/brats_wt.yaml",
+    "ms": ROOT / "configs/ms_flair.yaml",
+    "brats_flair_2rel": ROOT / "configs/brats_wt_flair.yaml",
+}
 # brats_flair_2rel: the FLAIR config trained on two releases (benchmarks/cases/brats_flair_two_releases.yaml):
 # BraTS 2015's DeepMedic train/validation folders join training and validation, its test folder is held out
 # beside the raw BraTS 2021 held-out cases (split fixed before its first run)
@@ -77,10 +81,12 @@ BRATS_GROUPS = {"brats_flair", "brats4", "brats_flair_2rel"}  # also scored unde
 # wrong for whole tumours: the BraTS groups are tuned with ``--protocol brats2023`` (as BraTS counts),
 # as the plan's last row (tuning rewrites the checkpoint's point in place)
 TUNED_GROUPS = {"ms"}
-ABLATIONS = {"config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
-             "augment light": ["augment.preset=light"],
-             "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
-             "segresnet": ["model.name=segresnet"]}
+ABLATIONS = {
+    "config as written": [],  # nnunet augmentation, dynunet + deep supervision: the others change one thing
+    "augment light": ["augment.preset=light"],
+    "unet": ["model.name=unet", "model.channels=[16,32,64,128]", "model.deep_supervision=false"],
+    "segresnet": ["model.name=segresnet"],
+}
 
 
 def reference_row(name: str) -> str | None:
@@ -100,8 +106,14 @@ def group_overrides(group: str) -> list[str]:
         return []
     data = load_config(GROUPS[group]).data
     held, val = [*data.exclude_cases, *BRATS2015_TEST], [*data.val_cases, "brats_2013_pat0003_1"]
-    return [f"data.dataset={ROOT / 'benchmarks/cases/brats_flair_two_releases.yaml'}", "data.layout=list", "data.channels=null",
-            "data.label=null", f"data.exclude_cases=[{','.join(held)}]", f"data.val_cases=[{','.join(val)}]"]
+    return [
+        f"data.dataset={ROOT / 'benchmarks/cases/brats_flair_two_releases.yaml'}",
+        "data.layout=list",
+        "data.channels=null",
+        "data.label=null",
+        f"data.exclude_cases=[{','.join(held)}]",
+        f"data.val_cases=[{','.join(val)}]",
+    ]
 
 
 def eval_sets(group: str, cfg: ExperimentConfig) -> dict[str, list[Case]]:
@@ -124,13 +136,29 @@ def external_cases(group: str) -> list[Case]:
     return from_config(load_config(EXTERNAL[group]).data).require_clean()
 
 
-def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], evals: dict[str, list[Case]],
-               lesion_labels, brats: bool, folds: int | None = None, seeds: int | None = None) -> dict[str, dict]:
+def run_medseg(
+    config: Path,
+    out: Path,
+    minutes: float,
+    overrides: list[str],
+    evals: dict[str, list[Case]],
+    lesion_labels,
+    brats: bool,
+    folds: int | None = None,
+    seeds: int | None = None,
+) -> dict[str, dict]:
     """Train the config (``folds``: ``--folds N`` in ``minutes`` in all; ``seeds``: ``--seeds N`` at
     ``minutes`` each) and score it, an ensemble as the one model averaging its members'
     probabilities, at the config's threshold and minimum lesion volume."""
-    cfg = load_config(config, [f"train.output_dir={out}", f"train.max_minutes={minutes / (folds or 1)}",
-                               "tracking.experiment=real-quality", *overrides])
+    cfg = load_config(
+        config,
+        [
+            f"train.output_dir={out}",
+            f"train.max_minutes={minutes / (folds or 1)}",
+            "tracking.experiment=real-quality",
+            *overrides,
+        ],
+    )
     start = time.perf_counter()
     if folds:
         checkpoints = [r.best_path for r in train_folds(cfg, folds, progress=False).results.values()]
@@ -139,13 +167,23 @@ def run_medseg(config: Path, out: Path, minutes: float, overrides: list[str], ev
     else:
         checkpoints = [train(cfg, progress=False).best_path]
     minutes_used = (time.perf_counter() - start) / 60
-    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
-            for name, cases in evals.items()}
+    return {
+        name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats) | {"train_min": minutes_used}
+        for name, cases in evals.items()
+    }
 
 
-def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, brats: bool, tune: bool = False,
-              tta: bool | None = None, ensemble: bool = False, fill_holes: bool | None = None,
-              protocol: str | None = None) -> dict[str, dict]:
+def run_again(
+    run_folder: Path,
+    evals: dict[str, list[Case]],
+    lesion_labels,
+    brats: bool,
+    tune: bool = False,
+    tta: bool | None = None,
+    ensemble: bool = False,
+    fill_holes: bool | None = None,
+    protocol: str | None = None,
+) -> dict[str, dict]:
     """A row's model scored again, no further training: the latest best.pt in ``run_folder`` (with
     ``ensemble``: every run below it, as one model averaging their probabilities); with ``tune`` at
     the operating point ``medseg tune`` picks on the validation cases (max lesion F1, with
@@ -157,10 +195,15 @@ def run_again(run_folder: Path, evals: dict[str, list[Case]], lesion_labels, bra
     if tune:
         chosen = run_tune(run_folder if ensemble else checkpoints[0], protocol=protocol)["chosen"]
         point = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"]}
-    return {name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta, fill_holes) | point for name, cases in evals.items()}
+    return {
+        name: evaluate_checkpoints(checkpoints, cases, lesion_labels, brats, tta, fill_holes) | point
+        for name, cases in evals.items()
+    }
 
 
-def run_filled(run_folder: Path, fill: bool, evals: dict[str, list[Case]], lesion_labels, brats: bool) -> dict[str, dict]:
+def run_filled(
+    run_folder: Path, fill: bool, evals: dict[str, list[Case]], lesion_labels, brats: bool
+) -> dict[str, dict]:
     """:func:`run_again` with ``inference.fill_holes`` set to ``fill``; no rows when the row's
     checkpoint already has that setting (its own row is that one)."""
     if load_checkpoint(sorted(run_folder.glob("*/best.pt"))[-1]).config.inference.fill_holes == fill:
@@ -168,15 +211,19 @@ def run_filled(run_folder: Path, fill: bool, evals: dict[str, list[Case]], lesio
     return run_again(run_folder, evals, lesion_labels, brats, fill_holes=fill)
 
 
-def run_monai(config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool,
-              overrides: list[str]) -> dict[str, dict]:
+def run_monai(
+    config: Path, minutes: float, evals: dict[str, list[Case]], lesion_labels, brats: bool, overrides: list[str]
+) -> dict[str, dict]:
     cfg = load_config(config, overrides)
     cases = from_config(cfg.data).require_clean()
     train_cases, val_cases = run_split(cases, cfg)
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
-    return {name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, lesion_labels, brats) | {"train_min": info["train_min"]}
-            for name, cs in evals.items()}
+    return {
+        name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs, lesion_labels, brats)
+        | {"train_min": info["train_min"]}
+        for name, cs in evals.items()
+    }
 
 
 def main() -> None:
@@ -190,7 +237,12 @@ def main() -> None:
     parser.add_argument("--seed-ensemble", type=int, default=None)
     parser.add_argument("--no-reference", action="store_true", help="leave out the MONAI recipe rows not yet in OUT")
     add_markdown_option(parser)
-    parser.add_argument("--tag", default="", help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget; its runs train in OUT/<group>/<tag>/")
+    parser.add_argument(
+        "--tag",
+        default="",
+        help="appended to this run's row names, e.g. '[60 min]' beside rows at another budget; its runs train in "
+        "OUT/<group>/<tag>/",
+    )
     args = parser.parse_args()
     saved = args.out / "real_quality.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
@@ -198,33 +250,81 @@ def main() -> None:
         base = group_overrides(group)
         cfg = load_config(GROUPS[group], base)
         evals, brats, values = eval_sets(group, cfg), group in BRATS_GROUPS, all_lesion_values(cfg.data)
-        root = args.out / group / re.sub(r"\W+", "_", args.tag).strip("_") if args.tag else args.out / group  # tagged runs apart
-        plan = [("medseg", lambda: run_medseg(GROUPS[group], root / "medseg", args.minutes, base, evals, values, brats)),
-                ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats, base))]
+        root = (
+            args.out / group / re.sub(r"\W+", "_", args.tag).strip("_") if args.tag else args.out / group
+        )  # tagged runs apart
+        plan = [
+            ("medseg", lambda: run_medseg(GROUPS[group], root / "medseg", args.minutes, base, evals, values, brats)),
+            ("monai_tutorial", lambda: run_monai(GROUPS[group], args.minutes, evals, values, brats, base)),
+        ]
         if group in TUNED_GROUPS:
             plan.append(("medseg + medseg tune", lambda: run_again(root / "medseg", evals, values, brats, tune=True)))
         if brats:  # the medseg row's model with inference.fill_holes the other way round (one of the two rows)
-            plan += [(name, lambda fill=fill: run_filled(root / "medseg", fill, evals, values, brats))
-                     for name, fill in (("medseg + fill holes", True), ("medseg, holes not filled", False))]
+            plan += [
+                (name, lambda fill=fill: run_filled(root / "medseg", fill, evals, values, brats))
+                for name, fill in (("medseg + fill holes", True), ("medseg, holes not filled", False))
+            ]
         if args.seed_ensemble:
             n = args.seed_ensemble
-            plan += [(f"medseg, {n}-seed ensemble", lambda: run_medseg(GROUPS[group], root / "seeds", args.minutes, base,
-                                                                        evals, values, brats, seeds=n)),
-                     (f"monai_tutorial, {n} x minutes", lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats, base))]
+            plan += [
+                (
+                    f"medseg, {n}-seed ensemble",
+                    lambda: run_medseg(
+                        GROUPS[group], root / "seeds", args.minutes, base, evals, values, brats, seeds=n
+                    ),
+                ),
+                (
+                    f"monai_tutorial, {n} x minutes",
+                    lambda: run_monai(GROUPS[group], n * args.minutes, evals, values, brats, base),
+                ),
+            ]
             if group in TUNED_GROUPS:  # after the row at the config's point: tuning rewrites the members' point
-                plan.append((f"medseg, {n}-seed ensemble + medseg tune", lambda: run_again(
-                    root / "seeds", evals, values, brats, tune=True, ensemble=True)))
+                plan.append(
+                    (
+                        f"medseg, {n}-seed ensemble + medseg tune",
+                        lambda: run_again(root / "seeds", evals, values, brats, tune=True, ensemble=True),
+                    )
+                )
         if group == "brats_flair" and not args.no_ablation:
             plan.append(("medseg + mirror TTA", lambda: run_again(root / "medseg", evals, values, brats, tta=True)))
-            plan += [(f"ablation: {name}", lambda o=o, name=name: run_medseg(GROUPS[group], root / name.replace(" ", "_"),
-                                                                               args.ablation_minutes, [*base, *o], evals, values, brats))
-                     for name, o in ABLATIONS.items()]
+            plan += [
+                (
+                    f"ablation: {name}",
+                    lambda o=o, name=name: run_medseg(
+                        GROUPS[group],
+                        root / name.replace(" ", "_"),
+                        args.ablation_minutes,
+                        [*base, *o],
+                        evals,
+                        values,
+                        brats,
+                    ),
+                )
+                for name, o in ABLATIONS.items()
+            ]
             if args.ensemble_folds:
-                plan += [(f"ablation: {args.ensemble_folds}-fold ensemble", lambda: run_medseg(
-                    GROUPS[group], root / "folds", args.ablation_minutes, base, evals, values, brats, args.ensemble_folds))]
+                plan += [
+                    (
+                        f"ablation: {args.ensemble_folds}-fold ensemble",
+                        lambda: run_medseg(
+                            GROUPS[group],
+                            root / "folds",
+                            args.ablation_minutes,
+                            base,
+                            evals,
+                            values,
+                            brats,
+                            args.ensemble_folds,
+                        ),
+                    )
+                ]
         if brats:  # last: tuning rewrites the medseg row's point, which the rows above use
-            plan.append(("medseg + medseg tune brats2023", lambda: run_again(root / "medseg", evals, values, brats, tune=True,
-                                                                            protocol="brats2023")))
+            plan.append(
+                (
+                    "medseg + medseg tune brats2023",
+                    lambda: run_again(root / "medseg", evals, values, brats, tune=True, protocol="brats2023"),
+                )
+            )
         if args.no_reference:
             plan = [(name, fn) for name, fn in plan if not name.startswith("monai_tutorial")]
         for name, fn in plan:
@@ -239,22 +339,30 @@ def main() -> None:
             saved.write_text(json.dumps(rows, indent=1))
     table = markdown(rows, extra=(*BRATS_COLUMNS, "train_min"))
     ratios = "\n".join(ratio_lines(rows))
-    columns = (f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
-               f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)")
+    columns = (
+        f"columns: {', '.join(COLUMNS)}: lesions matched by overlap, every 26-connected GT component a lesion; "
+        f"{', '.join(BRATS_COLUMNS)}: BraTS 2023 glioma protocol (GT merged by 3-voxel dilation, GT <= 50 mm3 unscored)"
+    )
     print(f"{table}\n\n{ratios}\n{columns}")
     write_markdown(args.markdown, "Real scans, held-out patients", f"{table}\n\n```text\n{ratios}\n```", [columns])
 
 
 def ratio_lines(rows: dict[str, dict[str, float]]) -> list[str]:
     """medseg against the MONAI recipe row of the same group, budget and split: Dice and F1 ratios, FP per scan."""
-    lines = ["medseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs MONAI):"]
+    lines = [
+        "medseg / MONAI tutorial recipe, same budget and split (Dice ratio, lesion F1 ratio, FP per scan medseg vs "
+        "MONAI):"
+    ]
     for key, row in rows.items():
         group_eval, name = key.rsplit(" / ", 1)
         ref = rows.get(f"{group_eval} / {reference_row(name)}")
         if ref:
             label = group_eval if name == "medseg" else key
-            lines.append(f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, "
-                         f"F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, FP/scan {row['fp_per_scan']:.2f} vs {ref['fp_per_scan']:.2f}")
+            lines.append(
+                f"  {label}: Dice x{row['dice'] / max(ref['dice'], 1e-9):.2f}, "
+                f"F1 x{row['lesion_f1'] / max(ref['lesion_f1'], 1e-9):.2f}, FP/scan {row['fp_per_scan']:.2f} vs "
+                f"{ref['fp_per_scan']:.2f}"
+            )
     return lines
 
 

@@ -12,8 +12,8 @@ import platform
 import shlex
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def add_markdown_option(parser: argparse.ArgumentParser) -> None:
     """Add ``--markdown FILE`` to a benchmark's parser."""
-    parser.add_argument("--markdown", type=Path, default=None, metavar="FILE",
-                        help="also write the table as Markdown with machine, commit, date and command")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="also write the table as Markdown with machine, commit, date and command",
+    )
 
 
 def _cpu() -> str:
@@ -48,7 +53,9 @@ def machine() -> str:
 def git_commit() -> str:
     """The checked-out commit, ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
         dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT, capture_output=True).returncode != 0
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -59,8 +66,20 @@ def section(title: str, table: str, notes: Sequence[str] = (), argv: Sequence[st
     """A results-page section: heading, machine / commit / date, the command, notes, the table."""
     command = "python " + shlex.join(argv if argv is not None else sys.argv)
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"## {title}", "", "| | |", "|---|---|", f"| machine | {machine()} |", f"| commit | `{git_commit()}` |",
-             f"| date | {date} |", "", "```bash", command, "```", ""]
+    lines = [
+        f"## {title}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| machine | {machine()} |",
+        f"| commit | `{git_commit()}` |",
+        f"| date | {date} |",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+    ]
     lines += [*(f"{note}" for note in notes), ""] if notes else []
     return "\n".join([*lines, table.rstrip(), ""])
 

@@ -1,5 +1,4 @@
-"""``medseg demo``: synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate.
-"""
+"""``medseg demo``: synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate."""
 
 from __future__ import annotations
 
@@ -34,8 +33,14 @@ class DemoResult:
     ui_command: str | None = None
 
 
-def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, overrides: tuple[str, ...] = (),
-             progress: bool = True) -> DemoResult:
+def run_demo(
+    out: Path,
+    cases: int = 40,
+    test_cases: int = 16,
+    seed: int = 0,
+    overrides: tuple[str, ...] = (),
+    progress: bool = True,
+) -> DemoResult:
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
     start = time.perf_counter()
     data = out / "data"
@@ -45,7 +50,9 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     print(f"[2/4] training ({cfg.train.epochs} epochs, run folder under {cfg.train.output_dir})")
     result = train(cfg, progress=progress)
     print(f"[3/4] predicting {data / 'imagesTs'}")
-    _, errors = predict_files(result.best_path, [str(data / "imagesTs")], out / "pred", device=cfg.train.device, progress=progress)
+    _, errors = predict_files(
+        result.best_path, [str(data / "imagesTs")], out / "pred", device=cfg.train.device, progress=progress
+    )
     for line in errors:
         print(f"error: {line}")
     print("[4/4] evaluating against labelsTs")
@@ -54,9 +61,17 @@ def run_demo(out: Path, cases: int = 40, test_cases: int = 16, seed: int = 0, ov
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
-        log_heldback(open_client(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out)
-    return DemoResult(summary["lesion_recall"], summary["dice"], summary, result.run_id, time.perf_counter() - start,
-                      result.ui_command)
+        log_heldback(
+            open_client(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out
+        )
+    return DemoResult(
+        summary["lesion_recall"],
+        summary["dice"],
+        summary,
+        result.run_id,
+        time.perf_counter() - start,
+        result.ui_command,
+    )
 
 
 def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
@@ -74,6 +89,8 @@ def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) ->
             client.log_artifact(run_id, str(out / "eval" / name), "heldback")
     note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
     table = "\n".join(f"| {k} | {summary[k]:.3f} |" for k in keys)
-    section = (f"\n\n**Held-back cases** ({summary['cases']} scans, never used in training or selection; "
-               f"`heldback_*` metrics, `heldback/` artifacts):\n\n| held-back | |\n|---|---|\n{table}")
+    section = (
+        f"\n\n**Held-back cases** ({summary['cases']} scans, never used in training or selection; "
+        f"`heldback_*` metrics, `heldback/` artifacts):\n\n| held-back | |\n|---|---|\n{table}"
+    )
     client.set_tag(run_id, "mlflow.note.content", note + section)

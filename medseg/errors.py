@@ -27,7 +27,9 @@ class MedsegError(Exception):
 # the text of a YAML alias bomb (billions of shared references) costs a few hundred element visits.
 _BOUNDED = reprlib.Repr()
 _BOUNDED.maxlevel = 3
-_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxset = _BOUNDED.maxfrozenset = _BOUNDED.maxdeque = _BOUNDED.maxarray = 6
+_BOUNDED.maxlist = _BOUNDED.maxtuple = _BOUNDED.maxset = _BOUNDED.maxfrozenset = _BOUNDED.maxdeque = (
+    _BOUNDED.maxarray
+) = 6
 _BOUNDED.maxdict = 6
 _BOUNDED.maxstring = _BOUNDED.maxother = 40
 _BOUNDED.maxlong = 40

@@ -9,7 +9,7 @@ imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -51,7 +51,9 @@ def above(prob: np.ndarray, threshold: float, connectivity: int = 26, fill: bool
     return fill_holes(mask, connectivity) if fill else mask
 
 
-def binarize(prob: np.ndarray, threshold: float, min_voxels: float, connectivity: int = 26, fill: bool = False) -> np.ndarray:
+def binarize(
+    prob: np.ndarray, threshold: float, min_voxels: float, connectivity: int = 26, fill: bool = False
+) -> np.ndarray:
     """The operating point applied to a probability map (X, Y, Z): :func:`above`, then lesions
     under ``min_voxels`` voxels dropped (a filled cavity counts towards its lesion's size).
     Returns bool (X, Y, Z)."""

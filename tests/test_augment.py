@@ -95,9 +95,12 @@ def test_light_preset_is_the_old_pipeline():
     data = _volume()
     for step in sampling_prep(PATCH, "lesion"):
         data = step(data)
-    old = [RandLesionCropd(["image", "label"], PATCH, 6, 1.0, 0.0),  # medseg 0.2's augment(), in its order
-           *[RandFlipd(["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)],
-           RandScaleIntensityd("image", factors=0.1, prob=0.5), RandShiftIntensityd("image", offsets=0.1, prob=0.5)]
+    old = [
+        RandLesionCropd(["image", "label"], PATCH, 6, 1.0, 0.0),  # medseg 0.2's augment(), in its order
+        *[RandFlipd(["image", "label"], prob=0.5, spatial_axis=a) for a in range(3)],
+        RandScaleIntensityd("image", factors=0.1, prob=0.5),
+        RandShiftIntensityd("image", offsets=0.1, prob=0.5),
+    ]
     for step in old:
         step.set_random_state(seed=4)  # as _patches seeds each step
     for step in old:
@@ -119,17 +122,24 @@ def test_rotate_scale_equals_monai_affine(threads, monkeypatch):
     step = RandRotateScaleCropd(["image", "label", INSTANCE_KEY], PATCH, 1.0, 0.5, 1.0, (0.7, 1.4))
     step.set_random_state(seed=3)
     g = torch.Generator().manual_seed(0)
-    data = {"image": MetaTensor(torch.randn(1, 50, 50, 40, generator=g)),
-            "label": MetaTensor((torch.rand(1, 50, 50, 40, generator=g) > 0.8).float()),
-            INSTANCE_KEY: torch.randint(0, 5, (1, 50, 50, 40), generator=g)}
+    data = {
+        "image": MetaTensor(torch.randn(1, 50, 50, 40, generator=g)),
+        "label": MetaTensor((torch.rand(1, 50, 50, 40, generator=g) > 0.8).float()),
+        INSTANCE_KEY: torch.randint(0, 5, (1, 50, 50, 40), generator=g),
+    }
     state = step.R.get_state()
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
     out = step(data)
     step.R.set_state(state)
     step.randomize()  # the same draw again
     assert step.rotate is not None and step.scale is not None
-    affine = Affine(rotate_params=step.rotate, scale_params=(step.scale,) * 3, spatial_size=PATCH, padding_mode="zeros",
-                    image_only=True)
+    affine = Affine(
+        rotate_params=step.rotate,
+        scale_params=(step.scale,) * 3,
+        spatial_size=PATCH,
+        padding_mode="zeros",
+        image_only=True,
+    )
     for key in data:
         expected = affine(data[key], mode="bilinear" if key == "image" else "nearest")
         assert type(out[key]) is torch.Tensor and out[key].shape[1:] == PATCH
@@ -144,8 +154,11 @@ def test_plain_flip_is_monai_randflipd():
     from medseg.transforms.augment import RandPlainFlipd
 
     g = torch.Generator().manual_seed(0)
-    data = {"image": torch.randn(1, 8, 7, 6, generator=g), "label": (torch.rand(1, 8, 7, 6, generator=g) > 0.5).float(),
-            INSTANCE_KEY: torch.randint(0, 4, (1, 8, 7, 6), generator=g)}
+    data = {
+        "image": torch.randn(1, 8, 7, 6, generator=g),
+        "label": (torch.rand(1, 8, 7, 6, generator=g) > 0.5).float(),
+        INSTANCE_KEY: torch.randint(0, 4, (1, 8, 7, 6), generator=g),
+    }
     flipped = 0
     for axis in range(3):
         ours, monai = (cls(list(data), prob=0.5, spatial_axis=axis) for cls in (RandPlainFlipd, RandFlipd))

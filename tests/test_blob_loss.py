@@ -77,8 +77,11 @@ def test_gradient_flows_and_no_lesion_gives_zero():
 
 def test_samples_without_lesions_do_not_dilute_the_mean():
     logits, target, inst = _two_lesions()
-    batch = blob_term(torch.cat([logits, logits]), torch.cat([target, torch.zeros_like(target)]),
-                      torch.cat([inst, torch.zeros_like(inst)]))
+    batch = blob_term(
+        torch.cat([logits, logits]),
+        torch.cat([target, torch.zeros_like(target)]),
+        torch.cat([inst, torch.zeros_like(inst)]),
+    )
     assert batch.item() == pytest.approx(blob_term(logits, target, inst).item(), rel=1e-6)
 
 

@@ -89,16 +89,44 @@ def test_evaluate_names_the_protocol(tmp_path):
     pred, ref = _scene()
     (tmp_path / "p").mkdir(), (tmp_path / "r").mkdir()
     _write(tmp_path / "p" / "a.nii.gz", pred), _write(tmp_path / "r" / "a.nii.gz", ref)
-    summary, rows, errors = evaluate_dirs(tmp_path / "p", tmp_path / "r", tmp_path / "out", EvalOptions(protocol="brats2023"))
+    summary, rows, errors = evaluate_dirs(
+        tmp_path / "p", tmp_path / "r", tmp_path / "out", EvalOptions(protocol="brats2023")
+    )
     assert not errors and summary["protocol"] == "brats2023 (glioma)"
     assert summary["lesionwise_dice"] == pytest.approx(rows[0]["lesionwise_dice"])
     assert (summary["tp"], summary["fn"], summary["fp"]) == (1, 1, 1)
-    out = subprocess.run([sys.executable, "-m", "medseg.cli.app", "evaluate", str(tmp_path / "p"), str(tmp_path / "r"),
-                          "--protocol", "brats2023"], capture_output=True, text=True)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medseg.cli.app",
+            "evaluate",
+            str(tmp_path / "p"),
+            str(tmp_path / "r"),
+            "--protocol",
+            "brats2023",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert "protocol brats2023 (glioma): lesion-wise dice 0.222" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "medseg.cli.app", "evaluate", str(tmp_path / "p"), str(tmp_path / "r"),
-                          "--protocol", "brats2023", "--dilate", "2"], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "medseg.cli.app",
+            "evaluate",
+            str(tmp_path / "p"),
+            str(tmp_path / "r"),
+            "--protocol",
+            "brats2023",
+            "--dilate",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode != 0 and "fixes the matching" in bad.stderr and "Traceback" not in bad.stderr
 
 
@@ -112,7 +140,9 @@ def test_protocol_on_the_shared_brats_cases(real_data, tmp_path):
         img = nib.load(str(seg))
         wt = np.asanyarray(img.dataobj) > 0
         nib.save(nib.Nifti1Image(wt.astype(np.uint8), img.affine), str(tmp_path / "r" / seg.name))
-        nib.save(nib.Nifti1Image(ndimage.binary_erosion(wt).astype(np.uint8), img.affine), str(tmp_path / "p" / seg.name))
+        nib.save(
+            nib.Nifti1Image(ndimage.binary_erosion(wt).astype(np.uint8), img.affine), str(tmp_path / "p" / seg.name)
+        )
     summary, rows, errors = evaluate_dirs(tmp_path / "p", tmp_path / "r", None, EvalOptions(protocol="brats2023"))
     assert not errors and len(rows) == len(cases)
     assert summary["fn"] == 0 and summary["fp"] <= sum(r["pred_lesions"] for r in rows)

@@ -48,10 +48,22 @@ def test_training_stops_at_the_budget_with_a_final_validation(monkeypatch, tmp_p
 
     monkeypatch.setattr(guards, "time", Clock())
     write_dataset(tmp_path / "data", 4, seed=2, shape=(32, 32, 24))
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
-                                    "train.epochs=50", "train.val_every=4", "train.max_minutes=1", "sampling.patch_size=[16,16,16]",
-                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
-                                    "preprocess.target_spacing=null", "tracking.enabled=false"])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            f"data.dataset={tmp_path / 'data'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "train.epochs=50",
+            "train.val_every=4",
+            "train.max_minutes=1",
+            "sampling.patch_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.batch_size=2",
+            "preprocess.target_spacing=null",
+            "tracking.enabled=false",
+        ],
+    )
     result = train(cfg, progress=False)
     epochs = [h["epoch"] for h in result.history]
     assert epochs == [1, 2, 3, 4, 5, 6]  # 10 s per simulated epoch, 60 s budget

@@ -36,8 +36,14 @@ COMMANDS = dict(GROUP.commands)
 
 # meaning -> (the one option name it has on every command, names that must never stand for it)
 CANONICAL: dict[str, tuple[str, tuple[str, ...]]] = {
-    "output folder": ("--out", ("--output", "--outdir", "--out-dir", "--output-dir", "--output-folder", "-o", "--dest")),
-    "lesion size filter, mm3": ("--min-lesion-mm3", ("--min-mm3", "--min-volume", "--min-size", "--min-lesion-volume", "--min-vol")),
+    "output folder": (
+        "--out",
+        ("--output", "--outdir", "--out-dir", "--output-dir", "--output-folder", "-o", "--dest"),
+    ),
+    "lesion size filter, mm3": (
+        "--min-lesion-mm3",
+        ("--min-mm3", "--min-volume", "--min-size", "--min-lesion-volume", "--min-vol"),
+    ),
     "lesion size filter, voxels": ("--min-lesion-voxels", ("--min-voxels", "--min-lesion-size", "--min-vox")),
     "compute device": ("--device", ("--gpu", "--gpus", "--cuda", "--cpu", "--accelerator")),
     "MLflow store": ("--tracking-uri", ("--uri", "--mlflow-uri", "--tracking", "--mlflow", "--store")),
@@ -54,8 +60,15 @@ CANONICAL: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 FORBIDDEN = {name: meaning for meaning, (_, names) in CANONICAL.items() for name in names}
 PER_COMMAND_HELP = {"--out"}  # the output folder's help names the files that command writes into it
-CHOICE_OPTIONS = {"--layout": "auto", "--split": "test", "--matching": "overlap", "--connectivity": "26", "--protocol": "medseg",
-                  "--empty-dice": "nan", "--sort": "recall"}  # option -> one of its choices
+CHOICE_OPTIONS = {
+    "--layout": "auto",
+    "--split": "test",
+    "--matching": "overlap",
+    "--connectivity": "26",
+    "--protocol": "medseg",
+    "--empty-dice": "nan",
+    "--sort": "recall",
+}  # option -> one of its choices
 LAYOUT_FLAGS = ("--layout", "--channel", "--label")
 DATASET_COMMANDS = {"check", "plan", "predict", "evaluate"}
 CONFIG_COMMANDS = {"train", "demo", "check", "plan", "predict", "evaluate"}
@@ -79,7 +92,9 @@ def test_every_command_is_walked():
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_no_second_name_for_a_meaning(name):
     found = {opt: FORBIDDEN[opt] for opt in options(COMMANDS[name]) if opt in FORBIDDEN}
-    assert not found, f"medseg {name}: " + ", ".join(f"{o} (say {CANONICAL[m][0]} for the {m})" for o, m in found.items())
+    assert not found, f"medseg {name}: " + ", ".join(
+        f"{o} (say {CANONICAL[m][0]} for the {m})" for o, m in found.items()
+    )
 
 
 def test_every_canonical_name_is_in_use():
@@ -98,11 +113,15 @@ def test_one_option_name_has_one_help_text():
         for opt, param in options(command).items():
             helps.setdefault(opt, {}).setdefault(param.help or "", []).append(name)
     differing = {opt: by_help for opt, by_help in helps.items() if len(by_help) > 1 and opt not in PER_COMMAND_HELP}
-    assert not differing, "\n".join(f"{opt}: {list(by_help.values())} have different help texts" for opt, by_help in differing.items())
+    assert not differing, "\n".join(
+        f"{opt}: {list(by_help.values())} have different help texts" for opt, by_help in differing.items()
+    )
 
 
 def test_commands_that_read_a_dataset_have_the_layout_flags():
-    readers = {name for name, command in COMMANDS.items() if any(DATASET_HELP in (p.help or "") for p in command.params)}
+    readers = {
+        name for name, command in COMMANDS.items() if any(DATASET_HELP in (p.help or "") for p in command.params)
+    }
     assert readers == DATASET_COMMANDS
     for name in readers:
         missing = [flag for flag in LAYOUT_FLAGS if flag not in options(COMMANDS[name])]
@@ -156,7 +175,9 @@ def test_choice_options_are_enums_listed_in_the_help():
                 continue
             seen.add(opt)
             desc = param.type_descriptor
-            assert desc.is_choice and issubclass(desc.annotation, (str, enum.Enum)), f"medseg {name} {opt}: not a str enum"
+            assert desc.is_choice and issubclass(desc.annotation, (str, enum.Enum)), (
+                f"medseg {name} {opt}: not a str enum"
+            )
             values = [c.value for c in desc.choices]
             assert CHOICE_OPTIONS[opt] in values and param.display_type(ctx) == f"<{'|'.join(values)}>"
     assert seen == set(CHOICE_OPTIONS)
@@ -196,7 +217,7 @@ def _mask(path: Path, corner: tuple[int, int, int]) -> Path:
     """A (12, 12, 8) uint8 mask with one 3x3x3 lesion at ``corner``, on an oblique anisotropic grid."""
     data = np.zeros((12, 12, 8), np.uint8)
     x, y, z = corner
-    data[x:x + 3, y:y + 3, z:z + 3] = 1
+    data[x : x + 3, y : y + 3, z : z + 3] = 1
     c, s = np.cos(0.3), np.sin(0.3)
     affine = np.array([[1.2 * c, -1.2 * s, 0, 5], [1.2 * s, 1.2 * c, 0, -3], [0, 0, 2.5, 7], [0, 0, 0, 1]])
     nib.save(nib.Nifti1Image(data, affine), str(path))
@@ -224,7 +245,9 @@ def test_evaluate_a_file_against_a_folder_is_one_clear_error(tmp_path):
 
 
 def test_set_needs_a_config(tmp_path):
-    assert_clean_error(invoke("check", tmp_path, "--set", "train.epochs=2"), "--set", "not an experiment config", code=2)
+    assert_clean_error(
+        invoke("check", tmp_path, "--set", "train.epochs=2"), "--set", "not an experiment config", code=2
+    )
 
 
 def test_layout_flags_without_dataset_are_refused(tmp_path):

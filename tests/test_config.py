@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from medseg.config.load import flatten, load_config
 from medseg.config.schema import ExperimentConfig
@@ -63,5 +64,5 @@ def test_missing_file_and_bad_override(tmp_path):
 
 def test_config_is_frozen(tmp_path):
     cfg = load_config(write(tmp_path, "data: {dataset: d}\n"))
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         cfg.train.epochs = 3

@@ -42,10 +42,26 @@ def test_every_docs_page_is_in_the_nav_and_exists():
 def test_mkdocs_build_strict(tmp_path):
     """The site builds without a warning (broken link, missing page, bad anchor), and without network."""
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    command = [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")]
+    command = [
+        sys.executable,
+        "-m",
+        "mkdocs",
+        "build",
+        "--strict",
+        "-f",
+        str(ROOT / "mkdocs.yml"),
+        "-d",
+        str(tmp_path / "site"),
+    ]
     res = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
-    for page in ("index.html", "reference/cli/index.html", "reference/config/index.html", "results/index.html",
-                 "how-to/own-data/index.html", "reference/guarantees/index.html"):
+    for page in (
+        "index.html",
+        "reference/cli/index.html",
+        "reference/config/index.html",
+        "results/index.html",
+        "how-to/own-data/index.html",
+        "reference/guarantees/index.html",
+    ):
         assert (tmp_path / "site" / page).is_file(), page
     assert "brats_wt_flair.yaml" in (tmp_path / "site" / "how-to" / "own-data" / "index.html").read_text()

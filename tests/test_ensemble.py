@@ -25,7 +25,9 @@ def test_mean_of_probabilities_not_of_logits():
     p = torch.sigmoid(ens(x))
     expected = (torch.sigmoid(torch.tensor(4.0)) + torch.sigmoid(torch.tensor(-4.0)) + 0.5) / 3
     assert torch.allclose(p, expected.expand_as(p), atol=1e-6)
-    assert torch.allclose(torch.sigmoid(MeanProbability([Const(2.0)])(x)), torch.sigmoid(torch.tensor(2.0)).expand(1, 1, 4, 4, 4))
+    assert torch.allclose(
+        torch.sigmoid(MeanProbability([Const(2.0)])(x)), torch.sigmoid(torch.tensor(2.0)).expand(1, 1, 4, 4, 4)
+    )
 
 
 def test_members_from_files_lists_and_folders(tmp_path):
@@ -34,7 +36,9 @@ def test_members_from_files_lists_and_folders(tmp_path):
         (tmp_path / "cv" / f"fold{k}" / "run" / "best.pt").write_bytes(b"")
         (tmp_path / "cv" / f"fold{k}" / "run" / "config.yaml").write_text("")
         (tmp_path / "cv" / f"fold{k}" / "run" / "mlflow_model" / "artifacts").mkdir(parents=True)
-        (tmp_path / "cv" / f"fold{k}" / "run" / "mlflow_model" / "artifacts" / "best.pt").write_bytes(b"")  # a copy, not a member
+        (tmp_path / "cv" / f"fold{k}" / "run" / "mlflow_model" / "artifacts" / "best.pt").write_bytes(
+            b""
+        )  # a copy, not a member
     assert len(ensemble_members(tmp_path / "cv")) == 3
     assert ensemble_members("runs:/abc/model") == ["runs:/abc/model"]
     assert len(ensemble_members([tmp_path / "cv" / "fold0" / "run" / "best.pt", "runs:/abc/model"])) == 2

@@ -11,10 +11,10 @@ from tests.conftest import oblique_affine, save_nifti
 def test_tables_on_crafted_cases(tmp_path):
     affine = oblique_affine((1.0, 1.0, 2.0))
     ref, pred = np.zeros((20, 20, 10), np.uint8), np.zeros((20, 20, 10), np.uint8)
-    ref[2:6, 2:6, 2:4] = 1        # 32 voxels = 64 mm3, found
-    ref[12:14, 12:14, 5] = 1      # 4 voxels = 8 mm3, missed
+    ref[2:6, 2:6, 2:4] = 1  # 32 voxels = 64 mm3, found
+    ref[12:14, 12:14, 5] = 1  # 4 voxels = 8 mm3, missed
     pred[3:6, 3:6, 2:4] = 1
-    pred[15:17, 2:4, 7] = 1       # false positive
+    pred[15:17, 2:4, 7] = 1  # false positive
     save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
     save_nifti(pred, affine, tmp_path / "pred" / "a.nii.gz")
     empty = np.zeros_like(ref)
@@ -24,7 +24,9 @@ def test_tables_on_crafted_cases(tmp_path):
     assert errors == []
     a = next(r for r in rows if r["case"] == "a")
     assert (a["gt_lesions"], a["tp"], a["fn"], a["fp"]) == (2, 1, 1, 1)
-    assert a["ref_volume_mm3"] == pytest.approx(72.0, rel=1e-5) and a["volume_diff_mm3"] == pytest.approx(-28.0, rel=1e-5)
+    assert a["ref_volume_mm3"] == pytest.approx(72.0, rel=1e-5) and a["volume_diff_mm3"] == pytest.approx(
+        -28.0, rel=1e-5
+    )
     assert np.isfinite(a["hd95_mm"]) and a["hd95_mm"] > 0
     assert summary["lesion_recall"] == 0.5 and summary["fp_per_scan"] == 0.5 and summary["case_specificity"] == 1.0
     assert summary["recall_by_size_mm3"]["0-10"] == {"lesions": 1, "recall": 0.0}
@@ -53,9 +55,9 @@ def test_froc_from_saved_probability_maps(tmp_path):
     ref[12:14, 12:14, 5] = 1
     prob = np.zeros(ref.shape, np.float32)
     prob[2:6, 2:6, 2:4] = 0.9
-    prob[12:14, 12:14, 5] = 0.3   # found only at low confidence
-    prob[16:18, 2:4, 7] = 0.6     # a false positive in between
-    ref[2:4, 16:18, 8] = 1        # a lesion nobody predicts
+    prob[12:14, 12:14, 5] = 0.3  # found only at low confidence
+    prob[16:18, 2:4, 7] = 0.6  # a false positive in between
+    ref[2:4, 16:18, 8] = 1  # a lesion nobody predicts
     ref_path = save_nifti(ref, affine, tmp_path / "ref" / "a.nii.gz")
     save_like((prob >= 0.5).astype(np.uint8), ref_path, tmp_path / "pred" / "a.nii.gz")
     save_like(np.rint(prob * 255).astype(np.uint8), ref_path, tmp_path / "pred" / "a_prob.nii.gz", scale=1 / 255)
@@ -80,7 +82,11 @@ def test_empty_mask_conventions_are_counted_not_dropped(tmp_path):
         d.mkdir()
     full = np.zeros((12, 12, 12), np.uint8)
     full[3:7, 3:7, 3:7] = 1
-    cases = {"same": (full, full), "missed": (np.zeros_like(full), full), "blank": (np.zeros_like(full), np.zeros_like(full))}
+    cases = {
+        "same": (full, full),
+        "missed": (np.zeros_like(full), full),
+        "blank": (np.zeros_like(full), np.zeros_like(full)),
+    }
     for name, (p, r) in cases.items():
         nib.save(nib.Nifti1Image(p, np.eye(4)), str(pred / f"{name}.nii.gz"))
         nib.save(nib.Nifti1Image(r, np.eye(4)), str(ref / f"{name}.nii.gz"))

@@ -73,10 +73,21 @@ def test_cross_validation_end_to_end(tmp_path):
     from medseg.training.tune import run_tune
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
-                                    "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
-                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
-                                    "preprocess.target_spacing=null", "tracking.experiment=cv"])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            f"data.dataset={tmp_path / 'data'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "train.epochs=1",
+            "train.val_every=1",
+            "sampling.patch_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.batch_size=2",
+            "preprocess.target_spacing=null",
+            "tracking.experiment=cv",
+        ],
+    )
     first = train_folds(cfg, 2, fold=0, progress=False)  # one fold per command, as on a cluster
     second = train_folds(cfg, 2, fold=1, progress=False)
     assert first.folder == second.folder and first.parent_run_id == second.parent_run_id
@@ -92,7 +103,10 @@ def test_cross_validation_end_to_end(tmp_path):
     assert lm.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
     again = train_folds(cfg, 2, fold=0, progress=False)  # a finished fold is kept, not trained twice
     assert again.results[0].run_dir == first.results[0].run_dir
-    assert len(list((first.folder / "fold0").glob("*/last.pt"))) == 1 and len(load_model(first.folder, "cpu").model.members) == 2
+    assert (
+        len(list((first.folder / "fold0").glob("*/last.pt"))) == 1
+        and len(load_model(first.folder, "cpu").model.members) == 2
+    )
 
 
 @pytest.mark.slow
@@ -113,10 +127,22 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     from medseg.training.tune import run_tune, validation_cases, validation_scans
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
-                                    "train.epochs=1", "train.val_every=1", "sampling.patch_size=[16,16,16]",
-                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=2",
-                                    "preprocess.target_spacing=null", "tracking.experiment=seeds", "data.val_fraction=0.25"])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            f"data.dataset={tmp_path / 'data'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "train.epochs=1",
+            "train.val_every=1",
+            "sampling.patch_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.batch_size=2",
+            "preprocess.target_spacing=null",
+            "tracking.experiment=seeds",
+            "data.val_fraction=0.25",
+        ],
+    )
     ens = train_seeds(cfg, 2, progress=False)
     paths = [r.best_path for r in ens.results.values()]
     ckpts = [load_checkpoint(p) for p in paths]
@@ -134,7 +160,10 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
     assert load_model(ens.folder, "cpu").threshold == res["chosen"]["threshold"]
     brats = run_tune(ens.folder, device="cpu", protocol="brats2023")  # the BraTS 2023 count, max lesion-wise Dice
-    assert "lesionwise_dice" in brats["chosen"] and load_checkpoint(paths[0]).operating_point.target == "max_lesionwise_dice:brats2023"
+    assert (
+        "lesionwise_dice" in brats["chosen"]
+        and load_checkpoint(paths[0]).operating_point.target == "max_lesionwise_dice:brats2023"
+    )
     with pytest.raises(MedsegError, match="at least 2"):
         train_seeds(cfg, 1, progress=False)
 
@@ -158,11 +187,23 @@ def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monke
     from medseg.training.trainer import Trainer
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={tmp_path / 'data'}", f"train.output_dir={tmp_path / 'runs'}",
-                                    "train.epochs=2", "train.val_every=1", "sampling.patch_size=[16,16,16]",
-                                    "model.channels=[4,8,16]", "model.strides=[2,2]", "train.batch_size=1",
-                                    "train.checkpoint_every_steps=1", "preprocess.target_spacing=null",
-                                    "tracking.experiment=seeds", "data.val_fraction=0.25"])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            f"data.dataset={tmp_path / 'data'}",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "train.epochs=2",
+            "train.val_every=1",
+            "sampling.patch_size=[16,16,16]",
+            "model.channels=[4,8,16]",
+            "model.strides=[2,2]",
+            "train.batch_size=1",
+            "train.checkpoint_every_steps=1",
+            "preprocess.target_spacing=null",
+            "tracking.experiment=seeds",
+            "data.val_fraction=0.25",
+        ],
+    )
     validate = Trainer.validate_and_select
 
     def stop_seed1(self, epoch, metrics):
@@ -179,7 +220,9 @@ def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monke
     assert seed0.finished and not seed1.finished and seed1.epoch == 2 and seed1.train_seconds > 0
     monkeypatch.setattr(Trainer, "validate_and_select", validate)
     capsys.readouterr()
-    ens = train_seeds(cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"threshold": 0.4})}), 2, progress=False)
+    ens = train_seeds(
+        cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"threshold": 0.4})}), 2, progress=False
+    )
     err = capsys.readouterr().err
     assert "seed0" in err and "finished earlier, kept" in err
     assert "resumes with the settings it started with, not the changed inference.threshold (remove" in err

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import MEDSEG
+
 from medseg.errors import MedsegError
-from medseg.training.guards import EarlyStopping, NonFiniteGuard, StopSignal, Stopped
+from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal
 from medseg.training.step import StepContext, run_epoch
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
@@ -57,19 +57,35 @@ def test_nonfinite_losses_are_skipped_then_fatal(capsys):
     def loss_fn(logits, y):
         return logits.mean() + next(calls)
 
-    mean = run_epoch(StepContext(model, loss_fn, opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)), loader(3), Bar(), ("e1", 0.0))
+    mean = run_epoch(
+        StepContext(model, loss_fn, opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)),
+        loader(3),
+        Bar(),
+        ("e1", 0.0),
+    )
     assert math.isfinite(mean) and "step skipped" in capsys.readouterr().err
     assert sched.last_epoch == 1  # only the applied step advanced the schedule
     with pytest.raises(MedsegError, match="3 non-finite losses in a row"):
-        run_epoch(StepContext(model, lambda lg, y: lg.mean() * float("nan"), opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)),
-                  loader(5), Bar(), ("e2", 0.0))
+        run_epoch(
+            StepContext(
+                model, lambda lg, y: lg.mean() * float("nan"), opt, sched, torch.device("cpu"), guard=NonFiniteGuard(3)
+            ),
+            loader(5),
+            Bar(),
+            ("e2", 0.0),
+        )
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))  # the finite step was applied
 
 
 def test_grad_clip_bounds_the_update():
     model, opt, sched = setup()
     before = [p.detach().clone() for p in model.parameters()]
-    run_epoch(StepContext(model, lambda lg, y: (lg * 1e6).sum(), opt, sched, torch.device("cpu"), grad_clip=1.0), loader(1), Bar(), ("e", 0.0))
+    run_epoch(
+        StepContext(model, lambda lg, y: (lg * 1e6).sum(), opt, sched, torch.device("cpu"), grad_clip=1.0),
+        loader(1),
+        Bar(),
+        ("e", 0.0),
+    )
     step = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(before, model.parameters())))
     assert step <= 0.1 * 1.0 + 1e-5  # lr * max norm
 
@@ -90,10 +106,32 @@ def test_stop_signal_and_early_stopping():
 
 def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
     data = tmp_path / "data"
-    assert subprocess.run([*MEDSEG, "synth", "--out", str(data), "--cases", "4", "--shape", "32,32,24"], capture_output=True).returncode == 0
-    args = [*MEDSEG, "train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
-            "--set", "train.epochs=500", "--set", "sampling.patch_size=[16,16,16]", "--set", "model.channels=[4,8,16]",
-            "--set", "model.strides=[2,2]", "--set", "tracking.enabled=false", "--quiet"]
+    assert (
+        subprocess.run(
+            [*MEDSEG, "synth", "--out", str(data), "--cases", "4", "--shape", "32,32,24"], capture_output=True
+        ).returncode
+        == 0
+    )
+    args = [
+        *MEDSEG,
+        "train",
+        DEMO,
+        "--set",
+        f"data.dataset={data}",
+        "--set",
+        f"train.output_dir={tmp_path / 'runs'}",
+        "--set",
+        "train.epochs=500",
+        "--set",
+        "sampling.patch_size=[16,16,16]",
+        "--set",
+        "model.channels=[4,8,16]",
+        "--set",
+        "model.strides=[2,2]",
+        "--set",
+        "tracking.enabled=false",
+        "--quiet",
+    ]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
@@ -115,7 +153,19 @@ def test_mixed_precision_and_memory_format_steps(amp, channels_last):
     before = [p.detach().clone() for p in model.parameters()]
     precision = precision_for(TrainConfig(amp=amp, channels_last=channels_last), torch.device("cpu"))
     assert (precision.scaler is not None) == (amp == "fp16")
-    mean = run_epoch(StepContext(model, lambda lg, y: ((lg.float() - y) ** 2).mean(), opt, sched, torch.device("cpu"), precision,
-                                 guard=NonFiniteGuard(3)), loader(2), Bar(), ("e", 0.0))
+    mean = run_epoch(
+        StepContext(
+            model,
+            lambda lg, y: ((lg.float() - y) ** 2).mean(),
+            opt,
+            sched,
+            torch.device("cpu"),
+            precision,
+            guard=NonFiniteGuard(3),
+        ),
+        loader(2),
+        Bar(),
+        ("e", 0.0),
+    )
     assert math.isfinite(mean) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert precision_for(TrainConfig(), torch.device("cpu")).dtype is None  # auto on CPU = float32

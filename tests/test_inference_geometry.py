@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from medseg.config.schema import InferenceConfig
-from medseg.io.geometry import ras_spacing
+from medseg.evaluation.metrics import dice
 from medseg.inference.batch import PredictOptions, _write_one
 from medseg.inference.model import LoadedModel
 from medseg.inference.predictor import predict_volume
-from medseg.evaluation.metrics import dice
+from medseg.io.geometry import ras_spacing
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -133,7 +133,9 @@ def test_fill_holes_fills_a_predicted_cavity_on_the_scan_grid(tmp_path):
     lm = loaded(ras_spacing(affine))
     plain, filled = (predict_volume(lm, path, fill_holes=f).mask.astype(bool) for f in (False, True))
     assert np.array_equal(plain, img > 0.5) and np.array_equal(filled, r <= 6)
-    row = _write_one(lm, path, tmp_path / "out", PredictOptions(fill_holes=True, table=False))[0]  # medseg predict --fill-holes
+    row = _write_one(lm, path, tmp_path / "out", PredictOptions(fill_holes=True, table=False))[
+        0
+    ]  # medseg predict --fill-holes
     written = nib.load(row["mask"])
     assert np.array_equal(np.asanyarray(written.dataobj) > 0, r <= 6) and np.allclose(written.affine, affine)
     lm.icfg = lm.icfg.model_copy(update={"fill_holes": True})
@@ -168,7 +170,8 @@ def test_fast_restore_agrees_with_affine_resampling():
     assert _axis_map(src, dst) is not None
     fast = restore_grid(prob, src, dst, (12, 14, 16))
     slow = SpatialResample(mode="nearest", padding_mode="zeros")(
-        MetaTensor(prob, affine=torch.as_tensor(src)), dst_affine=torch.as_tensor(dst), spatial_size=[12, 14, 16])
+        MetaTensor(prob, affine=torch.as_tensor(src)), dst_affine=torch.as_tensor(dst), spatial_size=[12, 14, 16]
+    )
     assert np.allclose(fast, np.asarray(slow[0]), atol=1e-6) and np.count_nonzero(fast) == 9 * 7 * 5
 
 

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from medseg.errors import MedsegError
 from medseg.data.case import Case, check_pair
+from medseg.data.sources.discover import find_cases
+from medseg.errors import MedsegError
 from medseg.io.geometry import read_geometry
 from medseg.io.volumes import save_like
-from medseg.data.sources.discover import find_cases
 from tests.conftest import oblique_affine, save_nifti
 
 

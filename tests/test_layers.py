@@ -11,8 +11,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "medseg"
 
 
 def test_layers_contract_is_kept():
-    proc = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-                          cwd=PACKAGE.parent, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+    )
     assert "1 kept, 0 broken" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
@@ -22,8 +26,13 @@ def test_a_broken_contract_is_reported(tmp_path):
     shutil.copytree(PACKAGE, copy / "medseg", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "medseg" / "io" / "upward.py").write_text("from medseg.training.run import train\n")
     (copy / "pyproject.toml").write_text((PACKAGE.parent / "pyproject.toml").read_text())
-    proc = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
-                          cwd=copy, capture_output=True, text=True, env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from importlinter.cli import lint_imports_command; lint_imports_command()"],
+        cwd=copy,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(copy), "PATH": "/usr/bin:/bin"},
+    )
     assert "BROKEN" in proc.stdout and "medseg.io.upward" in proc.stdout, proc.stdout[-2000:]
 
 
@@ -39,8 +48,12 @@ def function_level_imports(path: Path) -> list[str]:
 
 
 def test_imports_sit_at_module_top_below_cli():
-    inside = [hit for path in sorted(PACKAGE.rglob("*.py")) if "cli" not in path.relative_to(PACKAGE).parts
-              for hit in function_level_imports(path)]
+    inside = [
+        hit
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if "cli" not in path.relative_to(PACKAGE).parts
+        for hit in function_level_imports(path)
+    ]
     assert inside == []
 
 

@@ -10,8 +10,8 @@ from tests.conftest import oblique_affine
 def test_rows_on_crafted_mask(tmp_path):
     affine = oblique_affine((1.0, 2.0, 3.0))
     mask = np.zeros((10, 10, 10), np.uint8)
-    mask[1:3, 1:3, 1:3] = 1          # 8 voxels, centre (1.5, 1.5, 1.5)
-    mask[7, 8, 5] = 1                # 1 voxel
+    mask[1:3, 1:3, 1:3] = 1  # 8 voxels, centre (1.5, 1.5, 1.5)
+    mask[7, 8, 5] = 1  # 1 voxel
     prob = np.where(mask, 0.6, 0.1).astype(np.float32)
     prob[2, 2, 2] = 0.9
     rows = lesion_rows(mask, prob, affine)
@@ -20,7 +20,9 @@ def test_rows_on_crafted_mask(tmp_path):
     world = affine @ np.array([1.5, 1.5, 1.5, 1.0])
     assert [rows[0][f"centroid_{a}_mm"] for a in "xyz"] == pytest.approx(world[:3], abs=1e-3)
     assert rows[0]["bbox_min"] == [1, 1, 1] and rows[0]["bbox_max"] == [2, 2, 2]
-    assert rows[0]["max_prob"] == pytest.approx(0.9) and rows[0]["mean_prob"] == pytest.approx((7 * 0.6 + 0.9) / 8, abs=1e-4)
+    assert rows[0]["max_prob"] == pytest.approx(0.9) and rows[0]["mean_prob"] == pytest.approx(
+        (7 * 0.6 + 0.9) / 8, abs=1e-4
+    )
     assert rows[1]["volume_mm3"] == pytest.approx(6.0) and rows[1]["bbox_min"] == [7, 8, 5]
     write_table(rows, tmp_path / "case_lesions.csv", tmp_path / "case_lesions.json")
     assert json.loads((tmp_path / "case_lesions.json").read_text())[1]["voxels"] == 1

@@ -20,8 +20,9 @@ def test_draws_leave_the_cache_unchanged(tmp_path, preset):
     """``nnunet`` skips CacheDataset's copy of the cached volume (copy_cache False): the cache must
     still hold the same values after patches are drawn and written to in place."""
     write_dataset(tmp_path / "data", 2, seed=0, shape=(40, 40, 24))
-    cfg = load_config(CONFIG, [f"data.dataset={tmp_path / 'data'}", f"augment.preset={preset}",
-                               "sampling.patch_size=[16,16,8]"])
+    cfg = load_config(
+        CONFIG, [f"data.dataset={tmp_path / 'data'}", f"augment.preset={preset}", "sampling.patch_size=[16,16,8]"]
+    )
     cases = find_cases(cfg.data.dataset)
     train_ds, _ = make_datasets(cfg, cases, cases[:1], (1.5, 1.5, 2.0))
     before = [{k: v.clone() for k, v in item.items() if isinstance(v, torch.Tensor)} for item in train_ds._cache]

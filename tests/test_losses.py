@@ -97,8 +97,14 @@ def test_bf16_autocast_finite():
 
 
 @settings(max_examples=25, deadline=None)
-@given(b=st.integers(1, 3), c=st.integers(1, 3), d=st.integers(1, 5), h=st.integers(1, 5), w=st.integers(1, 5),
-       mode=st.sampled_from(["sigmoid", "softmax"]))
+@given(
+    b=st.integers(1, 3),
+    c=st.integers(1, 3),
+    d=st.integers(1, 5),
+    h=st.integers(1, 5),
+    w=st.integers(1, 5),
+    mode=st.sampled_from(["sigmoid", "softmax"]),
+)
 def test_any_shape(b, c, d, h, w, mode):
     logits = torch.randn(b, c, d, h, w)
     if mode == "sigmoid":

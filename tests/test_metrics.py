@@ -8,7 +8,7 @@ from medseg.lesions import binarize, fill_holes, label_lesions, remove_small
 
 
 def cube(mask, lo, size):
-    mask[lo[0]:lo[0] + size, lo[1]:lo[1] + size, lo[2]:lo[2] + size] = True
+    mask[lo[0] : lo[0] + size, lo[1] : lo[1] + size, lo[2] : lo[2] + size] = True
 
 
 def test_dice_matches_numpy():
@@ -23,9 +23,9 @@ def test_dice_matches_numpy():
 def test_overlap_rule_counts_by_hand():
     ref = np.zeros((30, 30, 30), bool)
     pred = np.zeros_like(ref)
-    cube(ref, (2, 2, 2), 4)      # found (pred touches one voxel)
-    cube(ref, (15, 15, 15), 3)   # missed
-    cube(ref, (22, 2, 2), 2)     # found
+    cube(ref, (2, 2, 2), 4)  # found (pred touches one voxel)
+    cube(ref, (15, 15, 15), 3)  # missed
+    cube(ref, (22, 2, 2), 2)  # found
     pred[5, 5, 5] = True
     cube(pred, (21, 1, 1), 2)
     cube(pred, (10, 25, 25), 2)  # false positive
@@ -39,8 +39,8 @@ def test_overlap_rule_counts_by_hand():
 def test_iou_and_dsc_rules():
     ref = np.zeros((20, 20, 20), bool)
     pred = np.zeros_like(ref)
-    cube(ref, (0, 0, 0), 4)          # 64 voxels
-    pred[0:4, 0:4, 0:2] = True       # 32 voxels inside: IoU 0.5, Dice 0.667
+    cube(ref, (0, 0, 0), 4)  # 64 voxels
+    pred[0:4, 0:4, 0:2] = True  # 32 voxels inside: IoU 0.5, Dice 0.667
     cube(ref, (10, 10, 10), 4)
     pred[10:11, 10:14, 10:14] = True  # 16 voxels: IoU 0.25, Dice 0.4
     iou = match_lesions(pred, ref, "iou")
@@ -78,7 +78,7 @@ def shell(shape=(12, 12, 12), lo=2, size=7) -> np.ndarray:
     """A hollow cube (X, Y, Z): a one-voxel wall around a cavity of (size - 2)^3 voxels."""
     m = np.zeros(shape, bool)
     cube(m, (lo, lo, lo), size)
-    m[lo + 1:lo + size - 1, lo + 1:lo + size - 1, lo + 1:lo + size - 1] = False
+    m[lo + 1 : lo + size - 1, lo + 1 : lo + size - 1, lo + 1 : lo + size - 1] = False
     return m
 
 
@@ -86,7 +86,7 @@ def test_fill_holes_fills_enclosed_cavities_only():
     closed = shell()
     filled = fill_holes(closed)
     assert filled.dtype == bool and filled.shape == closed.shape
-    assert filled.sum() == 7 ** 3 and (filled >= closed).all()  # cavity filled, wall kept
+    assert filled.sum() == 7**3 and (filled >= closed).all()  # cavity filled, wall kept
     cup = closed.copy()
     cup[4:7, 4:7, 8] = False  # a window in the top wall: the inside reaches the outside
     assert (fill_holes(cup) == cup).all()
@@ -101,10 +101,10 @@ def test_fill_holes_uses_the_dual_connectivity():
     26-connected lesion (the cavity, the hole included, is filled), open for a 6-connected one
     (the cap is a lesion of its own and the cavity reaches the outside diagonally)."""
     capped = shell()
-    capped[5, 5, 8] = False   # a hole in the top wall (z = 8) ...
-    capped[5, 5, 9] = True    # ... capped above it
-    assert fill_holes(capped, 26).sum() == 7 ** 3 + 1
-    assert fill_holes(capped, 18).sum() == 7 ** 3 + 1
+    capped[5, 5, 8] = False  # a hole in the top wall (z = 8) ...
+    capped[5, 5, 9] = True  # ... capped above it
+    assert fill_holes(capped, 26).sum() == 7**3 + 1
+    assert fill_holes(capped, 18).sum() == 7**3 + 1
     assert (fill_holes(capped, 6) == capped).all()
 
 
@@ -123,7 +123,7 @@ def test_binarize_fills_before_the_minimum_volume():
     wall = int(shell().sum())
     assert not binarize(prob, 0.5, wall + 1).any()  # the wall alone is under the minimum
     kept = binarize(prob, 0.5, wall + 1, fill=True)
-    assert kept.sum() == 7 ** 3 and kept.dtype == bool
+    assert kept.sum() == 7**3 and kept.dtype == bool
     assert (binarize(prob, 0.95, 0) == 0).all()
 
 
@@ -140,10 +140,10 @@ def test_gt_lesion_hits_sizes_and_flags():
 def test_brats_rule_dilation_and_min_size_by_hand():
     ref = np.zeros((30, 30, 30), bool)
     pred = np.zeros_like(ref)
-    cube(ref, (2, 2, 2), 4)          # 64 voxels; prediction 2 voxels away: found only with dilation 2
+    cube(ref, (2, 2, 2), 4)  # 64 voxels; prediction 2 voxels away: found only with dilation 2
     cube(pred, (7, 2, 2), 2)
-    cube(ref, (20, 20, 20), 1)       # 1-voxel GT lesion: ignored with min_voxels 5
-    cube(pred, (25, 25, 25), 1)      # 1-voxel FP: ignored with min_voxels 5
+    cube(ref, (20, 20, 20), 1)  # 1-voxel GT lesion: ignored with min_voxels 5
+    cube(pred, (25, 25, 25), 1)  # 1-voxel FP: ignored with min_voxels 5
     plain = match_lesions(pred, ref)
     assert (plain.n_ref, plain.found, plain.n_pred, plain.fp) == (2, 0, 2, 2)
     d1 = match_lesions(pred, ref, dilate=1)
@@ -179,7 +179,7 @@ def test_one_to_one_matching_counts_splits_and_merges_once():
 
     g = np.zeros((30, 30, 10), bool)
     p = np.zeros_like(g)
-    g[2:10, 2:6, 2:6] = True                          # split: predicted as two pieces
+    g[2:10, 2:6, 2:6] = True  # split: predicted as two pieces
     p[2:5, 2:6, 2:6] = p[6:10, 2:6, 2:6] = True
     g[15:18, 15:18, 2:6] = g[15:18, 21:24, 2:6] = True  # merge: one prediction over both
     p[15:18, 15:24, 2:6] = True

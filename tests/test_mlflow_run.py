@@ -12,8 +12,15 @@ from mlflow.tracking import MlflowClient
 
 from medseg.demo import run_demo
 
-TINY = ("train.epochs=3", "train.val_every=1", "sampling.patch_size=[16,16,16]", "model.channels=[4,8,16]",
-        "model.strides=[2,2]", "train.batch_size=2", "preprocess.target_spacing=null")
+TINY = (
+    "train.epochs=3",
+    "train.val_every=1",
+    "sampling.patch_size=[16,16,16]",
+    "model.channels=[4,8,16]",
+    "model.strides=[2,2]",
+    "train.batch_size=2",
+    "preprocess.target_spacing=null",
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +49,22 @@ def test_best_epoch_and_its_metrics(demo_run):
     assert str(best_epoch) == run.data.tags["best_epoch"] and 1 <= best_epoch <= 3
     history = {m.step: m.value for m in client.get_metric_history(result.run_id, "val_lesion_f1")}
     assert metrics["best_val_lesion_f1"] == history[best_epoch] == max(history.values())
-    assert metrics["best_val_dice"] == {m.step: m.value for m in client.get_metric_history(result.run_id, "val_dice")}[best_epoch]
+    assert (
+        metrics["best_val_dice"]
+        == {m.step: m.value for m in client.get_metric_history(result.run_id, "val_dice")}[best_epoch]
+    )
 
 
 @pytest.mark.slow
 def test_size_bin_and_heldback_metrics(demo_run):
     result, client, run, _ = demo_run
     bins = {k for k in run.data.metrics if k.startswith("val_lesion_recall_") and k.endswith("mm3")}
-    assert bins and bins <= {"val_lesion_recall_lt10mm3", "val_lesion_recall_10to100mm3", "val_lesion_recall_100to1000mm3",
-                             "val_lesion_recall_ge1000mm3"}
+    assert bins and bins <= {
+        "val_lesion_recall_lt10mm3",
+        "val_lesion_recall_10to100mm3",
+        "val_lesion_recall_100to1000mm3",
+        "val_lesion_recall_ge1000mm3",
+    }
     assert len(client.get_metric_history(result.run_id, sorted(bins)[0])) >= 1
     assert {"heldback_dice", "heldback_lesion_recall", "heldback_fp_per_scan"} <= set(run.data.metrics)
     assert not [k for k in run.data.metrics if k.startswith("test_")]
@@ -60,7 +74,10 @@ def test_size_bin_and_heldback_metrics(demo_run):
 @pytest.mark.slow
 def test_ui_hint_opens_the_training_view(demo_run):
     result, _, run, _ = demo_run
-    assert f"#/experiments/{run.info.experiment_id}/runs/{result.run_id}?workflowType=machine_learning" in result.ui_command
+    assert (
+        f"#/experiments/{run.info.experiment_id}/runs/{result.run_id}?workflowType=machine_learning"
+        in result.ui_command
+    )
 
 
 @pytest.mark.slow
@@ -69,7 +86,9 @@ def test_dataset_input_fills_the_dataset_column(demo_run):
 
     result, _, run, _ = demo_run
     (entry,) = run.inputs.dataset_inputs
-    assert entry.dataset.name == "data" and entry.dataset.digest == dataset_fingerprint(Path(entry.dataset.source.split('"')[3]))
+    assert entry.dataset.name == "data" and entry.dataset.digest == dataset_fingerprint(
+        Path(entry.dataset.source.split('"')[3])
+    )
     tags = {t.key: t.value for t in entry.tags}
     assert tags["mlflow.data.context"] == "training" and int(tags["cases.train"]) + int(tags["cases.val"]) == 5
 
@@ -107,7 +126,9 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     monkeypatch.setattr(cloudpickle, "loads", refuse)
     monkeypatch.setattr(pickle, "load", refuse)
     monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", client.tracking_uri)  # undone after the test (mlflow.set_tracking_uri is not)
+    monkeypatch.setenv(
+        "MLFLOW_TRACKING_URI", client.tracking_uri
+    )  # undone after the test (mlflow.set_tracking_uri is not)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", client.tracking_uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
     assert [(s.name, s.required) for s in loaded.metadata.signature.inputs.inputs] == [("scan", False), ("path", False)]
@@ -147,8 +168,17 @@ def test_a_run_nests_under_a_parent(demo_run, tmp_path):
 
     _, client, _, out = demo_run
     parent = parent_run(client.tracking_uri, "ablation", "loss-ablation-s0", out / "runs")
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={out / 'data'}", f"train.output_dir={out / 'runs'}", *TINY, "train.epochs=1",
-                                    "tracking.experiment=ablation", f"tracking.parent_run_id={parent}"])
+    cfg = load_config(
+        DEMO_CONFIG,
+        [
+            f"data.dataset={out / 'data'}",
+            f"train.output_dir={out / 'runs'}",
+            *TINY,
+            "train.epochs=1",
+            "tracking.experiment=ablation",
+            f"tracking.parent_run_id={parent}",
+        ],
+    )
     child = client.get_run(train(cfg, progress=False).run_id)
     assert child.data.tags["mlflow.parentRunId"] == parent
     assert child.info.artifact_uri.startswith((out / "runs" / "mlartifacts").resolve().as_uri())

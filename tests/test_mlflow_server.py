@@ -27,10 +27,25 @@ def free_port() -> int:
 
 
 def start_server(root: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([MLFLOW, "server", "--backend-store-uri", f"sqlite:///{root / 'db.sqlite'}",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1",
-                             "--port", str(port), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            MLFLOW,
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'db.sqlite'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     for _ in range(240):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
@@ -63,8 +78,19 @@ def server(tmp_path):
 def test_train_against_server_and_read_back(server, tmp_path):
     data = tmp_path / "data"
     assert run("synth", "--out", data, "--cases", 4, "--shape", "32,32,24", "--seed", 5).returncode == 0
-    res = run("train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
-              *TINY, "--set", f"tracking.uri={server['uri']}", "--set", "tracking.register_model=srv-model")
+    res = run(
+        "train",
+        DEMO,
+        "--set",
+        f"data.dataset={data}",
+        "--set",
+        f"train.output_dir={tmp_path / 'runs'}",
+        *TINY,
+        "--set",
+        f"tracking.uri={server['uri']}",
+        "--set",
+        "tracking.register_model=srv-model",
+    )
     assert res.returncode == 0, res.stderr
     run_id = res.stdout.split("MLflow run id:")[1].split()[0]
     from mlflow.tracking import MlflowClient
@@ -83,7 +109,16 @@ def test_train_against_server_and_read_back(server, tmp_path):
     table = pyfunc.predict(pd.DataFrame({"scan": [base64.b64encode(scan.read_bytes()).decode("ascii")]}))
     mask = np.asanyarray(nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(table["mask"][0]))).dataobj)
     assert mask.shape == nib.load(str(scan)).shape and set(np.unique(mask)) <= {0, 1}
-    res = run("predict", "models:/srv-model/1", data / "imagesTr", "--out", tmp_path / "pred", "--tracking-uri", server["uri"], "--quiet")
+    res = run(
+        "predict",
+        "models:/srv-model/1",
+        data / "imagesTr",
+        "--out",
+        tmp_path / "pred",
+        "--tracking-uri",
+        server["uri"],
+        "--quiet",
+    )
     assert res.returncode == 0, res.stderr
     assert len(list((tmp_path / "pred").glob("*.nii.gz"))) == 4
 
@@ -93,18 +128,38 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
     data = tmp_path / "data"
     assert run("synth", "--out", data, "--cases", 4, "--shape", "32,32,24", "--seed", 6).returncode == 0
     epochs = 12
-    train = subprocess.Popen([*MEDSEG, "train", DEMO, "--set", f"data.dataset={data}", "--set", f"train.output_dir={tmp_path / 'runs'}",
-                              "--set", f"tracking.uri={server['uri']}", *TINY, "--set", f"train.epochs={epochs}"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    train = subprocess.Popen(
+        [
+            *MEDSEG,
+            "train",
+            DEMO,
+            "--set",
+            f"data.dataset={data}",
+            "--set",
+            f"train.output_dir={tmp_path / 'runs'}",
+            "--set",
+            f"tracking.uri={server['uri']}",
+            *TINY,
+            "--set",
+            f"train.epochs={epochs}",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(server["uri"])
     for _ in range(400):  # wait until the run has logged its first epoch
-        runs = client.search_runs([client.get_experiment_by_name("e2e").experiment_id]) if client.get_experiment_by_name("e2e") else []
+        runs = (
+            client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
+            if client.get_experiment_by_name("e2e")
+            else []
+        )
         if runs and runs[0].data.metrics.get("train_loss") is not None:
             break
         time.sleep(0.1)
-    stop_server(server["proc"][0])          # the server dies mid-run...
+    stop_server(server["proc"][0])  # the server dies mid-run...
     time.sleep(4)
     server["proc"][0] = start_server(server["root"], server["port"])  # ...and comes back
     out, err = train.communicate(timeout=600)

@@ -8,7 +8,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-
 from conftest import MEDSEG, save_nifti
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
@@ -31,9 +30,16 @@ def make(root, affine, n=4, split="Tr"):
         save_nifti(t2, affine, root / f"images{split}" / f"p{i}_0000.nii.gz")
         save_nifti(adc, affine, root / f"images{split}" / f"p{i}_0001.nii.gz")
         save_nifti(lab, affine, root / f"labels{split}" / f"p{i}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2", "1": "ADC"},
-                                                   "labels": {"background": 0, "oedema": 1, "lesion": 2},
-                                                   "numTraining": n, "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {
+                "channel_names": {"0": "T2", "1": "ADC"},
+                "labels": {"background": 0, "oedema": 1, "lesion": 2},
+                "numTraining": n,
+                "file_ending": ".nii.gz",
+            }
+        )
+    )
     return root
 
 
@@ -42,8 +48,10 @@ def test_two_channel_dataset_end_to_end(tmp_path, affine):
     make(root, affine, n=2, split="Ts")
     assert run("check", root, "--lesion-labels", "2").returncode == 0
     cfg = tmp_path / "two.yaml"
-    cfg.write_text(f"data: {{dataset: {root}, lesion_labels: [2]}}\nmodel: {{channels: [4, 8, 16], strides: [2, 2]}}\n"
-                   f"train: {{epochs: 2, val_every: 1, output_dir: {tmp_path / 'runs'}}}\ntracking: {{enabled: false}}\n")
+    cfg.write_text(
+        f"data: {{dataset: {root}, lesion_labels: [2]}}\nmodel: {{channels: [4, 8, 16], strides: [2, 2]}}\n"
+        f"train: {{epochs: 2, val_every: 1, output_dir: {tmp_path / 'runs'}}}\ntracking: {{enabled: false}}\n"
+    )
     res = run("train", cfg, "--quiet")
     assert res.returncode == 0, res.stderr
     run_dir = next((tmp_path / "runs").iterdir())
@@ -63,5 +71,13 @@ def test_two_channel_dataset_end_to_end(tmp_path, affine):
     assert res.returncode == 0, res.stderr
     assert "2 case(s)" in res.stdout and "GT lesions 2" in res.stdout  # value-1 blobs are not lesions
 
-    one = run("predict", run_dir / "best.pt", root / "imagesTs" / "p0_0000.nii.gz", "--out", tmp_path / "p1", "--device", "cpu")
+    one = run(
+        "predict",
+        run_dir / "best.pt",
+        root / "imagesTs" / "p0_0000.nii.gz",
+        "--out",
+        tmp_path / "p1",
+        "--device",
+        "cpu",
+    )
     assert one.returncode == 1 and "the model expects 2 (T2, ADC)" in one.stderr and "Traceback" not in one.stderr

@@ -18,8 +18,15 @@ SHAPE = (32, 32, 16)
 
 def _cfg(name: str, ds: bool = False) -> ModelConfig:
     kernels, strides = plan_topology(SHAPE, (1.0, 1.0, 2.0))
-    return ModelConfig(name=name, channels=(4, 8, 16, 32) if ds else (4, 8, 16), strides=(2, 2, 2) if ds else (2, 2), deep_supervision=ds, ds_heads=2,
-                       kernel_sizes=kernels if name == "dynunet" else None, level_strides=strides if name == "dynunet" else None)
+    return ModelConfig(
+        name=name,
+        channels=(4, 8, 16, 32) if ds else (4, 8, 16),
+        strides=(2, 2, 2) if ds else (2, 2),
+        deep_supervision=ds,
+        ds_heads=2,
+        kernel_sizes=kernels if name == "dynunet" else None,
+        level_strides=strides if name == "dynunet" else None,
+    )
 
 
 @pytest.mark.parametrize("name", ["unet", "dynunet", "segresnet"])
@@ -43,7 +50,7 @@ def test_deep_supervision_heads_at_lower_resolution(name):
     assert isinstance(outs, list) and len(outs) == 3
     assert outs[0].shape[2:] == SHAPE
     for i, o in enumerate(outs[1:], start=1):
-        assert o.shape[2] == SHAPE[0] // 2 ** i  # x is halved at every level
+        assert o.shape[2] == SHAPE[0] // 2**i  # x is halved at every level
     target = torch.zeros(1, 1, *SHAPE)
     target[..., 8:20, 8:20, 4:10] = 1
     loss = DeepSupervised(FocalDiceLoss("sigmoid"))(outs, target)

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 REAL_DATA_NOTEBOOKS = {"02_your_data.ipynb"}  # need $MEDSEG_REAL_DATA; run by test_your_data_notebook_runs
-NOTEBOOKS = sorted(p for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb") if p.name not in REAL_DATA_NOTEBOOKS)
+NOTEBOOKS = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb") if p.name not in REAL_DATA_NOTEBOOKS
+)
 
 
 def execute(path: Path) -> None:

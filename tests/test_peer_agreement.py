@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
-from panoptica import ConnectedComponentsInstanceApproximator, InputType, Metric, NaiveThresholdMatching, Panoptica_Evaluator
+from panoptica import (
+    ConnectedComponentsInstanceApproximator,
+    InputType,
+    Metric,
+    NaiveThresholdMatching,
+    Panoptica_Evaluator,
+)
 from panoptica.utils.constants import CCABackend
 from picai_eval import evaluate as picai_evaluate
 from picai_eval.eval import evaluate_case
+from scipy import ndimage
 
 from medseg.evaluation.froc import FP_RATES, Scan, detection_map, froc, lesion_results
 from medseg.evaluation.matching import match_lesions
@@ -24,17 +30,26 @@ def _cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
     z = lambda: np.zeros((24, 24, 24), np.uint8)  # noqa: E731
     out = {}
     p, r = z(), z()  # one GT lesion split in two predictions
-    _cube(r, (2, 2, 2), (8, 4, 4)); _cube(p, (2, 2, 2), (3, 4, 4)); _cube(p, (6, 2, 2), (4, 4, 4))
+    _cube(r, (2, 2, 2), (8, 4, 4))
+    _cube(p, (2, 2, 2), (3, 4, 4))
+    _cube(p, (6, 2, 2), (4, 4, 4))
     out["split"] = (p, r)
     p, r = z(), z()  # two GT lesions merged by one prediction
-    _cube(r, (2, 2, 2), (3, 4, 4)); _cube(r, (6, 2, 2), (3, 4, 4)); _cube(p, (2, 2, 2), (7, 4, 4))
+    _cube(r, (2, 2, 2), (3, 4, 4))
+    _cube(r, (6, 2, 2), (3, 4, 4))
+    _cube(p, (2, 2, 2), (7, 4, 4))
     out["merge"] = (p, r)
     p, r = z(), z()  # lesions touching only at a corner are one 26-connected lesion
-    _cube(r, (2, 2, 2), (3, 3, 3)); _cube(r, (5, 5, 5), (3, 3, 3)); _cube(p, (2, 2, 2), (3, 3, 3))
+    _cube(r, (2, 2, 2), (3, 3, 3))
+    _cube(r, (5, 5, 5), (3, 3, 3))
+    _cube(p, (2, 2, 2), (3, 3, 3))
     out["corner"] = (p, r)
     p, r = z(), z()  # neighbours two voxels apart, one found exactly (the dilation reproducer's layout)
-    _cube(r, (2, 4, 4), (1, 4, 4)); _cube(r, (4, 2, 4), (4, 1, 4)); _cube(r, (4, 4, 4), (4, 4, 4))
-    _cube(p, (2, 4, 4), (1, 4, 4)); _cube(p, (4, 2, 4), (4, 1, 4))
+    _cube(r, (2, 4, 4), (1, 4, 4))
+    _cube(r, (4, 2, 4), (4, 1, 4))
+    _cube(r, (4, 4, 4), (4, 4, 4))
+    _cube(p, (2, 4, 4), (1, 4, 4))
+    _cube(p, (4, 2, 4), (4, 1, 4))
     out["neighbours"] = (p, r)
     p, r = z(), z()  # nothing predicted
     _cube(r, (10, 10, 10), (3, 3, 3))
@@ -58,18 +73,27 @@ def _cases() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 CASES = _cases()
 
 
-def _panoptica(pred: np.ndarray, ref: np.ndarray, metric: Metric, threshold: float, many_to_one: bool) -> tuple[int, int, int]:
+def _panoptica(
+    pred: np.ndarray, ref: np.ndarray, metric: Metric, threshold: float, many_to_one: bool
+) -> tuple[int, int, int]:
     evaluator = Panoptica_Evaluator(
         expected_input=InputType.SEMANTIC,
         instance_approximator=ConnectedComponentsInstanceApproximator(cca_backend=CCABackend.cc3d),  # 26-connected
-        instance_matcher=NaiveThresholdMatching(matching_metric=metric, matching_threshold=threshold, allow_many_to_one=many_to_one),
-        instance_metrics=[Metric.DSC, Metric.IOU], global_metrics=[Metric.DSC], verbose=False)
+        instance_matcher=NaiveThresholdMatching(
+            matching_metric=metric, matching_threshold=threshold, allow_many_to_one=many_to_one
+        ),
+        instance_metrics=[Metric.DSC, Metric.IOU],
+        global_metrics=[Metric.DSC],
+        verbose=False,
+    )
     result = evaluator.evaluate(pred, ref, verbose=False)["ungrouped"]
     return int(result.tp), int(result.fp), int(result.fn)
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-@pytest.mark.parametrize("rule,metric,threshold", [("iou", Metric.IOU, 0.5), ("dsc", Metric.DSC, 0.5), ("iou", Metric.IOU, 0.1)])
+@pytest.mark.parametrize(
+    "rule,metric,threshold", [("iou", Metric.IOU, 0.5), ("dsc", Metric.DSC, 0.5), ("iou", Metric.IOU, 0.1)]
+)
 def test_one_to_one_counts_equal_panoptica(name, rule, metric, threshold):
     pred, ref = CASES[name]
     ours = match_lesions(pred, ref, rule, threshold, connectivity=26, one_to_one=True)
@@ -99,7 +123,7 @@ def _probabilities() -> list[tuple[np.ndarray, np.ndarray]]:
     confident false positives touching a lesion, empty scans."""
     rng = np.random.default_rng(0)
     scans = []
-    for name, (pred, ref) in sorted(CASES.items()):
+    for _name, (pred, ref) in sorted(CASES.items()):
         prob = pred.astype(np.float32) * rng.uniform(0.3, 0.99)
         prob[(pred > 0) & (rng.random(pred.shape) < 0.3)] *= 0.7  # uneven inside a lesion
         scans.append((prob, ref))
@@ -119,7 +143,7 @@ def _noisy_maps():
     for sigma, scale in ((1.0, 0.6), (2.0, 1.0), (0.7, 0.3)):
         field = ndimage.gaussian_filter(rng.random((20, 20, 16)), sigma)
         field = (field - field.min()) / (field.max() - field.min())
-        yield (field ** 3 * scale).astype(np.float32)
+        yield (field**3 * scale).astype(np.float32)
 
 
 def test_detection_maps_equal_picai_extraction():
@@ -130,7 +154,9 @@ def test_detection_maps_equal_picai_extraction():
         from report_guided_annotation import extract_lesion_candidates
     for prob in [p for p, _ in _probabilities()] + list(_noisy_maps()):
         prob = np.where(prob >= 0.05, prob, 0).astype(np.float32)  # medseg's floor, applied to both
-        theirs, _, _ = extract_lesion_candidates(prob, threshold="dynamic", num_lesions_to_extract=50, min_voxels_detection=0)
+        theirs, _, _ = extract_lesion_candidates(
+            prob, threshold="dynamic", num_lesions_to_extract=50, min_voxels_detection=0
+        )
         assert np.array_equal(detection_map(prob), theirs.astype(np.float32))
 
 

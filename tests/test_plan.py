@@ -6,8 +6,8 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-
 from conftest import MEDSEG, save_nifti
+
 from medseg.config.schema import ExperimentConfig, ModelConfig
 from medseg.data.plan import apply_plan, fingerprint, make_plan, patch_size, target_spacing, training_memory_gb
 from medseg.data.sources.discover import discover
@@ -24,8 +24,11 @@ def make(root, spacings, name="MRI", values=(100.0,)):
         img[lab > 0] = values[i % len(values)]
         save_nifti(img, np.diag([*sp, 1.0]), root / "imagesTr" / f"c{i}_0000.nii.gz")
         save_nifti(lab, np.diag([*sp, 1.0]), root / "labelsTr" / f"c{i}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": name}, "labels": {"background": 0, "a": 1, "b": 2},
-                                                   "file_ending": ".nii.gz"}))
+    (root / "dataset.json").write_text(
+        json.dumps(
+            {"channel_names": {"0": name}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz"}
+        )
+    )
     return root
 
 
@@ -62,11 +65,19 @@ def test_ct_channels_get_clip_and_zscore(tmp_path):
     plan = make_plan(fingerprint(ds), ModelConfig(), batch=4)
     assert plan["preprocess"]["normalize"] == "ct"
     low, high, mean, std = plan["preprocess"]["ct_stats"][0]
-    assert low == pytest.approx(40.0) and high == pytest.approx(60.0) and mean == pytest.approx(50.0) and std == pytest.approx(10.0)
+    assert (
+        low == pytest.approx(40.0)
+        and high == pytest.approx(60.0)
+        and mean == pytest.approx(50.0)
+        and std == pytest.approx(10.0)
+    )
 
 
 def test_config_keys_win_over_the_plan():
-    plan = {"preprocess": {"target_spacing": [2.0, 2.0, 2.0], "normalize": "zscore"}, "sampling": {"patch_size": [32, 32, 32]}}
+    plan = {
+        "preprocess": {"target_spacing": [2.0, 2.0, 2.0], "normalize": "zscore"},
+        "sampling": {"patch_size": [32, 32, 32]},
+    }
     cfg = ExperimentConfig.model_validate({"data": {"dataset": "x"}, "sampling": {"patch_size": [16, 16, 16]}})
     out = apply_plan(cfg, plan)
     assert out.sampling.patch_size == (16, 16, 16)  # set in the config
@@ -89,8 +100,12 @@ def test_ct_template_takes_spacing_window_and_patch_from_the_plan(tmp_path):
     from medseg.config.load import load_config
     from medseg.training.prepare import prepare
 
-    root = make(tmp_path / "Dataset001_CTLesions", [(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.8, 0.8, 1.25)], name="CT",
-                values=(40.0, 60.0))
+    root = make(
+        tmp_path / "Dataset001_CTLesions",
+        [(0.8, 0.8, 5.0), (0.7, 0.7, 5.0), (0.8, 0.8, 1.25)],
+        name="CT",
+        values=(40.0, 60.0),
+    )
     template = Path(__file__).resolve().parents[1] / "configs" / "lesion_ct.yaml"
     cfg = load_config(template, [f"data.dataset={root}", "data.lesion_labels=[1,2]"])
     prep = prepare(cfg)

@@ -16,12 +16,17 @@ from medseg.data.synthetic import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-PAGES = {"README.md": README, **{str(p.relative_to(ROOT)): p.read_text() for p in sorted((ROOT / "docs").rglob("*.md"))}}
+PAGES = {
+    "README.md": README,
+    **{str(p.relative_to(ROOT)): p.read_text() for p in sorted((ROOT / "docs").rglob("*.md"))},
+}
 
 
 def shown_commands(text: str) -> list[str]:
     """Every `medseg ...` command line in bash/plain code blocks and inline code spans of one page."""
-    fences = re.findall(r"^\s*```(\w*)\n(.*?)^\s*```", text, flags=re.S | re.M)  # fence by fence: prose is never a block
+    fences = re.findall(
+        r"^\s*```(\w*)\n(.*?)^\s*```", text, flags=re.S | re.M
+    )  # fence by fence: prose is never a block
     blocks = [body for lang, body in fences if lang in ("", "bash")]
     inline = re.findall(r"`([^`\n]*medseg [a-z][^`\n]*)`", text)
     lines = [line for block in blocks for line in block.splitlines()] + inline
@@ -42,7 +47,9 @@ def test_every_shown_command_and_option_exists():
             sub = cmd.split()[0]
             assert sub in options, f"{page} shows `medseg {cmd}` but `medseg {sub}` does not exist"
             for option in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", cmd):
-                assert option in options[sub], f"{page}: `medseg {cmd}` uses {option}, which `medseg {sub}` does not have"
+                assert option in options[sub], (
+                    f"{page}: `medseg {cmd}` uses {option}, which `medseg {sub}` does not have"
+                )
     assert len(shown_commands(README)) >= 8 and total >= 60
 
 
@@ -73,7 +80,14 @@ def shrink(template: dict, data: Path, held_out: list[str], val: list[str]) -> d
     cfg["sampling"] = {**template["sampling"], "patch_size": [16, 16, 16], "samples_per_volume": 1}
     cfg["augment"] = {"preset": "light"}
     cfg["model"] = {"name": "unet", "channels": [4, 8, 16], "strides": [2, 2]}
-    cfg["train"] = {**template["train"], "epochs": 1, "max_minutes": None, "val_every": 1, "batch_size": 1, "device": "cpu"}
+    cfg["train"] = {
+        **template["train"],
+        "epochs": 1,
+        "max_minutes": None,
+        "val_every": 1,
+        "batch_size": 1,
+        "device": "cpu",
+    }
     cfg["inference"] = {**template["inference"], "min_lesion_mm3": 0.0}
     cfg["tracking"] = {"enabled": False}
     return cfg
@@ -88,7 +102,10 @@ def test_your_own_data_path_runs_as_written(tmp_path):
     assert [c.split()[1] for c in commands] == ["check", "train", "predict", "evaluate"]
     template = yaml.safe_load((ROOT / "configs" / "brats_wt_flair.yaml").read_text())
     assert template["data"]["layout"] == "pattern"
-    assert template["data"]["channels"] == ["{case}/{case}_flair.nii.gz"] and template["data"]["label"] == "{case}/{case}_seg.nii.gz"
+    assert (
+        template["data"]["channels"] == ["{case}/{case}_flair.nii.gz"]
+        and template["data"]["label"] == "{case}/{case}_seg.nii.gz"
+    )
     ids = brats_like_folder(tmp_path, 4)
     (tmp_path / "my.yaml").write_text(yaml.safe_dump(shrink(template, tmp_path / "brats", ids[-1:], ids[:1])))
     for command in commands:
@@ -107,10 +124,12 @@ def test_disk_cache_and_thread_loader(tmp_path):
     data = tmp_path / "data"
     write_dataset(data, 3, shape=(32, 32, 24))
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"data: {{dataset: {data}, cache_dir: {tmp_path / 'cache'}, thread_loader: true}}\n"
-                   "preprocess: {target_spacing: [1.5, 1.5, 2.0]}\nsampling: {patch_size: [16, 16, 16]}\n"
-                   f"model: {{channels: [4, 8, 16], strides: [2, 2]}}\ntrain: {{epochs: 1, output_dir: {tmp_path / 'runs'}}}\n"
-                   "tracking: {enabled: false}\n")
+    cfg.write_text(
+        f"data: {{dataset: {data}, cache_dir: {tmp_path / 'cache'}, thread_loader: true}}\n"
+        "preprocess: {target_spacing: [1.5, 1.5, 2.0]}\nsampling: {patch_size: [16, 16, 16]}\n"
+        f"model: {{channels: [4, 8, 16], strides: [2, 2]}}\ntrain: {{epochs: 1, output_dir: {tmp_path / 'runs'}}}\n"
+        "tracking: {enabled: false}\n"
+    )
     for _ in range(2):
         res = subprocess.run([*MEDSEG, "train", cfg, "--quiet"], capture_output=True, text=True)
         assert res.returncode == 0, res.stderr

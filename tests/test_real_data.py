@@ -13,10 +13,9 @@ from medseg.config.load import load_config
 from medseg.config.schema import InferenceConfig
 from medseg.data.sources.discover import from_config
 from medseg.data.split import fold_splits
-from medseg.io.geometry import ras_spacing
-from medseg.inference.model import LoadedModel
-from medseg.io.geometry import read_geometry
 from medseg.inference.batch import PredictOptions, _write_one
+from medseg.inference.model import LoadedModel
+from medseg.io.geometry import ras_spacing, read_geometry
 
 
 class Bright(torch.nn.Module):
@@ -37,7 +36,9 @@ def test_every_real_case_predicts_on_its_own_grid(real_data, tmp_path):
     for row in rows:
         image = real_data / row["images"].split(";")[0]
         shape, affine = read_geometry(image)
-        lm = LoadedModel(Bright(), ras_spacing(affine), "zscore_nonzero", (64, 64, 32), icfg, 0.5, 0.0, 26, torch.device("cpu"))
+        lm = LoadedModel(
+            Bright(), ras_spacing(affine), "zscore_nonzero", (64, 64, 32), icfg, 0.5, 0.0, 26, torch.device("cpu")
+        )
         out = _write_one(lm, image, tmp_path / row["case"], PredictOptions())[0]
         mask_shape, mask_affine = read_geometry(tmp_path / row["case"] / out["mask"].split("/")[-1])
         assert tuple(mask_shape) == tuple(shape[:3]), row["case"]
@@ -47,20 +48,28 @@ def test_every_real_case_predicts_on_its_own_grid(real_data, tmp_path):
 
 
 REAL_SOURCES = {  # folder: (channel globs, label glob, lesion labels)
-    "deepmedic_brats2015": (["brats2015TrainingData/*/{case}/Flair_subtrMeanDivStd.nii.gz",
-                             "brats2015TrainingData/*/{case}/T1c_subtrMeanDivStd.nii.gz"],
-                            "brats2015TrainingData/*/{case}/OTMultiClass.nii.gz", [1, 2, 3, 4]),
+    "deepmedic_brats2015": (
+        [
+            "brats2015TrainingData/*/{case}/Flair_subtrMeanDivStd.nii.gz",
+            "brats2015TrainingData/*/{case}/T1c_subtrMeanDivStd.nii.gz",
+        ],
+        "brats2015TrainingData/*/{case}/OTMultiClass.nii.gz",
+        [1, 2, 3, 4],
+    ),
     "sam_med3d_brats2021": (["imagesTr/{case}.nii.gz"], "labelsTr/{case}.nii.gz", None),
-    "isles22_example": (["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_adc.nii.gz"],
-                        "derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz", None),
+    "isles22_example": (
+        ["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_adc.nii.gz"],
+        "derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz",
+        None,
+    ),
     "pyradiomics": (["{case}_image.nrrd"], "{case}_label.nrrd", None),
 }
 
 
 @pytest.mark.real
 def test_check_and_plan_are_clean_on_every_real_case(real_data):
-    from medseg.data.check import check_dataset
     from medseg.config.schema import ModelConfig
+    from medseg.data.check import check_dataset
     from medseg.data.plan import fingerprint, make_plan
     from medseg.data.sources.discover import discover
 
@@ -70,7 +79,9 @@ def test_check_and_plan_are_clean_on_every_real_case(real_data):
         assert check_dataset(ds, lesion_labels) == [], folder
         fp = fingerprint(ds, lesion_labels)
         plan = make_plan(fp, ModelConfig(), batch=4)
-        assert fp["lesions"]["total"] >= len(ds.cases) and all(s > 0 for s in plan["preprocess"]["target_spacing"]), folder
+        assert fp["lesions"]["total"] >= len(ds.cases) and all(s > 0 for s in plan["preprocess"]["target_spacing"]), (
+            folder
+        )
         total += len(ds.cases)
     assert total == 11
 
@@ -81,7 +92,12 @@ def test_isles_flair_is_on_another_grid(real_data):
     from medseg.data.sources.discover import discover
 
     channels = ["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_flair.nii.gz"]
-    ds = discover(real_data / "isles22_example", "pattern", channels=channels, label="derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz")
+    ds = discover(
+        real_data / "isles22_example",
+        "pattern",
+        channels=channels,
+        label="derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz",
+    )
     problems = check_dataset(ds)
     assert len(problems) == 1 and "flair.nii.gz" in problems[0] and "different grid" in problems[0]
 
@@ -90,8 +106,8 @@ def test_isles_flair_is_on_another_grid(real_data):
 def test_brats_flair_config_checks_clean(real_data, monkeypatch):
     from pathlib import Path
 
-    from medseg.data.check import check_dataset
     from medseg.config.load import load_config
+    from medseg.data.check import check_dataset
     from medseg.data.sources.discover import from_config
 
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
@@ -105,8 +121,11 @@ def test_readme_and_config_fold_commands_split_the_real_cases(real_data, monkeyp
     """Every `medseg train configs/X.yaml --folds N` the README, the docs or a config comment shows makes N
     folds of X's real training cases, patients never split (the MS cases form only 2 groups)."""
     root = Path(__file__).resolve().parents[1]
-    texts = [(root / "README.md").read_text(), *(p.read_text() for p in (root / "docs").rglob("*.md")),
-             *(p.read_text() for p in (root / "configs").glob("*.yaml"))]
+    texts = [
+        (root / "README.md").read_text(),
+        *(p.read_text() for p in (root / "docs").rglob("*.md")),
+        *(p.read_text() for p in (root / "configs").glob("*.yaml")),
+    ]
     commands = {m for t in texts for m in re.findall(r"medseg train (configs/\w+\.yaml) --folds (\d+)", t)}
     assert commands
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
@@ -127,6 +146,7 @@ def test_two_release_case_list_trains_neither_releases_held_out_cases(real_data,
     monkeypatch.syspath_prepend(str(root / "benchmarks"))
     import real_quality as rq
     from heldout import heldout_cases
+
     from medseg.data.split import run_split
 
     cfg = load_config(rq.GROUPS["brats_flair_2rel"], rq.group_overrides("brats_flair_2rel"))

@@ -47,12 +47,21 @@ def test_every_shipped_config_trains_into_runs_of_its_name_and_one_store(monkeyp
 
 
 def test_find_stores_looks_in_runs_and_demo_out_three_levels_down(tmp_path):
-    for rel in ("runs/mlflow.db", "demo_out/runs/mlflow.db", "runs/a/b/c/mlflow.db", "runs/a/b/c/d/mlflow.db",
-                "other/mlflow.db", "mlflow.db", "runs/x/mlflow.db/keep"):
+    for rel in (
+        "runs/mlflow.db",
+        "demo_out/runs/mlflow.db",
+        "runs/a/b/c/mlflow.db",
+        "runs/a/b/c/d/mlflow.db",
+        "other/mlflow.db",
+        "mlflow.db",
+        "runs/x/mlflow.db/keep",
+    ):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).touch()
     found = find_stores(tmp_path)
-    assert found == [(tmp_path / rel).resolve() for rel in ("runs/mlflow.db", "demo_out/runs/mlflow.db", "runs/a/b/c/mlflow.db")]
+    assert found == [
+        (tmp_path / rel).resolve() for rel in ("runs/mlflow.db", "demo_out/runs/mlflow.db", "runs/a/b/c/mlflow.db")
+    ]
 
 
 def test_which_stores_an_option_or_the_environment_picks(monkeypatch, tmp_path):
@@ -89,16 +98,23 @@ def test_two_configs_runs_meet_in_one_store_and_one_listing(monkeypatch, tmp_pat
     ids = [log_run(brats, 0.9, tmp_path / "note.txt"), log_run(ms, 0.4, tmp_path / "note.txt")]
     client = MlflowClient(store(tmp_path / "runs"))
     for run_id in ids:  # artifacts beside the shared store, not in one config's folder
-        assert client.get_run(run_id).info.artifact_uri.startswith((tmp_path / "runs" / "mlartifacts").resolve().as_uri())
+        assert client.get_run(run_id).info.artifact_uri.startswith(
+            (tmp_path / "runs" / "mlartifacts").resolve().as_uri()
+        )
     demo = MlflowClient(store(tmp_path / "demo_out" / "runs"))  # make demo's store, found as well
     demo.set_terminated(demo.create_run(demo.create_experiment("medseg-demo")).info.run_id)
 
     report = runs_report(store_uris(tmp_path), sort="recall")
     sections = report.split("\n\n")
-    assert [s.splitlines()[0] for s in sections] == [f"store: {store(tmp_path / folder)}" for folder in ("runs", "demo_out/runs")]
+    assert [s.splitlines()[0] for s in sections] == [
+        f"store: {store(tmp_path / folder)}" for folder in ("runs", "demo_out/runs")
+    ]
     rows = [line.split()[:2] for line in sections[0].splitlines()[2:]]
     assert sections[0].splitlines()[1].split()[:3] == ["experiment", "run", "name"]
-    assert rows == [["medseg-brats-wt", "run-medseg-brats-wt"], ["medseg-ms-flair", "run-medseg-ms-flair"]]  # best recall first
+    assert rows == [
+        ["medseg-brats-wt", "run-medseg-brats-wt"],
+        ["medseg-ms-flair", "run-medseg-ms-flair"],
+    ]  # best recall first
     assert [line.split()[0] for line in sections[1].splitlines()[2:]] == ["medseg-demo"]
 
     only = runs_report(store_uris(tmp_path), experiment="medseg-demo")
@@ -113,7 +129,9 @@ def test_two_configs_runs_meet_in_one_store_and_one_listing(monkeypatch, tmp_pat
 def test_runs_with_no_flags_lists_a_training_run_where_it_was_trained(tmp_path, dataset):
     work = tmp_path / "work"
     work.mkdir()
-    res = run_cli("train", DEMO, "--set", f"data.dataset={dataset}", *TINY_TRAIN, "--set", "tracking.enabled=true", cwd=work)
+    res = run_cli(
+        "train", DEMO, "--set", f"data.dataset={dataset}", *TINY_TRAIN, "--set", "tracking.enabled=true", cwd=work
+    )
     assert res.returncode == 0, describe(res)
     shared = store(work / "runs")
     assert f"--backend-store-uri {shared} " in res.stdout  # the mlflow ui hint names the shared store
@@ -123,7 +141,11 @@ def test_runs_with_no_flags_lists_a_training_run_where_it_was_trained(tmp_path, 
     res = run_cli("runs", cwd=work)
     assert res.returncode == 0, describe(res)
     lines = res.stdout.splitlines()
-    assert lines[0] == f"store: {shared}" and len(lines) == 3 and lines[2].split()[:2] == ["medseg-demo", "unet-focal_dice-lesion-s0"]
+    assert (
+        lines[0] == f"store: {shared}"
+        and len(lines) == 3
+        and lines[2].split()[:2] == ["medseg-demo", "unet-focal_dice-lesion-s0"]
+    )
 
 
 def test_runs_finding_nothing_is_one_line_and_exit_2(tmp_path):

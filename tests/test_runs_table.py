@@ -19,8 +19,14 @@ def make_store(tmp_path) -> str:
     exp = client.create_experiment("medseg", artifact_location=(tmp_path / "art").as_uri())
     for name, (epoch, recall, precision, fp, dice) in RUNS.items():
         run_id = client.create_run(exp, run_name=name).info.run_id
-        for key, value in {"best_epoch": epoch, "best_val_lesion_recall": recall, "best_val_lesion_precision": precision,
-                           "best_val_fp_per_scan": fp, "best_val_dice": dice, "val_lesion_recall": 0.0}.items():
+        for key, value in {
+            "best_epoch": epoch,
+            "best_val_lesion_recall": recall,
+            "best_val_lesion_precision": precision,
+            "best_val_fp_per_scan": fp,
+            "best_val_dice": dice,
+            "val_lesion_recall": 0.0,
+        }.items():
             client.log_metric(run_id, key, value)
         client.set_terminated(run_id)
     return uri
@@ -33,24 +39,54 @@ def names_in_order(stdout: str) -> list[str]:
 
 def test_runs_table_sorts_by_each_column(tmp_path):
     uri = make_store(tmp_path)
-    res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "recall"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "recall"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == f"store: {uri}"
     header = res.stdout.splitlines()[1]
-    assert all(h in header for h in ("experiment", "run name", "best epoch", "lesion recall", "precision", "FP/scan", "Dice"))
-    assert names_in_order(res.stdout) == ["dynunet-focal_dice-lesion-s1", "unet-focal_dice-lesion-s0", "unet-bce_dice-voxel-s0"]
-    assert "0.900" in res.stdout.splitlines()[2] and "25" in res.stdout.splitlines()[2]  # best_* values, not the last val_*
-    res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "fp"], capture_output=True, text=True, timeout=120)
-    assert names_in_order(res.stdout) == ["unet-bce_dice-voxel-s0", "unet-focal_dice-lesion-s0", "dynunet-focal_dice-lesion-s1"]
-    res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "dice", "--ascending"], capture_output=True, text=True, timeout=120)
+    assert all(
+        h in header for h in ("experiment", "run name", "best epoch", "lesion recall", "precision", "FP/scan", "Dice")
+    )
+    assert names_in_order(res.stdout) == [
+        "dynunet-focal_dice-lesion-s1",
+        "unet-focal_dice-lesion-s0",
+        "unet-bce_dice-voxel-s0",
+    ]
+    assert (
+        "0.900" in res.stdout.splitlines()[2] and "25" in res.stdout.splitlines()[2]
+    )  # best_* values, not the last val_*
+    res = subprocess.run(
+        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "fp"], capture_output=True, text=True, timeout=120
+    )
+    assert names_in_order(res.stdout) == [
+        "unet-bce_dice-voxel-s0",
+        "unet-focal_dice-lesion-s0",
+        "dynunet-focal_dice-lesion-s1",
+    ]
+    res = subprocess.run(
+        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "dice", "--ascending"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert names_in_order(res.stdout)[0] == "dynunet-focal_dice-lesion-s1"
 
 
 def test_runs_errors_are_one_line(tmp_path):
     uri = make_store(tmp_path)
     missing = tmp_path / "none" / "mlflow.db"
-    res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", f"sqlite:///{missing}"], capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*MEDSEG, "runs", "--tracking-uri", f"sqlite:///{missing}"], capture_output=True, text=True, timeout=120
+    )
     assert res.returncode != 0 and "no MLflow store" in res.stderr and not missing.parent.exists()
     for args, words in ((["--experiment", "nope"], "nope"), (["--sort", "speed"], "--sort")):
-        res = subprocess.run([*MEDSEG, "runs", "--tracking-uri", uri, *args], capture_output=True, text=True, timeout=120)
-        assert res.returncode != 0 and res.stderr.startswith("error:") and words in res.stderr and "Traceback" not in res.stderr
+        res = subprocess.run(
+            [*MEDSEG, "runs", "--tracking-uri", uri, *args], capture_output=True, text=True, timeout=120
+        )
+        assert (
+            res.returncode != 0
+            and res.stderr.startswith("error:")
+            and words in res.stderr
+            and "Traceback" not in res.stderr
+        )

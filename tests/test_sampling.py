@@ -2,16 +2,15 @@
 
 import numpy as np
 import torch
-from monai.transforms import Compose
+from monai.transforms import Compose, RandCropByPosNegLabeld
 
 from medseg.transforms.sampling import LesionIndicesd, RandLesionCropd, choose_centres
-from monai.transforms import RandCropByPosNegLabeld
 
 
 def two_lesions():
     label = np.zeros((1, 60, 60, 60), np.float32)
-    label[0, 2:4, 2:7, 2:3] = 1          # 10 voxels
-    label[0, 30:55, 30:50, 30:50] = 1    # 10,000 voxels
+    label[0, 2:4, 2:7, 2:3] = 1  # 10 voxels
+    label[0, 30:55, 30:50, 30:50] = 1  # 10,000 voxels
     return {"image": torch.zeros(1, 60, 60, 60), "label": torch.as_tensor(label)}
 
 
@@ -42,7 +41,7 @@ def test_size_power_favours_small_lesions():
     rng = np.random.RandomState(0)
     centres = choose_centres(rng, lesions, (100, 100, 100), 4000, 1.0, size_power=0.5)
     share_small = np.mean([np.ravel_multi_index(c, (100, 100, 100)) < 10 for c in centres])
-    expected = 10 ** -0.5 / (10 ** -0.5 + 10000 ** -0.5)  # weights size^-0.5
+    expected = 10**-0.5 / (10**-0.5 + 10000**-0.5)  # weights size^-0.5
     assert abs(share_small - expected) < 0.03
 
 

@@ -26,12 +26,15 @@ def case(tmp_path, affine):
     rng = np.random.default_rng(0)
     image = rng.normal(100, 10, SHAPE).astype(np.float32)
     label = np.zeros(SHAPE, np.uint8)
-    label[4:7, 5:8, 3:6] = 1   # largest lesion, centre voxel (5, 6, 4)
+    label[4:7, 5:8, 3:6] = 1  # largest lesion, centre voxel (5, 6, 4)
     label[15:17, 12:14, 8:10] = 2
     image[label > 0] += 80
     pred = (label == 2).astype(np.uint8)
-    return (save_nifti(image, affine, tmp_path / "c1.nii.gz"), save_nifti(label, affine, tmp_path / "c1_label.nii.gz"),
-            save_nifti(pred, affine, tmp_path / "c1_pred.nii.gz"))
+    return (
+        save_nifti(image, affine, tmp_path / "c1.nii.gz"),
+        save_nifti(label, affine, tmp_path / "c1_label.nii.gz"),
+        save_nifti(pred, affine, tmp_path / "c1_pred.nii.gz"),
+    )
 
 
 def test_to_ras_matches_closest_canonical(affine):
@@ -76,8 +79,11 @@ def test_four_d_and_nrrd(tmp_path, affine):
     data = np.random.default_rng(1).random((*SHAPE, 2)).astype(np.float32)
     label = np.zeros(SHAPE, np.uint8)
     label[10:13, 8:11, 5:7] = 1
-    res = show_case(save_nifti(data, affine, tmp_path / "four.nii.gz"), label=save_nifti(label, affine, tmp_path / "four_label.nii.gz"),
-                    out=tmp_path)
+    res = show_case(
+        save_nifti(data, affine, tmp_path / "four.nii.gz"),
+        label=save_nifti(label, affine, tmp_path / "four_label.nii.gz"),
+        out=tmp_path,
+    )
     assert res.gt_lesions == 1 and png_size(res.png) == PNG_SIZE
 
     def nrrd(arr, name):
@@ -107,23 +113,36 @@ def test_cli_default_out_and_one_line_errors(case, tmp_path):
     image, label, pred = case
     work = tmp_path / "cwd"
     work.mkdir()
-    res = subprocess.run([*MEDSEG, "show", str(image), "--ref", str(label), "--pred", str(pred)],
-                         capture_output=True, text=True, cwd=work, timeout=120)
+    res = subprocess.run(
+        [*MEDSEG, "show", str(image), "--ref", str(label), "--pred", str(pred)],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert (work / "c1_show.png").is_file() and png_size(work / "c1_show.png") == PNG_SIZE
     assert "ground truth 2 lesion(s), prediction 1 lesion(s)" in res.stdout
 
     small = save_nifti(np.zeros((8, 8, 8), np.uint8), oblique_affine(), tmp_path / "small.nii.gz")
-    for args, words in (([str(image), "--ref", str(small)], ["small.nii.gz", "differs from the image's", "c1.nii.gz"]),
-                        ([str(tmp_path / "missing.nii.gz")], ["missing.nii.gz", "no such image file"]),
-                        ([str(image), "--pred", str(tmp_path / "nopred.nii.gz")], ["nopred.nii.gz", "no such mask file"])):
-        res = subprocess.run([*MEDSEG, "show", *args, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    for args, words in (
+        ([str(image), "--ref", str(small)], ["small.nii.gz", "differs from the image's", "c1.nii.gz"]),
+        ([str(tmp_path / "missing.nii.gz")], ["missing.nii.gz", "no such image file"]),
+        ([str(image), "--pred", str(tmp_path / "nopred.nii.gz")], ["nopred.nii.gz", "no such mask file"]),
+    ):
+        res = subprocess.run(
+            [*MEDSEG, "show", *args, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120
+        )
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
         assert all(w in lines[0] for w in words) and "Traceback" not in res.stderr
     assert not (tmp_path / "bad").exists()
 
     (tmp_path / "a_file").write_text("")
-    res = subprocess.run([*MEDSEG, "show", str(image), "--out", str(tmp_path / "a_file" / "pictures")],
-                         capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [*MEDSEG, "show", str(image), "--out", str(tmp_path / "a_file" / "pictures")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 2 and "cannot write the picture" in res.stderr and "Traceback" not in res.stderr

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import save_nifti
-from medseg.errors import MedsegError
+
 from medseg.data.sources.discover import discover, find_cases
+from medseg.errors import MedsegError
 
 SHAPE = (8, 8, 6)
 
@@ -30,8 +30,14 @@ def test_msd_per_channel_list_and_4d(tmp_path, affine):
         save_nifti(vol(1), affine, root / "imagesTr" / f"{c}_t1.nii.gz")
         save_nifti(np.stack([vol(), vol(1)], -1), affine, root / "images4d" / f"{c}.nii.gz")
         save_nifti(lab(), affine, root / "labelsTr" / f"{c}.nii.gz")
-    meta = {"modality": {"0": "FLAIR", "1": "T1"}, "labels": {"0": "background", "1": "lesion"},
-            "training": [{"image": [f"./imagesTr/{c}_flair.nii.gz", f"./imagesTr/{c}_t1.nii.gz"], "label": f"./labelsTr/{c}.nii.gz"} for c in "ab"]}
+    meta = {
+        "modality": {"0": "FLAIR", "1": "T1"},
+        "labels": {"0": "background", "1": "lesion"},
+        "training": [
+            {"image": [f"./imagesTr/{c}_flair.nii.gz", f"./imagesTr/{c}_t1.nii.gz"], "label": f"./labelsTr/{c}.nii.gz"}
+            for c in "ab"
+        ],
+    }
     (root / "dataset.json").write_text(json.dumps(meta))
     ds = discover(root)
     assert ds.layout == "msd" and ds.channels == ("FLAIR", "T1") and ds.labels == {0, 1}
@@ -49,11 +55,18 @@ def nnunet(root, affine, cases=("p1", "p2"), drop=None, ending=".nii.gz", v1=Fal
                 save_nifti(vol(ch), affine, root / "imagesTr" / f"{case}_{ch:04d}{ending}")
         save_nifti(lab(), affine, root / "labelsTr" / f"{case}{ending}")
     if v1:
-        meta = {"modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "lesion"},
-                "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases]}
+        meta = {
+            "modality": {"0": "T2", "1": "ADC"},
+            "labels": {"0": "background", "1": "lesion"},
+            "training": [{"image": f"./imagesTr/{c}.nii.gz", "label": f"./labelsTr/{c}.nii.gz"} for c in cases],
+        }
     else:
-        meta = {"channel_names": {"0": "T2", "1": "ADC"}, "labels": {"background": 0, "lesion": 1},
-                "numTraining": len(cases), "file_ending": ending}
+        meta = {
+            "channel_names": {"0": "T2", "1": "ADC"},
+            "labels": {"background": 0, "lesion": 1},
+            "numTraining": len(cases),
+            "file_ending": ending,
+        }
     (root / "dataset.json").write_text(json.dumps(meta))
     return root
 
@@ -109,8 +122,10 @@ def test_yaml_list(tmp_path, affine):
     save_nifti(vol(), affine, tmp_path / "a_flair.nii")
     save_nifti(vol(1), affine, tmp_path / "a_t1.nii")
     save_nifti(lab(), affine, tmp_path / "a_seg.nii")
-    (tmp_path / "cases.yaml").write_text("channels: [FLAIR, T1]\nlabels: {0: background, 1: lesion, 2: oedema}\n"
-                                         "cases:\n  - {case_id: a, images: [a_flair.nii, a_t1.nii], label: a_seg.nii}\n")
+    (tmp_path / "cases.yaml").write_text(
+        "channels: [FLAIR, T1]\nlabels: {0: background, 1: lesion, 2: oedema}\n"
+        "cases:\n  - {case_id: a, images: [a_flair.nii, a_t1.nii], label: a_seg.nii}\n"
+    )
     ds = discover(tmp_path / "cases.yaml")
     assert ds.channels == ("FLAIR", "T1") and ds.labels == {0, 1, 2} and len(ds.cases[0].images) == 2
     # ${VAR} inside [...] is YAML flow syntax, not a path: one line with the place and the fix
@@ -127,7 +142,9 @@ def test_bids_like_pattern(tmp_path, affine):
     chans = ["rawdata/{case}/ses-*/{case}_ses-*_dwi.nii.gz", "rawdata/{case}/ses-*/{case}_ses-*_adc.nii.gz"]
     ds = discover(tmp_path, "pattern", channels=chans, label="derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz")
     assert [c.case_id for c in ds.cases] == ["sub-01", "sub-02"] and ds.channels == ("dwi", "adc")
-    assert ds.cases[1].label.name == "sub-02_ses-1_msk.nii.gz" and ds.cases[1].images[1].name == "sub-02_ses-1_adc.nii.gz"
+    assert (
+        ds.cases[1].label.name == "sub-02_ses-1_msk.nii.gz" and ds.cases[1].images[1].name == "sub-02_ses-1_adc.nii.gz"
+    )
     (tmp_path / "derivatives" / "sub-02" / "ses-1" / "sub-02_ses-1_msk.nii.gz").unlink()
     ds = discover(tmp_path, "pattern", channels=chans, label="derivatives/{case}/ses-*/{case}_ses-*_msk.nii.gz")
     assert [c.case_id for c in ds.cases] == ["sub-01"] and "sub-02" in ds.problems[0]
@@ -136,7 +153,9 @@ def test_bids_like_pattern(tmp_path, affine):
 def test_structural_errors(tmp_path, affine):
     root = tmp_path / "d"
     save_nifti(vol(), affine, root / "imagesTr" / "a.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"training": [{"image": "../../x.nii.gz", "label": "./imagesTr/a.nii.gz"}]}))
+    (root / "dataset.json").write_text(
+        json.dumps({"training": [{"image": "../../x.nii.gz", "label": "./imagesTr/a.nii.gz"}]})
+    )
     assert "escapes" in discover(root).problems[0]
     (root / "dataset.json").write_text(json.dumps({"training": []}))
     assert "no 'training' cases" in discover(root).problems[0]

@@ -27,8 +27,10 @@ def tree(tmp_path) -> Path:
     for i, case in enumerate(CASES):
         save_nifti(good_image(i), oblique_affine(SPACING), root / case / f"{case}_flair.nii.gz")
         save_nifti(lesion_label(i), oblique_affine(SPACING), root / case / f"{case}_seg.nii.gz")
-    (tmp_path / "cfg.yaml").write_text(f"data:\n  dataset: {root}\n  layout: pattern\n  channels: ['{{case}}/{{case}}_flair.nii.gz']\n"
-                                       "  label: '{case}/{case}_seg.nii.gz'\n  exclude_cases: [p3, p4]\n")
+    (tmp_path / "cfg.yaml").write_text(
+        f"data:\n  dataset: {root}\n  layout: pattern\n  channels: ['{{case}}/{{case}}_flair.nii.gz']\n"
+        "  label: '{case}/{case}_seg.nii.gz'\n  exclude_cases: [p3, p4]\n"
+    )
     return tmp_path
 
 
@@ -44,15 +46,21 @@ def test_a_config_training_split_leaves_the_held_out_cases_out(tree):
 
 
 def test_a_pattern_folder_has_no_test_split(tree):
-    ds, _ = from_argument(str(tree / "tree"), "pattern", ["{case}/{case}_flair.nii.gz"], "{case}/{case}_seg.nii.gz", split=None)
+    ds, _ = from_argument(
+        str(tree / "tree"), "pattern", ["{case}/{case}_flair.nii.gz"], "{case}/{case}_seg.nii.gz", split=None
+    )
     assert [c.case_id for c in ds.cases] == CASES  # no split given: every case
     with pytest.raises(MedsegError, match="has no 'test' split"):
-        from_argument(str(tree / "tree"), "pattern", ["{case}/{case}_flair.nii.gz"], "{case}/{case}_seg.nii.gz", split="test")
+        from_argument(
+            str(tree / "tree"), "pattern", ["{case}/{case}_flair.nii.gz"], "{case}/{case}_seg.nii.gz", split="test"
+        )
 
 
 def test_a_case_list_has_no_test_split(tree):
     listing = tree / "tree" / "list.csv"
-    listing.write_text("case_id,flair,label\n" + "".join(f"{c},{c}/{c}_flair.nii.gz,{c}/{c}_seg.nii.gz\n" for c in CASES))
+    listing.write_text(
+        "case_id,flair,label\n" + "".join(f"{c},{c}/{c}_flair.nii.gz,{c}/{c}_seg.nii.gz\n" for c in CASES)
+    )
     assert len(from_argument(str(listing), split=None)[0].cases) == 4
     with pytest.raises(MedsegError, match="case list has no 'test' split"):
         from_argument(str(listing), split="test")
@@ -78,9 +86,18 @@ def test_min_lesion_voxels_removes_small_predicted_lesions(tree, tiny_checkpoint
     from medseg.inference.batch import PredictOptions, predict_files
 
     scan = [str(tree / "tree" / "p1" / "p1_flair.nii.gz")]
-    plain, _ = predict_files(tiny_checkpoint, scan, tree / "plain", "cpu", PredictOptions(min_lesion_mm3=0), progress=False)
-    big = 10 ** 9
-    none, _ = predict_files(tiny_checkpoint, scan, tree / "big", "cpu", PredictOptions(min_lesion_mm3=0, min_lesion_voxels=big), progress=False)
+    plain, _ = predict_files(
+        tiny_checkpoint, scan, tree / "plain", "cpu", PredictOptions(min_lesion_mm3=0), progress=False
+    )
+    big = 10**9
+    none, _ = predict_files(
+        tiny_checkpoint,
+        scan,
+        tree / "big",
+        "cpu",
+        PredictOptions(min_lesion_mm3=0, min_lesion_voxels=big),
+        progress=False,
+    )
     assert plain[0]["lesions"] > 0 and none[0]["lesions"] == 0
 
 

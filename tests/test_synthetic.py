@@ -3,15 +3,18 @@ import json
 import nibabel as nib
 import numpy as np
 
-from medseg.lesions import label_lesions
 from medseg.data.synthetic import make_case, write_dataset
+from medseg.lesions import label_lesions
 
 
 def test_deterministic_by_seed(tmp_path):
     a = write_dataset(tmp_path / "a", 2, seed=3, shape=(40, 40, 24))
     b = write_dataset(tmp_path / "b", 2, seed=3, shape=(40, 40, 24))
     c = write_dataset(tmp_path / "c", 2, seed=4, shape=(40, 40, 24))
-    img = lambda p: np.asanyarray(nib.load(str(p.parent / "imagesTr" / "synth_001.nii.gz")).dataobj)
+
+    def img(p):
+        return np.asanyarray(nib.load(str(p.parent / "imagesTr" / "synth_001.nii.gz")).dataobj)
+
     assert np.array_equal(img(a), img(b)) and not np.array_equal(img(a), img(c))
 
 

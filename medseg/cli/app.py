@@ -11,7 +11,8 @@ commands: 0 done; 1 some inputs failed, the rest done; 2 user or config error (a
 from __future__ import annotations
 
 import sys
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
@@ -29,8 +30,14 @@ class MedsegGroup(TyperGroup):
     """The root command: the parser's usage errors (bad option value, missing argument, unknown
     option) as one ``error:`` line and exit 2, like every other user error, instead of Click's usage box."""
 
-    def main(self, args: Optional[Sequence[str]] = None, prog_name: Optional[str] = None, complete_var: Optional[str] = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         """Run the command line; the exit code is returned (``standalone_mode=False``) or exited with."""
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
@@ -50,9 +57,15 @@ class MedsegGroup(TyperGroup):
         sys.exit(code)
 
 
-app = typer.Typer(cls=MedsegGroup, add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False, epilog=EXIT_CODES,
-                  context_settings=CONTEXT_SETTINGS,
-                  help="3D lesion segmentation: train, predict, evaluate; lesion recall tracked in MLflow.")
+app = typer.Typer(
+    cls=MedsegGroup,
+    add_completion=True,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    epilog=EXIT_CODES,
+    context_settings=CONTEXT_SETTINGS,
+    help="3D lesion segmentation: train, predict, evaluate; lesion recall tracked in MLflow.",
+)
 
 
 def _version(value: bool) -> None:
@@ -62,13 +75,28 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
-          debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
     """medseg command line."""
 
 
-for command in (synth, train, predict, evaluate, tune, check, plan, show, demo, runs):  # -h as --help; exit codes, then examples
-    app.command(epilog=f"{EXIT_CODES}\n\n{examples_section(command.__name__)}", context_settings=CONTEXT_SETTINGS)(command)
+for command in (
+    synth,
+    train,
+    predict,
+    evaluate,
+    tune,
+    check,
+    plan,
+    show,
+    demo,
+    runs,
+):  # -h as --help; exit codes, then examples
+    app.command(epilog=f"{EXIT_CODES}\n\n{examples_section(command.__name__)}", context_settings=CONTEXT_SETTINGS)(
+        command
+    )
 
 
 def main() -> None:
@@ -76,7 +104,9 @@ def main() -> None:
     import os
     import warnings
 
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # MLflow's INFO lines (database setup, monitors) are noise here
+    os.environ.setdefault(
+        "MLFLOW_LOGGING_LEVEL", "WARNING"
+    )  # MLflow's INFO lines (database setup, monitors) are noise here
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # MONAI announces a future default of Orientationd; it does not change our RAS reorientation.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")

@@ -16,8 +16,9 @@ import os
 import re
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -28,7 +29,10 @@ if TYPE_CHECKING:  # the commands import these lazily, to keep `medseg --help` f
     from medseg.data.sources.common import Dataset
 
 
-EXIT_CODES = "Exit codes: 0 done, 1 some inputs failed (the rest done), 2 user or config error, 3 internal error (--debug: full report)."
+EXIT_CODES = (
+    "Exit codes: 0 done, 1 some inputs failed (the rest done), 2 user or config error, "
+    "3 internal error (--debug: full report)."
+)
 DEBUG_ENV = "MEDSEG_DEBUG"
 DEBUG_HELP = f"On an internal error print the full traceback (also ${DEBUG_ENV}=1)."
 # Typer 0.29 vendors Click (typer._click) and exports only BadParameter; its bases are the parser's
@@ -36,15 +40,22 @@ DEBUG_HELP = f"On an internal error print the full traceback (also ${DEBUG_ENV}=
 USAGE_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
 CLICK_ERROR: type[Exception] = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 CAUSE_CHARS = 300
-MEMORY_FIX = ("lower it: a smaller inference.sw_batch_size or sampling.patch_size (--set KEY=VALUE; 'medseg plan --memory-gb GB' "
-              "plans a patch for a budget), fewer scans per call, or a machine with more memory")
-OS_FIXES = {errno.ENOSPC: "free disk space or write to another disk", errno.EDQUOT: "free space in your quota or write elsewhere",
-            errno.EACCES: "check its permissions (ls -l) or use a path you can read and write",
-            errno.EPERM: "check its permissions (ls -l) or use a path you can read and write",
-            errno.EROFS: "the file system is read-only; write to another folder", errno.ENOENT: "check that the path exists",
-            errno.EISDIR: "give a file, not a folder", errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
-            errno.EMFILE: "too many open files; raise the limit (ulimit -n) or pass fewer inputs",
-            errno.ECONNREFUSED: "check the server address and that it is running"}
+MEMORY_FIX = (
+    "lower it: a smaller inference.sw_batch_size or sampling.patch_size (--set KEY=VALUE; 'medseg plan --memory-gb GB' "
+    "plans a patch for a budget), fewer scans per call, or a machine with more memory"
+)
+OS_FIXES = {
+    errno.ENOSPC: "free disk space or write to another disk",
+    errno.EDQUOT: "free space in your quota or write elsewhere",
+    errno.EACCES: "check its permissions (ls -l) or use a path you can read and write",
+    errno.EPERM: "check its permissions (ls -l) or use a path you can read and write",
+    errno.EROFS: "the file system is read-only; write to another folder",
+    errno.ENOENT: "check that the path exists",
+    errno.EISDIR: "give a file, not a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; fix the path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) or pass fewer inputs",
+    errno.ECONNREFUSED: "check the server address and that it is running",
+}
 
 
 def fail(message: str, code: int) -> None:
@@ -64,7 +75,7 @@ def user_errors(fn: Callable) -> Callable:
     command = fn.__name__
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, debug: bool = False, medseg_context: Optional[typer.Context] = None, **kwargs: Any) -> Any:
+    def wrapper(*args: Any, debug: bool = False, medseg_context: typer.Context | None = None, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except MedsegError as err:
@@ -79,15 +90,21 @@ def user_errors(fn: Callable) -> Callable:
             fail(*unexpected_error(command, err))
 
     sig = inspect.signature(fn, eval_str=True)
-    extra = [inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
-                               default=typer.Option(False, "--debug", help=DEBUG_HELP)),
-             inspect.Parameter("medseg_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)]
+    extra = [
+        inspect.Parameter(
+            "debug",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=bool,
+            default=typer.Option(False, "--debug", help=DEBUG_HELP),
+        ),
+        inspect.Parameter("medseg_context", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+    ]
     wrapper.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])  # type: ignore[attr-defined]
     wrapper.__annotations__ = {**fn.__annotations__, "debug": bool, "medseg_context": typer.Context}
     return wrapper
 
 
-def debug_requested(ctx: Optional[typer.Context]) -> bool:
+def debug_requested(ctx: typer.Context | None) -> bool:
     """``medseg --debug COMMAND`` (the root's option), or ``$MEDSEG_DEBUG`` set to 1/true/yes/on."""
     root = ctx.find_root().params if ctx is not None else {}
     return bool(root.get("debug")) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -102,8 +119,9 @@ def unexpected_error(command: str, err: Exception) -> tuple[str, int]:
         return f"medseg {command} ran out of memory ({cause(err)}); {MEMORY_FIX}", 3
     if isinstance(err, OSError) and err.errno is not None:
         return os_error_line(command, err), 2
-    return (f"internal error in medseg {command}: {cause(err)}; rerun with --debug for the full report "
-            "and please report it"), 3
+    return (
+        f"internal error in medseg {command}: {cause(err)}; rerun with --debug for the full report and please report it"
+    ), 3
 
 
 def os_error_line(command: str, err: OSError) -> str:
@@ -125,7 +143,7 @@ def cause(err: BaseException) -> str:
 def cut(text: str, limit: int = CAUSE_CHARS) -> str:
     """``text`` on one line, at most ``limit`` characters (then ending with ``…``)."""
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 1] + "…"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def usage_error_line(err: Exception) -> str:
@@ -151,7 +169,9 @@ def choice_values(param: Any) -> list[str]:
     """The choices of an enum option as strings ([] for any other parameter). Typer 0.29 describes
     a parameter's type in ``type_descriptor``; Click's ``Choice`` (older Typer) in ``type``."""
     desc = getattr(param, "type_descriptor", None)
-    choices = desc.choices if desc is not None and desc.is_choice else getattr(getattr(param, "type", None), "choices", None)
+    choices = (
+        desc.choices if desc is not None and desc.is_choice else getattr(getattr(param, "type", None), "choices", None)
+    )
     return [str(getattr(c, "value", c)) for c in choices or ()]
 
 
@@ -182,12 +202,16 @@ def check_device(device: str) -> str:
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if int(device.partition(":")[2] or 0) >= count:
-            have = f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}" if count else "no CUDA device is available"
+            have = (
+                f"this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}"
+                if count
+                else "no CUDA device is available"
+            )
             raise MedsegError(f"--device {device}: {have}; use --device auto or cpu" + (", or cuda:0" if count else ""))
     return device
 
 
-def run_overrides(set_: Optional[List[str]], device: Optional[str], tracking_uri: Optional[str]) -> list[str]:
+def run_overrides(set_: list[str] | None, device: str | None, tracking_uri: str | None) -> list[str]:
     """``--set`` assignments, then ``--device`` as ``train.device`` and ``--tracking-uri`` as
     ``tracking.uri`` (train, demo: the options win over the config and over ``--set``).
 
@@ -198,11 +222,15 @@ def run_overrides(set_: Optional[List[str]], device: Optional[str], tracking_uri
     if device is not None:
         check_device(device)
         if ":" in device:
-            raise MedsegError(f"--device {device}: train and demo take auto, cpu or cuda (the config's train.device); choose the "
-                              f"GPU with CUDA_VISIBLE_DEVICES={device.partition(':')[2]} and --device cuda")
+            raise MedsegError(
+                f"--device {device}: train and demo take auto, cpu or cuda (the config's train.device); choose the "
+                f"GPU with CUDA_VISIBLE_DEVICES={device.partition(':')[2]} and --device cuda"
+            )
         overrides.append(f"train.device={device}")
     if tracking_uri is not None:
-        overrides.append(f"tracking.uri={json.dumps(tracking_uri)}")  # a JSON string is a YAML string: the URI read as written
+        overrides.append(
+            f"tracking.uri={json.dumps(tracking_uri)}"
+        )  # a JSON string is a YAML string: the URI read as written
     return overrides
 
 
@@ -241,7 +269,7 @@ def triple(text: str, kind: type, option: str) -> tuple:
     return values
 
 
-def lesion_values(text: Optional[str], cfg: ExperimentConfig | None) -> Optional[tuple[int, ...]]:
+def lesion_values(text: str | None, cfg: ExperimentConfig | None) -> tuple[int, ...] | None:
     """--lesion-labels, else the label values a config counts as lesion (any class), else None."""
     if text:
         return ints(text, "--lesion-labels")
@@ -274,13 +302,20 @@ def check_protocol(protocol: str, rule_options_set: bool) -> None:
         MedsegError: --matching/--dilate/--min-lesion-*/--one-to-one given with a BraTS protocol.
     """
     if protocol != "medseg" and rule_options_set:
-        raise MedsegError(f"--protocol {protocol} fixes the matching (dilation, minimum size, many-to-one); "
-                          "drop --matching/--dilate/--min-lesion-voxels/--min-lesion-mm3/--one-to-one")
+        raise MedsegError(
+            f"--protocol {protocol} fixes the matching (dilation, minimum size, many-to-one); "
+            "drop --matching/--dilate/--min-lesion-voxels/--min-lesion-mm3/--one-to-one"
+        )
 
 
-def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], label: Optional[str],
-                     overrides: Optional[List[str]] = None, split: Optional[str] = "training"
-                     ) -> tuple[Dataset, ExperimentConfig | None]:
+def dataset_argument(
+    dataset: str,
+    layout: str,
+    channels: list[str] | None,
+    label: str | None,
+    overrides: list[str] | None = None,
+    split: str | None = "training",
+) -> tuple[Dataset, ExperimentConfig | None]:
     """A command's dataset argument (:func:`medseg.data.sources.discover.from_argument`), ``--set``
     applied when it is an experiment config.
 
@@ -301,22 +336,32 @@ def dataset_argument(dataset: str, layout: str, channels: Optional[List[str]], l
 def print_summary(s: dict) -> None:
     if "lesionwise_dice" in s:
         ps = s["protocol_settings"]
-        typer.echo(f"protocol {s['protocol']}: lesion-wise dice {s['lesionwise_dice']:.3f}  lesion-wise HD95 "
-                   f"{s['lesionwise_hd95_mm']:.2f} mm  (GT merged by {ps['structure']} dilation {ps['dilation_voxels']}, "
-                   f"GT lesions > {ps['gt_min_mm3']:g} mm3 scored, misses and FPs scored 0 / {ps['hd95_penalty_mm']:g} mm)")
+        typer.echo(
+            f"protocol {s['protocol']}: lesion-wise dice {s['lesionwise_dice']:.3f}  lesion-wise HD95 "
+            f"{s['lesionwise_hd95_mm']:.2f} mm  (GT merged by {ps['structure']} dilation {ps['dilation_voxels']}, "
+            f"GT lesions > {ps['gt_min_mm3']:g} mm3 scored, misses and FPs scored 0 / {ps['hd95_penalty_mm']:g} mm)"
+        )
     rule = f"protocol {s['protocol']}" if "lesionwise_dice" in s else f"matching rule '{s['matching']}'"
-    typer.echo(f"{s['cases']} case(s), {rule}: dice {s['dice']:.3f}  lesion recall "
-               f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
-               f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})")
+    typer.echo(
+        f"{s['cases']} case(s), {rule}: dice {s['dice']:.3f}  lesion recall "
+        f"{s['lesion_recall']:.3f}  precision {s['lesion_precision']:.3f}  F1 {s['lesion_f1']:.3f}  "
+        f"FP/scan {s['fp_per_scan']:.2f}  (GT lesions {s['gt_lesions']}, found {s['tp']}, FP {s['fp']})"
+    )
     if s.get("hd95_cases_excluded"):
         median = "none" if s["hd95_mm_median"] is None else f"{s['hd95_mm_median']:.2f} mm"
-        typer.echo(f"HD95 median {median} over {s['cases'] - s['hd95_cases_excluded']} case(s); {s['hd95_cases_excluded']} case(s) "
-                   "with exactly one empty mask left out (--hd95-empty MM gives them a penalty instead)")
+        typer.echo(
+            f"HD95 median {median} over {s['cases'] - s['hd95_cases_excluded']} case(s); {s['hd95_cases_excluded']} "
+            "case(s) "
+            "with exactly one empty mask left out (--hd95-empty MM gives them a penalty instead)"
+        )
     if s.get("dice_cases_excluded"):
-        typer.echo(f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both masks empty left out (--empty-dice nan)")
+        typer.echo(
+            f"Dice mean over {s['cases'] - s['dice_cases_excluded']} case(s); {s['dice_cases_excluded']} with both "
+            "masks empty left out (--empty-dice nan)"
+        )
 
 
-def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int, one_to_one: bool) -> EvalConfig:
+def eval_rule(matching: str, match_threshold: float | None, connectivity: int, one_to_one: bool) -> EvalConfig:
     """The ``eval`` config section from ``medseg evaluate``'s options (an ``EvalConfig``; the parser
     checked the rule and the connectivity).
 
@@ -328,6 +373,10 @@ def eval_rule(matching: str, match_threshold: Optional[float], connectivity: int
     from medseg.config.schema import EvalConfig
 
     try:
-        return EvalConfig(matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one)
+        return EvalConfig(
+            matching=matching, match_threshold=match_threshold, connectivity=connectivity, one_to_one=one_to_one
+        )
     except ValidationError as err:
-        raise MedsegError(f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)") from None
+        raise MedsegError(
+            f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)"
+        ) from None

@@ -10,7 +10,7 @@ them and the parser refuses anything else before a command starts. Each factory 
 from __future__ import annotations
 
 from enum import Enum
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -84,32 +84,54 @@ class RunSort(str, Enum):
     heldback_recall = "heldback_recall"
 
 
-DATASET_HELP = "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
-LAYOUT_HELP = ("How the dataset is read: auto (detected), msd (dataset.json), nnunet (nnU-Net raw), list (a .csv/.yaml case list) "
-               "or pattern (a folder of scans named by --channel and --label globs). Not for a config: its data: section says.")
+DATASET_HELP = (
+    "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
+)
+LAYOUT_HELP = (
+    "How the dataset is read: auto (detected), msd (dataset.json), nnunet (nnU-Net raw), list (a .csv/.yaml case list) "
+    "or pattern (a folder of scans named by --channel and --label globs). Not for a config: its data: section says."
+)
 CHANNEL_HELP = "pattern layout: a glob per channel with {case}; other layouts: a channel name to keep (repeatable)."
 LABEL_HELP = "pattern layout: the label glob with {case}, e.g. 'labels/{case}_seg.nii.gz'."
-SPLIT_HELP = ("Cases of a dataset or config (predict --dataset, evaluate REF): test (a config's held-out cases: its data.exclude_cases, "
-              "else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source "
-              "has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error).")
-SET_HELP = ("Override a config key, e.g. --set train.epochs=2 (repeatable); with a dataset argument only when it is an "
-            "experiment config.")
-DEVICE_HELP = ("auto (CUDA when available), cpu, cuda or cuda:N (a GPU index). train and demo set it as the config's train.device, "
-               "which takes auto, cpu or cuda: choose their GPU with CUDA_VISIBLE_DEVICES=N.")
-TRACKING_URI_HELP = ("MLflow tracking URI, e.g. sqlite:///runs/mlflow.db or http://host:5000 (default: $MLFLOW_TRACKING_URI). "
-                     "train, demo: where the run is logged (sets tracking.uri). predict, tune: where runs:/ and models:/ URIs are "
-                     "found; tune logs its tuning there (a checkpoint's own store is written to only when given here). "
-                     "runs: the store listed (default: $MLFLOW_TRACKING_URI, else every store found under ./runs and ./demo_out).")
+SPLIT_HELP = (
+    "Cases of a dataset or config (predict --dataset, evaluate REF): test (a config's held-out cases: its "
+    "data.exclude_cases, "
+    "else the dataset's imagesTs / MSD test), training, or test_labeled. Default: the held-out cases where the source "
+    "has them, else every case of a case list or pattern folder (which have no test split: asking for one is an error)."
+)
+SET_HELP = (
+    "Override a config key, e.g. --set train.epochs=2 (repeatable); with a dataset argument only when it is an "
+    "experiment config."
+)
+DEVICE_HELP = (
+    "auto (CUDA when available), cpu, cuda or cuda:N (a GPU index). train and demo set it as the config's "
+    "train.device, "
+    "which takes auto, cpu or cuda: choose their GPU with CUDA_VISIBLE_DEVICES=N."
+)
+TRACKING_URI_HELP = (
+    "MLflow tracking URI, e.g. sqlite:///runs/mlflow.db or http://host:5000 (default: $MLFLOW_TRACKING_URI). "
+    "train, demo: where the run is logged (sets tracking.uri). predict, tune: where runs:/ and models:/ URIs are "
+    "found; tune logs its tuning there (a checkpoint's own store is written to only when given here). "
+    "runs: the store listed (default: $MLFLOW_TRACKING_URI, else every store found under ./runs and ./demo_out)."
+)
 QUIET_HELP = "Print only the result and errors: no progress bars, no per-case or detail lines."
-LESION_LABELS_HELP = "Label values that are lesion, e.g. 1,2,3,4 (default: a config's data.lesion_labels, else every non-zero value)."
-MIN_LESION_MM3_HELP = ("Lesion size filter in mm3: evaluate leaves out GT and predicted lesions below it; predict removes predicted "
-                       "lesions below it (predict's default: the model's operating point).")
-MIN_LESION_VOXELS_HELP = ("Lesion size filter in voxels: evaluate leaves out GT and predicted lesions below it; predict removes "
-                          "predicted lesions below it. With --min-lesion-mm3: the larger of the two per scan.")
-PROTOCOL_HELP = ("medseg (evaluate: the matching options; tune: the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise "
-                 "protocol: brats2023 (= brats2023-gli), brats2023-ssa, -ped (dilation 3, GT > 50 mm3), brats2023-men (1, 50), "
-                 "brats2023-met (1, 2); GT lesions merged by 18-connected dilation, lesion-wise Dice/HD95 with penalties 0/374 mm "
-                 "(tune: max mean lesion-wise Dice).")
+LESION_LABELS_HELP = (
+    "Label values that are lesion, e.g. 1,2,3,4 (default: a config's data.lesion_labels, else every non-zero value)."
+)
+MIN_LESION_MM3_HELP = (
+    "Lesion size filter in mm3: evaluate leaves out GT and predicted lesions below it; predict removes predicted "
+    "lesions below it (predict's default: the model's operating point)."
+)
+MIN_LESION_VOXELS_HELP = (
+    "Lesion size filter in voxels: evaluate leaves out GT and predicted lesions below it; predict removes "
+    "predicted lesions below it. With --min-lesion-mm3: the larger of the two per scan."
+)
+PROTOCOL_HELP = (
+    "medseg (evaluate: the matching options; tune: the run's eval: rules, max lesion F1) or a BraTS 2023 lesion-wise "
+    "protocol: brats2023 (= brats2023-gli), brats2023-ssa, -ped (dilation 3, GT > 50 mm3), brats2023-men (1, 50), "
+    "brats2023-met (1, 2); GT lesions merged by 18-connected dilation, lesion-wise Dice/HD95 with penalties 0/374 mm "
+    "(tune: max mean lesion-wise Dice)."
+)
 SEED_HELP = "Random seed: the same seed writes the same files (demo: the same data and run)."
 CASES_HELP = "Synthetic training cases (imagesTr/labelsTr)."
 TEST_CASES_HELP = "Synthetic held-back cases (imagesTs/labelsTs)."
@@ -140,7 +162,7 @@ def set_option() -> Any:
     return typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP)
 
 
-def device_option(default: Optional[str] = "auto") -> Any:
+def device_option(default: str | None = "auto") -> Any:
     """``--device`` (checked by :func:`medseg.cli.common.check_device`); train and demo: default
     None, the config's ``train.device``."""
     return typer.Option(default, "--device", help=DEVICE_HELP)
@@ -161,12 +183,12 @@ def lesion_labels_option() -> Any:
     return typer.Option(None, "--lesion-labels", help=LESION_LABELS_HELP)
 
 
-def min_lesion_mm3_option(default: Optional[float]) -> Any:
+def min_lesion_mm3_option(default: float | None) -> Any:
     """``--min-lesion-mm3`` with the command's ``default``."""
     return typer.Option(default, "--min-lesion-mm3", min=0, help=MIN_LESION_MM3_HELP)
 
 
-def min_lesion_voxels_option(default: Optional[int]) -> Any:
+def min_lesion_voxels_option(default: int | None) -> Any:
     """``--min-lesion-voxels`` with the command's ``default``."""
     return typer.Option(default, "--min-lesion-voxels", min=0, help=MIN_LESION_VOXELS_HELP)
 
@@ -181,6 +203,6 @@ def seed_option() -> Any:
     return typer.Option(0, "--seed", min=0, help=SEED_HELP)
 
 
-def value(choice: Optional[Enum]) -> Optional[str]:
+def value(choice: Enum | None) -> str | None:
     """The plain string of a choice (None stays None): ``f"{Layout.msd}"`` would read ``Layout.msd``."""
     return None if choice is None else str(choice.value)

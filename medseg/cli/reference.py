@@ -29,7 +29,15 @@ Every command also takes `--help`.
 
 def _escape(text: str) -> str:
     """Help text made safe for a Markdown table cell: no HTML tags, emphasis or cell breaks."""
-    for old, new in (("&", "&amp;"), ("<", "&lt;"), (">", "&gt;"), ("|", "\\|"), ("*", "\\*"), ("_", "\\_"), ("`", "\\`")):
+    for old, new in (
+        ("&", "&amp;"),
+        ("<", "&lt;"),
+        (">", "&gt;"),
+        ("|", "\\|"),
+        ("*", "\\*"),
+        ("_", "\\_"),
+        ("`", "\\`"),
+    ):
         text = text.replace(old, new)
     return " ".join(text.split())
 

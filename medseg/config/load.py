@@ -9,7 +9,7 @@ lists the valid ones.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -36,13 +36,15 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
     for i, part in enumerate(parts[:-1]):
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise MedsegError(f"--set {clip(assignment)}: {clip(part)} is a value, not a section; "
-                              f"set the value itself: --set {shorten('.'.join(parts[:i + 1]), 120)}=VALUE")
+            raise MedsegError(
+                f"--set {clip(assignment)}: {clip(part)} is a value, not a section; "
+                f"set the value itself: --set {shorten('.'.join(parts[: i + 1]), 120)}=VALUE"
+            )
         node = child
     node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
 
 
-def _model_for(path: tuple[Any, ...]) -> Optional[type[BaseModel]]:
+def _model_for(path: tuple[Any, ...]) -> type[BaseModel] | None:
     model: Any = ExperimentConfig
     for part in path:
         field = model.model_fields.get(str(part)) if isinstance(model, type) else None
@@ -71,7 +73,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         else:
             lines.append(f"{source}: {key}: {shorten(item['msg'], 300)} (got {clip(item.get('input'))})")
     if len(items) > MAX_PROBLEM_LINES:
-        lines.append(f"{source}: {len(items) - MAX_PROBLEM_LINES} more problem(s) not shown; fix the ones above and run again")
+        lines.append(
+            f"{source}: {len(items) - MAX_PROBLEM_LINES} more problem(s) not shown; fix the ones above and run again"
+        )
     return "\n".join(lines)
 
 
@@ -117,8 +121,10 @@ def _read_yaml(path: Path) -> Any:
         with path.open("rb") as fh:
             data = fh.read(MAX_CONFIG_BYTES + 1)
         if len(data) > MAX_CONFIG_BYTES:
-            raise MedsegError(f"{path}: is larger than {MAX_CONFIG_BYTES // 1000} kB, not an experiment config; "
-                              "pass the path of a YAML file such as configs/demo.yaml")
+            raise MedsegError(
+                f"{path}: is larger than {MAX_CONFIG_BYTES // 1000} kB, not an experiment config; "
+                "pass the path of a YAML file such as configs/demo.yaml"
+            )
         return yaml.safe_load(data.decode("utf-8")) or {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise yaml_syntax_error(path, exc) from None

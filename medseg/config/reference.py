@@ -71,8 +71,14 @@ def reference() -> str:
     out = []
     for name, section in ExperimentConfig.model_fields.items():
         model = section.annotation
-        out += [f"## `{name}`", "", _text(model.__doc__.strip().splitlines()[0]), "",
-                "| key | type | default | meaning |", "|---|---|---|---|"]
+        out += [
+            f"## `{name}`",
+            "",
+            _text(model.__doc__.strip().splitlines()[0]),
+            "",
+            "| key | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
         for key, field in model.model_fields.items():
             out.append(f"| `{name}.{key}` | {_type(field)} | {_default(field)} | {_text(field.description or '')} |")
         out.append("")

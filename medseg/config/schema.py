@@ -9,9 +9,8 @@ lists the valid ones.
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -30,31 +29,88 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the cases are, which channels and label values are used, how they are split and cached."""
 
-    dataset: Path = Field(description="Dataset folder (MSD or nnU-Net raw, with dataset.json; or the root of a pattern layout) or a case list (.csv/.yaml). $VARS are expanded.")
-    layout: Literal["auto", "msd", "nnunet", "list", "pattern"] = Field("auto", description="auto = list for .csv/.yaml, nnunet when dataset.json has channel_names + file_ending, else msd.")
-    channels: Optional[tuple[str, ...]] = Field(None, description="pattern layout: one glob per channel with {case} (e.g. '*/{case}/Flair.nii.gz'); other layouts: channel names to use, in order (null = all).")
-    label: Optional[str] = Field(None, description="pattern layout: glob of the label file with {case}.")
-    lesion_labels: Optional[tuple[int, ...]] = Field(None, description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are background; null = every non-zero value.")
-    lesion_classes: Optional[dict[str, tuple[int, ...]]] = Field(None, description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, 2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.")
-    exclude_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids never used (e.g. a held-out test set in the same folder).")
-    allow_outside: bool = Field(False, description="Accept case files outside the dataset folder (absolute or '..' paths in a case list, pattern globs or MSD entries leading elsewhere); false = such a path is a problem 'medseg check' names.")
-    val_cases: Optional[tuple[str, ...]] = Field(None, description="Case ids used for validation; null = a seeded random val_fraction.")
-    group_pattern: Optional[str] = Field(None, description="Regular expression whose match in the case id (its first group if it has one) names the case's group, e.g. the patient of several time points: '^(P\\d+)_'. Folds and random splits keep a group together; null = every case its own group.")
+    dataset: Path = Field(
+        description="Dataset folder (MSD or nnU-Net raw, with dataset.json; or the root of a pattern layout) or a "
+        "case list (.csv/.yaml). $VARS are expanded."
+    )
+    layout: Literal["auto", "msd", "nnunet", "list", "pattern"] = Field(
+        "auto",
+        description="auto = list for .csv/.yaml, nnunet when dataset.json has channel_names + file_ending, else msd.",
+    )
+    channels: tuple[str, ...] | None = Field(
+        None,
+        description="pattern layout: one glob per channel with {case} (e.g. '*/{case}/Flair.nii.gz'); other layouts: "
+        "channel names to use, in order (null = all).",
+    )
+    label: str | None = Field(None, description="pattern layout: glob of the label file with {case}.")
+    lesion_labels: tuple[int, ...] | None = Field(
+        None,
+        description="Label values that are lesion (e.g. BraTS [1, 2, 3, 4] = whole tumour); the others are "
+        "background; null = every non-zero value.",
+    )
+    lesion_classes: dict[str, tuple[int, ...]] | None = Field(
+        None,
+        description="Several lesion classes, one network output each (sigmoid, may overlap), e.g. {whole_tumour: [1, "
+        "2, 3, 4], tumour_core: [1, 3, 4], enhancing: [4]}; instead of lesion_labels.",
+    )
+    exclude_cases: tuple[str, ...] | None = Field(
+        None, description="Case ids never used (e.g. a held-out test set in the same folder)."
+    )
+    allow_outside: bool = Field(
+        False,
+        description="Accept case files outside the dataset folder (absolute or '..' paths in a case list, pattern "
+        "globs or MSD entries leading elsewhere); false = such a path is a problem 'medseg check' names.",
+    )
+    val_cases: tuple[str, ...] | None = Field(
+        None, description="Case ids used for validation; null = a seeded random val_fraction."
+    )
+    group_pattern: str | None = Field(
+        None,
+        description="Regular expression whose match in the case id (its first group if it has one) names the case's "
+        "group, e.g. the patient of several time points: '^(P\\d+)_'. Folds and random splits keep a "
+        "group together; null = every case its own group.",
+    )
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of training cases held out for validation.")
-    plan: Optional[Path] = Field(None, description="plan.yaml from 'medseg plan'; null = plan the dataset at the start of training. Keys set in this config win over the plan.")
+    plan: Path | None = Field(
+        None,
+        description="plan.yaml from 'medseg plan'; null = plan the dataset at the start of training. Keys set in "
+        "this config win over the plan.",
+    )
     cache_rate: float = Field(1.0, ge=0, le=1, description="Share of preprocessed cases kept in memory.")
-    cache_dir: Optional[Path] = Field(None, description="Folder for a disk cache of preprocessed cases (MONAI PersistentDataset), reused across runs; null = memory (CacheDataset).")
+    cache_dir: Path | None = Field(
+        None,
+        description="Folder for a disk cache of preprocessed cases (MONAI PersistentDataset), reused across runs; "
+        "null = memory (CacheDataset).",
+    )
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes (0 = main process).")
-    thread_loader: bool = Field(False, description="MONAI ThreadDataLoader: prepare the next batch in a background thread (GPU training with cached data).")
+    thread_loader: bool = Field(
+        False,
+        description="MONAI ThreadDataLoader: prepare the next batch in a background thread (GPU training with cached "
+        "data).",
+    )
 
 
 class PreprocessConfig(Section):
     """Deterministic preprocessing shared by training, validation and predict."""
 
-    target_spacing: Optional[Triple] = Field(None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing.")
-    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] = Field("zscore_nonzero", description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / std), none.")
-    background: Literal["zero", "min"] = Field("zero", description="Which voxels are outside the body: zero, or min (each channel's minimum, for scans already z-scored with a constant background); they are cropped away and left out of z-scoring.")
-    ct_stats: Optional[tuple[tuple[float, float, float, float], ...]] = Field(None, description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the foreground).")
+    target_spacing: Triple | None = Field(
+        None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing."
+    )
+    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] = Field(
+        "zscore_nonzero",
+        description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / "
+        "std), none.",
+    )
+    background: Literal["zero", "min"] = Field(
+        "zero",
+        description="Which voxels are outside the body: zero, or min (each channel's minimum, for scans already "
+        "z-scored with a constant background); they are cropped away and left out of z-scoring.",
+    )
+    ct_stats: tuple[tuple[float, float, float, float], ...] | None = Field(
+        None,
+        description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the "
+        "foreground).",
+    )
 
 
 class SamplingConfig(Section):
@@ -62,14 +118,24 @@ class SamplingConfig(Section):
 
     patch_size: IntTriple = Field((64, 64, 32), description="Patch size in voxels (x, y, z).")
     samples_per_volume: int = Field(2, gt=0, description="Patches drawn from each loaded volume per step.")
-    strategy: Literal["lesion", "voxel"] = Field("lesion", description="lesion: pick a lesion uniformly, then a voxel in it; voxel: a lesion voxel uniformly (MONAI RandCropByPosNegLabeld).")
+    strategy: Literal["lesion", "voxel"] = Field(
+        "lesion",
+        description="lesion: pick a lesion uniformly, then a voxel in it; voxel: a lesion voxel uniformly (MONAI "
+        "RandCropByPosNegLabeld).",
+    )
     size_power: float = Field(0.0, ge=0, description="lesion strategy: weight lesions by size^-p (0 = uniform).")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion.")
     flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
-    intensity_prob: float = Field(0.0, ge=0, le=1, description="Probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS recipe); helps across scanners.")
+    intensity_prob: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS recipe); "
+        "helps across scanners.",
+    )
 
     @model_validator(mode="after")
-    def _positive_patch(self) -> "SamplingConfig":
+    def _positive_patch(self) -> SamplingConfig:
         if min(self.patch_size) <= 0:
             raise ValueError(f"patch_size must be positive in every axis, got {list(self.patch_size)}")
         return self
@@ -85,22 +151,34 @@ class AugmentConfig(Section):
     mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
     """
 
-    preset: Literal["none", "light", "nnunet"] = Field("light", description="none, light (flips + intensity jitter, as before) or nnunet.")
-    rotate_prob: Optional[float] = Field(None, ge=0, le=1, description="Random rotation (nnunet: 0.2).")
+    preset: Literal["none", "light", "nnunet"] = Field(
+        "light", description="none, light (flips + intensity jitter, as before) or nnunet."
+    )
+    rotate_prob: float | None = Field(None, ge=0, le=1, description="Random rotation (nnunet: 0.2).")
     rotate_deg: float = Field(30.0, ge=0, le=180, description="Rotation range, +- degrees about each axis.")
-    scale_prob: Optional[float] = Field(None, ge=0, le=1, description="Random scaling (nnunet: 0.2).")
+    scale_prob: float | None = Field(None, ge=0, le=1, description="Random scaling (nnunet: 0.2).")
     scale_range: tuple[float, float] = Field((0.7, 1.4), description="Scale factors (nnU-Net's 0.7-1.4).")
-    elastic_prob: Optional[float] = Field(None, ge=0, le=1, description="Elastic deformation (nnunet: 0, off).")
-    noise_prob: Optional[float] = Field(None, ge=0, le=1, description="Gaussian noise, variance up to 0.1 (nnunet: 0.1).")
-    blur_prob: Optional[float] = Field(None, ge=0, le=1, description="Gaussian blur, sigma 0.5-1 voxel (nnunet: 0.2).")
-    brightness_prob: Optional[float] = Field(None, ge=0, le=1, description="Multiplicative brightness x0.75-1.25 (nnunet: 0.15).")
-    contrast_prob: Optional[float] = Field(None, ge=0, le=1, description="Contrast x0.75-1.25 about the mean, range kept (nnunet: 0.15).")
-    lowres_prob: Optional[float] = Field(None, ge=0, le=1, description="Simulated low resolution, zoom 0.5-1 (nnunet: 0.25).")
-    gamma_prob: Optional[float] = Field(None, ge=0, le=1, description="Gamma 0.7-1.5, statistics kept (nnunet: 0.3, plus 0.1 on the inverted image).")
-    mirror_prob: Optional[float] = Field(None, ge=0, le=1, description="Flip along each axis (light: sampling.flip_prob; nnunet: 0.5).")
+    elastic_prob: float | None = Field(None, ge=0, le=1, description="Elastic deformation (nnunet: 0, off).")
+    noise_prob: float | None = Field(None, ge=0, le=1, description="Gaussian noise, variance up to 0.1 (nnunet: 0.1).")
+    blur_prob: float | None = Field(None, ge=0, le=1, description="Gaussian blur, sigma 0.5-1 voxel (nnunet: 0.2).")
+    brightness_prob: float | None = Field(
+        None, ge=0, le=1, description="Multiplicative brightness x0.75-1.25 (nnunet: 0.15)."
+    )
+    contrast_prob: float | None = Field(
+        None, ge=0, le=1, description="Contrast x0.75-1.25 about the mean, range kept (nnunet: 0.15)."
+    )
+    lowres_prob: float | None = Field(
+        None, ge=0, le=1, description="Simulated low resolution, zoom 0.5-1 (nnunet: 0.25)."
+    )
+    gamma_prob: float | None = Field(
+        None, ge=0, le=1, description="Gamma 0.7-1.5, statistics kept (nnunet: 0.3, plus 0.1 on the inverted image)."
+    )
+    mirror_prob: float | None = Field(
+        None, ge=0, le=1, description="Flip along each axis (light: sampling.flip_prob; nnunet: 0.5)."
+    )
 
     @model_validator(mode="after")
-    def _ordered_scale(self) -> "AugmentConfig":
+    def _ordered_scale(self) -> AugmentConfig:
         if not 0 < self.scale_range[0] <= self.scale_range[1]:
             raise ValueError(f"scale_range must be [low, high] with 0 < low <= high, got {list(self.scale_range)}")
         return self
@@ -109,13 +187,33 @@ class AugmentConfig(Section):
 class ModelConfig(Section):
     """Network choice (see :mod:`medseg.nn.registry`)."""
 
-    name: str = Field("unet", description="Network: unet (MONAI UNet), dynunet (MONAI DynUNet, nnU-Net's topology planned from spacing and patch), segresnet (MONAI SegResNetDS, the BraTS 2018 winner's design).")
-    channels: tuple[int, ...] = Field((16, 32, 64, 128), description="Feature maps per level (dynunet: the first sets the width, doubled per level up to 320; segresnet: the first is init_filters and the count the depth).")
+    name: str = Field(
+        "unet",
+        description="Network: unet (MONAI UNet), dynunet (MONAI DynUNet, nnU-Net's topology planned from spacing and "
+        "patch), segresnet (MONAI SegResNetDS, the BraTS 2018 winner's design).",
+    )
+    channels: tuple[int, ...] = Field(
+        (16, 32, 64, 128),
+        description="Feature maps per level (dynunet: the first sets the width, doubled per level up to 320; "
+        "segresnet: the first is init_filters and the count the depth).",
+    )
     strides: tuple[int, ...] = Field((2, 2, 2), description="unet: down-sampling stride between levels.")
-    kernel_sizes: Optional[tuple[IntTriple, ...]] = Field(None, description="dynunet: kernel per level (x, y, z); null = planned (medseg plan shows it).")
-    level_strides: Optional[tuple[IntTriple, ...]] = Field(None, description="dynunet: stride per level (x, y, z), the first [1, 1, 1]; null = planned: halve an axis while its spacing is within 2x of the finest and its size >= 8.")
-    deep_supervision: bool = Field(False, description="dynunet/segresnet: extra outputs at 1/2, 1/4, ... resolution, trained on downsampled targets with nnU-Net's weights (1/2^i, the lowest 0).")
-    ds_heads: int = Field(2, ge=1, description="dynunet/segresnet with deep_supervision: number of extra low-resolution outputs.")
+    kernel_sizes: tuple[IntTriple, ...] | None = Field(
+        None, description="dynunet: kernel per level (x, y, z); null = planned (medseg plan shows it)."
+    )
+    level_strides: tuple[IntTriple, ...] | None = Field(
+        None,
+        description="dynunet: stride per level (x, y, z), the first [1, 1, 1]; null = planned: halve an axis while "
+        "its spacing is within 2x of the finest and its size >= 8.",
+    )
+    deep_supervision: bool = Field(
+        False,
+        description="dynunet/segresnet: extra outputs at 1/2, 1/4, ... resolution, trained on downsampled targets "
+        "with nnU-Net's weights (1/2^i, the lowest 0).",
+    )
+    ds_heads: int = Field(
+        2, ge=1, description="dynunet/segresnet with deep_supervision: number of extra low-resolution outputs."
+    )
     num_res_units: int = Field(1, ge=0, description="Residual units per block.")
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout probability.")
     norm: Literal["instance", "batch"] = Field("instance", description="Normalisation layer.")
@@ -126,14 +224,16 @@ class LossConfig(Section):
 
     name: str = Field("focal_dice", description="focal_dice, focal_dice_blob, dice, focal, bce_dice (= ce_dice).")
     gamma: float = Field(2.0, ge=0, description="Focal exponent.")
-    alpha: Optional[float] = Field(0.25, ge=0, le=1, description="Focal weight of positives; null = none.")
+    alpha: float | None = Field(0.25, ge=0, le=1, description="Focal weight of positives; null = none.")
     w_focal: float = Field(1.0, ge=0, description="Weight of the focal (or BCE) term.")
     w_dice: float = Field(1.0, ge=0, description="Weight of the Dice term.")
     batch_dice: bool = Field(True, description="Dice over the whole batch (True) or per sample (False).")
     smooth_nr: float = Field(0.0, ge=0, description="Dice numerator smoothing.")
     smooth_dr: float = Field(1e-5, gt=0, description="Dice denominator smoothing.")
     squared_pred: bool = Field(False, description="Squared terms in the Dice denominator.")
-    blob_weight: float = Field(0.0, ge=0, description="Weight of the per-lesion (blob) term added to the loss; focal_dice_blob with 0 uses 1.")
+    blob_weight: float = Field(
+        0.0, ge=0, description="Weight of the per-lesion (blob) term added to the loss; focal_dice_blob with 0 uses 1."
+    )
 
 
 def blob_weight(loss: LossConfig) -> float:
@@ -156,58 +256,111 @@ class TrainConfig(Section):
     """Training loop settings."""
 
     epochs: int = Field(50, gt=0, description="Passes over the training cases (at most, with max_minutes).")
-    max_minutes: Optional[float] = Field(None, gt=0, description="Wall-clock budget: the epochs that fit (estimated from those done, re-estimated every epoch), the learning-rate schedule stretched to end there, a final validation; null = run all epochs.")
+    max_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="Wall-clock budget: the epochs that fit (estimated from those done, re-estimated every epoch), "
+        "the learning-rate schedule stretched to end there, a final validation; null = run all epochs.",
+    )
     batch_size: int = Field(2, gt=0, description="Volumes per step (each gives samples_per_volume patches).")
     val_every: int = Field(5, gt=0, description="Validate every N epochs (and after the last).")
-    select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field("val_lesion_f1", description="Metric that picks the best checkpoint.")
+    select_metric: Literal["val_lesion_f1", "val_lesion_recall", "val_dice"] = Field(
+        "val_lesion_f1", description="Metric that picks the best checkpoint."
+    )
     seed: int = Field(0, description="Seed for python, numpy and torch.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
-    checkpoint_every_steps: Optional[int] = Field(100, gt=0, description="Also write last.pt (with everything to resume) every N steps inside an epoch; it is always written at each epoch end. null = epoch ends only.")
-    amp: Literal["auto", "bf16", "fp16", "off"] = Field("auto", description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; float32 on CPU.")
-    compile: bool = Field(False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more).")
-    channels_last: bool = Field(False, description="channels_last_3d memory format for network and inputs (can help cuDNN on GPUs; measure).")
-    grad_clip: Optional[float] = Field(None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping.")
-    max_nonfinite_steps: int = Field(5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training.")
-    early_stop_patience: Optional[int] = Field(None, gt=0, description="Stop after this many validations without a better select_metric; null = never.")
+    checkpoint_every_steps: int | None = Field(
+        100,
+        gt=0,
+        description="Also write last.pt (with everything to resume) every N steps inside an epoch; it is always "
+        "written at each epoch end. null = epoch ends only.",
+    )
+    amp: Literal["auto", "bf16", "fp16", "off"] = Field(
+        "auto",
+        description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; float32 on CPU.",
+    )
+    compile: bool = Field(
+        False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more)."
+    )
+    channels_last: bool = Field(
+        False, description="channels_last_3d memory format for network and inputs (can help cuDNN on GPUs; measure)."
+    )
+    grad_clip: float | None = Field(
+        None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping."
+    )
+    max_nonfinite_steps: int = Field(
+        5, gt=0, description="A NaN/Inf loss skips its step; this many in a row abort training."
+    )
+    early_stop_patience: int | None = Field(
+        None, gt=0, description="Stop after this many validations without a better select_metric; null = never."
+    )
     deterministic: bool = Field(False, description="Deterministic algorithms (reproducible, slower on GPU).")
-    output_dir: Path = Field(Path("runs"), description="Run folders are created here (relative to the working directory).")
+    output_dir: Path = Field(
+        Path("runs"), description="Run folders are created here (relative to the working directory)."
+    )
 
 
 class InferenceConfig(Section):
     """Sliding-window inference and the operating point."""
 
-    roi_size: Optional[IntTriple] = Field(None, description="Window size; null = sampling.patch_size.")
+    roi_size: IntTriple | None = Field(None, description="Window size; null = sampling.patch_size.")
     overlap: float = Field(0.5, ge=0, lt=1, description="Window overlap.")
     sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
     tta: bool = Field(False, description="Mirror test-time augmentation: mean logits over all 8 flips (8x the cost).")
-    amp: Literal["auto", "on", "off"] = Field("auto", description="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), off = float32.")
+    amp: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="bf16 autocast: auto = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), off = float32.",
+    )
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability threshold for the mask.")
     min_lesion_mm3: float = Field(0.0, ge=0, description="Predicted lesions smaller than this are dropped.")
-    fill_holes: bool = Field(False, description="Fill cavities enclosed by a predicted lesion (scipy binary_fill_holes, as MONAI FillHoles), before min_lesion_mm3: for lesions that are solid by definition (BraTS whole tumour).")
+    fill_holes: bool = Field(
+        False,
+        description="Fill cavities enclosed by a predicted lesion (scipy binary_fill_holes, as MONAI FillHoles), "
+        "before min_lesion_mm3: for lesions that are solid by definition (BraTS whole tumour).",
+    )
 
 
 class EvalConfig(Section):
     """Lesion matching rule used in validation and evaluation."""
 
     matching: Literal["overlap", "iou", "dsc"] = Field("overlap", description="Lesion matching rule.")
-    match_threshold: Optional[float] = Field(None, ge=0, le=1, description="iou/dsc threshold; null = 0.5 (iou), 0.1 (dsc).")
+    match_threshold: float | None = Field(
+        None, ge=0, le=1, description="iou/dsc threshold; null = 0.5 (iou), 0.1 (dsc)."
+    )
     connectivity: Literal[6, 18, 26] = Field(26, description="Voxel connectivity of a lesion.")
-    one_to_one: bool = Field(False, description="Match each lesion to at most one lesion (Hungarian on IoU, as panoptica and picai_eval) instead of many-to-one.")
+    one_to_one: bool = Field(
+        False,
+        description="Match each lesion to at most one lesion (Hungarian on IoU, as panoptica and picai_eval) instead "
+        "of many-to-one.",
+    )
 
 
 class TrackingConfig(Section):
     """MLflow tracking."""
 
     enabled: bool = Field(True, description="Log to MLflow.")
-    uri: Optional[str] = Field(None, description="Tracking URI; null = $MLFLOW_TRACKING_URI, else the SQLite store runs/mlflow.db when train.output_dir is runs/<name> (one store for every shipped config), else <output_dir>/mlflow.db.")
+    uri: str | None = Field(
+        None,
+        description="Tracking URI; null = $MLFLOW_TRACKING_URI, else the SQLite store runs/mlflow.db when "
+        "train.output_dir is runs/<name> (one store for every shipped config), else "
+        "<output_dir>/mlflow.db.",
+    )
     experiment: str = Field("medseg", description="Experiment name.")
-    register_model: Optional[str] = Field(None, description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).")
-    run_name: Optional[str] = Field(None, description="MLflow run name; null = <network>-<loss>-<sampling>-s<seed> (e.g. unet-focal_dice-lesion-s0).")
-    parent_run_id: Optional[str] = Field(None, description="Nest this run under that MLflow run (an ablation's or a cross-validation's parent run).")
+    register_model: str | None = Field(
+        None,
+        description="Register best.pt in the MLflow model registry under this name (predict models:/NAME/VERSION).",
+    )
+    run_name: str | None = Field(
+        None,
+        description="MLflow run name; null = <network>-<loss>-<sampling>-s<seed> (e.g. unet-focal_dice-lesion-s0).",
+    )
+    parent_run_id: str | None = Field(
+        None, description="Nest this run under that MLflow run (an ablation's or a cross-validation's parent run)."
+    )
 
 
-def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ...]]]]:
+def lesion_classes(data: DataConfig) -> list[tuple[str, tuple[int, ...] | None]]:
     """(name, label values) per network output: ``data.lesion_classes``, else one class
     ``lesion`` made of ``data.lesion_labels`` (None = every non-zero value)."""
     if data.lesion_classes:
@@ -215,7 +368,7 @@ def lesion_classes(data: "DataConfig") -> list[tuple[str, Optional[tuple[int, ..
     return [("lesion", data.lesion_labels)]
 
 
-def all_lesion_values(data: "DataConfig") -> Optional[tuple[int, ...]]:
+def all_lesion_values(data: DataConfig) -> tuple[int, ...] | None:
     """Every label value that is lesion in some class (None = every non-zero value)."""
     if data.lesion_classes:
         return tuple(sorted({v for values in data.lesion_classes.values() for v in values}))
@@ -238,18 +391,24 @@ class ExperimentConfig(Section):
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")
-    def _classes(self) -> "ExperimentConfig":
+    def _classes(self) -> ExperimentConfig:
         classes = self.data.lesion_classes
         if classes is not None:
             if self.data.lesion_labels:
-                raise ValueError("data.lesion_labels and data.lesion_classes: set one of them (lesion_classes for several outputs)")
+                raise ValueError(
+                    "data.lesion_labels and data.lesion_classes: set one of them (lesion_classes for several outputs)"
+                )
             if not classes or any(not values for values in classes.values()):
                 raise ValueError("data.lesion_classes: give each class a non-empty list of label values")
             bad = [name for name in classes if not name.replace("_", "").isalnum()]
             if bad:
-                raise ValueError(f"data.lesion_classes: class name {bad[0]!r} must be letters, digits and _ (it names output files)")
+                raise ValueError(
+                    f"data.lesion_classes: class name {bad[0]!r} must be letters, digits and _ (it names output files)"
+                )
             if len(classes) > 1 and self.sampling.strategy == "voxel":
-                raise ValueError("sampling.strategy 'voxel' samples one label channel; use 'lesion' with several lesion_classes")
+                raise ValueError(
+                    "sampling.strategy 'voxel' samples one label channel; use 'lesion' with several lesion_classes"
+                )
         return self
 
 
@@ -269,6 +428,6 @@ def min_input_multiple(cfg: ModelConfig) -> int:
     return max(input_multiples(cfg))
 
 
-def run_name(cfg: "ExperimentConfig") -> str:
+def run_name(cfg: ExperimentConfig) -> str:
     """``tracking.run_name``, else ``<network>-<loss>-<sampling>-s<seed>``."""
     return cfg.tracking.run_name or f"{cfg.model.name}-{cfg.loss.name}-{cfg.sampling.strategy}-s{cfg.train.seed}"

@@ -1,11 +1,10 @@
-"""A case: its image files (one per channel) and label; MONAI data dicts of cases.
-"""
+"""A case: its image files (one per channel) and label; MONAI data dicts of cases."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -43,9 +42,15 @@ def check_pair(case: Case, atol: float = 1e-3) -> None:
     ishape, iaff = read_geometry(case.image)
     lshape, laff = read_geometry(case.label)
     if tuple(ishape[:3]) != tuple(lshape[:3]):
-        raise MedsegError(f"{case.label}: label shape {lshape} differs from image shape {ishape} ({case.image.name}); use the label made for this image")
+        raise MedsegError(
+            f"{case.label}: label shape {lshape} differs from image shape {ishape} ({case.image.name}); use the "
+            "label made for this image"
+        )
     if not np.allclose(iaff, laff, atol=atol):
-        raise MedsegError(f"{case.label}: label affine differs from the image's ({case.image.name}) by more than {atol} mm; resample the label onto the image grid (nearest neighbour)")
+        raise MedsegError(
+            f"{case.label}: label affine differs from the image's ({case.image.name}) by more than {atol} mm; "
+            "resample the label onto the image grid (nearest neighbour)"
+        )
 
 
 def image_entry(images: Sequence[Path]) -> str | list[str]:

@@ -22,8 +22,9 @@ in the keys a config leaves unset, so any part of the plan can be overridden.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -48,7 +49,7 @@ PLAN_FILE = "plan.yaml"  # the file `medseg plan --out DIR` writes into DIR
 PLANNED = {"preprocess": ("target_spacing", "normalize", "ct_stats"), "sampling": ("patch_size",)}
 
 
-def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.random.Generator) -> dict[str, Any]:
+def _case_stats(case: Case, lesion_labels: Sequence[int] | None, rng: np.random.Generator) -> dict[str, Any]:
     channels = []
     affine = None
     for path in case.images:
@@ -64,8 +65,12 @@ def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.rand
         shape = np.array([idx[a].max() - idx[a].min() + 1 for a in range(3)])[order]
     else:
         shape = np.array(channels[0].shape[:3])[order]
-    out: dict[str, Any] = {"spacing": spacing, "shape": shape, "samples": [np.zeros(0, np.float32)] * len(channels),
-                           "lesions_mm3": []}
+    out: dict[str, Any] = {
+        "spacing": spacing,
+        "shape": shape,
+        "samples": [np.zeros(0, np.float32)] * len(channels),
+        "lesions_mm3": [],
+    }
     if case.label is not None:
         label, _ = read_array(case.label)
         mask = lesion_mask(np.squeeze(label), lesion_labels)
@@ -80,16 +85,21 @@ def _case_stats(case: Case, lesion_labels: Optional[Sequence[int]], rng: np.rand
 
 
 def _summary(values: np.ndarray) -> dict[str, list[float]]:
-    return {k: [round(float(v), 4) for v in f(values, axis=0)] for k, f in (("median", np.median), ("min", np.min), ("max", np.max))}
+    return {
+        k: [round(float(v), 4) for v in f(values, axis=0)]
+        for k, f in (("median", np.median), ("min", np.min), ("max", np.max))
+    }
 
 
-def _quantiles(values: Sequence[float], names=("min", "p10", "median", "p90", "max"), qs=(0, 10, 50, 90, 100)) -> dict[str, float]:
+def _quantiles(
+    values: Sequence[float], names=("min", "p10", "median", "p90", "max"), qs=(0, 10, 50, 90, 100)
+) -> dict[str, float]:
     if len(values) == 0:
         return {}
     return {n: round(float(np.percentile(values, q)), 2) for n, q in zip(names, qs)}
 
 
-def fingerprint(ds: Dataset, lesion_labels: Optional[Sequence[int]] = None, seed: int = 0) -> dict[str, Any]:
+def fingerprint(ds: Dataset, lesion_labels: Sequence[int] | None = None, seed: int = 0) -> dict[str, Any]:
     """Statistics of every case of ``ds`` (see module docstring)."""
     if not ds.cases:
         raise MedsegError(f"{ds.root}: no cases to plan; run 'medseg check' on it")
@@ -100,10 +110,15 @@ def fingerprint(ds: Dataset, lesion_labels: Optional[Sequence[int]] = None, seed
     for c, name in enumerate(names):
         pooled = np.concatenate([s["samples"][c] for s in stats if c < len(s["samples"])])
         if pooled.size:
-            intensity[name] = {"mean": round(float(pooled.mean()), 4), "std": round(float(pooled.std()), 4),
-                               "p00_5": round(float(np.percentile(pooled, 0.5)), 4), "median": round(float(np.median(pooled)), 4),
-                               "p99_5": round(float(np.percentile(pooled, 99.5)), 4),
-                               "min": round(float(pooled.min()), 4), "max": round(float(pooled.max()), 4)}
+            intensity[name] = {
+                "mean": round(float(pooled.mean()), 4),
+                "std": round(float(pooled.std()), 4),
+                "p00_5": round(float(np.percentile(pooled, 0.5)), 4),
+                "median": round(float(np.median(pooled)), 4),
+                "p99_5": round(float(np.percentile(pooled, 99.5)), 4),
+                "min": round(float(pooled.min()), 4),
+                "max": round(float(pooled.max()), 4),
+            }
     counts = [len(s["lesions_mm3"]) for s in stats]
     volumes = [v for s in stats for v in s["lesions_mm3"]]
     return {
@@ -114,8 +129,12 @@ def fingerprint(ds: Dataset, lesion_labels: Optional[Sequence[int]] = None, seed
         "shape_cropped": _summary(np.array([s["shape"] for s in stats])),
         "median_shape_mm": [round(float(v), 1) for v in np.median([s["shape"] * s["spacing"] for s in stats], axis=0)],
         "intensity_in_lesions": intensity,
-        "lesions": {"total": len(volumes), "per_case": _quantiles(counts, ("min", "median", "max"), (0, 50, 100)),
-                    "cases_without": int(sum(1 for n in counts if n == 0)), "volume_mm3": _quantiles(volumes)},
+        "lesions": {
+            "total": len(volumes),
+            "per_case": _quantiles(counts, ("min", "median", "max"), (0, 50, 100)),
+            "cases_without": int(sum(1 for n in counts if n == 0)),
+            "volume_mm3": _quantiles(volumes),
+        },
     }
 
 
@@ -135,14 +154,22 @@ def training_memory_gb(patch: Sequence[int], channels: Sequence[int], batch: int
     in the encoder and decoder blocks (conv, norm, activation, residual); measured within a factor
     of ~1.5 on CPU for UNet 16-256."""
     voxels = float(np.prod(patch))
-    floats = sum(voxels / 8 ** level * ch for level, ch in enumerate(channels)) * 24 + voxels * in_channels * 4
+    floats = sum(voxels / 8**level * ch for level, ch in enumerate(channels)) * 24 + voxels * in_channels * 4
     return batch * floats * 4 / 1e9
 
 
-def patch_size(median_shape: Sequence[float], multiple: int, channels: Sequence[int], batch: int,
-               memory_gb: float, in_channels: int = 1, max_side: int = 192) -> list[int]:
+def patch_size(
+    median_shape: Sequence[float],
+    multiple: int,
+    channels: Sequence[int],
+    batch: int,
+    memory_gb: float,
+    in_channels: int = 1,
+    max_side: int = 192,
+) -> list[int]:
     """Largest patch (multiples of ``multiple``) no bigger than the median shape (rounded up) and
     ``max_side``, shrunk along the axis largest relative to the median shape until it fits."""
+
     def round_up(v: float) -> int:
         return max(multiple, int(math.ceil(v / multiple)) * multiple)
 
@@ -156,7 +183,9 @@ def patch_size(median_shape: Sequence[float], multiple: int, channels: Sequence[
     return patch
 
 
-def plan_topology(patch: Sequence[int], spacing: Sequence[float], max_downsamplings: int = 5) -> tuple[list[list[int]], list[list[int]]]:
+def plan_topology(
+    patch: Sequence[int], spacing: Sequence[float], max_downsamplings: int = 5
+) -> tuple[list[list[int]], list[list[int]]]:
     """nnU-Net's network topology for a patch (voxels) at a spacing (mm): (kernel sizes, strides)
     per level, the first stride [1, 1, 1]. An axis is halved while its spacing is within 2x of the
     finest axis and its size stays >= 4 (so anisotropic scans first pool in-plane only); an axis
@@ -188,14 +217,27 @@ def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb:
     if is_ct:
         stats = fp["intensity_in_lesions"]
         if len(stats) != len(fp["channels"]):
-            raise MedsegError("CT plan: no lesion voxels to take the intensity statistics from; set preprocess.ct_stats by hand")
+            raise MedsegError(
+                "CT plan: no lesion voxels to take the intensity statistics from; set preprocess.ct_stats by hand"
+            )
         preprocess["ct_stats"] = [[s["p00_5"], s["p99_5"], s["mean"], max(s["std"], 1e-3)] for s in stats.values()]
     kernels, strides = plan_topology(patch, spacing)
-    network = {"dynunet": {"kernel_sizes": kernels, "level_strides": strides,
-                           "filters": [min(model_cfg.channels[0] * 2 ** i, 320) for i in range(len(strides))]}}
-    return {"preprocess": preprocess, "sampling": {"patch_size": patch}, "network": network,
-            "estimated_training_memory_gb": round(training_memory_gb(patch, model_cfg.channels, batch, len(fp["channels"])), 2),
-            "memory_budget_gb": memory_gb}
+    network = {
+        "dynunet": {
+            "kernel_sizes": kernels,
+            "level_strides": strides,
+            "filters": [min(model_cfg.channels[0] * 2**i, 320) for i in range(len(strides))],
+        }
+    }
+    return {
+        "preprocess": preprocess,
+        "sampling": {"patch_size": patch},
+        "network": network,
+        "estimated_training_memory_gb": round(
+            training_memory_gb(patch, model_cfg.channels, batch, len(fp["channels"])), 2
+        ),
+        "memory_budget_gb": memory_gb,
+    }
 
 
 def apply_plan(cfg: ExperimentConfig, plan: dict[str, Any]) -> ExperimentConfig:
@@ -203,8 +245,11 @@ def apply_plan(cfg: ExperimentConfig, plan: dict[str, Any]) -> ExperimentConfig:
     updates = {}
     for section, keys in PLANNED.items():
         current = getattr(cfg, section)
-        values = {k: plan.get(section, {})[k] for k in keys
-                  if k in plan.get(section, {}) and (k not in current.model_fields_set or getattr(current, k) is None)}
+        values = {
+            k: plan.get(section, {})[k]
+            for k in keys
+            if k in plan.get(section, {}) and (k not in current.model_fields_set or getattr(current, k) is None)
+        }
         if values:
             updates[section] = type(current).model_validate({**current.model_dump(), **values})
     return cfg.model_copy(update=updates)
@@ -233,8 +278,10 @@ def write_plan(out: Path, fp: dict[str, Any], plan: dict[str, Any], source: str,
         MedsegError: ``<out>/plan.yaml`` is one of the files the plan was made from, or leaves ``out``.
     """
     path = OutputPlan(Path(out), inputs).claim(PLAN_FILE, "the plan")
-    text = (f"# medseg plan of {source}\n# Use it with data.plan: {path.name} (keys set in the config win).\n"
-            + yaml.safe_dump({"plan": plan, "fingerprint": fp}, sort_keys=False, default_flow_style=None))
+    text = (
+        f"# medseg plan of {source}\n# Use it with data.plan: {path.name} (keys set in the config win).\n"
+        + yaml.safe_dump({"plan": plan, "fingerprint": fp}, sort_keys=False, default_flow_style=None)
+    )
     write_text(text, path)
     return path
 
@@ -244,7 +291,9 @@ def read_plan(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(Path(path).read_text())
     except (OSError, yaml.YAMLError) as exc:
-        raise MedsegError(f"{path}: cannot read the plan ({exc}); rerun 'medseg plan DATASET --out {Path(path).parent}'") from None
+        raise MedsegError(
+            f"{path}: cannot read the plan ({exc}); rerun 'medseg plan DATASET --out {Path(path).parent}'"
+        ) from None
     if not isinstance(raw, dict) or not isinstance(raw.get("plan"), dict):
         raise MedsegError(f"{path}: not a medseg plan (no 'plan:' mapping); rerun 'medseg plan'")
     return raw["plan"]

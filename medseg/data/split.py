@@ -1,10 +1,9 @@
-"""Training/validation splits and the dataset's median spacing.
-"""
+"""Training/validation splits and the dataset's median spacing."""
 
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,7 +13,7 @@ from medseg.errors import MedsegError
 from medseg.io.geometry import ras_spacing, read_geometry
 
 
-def case_groups(cases: Sequence[Case], pattern: Optional[str]) -> list[str]:
+def case_groups(cases: Sequence[Case], pattern: str | None) -> list[str]:
     """The group of each case: the match of ``pattern`` in its id (the first group if the
     pattern has one), e.g. ``^(P\\d+)_`` -> ``P14`` for ``P14_T2``; the id itself without a
     pattern or a match.
@@ -27,7 +26,9 @@ def case_groups(cases: Sequence[Case], pattern: Optional[str]) -> list[str]:
     try:
         rx = re.compile(pattern)
     except re.error as exc:
-        raise MedsegError(f"data.group_pattern: {pattern!r} is not a regular expression ({exc}); e.g. '^(P\\d+)_'") from None
+        raise MedsegError(
+            f"data.group_pattern: {pattern!r} is not a regular expression ({exc}); e.g. '^(P\\d+)_'"
+        ) from None
     out = []
     for c in cases:
         m = rx.search(c.case_id)
@@ -35,8 +36,13 @@ def case_groups(cases: Sequence[Case], pattern: Optional[str]) -> list[str]:
     return out
 
 
-def split_cases(cases: Sequence[Case], val_fraction: float, seed: int,
-                val_ids: Optional[Sequence[str]] = None, group_pattern: Optional[str] = None) -> tuple[list[Case], list[Case]]:
+def split_cases(
+    cases: Sequence[Case],
+    val_fraction: float,
+    seed: int,
+    val_ids: Sequence[str] | None = None,
+    group_pattern: str | None = None,
+) -> tuple[list[Case], list[Case]]:
     """The named ``val_ids`` as validation, or shuffle the groups (:func:`case_groups`) with
     ``seed`` and hold out whole groups until ``round(n * val_fraction)`` (at least 1) cases.
 
@@ -49,7 +55,10 @@ def split_cases(cases: Sequence[Case], val_fraction: float, seed: int,
         known = {c.case_id for c in cases}
         unknown = [v for v in val_ids if v not in known]
         if unknown:
-            raise MedsegError(f"data.val_cases: {unknown[0]!r} is not a case of the dataset (cases: {', '.join(sorted(known)[:8])}...)")
+            raise MedsegError(
+                f"data.val_cases: {unknown[0]!r} is not a case of the dataset (cases: "
+                f"{', '.join(sorted(known)[:8])}...)"
+            )
         if len(set(val_ids)) >= len(cases):
             raise MedsegError("data.val_cases: names every case; leave at least one for training")
         return [c for c in cases if c.case_id not in val_ids], [c for c in cases if c.case_id in val_ids]
@@ -60,7 +69,9 @@ def split_cases(cases: Sequence[Case], val_fraction: float, seed: int,
     groups = case_groups(cases, group_pattern)
     names = sorted(set(groups))
     if len(names) < 2:
-        raise MedsegError(f"data.group_pattern: the {len(cases)} cases form {len(names)} group; a split needs at least 2")
+        raise MedsegError(
+            f"data.group_pattern: the {len(cases)} cases form {len(names)} group; a split needs at least 2"
+        )
     held: set[str] = set()
     for i in np.random.default_rng(seed).permutation(len(names)):
         if sum(g in held for g in groups) >= want or len(held) == len(names) - 1:
@@ -75,7 +86,7 @@ def run_split(cases: Sequence[Case], cfg: ExperimentConfig) -> tuple[list[Case],
     return split_cases(cases, cfg.data.val_fraction, cfg.train.seed, cfg.data.val_cases, cfg.data.group_pattern)
 
 
-def fold_splits(cases: Sequence[Case], folds: int, seed: int, group_pattern: Optional[str] = None) -> list[list[str]]:
+def fold_splits(cases: Sequence[Case], folds: int, seed: int, group_pattern: str | None = None) -> list[list[str]]:
     """Validation case ids of each of ``folds`` folds: whole groups (:func:`case_groups`) dealt,
     largest first after a seeded shuffle, to the fold with the fewest cases so far. Every case is
     validated exactly once; a group never spans two folds.

@@ -62,8 +62,10 @@ def oblique_affine(rng: np.random.Generator, spacing: tuple[float, float, float]
 
 def _grid_mm(shape: tuple[int, ...], spacing: tuple[float, float, float]) -> list[np.ndarray]:
     """Voxel-centre coordinates in mm relative to the volume centre, one sparse array per axis."""
-    return [((np.arange(n) - (n - 1) / 2.0) * s).reshape([-1 if i == a else 1 for i in range(3)])
-            for a, (n, s) in enumerate(zip(shape, spacing))]
+    return [
+        ((np.arange(n) - (n - 1) / 2.0) * s).reshape([-1 if i == a else 1 for i in range(3)])
+        for a, (n, s) in enumerate(zip(shape, spacing))
+    ]
 
 
 def _ellipsoid(grid: list[np.ndarray], centre: np.ndarray, radii: np.ndarray) -> np.ndarray:
@@ -103,8 +105,12 @@ def _lesion_blob(rng: np.random.Generator, grid: list[np.ndarray], centre: np.nd
     return dist <= 1.0 + 0.18 * np.clip(wobble, -1.5, 1.5)
 
 
-def make_case(rng: np.random.Generator, shape: tuple[int, int, int] = SHAPE,
-              spacing: tuple[float, float, float] = SPACING, n_lesions: int | None = None) -> SynthCase:
+def make_case(
+    rng: np.random.Generator,
+    shape: tuple[int, int, int] = SHAPE,
+    spacing: tuple[float, float, float] = SPACING,
+    n_lesions: int | None = None,
+) -> SynthCase:
     """Draw one synthetic case (see module docstring). ``n_lesions=None`` draws 0-8."""
     grid = _grid_mm(shape, spacing)
     extent = np.array(shape) * np.array(spacing) / 2.0
@@ -164,8 +170,14 @@ def refuse_foreign_folder(out: Path) -> None:
         raise MedsegError(f"{out}: already holds files that 'medseg synth' did not write; pick an empty or new folder")
 
 
-def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 0,
-                  shape: tuple[int, int, int] = SHAPE, spacing: tuple[float, float, float] = SPACING) -> Path:
+def write_dataset(
+    out: Path | str,
+    cases: int,
+    seed: int = 0,
+    test_cases: int = 0,
+    shape: tuple[int, int, int] = SHAPE,
+    spacing: tuple[float, float, float] = SPACING,
+) -> Path:
     """Write ``cases`` training cases (imagesTr/labelsTr) and ``test_cases`` held-out ones
     (imagesTs/labelsTs) plus ``dataset.json``. Case ``i`` depends only on ``(seed, i)``.
 
@@ -186,10 +198,15 @@ def write_dataset(out: Path | str, cases: int, seed: int = 0, test_cases: int = 
             _save(case.label, case.affine, out / f"labels{sub}" / name)
             entries[split].append({"image": f"./images{sub}/{name}", "label": f"./labels{sub}/{name}"})
     meta = {
-        "name": SYNTH_NAME, "description": f"Synthetic MRI-like lesions (seed {seed})",
-        "tensorImageSize": "3D", "modality": {"0": "MRI"}, "labels": {"0": "background", "1": "lesion"},
-        "numTraining": cases, "numTest": test_cases,
-        "training": entries["training"], "test": [e["image"] for e in entries["test"]],
+        "name": SYNTH_NAME,
+        "description": f"Synthetic MRI-like lesions (seed {seed})",
+        "tensorImageSize": "3D",
+        "modality": {"0": "MRI"},
+        "labels": {"0": "background", "1": "lesion"},
+        "numTraining": cases,
+        "numTest": test_cases,
+        "training": entries["training"],
+        "test": [e["image"] for e in entries["test"]],
         "test_labeled": entries["test"],  # medseg extension: held-back cases with their labels
     }
     path = out / "dataset.json"

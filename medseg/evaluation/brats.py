@@ -57,15 +57,19 @@ PROTOCOLS = {
 
 def merged_gt_lesions(ref: np.ndarray, dilation: int) -> tuple[np.ndarray, int]:
     """GT lesions merged by dilation (step 1): (labels int32 (X, Y, Z), count)."""
-    grown = ndimage.binary_dilation(ref.astype(bool), structure(18), iterations=dilation) if dilation else ref.astype(bool)
+    grown = (
+        ndimage.binary_dilation(ref.astype(bool), structure(18), iterations=dilation) if dilation else ref.astype(bool)
+    )
     labels, n = label_lesions(grown, 26)
     return np.where(ref.astype(bool), labels, 0).astype(np.int32), n
 
 
 def _union_box(boxes: list[tuple[slice, ...]], margin: int, shape: tuple[int, ...]) -> tuple[slice, ...]:
     """The smallest box holding every box of ``boxes``, grown by ``margin`` voxels (clipped to ``shape``)."""
-    return tuple(slice(max(min(b[a].start for b in boxes) - margin, 0), min(max(b[a].stop for b in boxes) + margin, shape[a]))
-                 for a in range(len(shape)))
+    return tuple(
+        slice(max(min(b[a].start for b in boxes) - margin, 0), min(max(b[a].stop for b in boxes) + margin, shape[a]))
+        for a in range(len(shape))
+    )
 
 
 @dataclass
@@ -78,8 +82,9 @@ class LesionScore:
     hd95_mm: float
 
 
-def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: int, spacing: np.ndarray,
-                     with_hd95: bool = True) -> list[LesionScore]:
+def score_gt_lesions(
+    p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: int, spacing: np.ndarray, with_hd95: bool = True
+) -> list[LesionScore]:
     """Steps 3 for every merged GT lesion ``1..n_g`` of ``g_lab`` against predicted lesions ``p_lab``
     (``with_hd95=False``: HD95 left NaN, for sweeps that rank by Dice only)."""
     voxel = float(np.prod(spacing))
@@ -97,13 +102,20 @@ def score_gt_lesions(p_lab: np.ndarray, g_lab: np.ndarray, n_g: int, dilation: i
         roi = _union_box([box, *(p_boxes[h - 1] for h in hits)], 1, g_lab.shape)
         gt_roi = g_lab[roi] == i + 1
         pred_roi = np.isin(p_lab[roi], hits) if hits else np.zeros_like(gt_roi)
-        scores.append(LesionScore(float(gt.sum()) * voxel, hits, dice(pred_roi, gt_roi),
-                                  hd95(pred_roi, gt_roi, spacing, HD95_PENALTY_MM) if with_hd95 else float("nan")))
+        scores.append(
+            LesionScore(
+                float(gt.sum()) * voxel,
+                hits,
+                dice(pred_roi, gt_roi),
+                hd95(pred_roi, gt_roi, spacing, HD95_PENALTY_MM) if with_hd95 else float("nan"),
+            )
+        )
     return scores
 
 
-def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol,
-               with_hd95: bool = True) -> tuple[dict, list[LesionScore], int, set[int]]:
+def brats_case(
+    pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol: BratsProtocol, with_hd95: bool = True
+) -> tuple[dict, list[LesionScore], int, set[int]]:
     """Lesion-wise scores of one scan (binary masks (X, Y, Z), spacing in mm; ``with_hd95=False``:
     the HD95 figures NaN).
 
@@ -119,8 +131,13 @@ def brats_case(pred: np.ndarray, ref: np.ndarray, spacing: np.ndarray, protocol:
     fp = n_p - len(tp_pred)
     kept = [s for s in scores if s.volume_mm3 > protocol.min_mm3]
     n = len(kept) + fp
-    row = {"lesionwise_dice": sum(s.dice for s in kept) / n if n else 1.0,
-           "lesionwise_hd95_mm": (sum(s.hd95_mm for s in kept) + HD95_PENALTY_MM * fp) / n if n else 0.0,
-           "gt_lesions": len(kept), "pred_lesions": n_p, "tp": sum(bool(s.hits) for s in kept),
-           "fn": sum(not s.hits for s in kept), "fp": fp}
+    row = {
+        "lesionwise_dice": sum(s.dice for s in kept) / n if n else 1.0,
+        "lesionwise_hd95_mm": (sum(s.hd95_mm for s in kept) + HD95_PENALTY_MM * fp) / n if n else 0.0,
+        "gt_lesions": len(kept),
+        "pred_lesions": n_p,
+        "tp": sum(bool(s.hits) for s in kept),
+        "fn": sum(not s.hits for s in kept),
+        "fp": fp,
+    }
     return row, scores, n_p, tp_pred

@@ -11,8 +11,9 @@ probability map, ``froc.png``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -33,9 +34,13 @@ if TYPE_CHECKING:  # for the hints only
 OUTPUT_FILES = {"cases": "cases.csv", "lesions": "lesions.csv", "summary": "summary.json", "froc": "froc.png"}
 
 
-def _pairs_from_cases(pred_dir: Path, cases: Sequence[Case], suffix: str = "") -> tuple[list[tuple[Path, Path]], list[str]]:
+def _pairs_from_cases(
+    pred_dir: Path, cases: Sequence[Case], suffix: str = ""
+) -> tuple[list[tuple[Path, Path]], list[str]]:
     """Reference labels of a dataset's cases, predictions named ``<case_id><suffix>.*``."""
-    preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
+    preds = (
+        {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)} if pred_dir.is_dir() else {}
+    )
     pairs, errors = [], []
     for case in cases:
         if case.label is None:
@@ -43,7 +48,10 @@ def _pairs_from_cases(pred_dir: Path, cases: Sequence[Case], suffix: str = "") -
         if case.case_id + suffix in preds:
             pairs.append((preds[case.case_id + suffix], case.label))
         else:
-            errors.append(f"{pred_dir / (case.case_id + suffix)}: no prediction for case {case.case_id}; run medseg predict --dataset on it")
+            errors.append(
+                f"{pred_dir / (case.case_id + suffix)}: no prediction for case {case.case_id}; run medseg predict "
+                "--dataset on it"
+            )
     return pairs, errors
 
 
@@ -53,7 +61,9 @@ def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list
         return [(pred_dir, ref_dir)], []
     for d in (pred_dir, ref_dir):
         if not d.is_dir():
-            raise MedsegError(f"{d}: not a folder; pass the folder of predicted masks and the folder of reference labels")
+            raise MedsegError(
+                f"{d}: not a folder; pass the folder of predicted masks and the folder of reference labels"
+            )
     preds = {strip_suffix(p): p for p in pred_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES)}
     refs = sorted(p for p in ref_dir.iterdir() if p.name.endswith(IMAGE_SUFFIXES))
     if not refs:
@@ -62,15 +72,23 @@ def _pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[Path, Path]], list
     for ref in refs:
         pred = preds.get(strip_suffix(ref))
         if pred is None:
-            errors.append(f"{ref}: no prediction named {strip_suffix(ref)}.* in {pred_dir}; run 'medseg predict' on its scan")
+            errors.append(
+                f"{ref}: no prediction named {strip_suffix(ref)}.* in {pred_dir}; run 'medseg predict' on its scan"
+            )
         else:
             pairs.append((pred, ref))
     return pairs, errors
 
 
-def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out: Path | str | None = None,
-                  opts: EvalOptions = EvalOptions(), cases: Sequence[Case] | None = None, suffix: str = "",
-                  group: str = "") -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
+def evaluate_dirs(
+    pred_dir: Path | str,
+    ref_dir: Path | str,
+    out: Path | str | None = None,
+    opts: EvalOptions = EvalOptions(),
+    cases: Sequence[Case] | None = None,
+    suffix: str = "",
+    group: str = "",
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name (or, with ``cases``,
     every case's label with the prediction ``<case_id><suffix>.*`` in ``pred_dir``; or, given
     two mask files, that one pair).
@@ -80,15 +98,24 @@ def evaluate_dirs(pred_dir: Path | str, ref_dir: Path | str, out: Path | str | N
         output folder ``out`` also writes ``cases.csv``, ``lesions.csv``, ``summary.json`` and
         ``froc.png`` into it (into ``out/<group>`` with a ``group``; see :func:`output_paths`).
     """
-    pairs, errors = _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
-    outputs = output_paths(out, [p for pair in pairs for p in (*pair, prob_path(pair[0]))], group) if out is not None else None
+    pairs, errors = (
+        _pairs_from_cases(Path(pred_dir), cases, suffix) if cases is not None else _pairs(Path(pred_dir), Path(ref_dir))
+    )
+    outputs = (
+        output_paths(out, [p for pair in pairs for p in (*pair, prob_path(pair[0]))], group)
+        if out is not None
+        else None
+    )
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
     for pred_path, ref_path in pairs:
         try:
             pred, p_aff = read_lesion_mask(pred_path)
             ref, r_aff = read_lesion_mask(ref_path, opts.lesion_labels)
             if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
-                raise MedsegError(f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on the reference's scan")
+                raise MedsegError(
+                    f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on "
+                    "the reference's scan"
+                )
         except MedsegError as err:
             errors.append(str(err))
             continue
@@ -120,9 +147,13 @@ def output_paths(out: Path | str, inputs: Sequence[Path], group: str = "") -> di
             leave ``out``.
     """
     plan = OutputPlan(Path(out), inputs)
-    return {kind: plan.claim(f"{group}/{name}" if group else name,
-                             f"evaluate's {kind} table" if kind != "froc" else "evaluate's FROC plot")
-            for kind, name in OUTPUT_FILES.items()}
+    return {
+        kind: plan.claim(
+            f"{group}/{name}" if group else name,
+            f"evaluate's {kind} table" if kind != "froc" else "evaluate's FROC plot",
+        )
+        for kind, name in OUTPUT_FILES.items()
+    }
 
 
 def prob_path(pred_path: Path) -> Path:

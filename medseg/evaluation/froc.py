@@ -2,10 +2,11 @@
 
 * Candidates: one per local peak of the probability map (peaks >= 0.05), by PI-CAI's dynamic extraction
   (as ``report_guided_annotation.extract_lesion_candidates``, the function picai_eval documents for
-  turning softmax maps into detection maps; re-implemented faster, see :func:`detection_map`): take the highest remaining probability ``m``, the
-  component of ``p >= m / 2.5`` around it is a candidate with confidence ``m``, remove it, repeat
-  (candidates touching an earlier one are dropped). So a blob of confident false positives that
-  merges into one region touching a lesion still gives one candidate per peak.
+  turning softmax maps into detection maps; re-implemented faster, see :func:`detection_map`):
+  take the highest remaining probability ``m``, the component of ``p >= m / 2.5`` around it is a
+  candidate with confidence ``m``, remove it, repeat (candidates touching an earlier one are
+  dropped). So a blob of confident false positives that merges into one region touching a lesion
+  still gives one candidate per peak.
 * A candidate hits a GT lesion when their IoU (or Dice) reaches ``min_overlap`` (0.1, picai's
   default). Candidates and lesions are paired one-to-one, most pairs first, then the largest total
   overlap (Hungarian algorithm); an unpaired GT lesion is missed; a candidate overlapping no GT
@@ -24,15 +25,14 @@ they agree with it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
 from medseg.lesions import label_lesions
-
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -45,7 +45,7 @@ class Scan:
     prob: np.ndarray
     ref: np.ndarray
     voxel_mm3: float
-    spacing: Optional[tuple[float, ...]] = None
+    spacing: tuple[float, ...] | None = None
 
     def axis_spacing(self) -> np.ndarray:
         """(3,) mm per array axis."""
@@ -69,7 +69,9 @@ def detection_map(prob: np.ndarray, max_candidates: int = 50, floor: float = 0.0
     if not keep.any():
         return det
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(keep))
-    det[box] = _dynamic_candidates(np.where(keep[box], prob[box], 0.0).astype(np.float32), max_candidates)  # a fresh copy
+    det[box] = _dynamic_candidates(
+        np.where(keep[box], prob[box], 0.0).astype(np.float32), max_candidates
+    )  # a fresh copy
     return det
 
 
@@ -103,8 +105,9 @@ def candidates(det: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return labels, conf
 
 
-def lesion_results(det: np.ndarray, ref: np.ndarray, min_overlap: float = 0.1, overlap: str = "iou",
-                   connectivity: int = 26) -> list[tuple[int, float]]:
+def lesion_results(
+    det: np.ndarray, ref: np.ndarray, min_overlap: float = 0.1, overlap: str = "iou", connectivity: int = 26
+) -> list[tuple[int, float]]:
     """(is_lesion, confidence) per paired lesion, missed lesion (confidence 0) and false positive."""
     c_lab, conf = candidates(det)
     r_lab, n_r = label_lesions(ref, connectivity)
@@ -140,8 +143,13 @@ def curve(results: Sequence[tuple[int, float]], scans: int) -> tuple[np.ndarray,
     return fp / scans, (tp / lesions if lesions else np.full(len(tp), np.nan))
 
 
-def froc(scans: Sequence[Scan], connectivity: int = 26, min_overlap: float = 0.1, overlap: str = "iou",
-         max_candidates: int = 50) -> dict:
+def froc(
+    scans: Sequence[Scan],
+    connectivity: int = 26,
+    min_overlap: float = 0.1,
+    overlap: str = "iou",
+    max_candidates: int = 50,
+) -> dict:
     """FROC of ``scans`` (see module docstring): FP per scan and recall per threshold, recall at
     the standard FP rates and CPM."""
     results = []
@@ -150,5 +158,12 @@ def froc(scans: Sequence[Scan], connectivity: int = 26, min_overlap: float = 0.1
     fps, recall = curve(results, len(scans))
     at = {r: float(recall[fps <= r][-1]) if (fps <= r).any() else 0.0 for r in FP_RATES}
     finite = np.isfinite(fps)
-    return {"fp_per_scan": fps[finite].tolist(), "recall": np.nan_to_num(recall[finite]).tolist(), "recall_at": at,
-            "cpm": float(np.mean(list(at.values()))), "candidates": "picai dynamic", "min_overlap": min_overlap, "overlap": overlap}
+    return {
+        "fp_per_scan": fps[finite].tolist(),
+        "recall": np.nan_to_num(recall[finite]).tolist(),
+        "recall_at": at,
+        "cpm": float(np.mean(list(at.values()))),
+        "candidates": "picai dynamic",
+        "min_overlap": min_overlap,
+        "overlap": overlap,
+    }

@@ -43,7 +43,7 @@ class LesionCounts:
     tp_pred: int = 0  # predicted lesions matched
     scans: int = 1
 
-    def __add__(self, other: "LesionCounts") -> "LesionCounts":
+    def __add__(self, other: LesionCounts) -> LesionCounts:
         return LesionCounts(*(a + b for a, b in zip(asdict(self).values(), asdict(other).values())))
 
     @property
@@ -59,12 +59,17 @@ class LesionCounts:
         recall = self.found / self.n_ref if self.n_ref else 1.0
         precision = self.tp_pred / self.n_pred if self.n_pred else 1.0
         f1 = 2 * recall * precision / (recall + precision) if recall + precision else 0.0
-        return {"lesion_recall": recall, "lesion_precision": precision, "lesion_f1": f1,
-                "fp_per_scan": self.fp / self.scans if self.scans else 0.0}
+        return {
+            "lesion_recall": recall,
+            "lesion_precision": precision,
+            "lesion_f1": f1,
+            "fp_per_scan": self.fp / self.scans if self.scans else 0.0,
+        }
 
 
-def dilated_overlaps(p_lab: np.ndarray, n_p: int, r_lab: np.ndarray, n_r: int, dilate: int,
-                     connectivity: int = 26) -> np.ndarray:
+def dilated_overlaps(
+    p_lab: np.ndarray, n_p: int, r_lab: np.ndarray, n_r: int, dilate: int, connectivity: int = 26
+) -> np.ndarray:
     """Voxels of each predicted lesion inside each GT lesion grown by ``dilate`` voxels: (n_r, n_p).
 
     Each GT lesion is dilated on its own (inside its bounding box plus the margin), so two GT
@@ -95,8 +100,16 @@ def assign_one_to_one(matched: np.ndarray, iou: np.ndarray) -> np.ndarray:
     return out
 
 
-def _matches(pred: np.ndarray, ref: np.ndarray, rule: str, threshold: float | None, connectivity: int,
-             dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _matches(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    rule: str,
+    threshold: float | None,
+    connectivity: int,
+    dilate: int = 0,
+    min_voxels: int = 0,
+    one_to_one: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(matched bool (n_ref, n_pred), GT lesion sizes (n_ref,), predicted lesion sizes (n_pred,)).
 
     ``dilate``: each GT lesion grown by this many voxels before the overlap test (overlap rule);
@@ -129,22 +142,45 @@ def _matches(pred: np.ndarray, ref: np.ndarray, rule: str, threshold: float | No
     return (assign_one_to_one(matched, iou) if one_to_one else matched), r_size[keep_r], p_size[keep_p]
 
 
-def match_lesions(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                  connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> LesionCounts:
+def match_lesions(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    rule: str = "overlap",
+    threshold: float | None = None,
+    connectivity: int = 26,
+    dilate: int = 0,
+    min_voxels: int = 0,
+    one_to_one: bool = False,
+) -> LesionCounts:
     """Count lesion matches between binary masks ``pred`` and ``ref`` (X, Y, Z) under ``rule``."""
     matched, r_size, p_size = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)
     return LesionCounts(len(r_size), len(p_size), int(matched.any(1).sum()), int(matched.any(0).sum()))
 
 
-def gt_lesion_hits(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                   connectivity: int = 26, dilate: int = 0, min_voxels: int = 0, one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def gt_lesion_hits(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    rule: str = "overlap",
+    threshold: float | None = None,
+    connectivity: int = 26,
+    dilate: int = 0,
+    min_voxels: int = 0,
+    one_to_one: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Per GT lesion: (size in voxels (n_ref,), found bool (n_ref,)) — for recall by size."""
     matched, r_size, _ = _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)
     return r_size, matched.any(1)
 
 
-def lesion_pairs(pred: np.ndarray, ref: np.ndarray, rule: str = "overlap", threshold: float | None = None,
-                 connectivity: int = 26, dilate: int = 0, min_voxels: int = 0,
-                 one_to_one: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lesion_pairs(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    rule: str = "overlap",
+    threshold: float | None = None,
+    connectivity: int = 26,
+    dilate: int = 0,
+    min_voxels: int = 0,
+    one_to_one: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full match: (matched (n_ref, n_pred) bool, GT sizes, predicted sizes) in label order."""
     return _matches(pred, ref, rule, threshold, connectivity, dilate, min_voxels, one_to_one)

@@ -1,5 +1,4 @@
-"""Voxel-wise metrics of one case: Dice and HD95.
-"""
+"""Voxel-wise metrics of one case: Dice and HD95."""
 
 from __future__ import annotations
 

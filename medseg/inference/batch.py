@@ -7,9 +7,10 @@ from __future__ import annotations
 import csv
 import glob
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -85,8 +86,9 @@ def output_stem(item: Path | Case) -> tuple[str, Path]:
     return (item.case_id, item.image) if isinstance(item, Case) else (strip_suffix(item), item)
 
 
-def plan_outputs(items: Sequence[Path | Case], classes: Sequence[str], out: Path, opts: PredictOptions,
-                 inputs: Sequence[Path]) -> list[list[dict[str, Path]]]:
+def plan_outputs(
+    items: Sequence[Path | Case], classes: Sequence[str], out: Path, opts: PredictOptions, inputs: Sequence[Path]
+) -> list[list[dict[str, Path]]]:
     """Claim every file the batch will write before the first write (see
     :class:`medseg.io.outputs.OutputPlan`): the summary, and per item one ``{kind: path}`` per
     lesion class (:func:`output_files`; masks ``<case>``, or ``<case>_<class>`` per class).
@@ -101,8 +103,15 @@ def plan_outputs(items: Sequence[Path | Case], classes: Sequence[str], out: Path
         stem, first = output_stem(item)
         owner = f"{first} (case {stem})" if isinstance(item, Case) else str(first)
         names = [stem] if len(classes) == 1 else [f"{stem}_{cls}" for cls in classes]
-        planned.append([{kind: plan.claim(name, f"the {kind.replace('_', ' ')} of {owner}")
-                         for kind, name in output_files(mask, output_suffix(first), opts).items()} for mask in names])
+        planned.append(
+            [
+                {
+                    kind: plan.claim(name, f"the {kind.replace('_', ' ')} of {owner}")
+                    for kind, name in output_files(mask, output_suffix(first), opts).items()
+                }
+                for mask in names
+            ]
+        )
     return planned
 
 
@@ -120,25 +129,30 @@ def _write_one(lm: LoadedModel, item: Path | Case, out: Path, opts: PredictOptio
     return _write_planned(lm, item, plan_outputs([item], lm.classes, Path(out), opts, input_files([item]))[0], opts)
 
 
-def _write_planned(lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions) -> list[dict[str, Any]]:
+def _write_planned(
+    lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions
+) -> list[dict[str, Any]]:
     """Predict one scan file, or one case (one file per channel), into its planned ``files`` (one
     dict per lesion class, see :func:`plan_outputs`). Returns one summary row per mask written."""
     start = time.perf_counter()
     images = item.images if isinstance(item, Case) else (item,)
     _, reference = output_stem(item)  # the grid and header of every output
-    preds = predict_classes(lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes, opts.min_lesion_voxels)
+    preds = predict_classes(
+        lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes, opts.min_lesion_voxels
+    )
     rows = [_write_outputs(lm, pred, reference, paths, opts) for pred, paths in zip(preds, files)]
     for row in rows:
         row["seconds"] = round(time.perf_counter() - start, 3)
     return rows
 
 
-def _write_outputs(lm: LoadedModel, pred: Prediction, reference: Path, files: dict[str, Path],
-                   opts: PredictOptions) -> dict[str, Any]:
+def _write_outputs(
+    lm: LoadedModel, pred: Prediction, reference: Path, files: dict[str, Path], opts: PredictOptions
+) -> dict[str, Any]:
     """Mask (written last: its presence marks a finished scan), optional probability and lesion
     maps, per-lesion table, on the grid and header of ``reference``."""
     voxel_mm3 = voxel_volume(pred.affine)
-    labels, count = (label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0))
+    labels, count = label_lesions(pred.mask, lm.connectivity) if opts.instances or not opts.table else (None, 0)
     if opts.prob:
         save_like(np.rint(pred.prob * 255).astype(np.uint8), reference, files["prob"], scale=1 / 255)
     if opts.instances:
@@ -148,8 +162,12 @@ def _write_outputs(lm: LoadedModel, pred: Prediction, reference: Path, files: di
         write_table(rows, files["table_csv"], files["table_json"])
         count = len(rows)
     save_like(pred.mask, reference, files["mask"])
-    return {"scan": str(reference), "mask": str(files["mask"]), "lesions": count,
-            "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3)}
+    return {
+        "scan": str(reference),
+        "mask": str(files["mask"]),
+        "lesions": count,
+        "lesion_volume_mm3": round(float(pred.mask.sum()) * voxel_mm3, 3),
+    }
 
 
 def merge_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
@@ -165,8 +183,9 @@ def merge_summary(rows: Sequence[dict[str, Any]], path: Path) -> None:
         write_csv(sorted(merged.values(), key=lambda r: r["mask"]), path, SUMMARY_FIELDS)
 
 
-def _predict_one(lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions
-                 ) -> tuple[list[dict[str, Any]], str | None]:
+def _predict_one(
+    lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]], opts: PredictOptions
+) -> tuple[list[dict[str, Any]], str | None]:
     """:func:`_write_planned`, a failure turned into its error line (the batch goes on)."""
     first = output_stem(item)[1]
     try:
@@ -175,15 +194,25 @@ def _predict_one(lm: LoadedModel, item: Path | Case, files: list[dict[str, Path]
         return [], str(err)
     except OSError as err:  # disk full, permissions: this scan fails, the batch goes on
         out = files[0]["mask"].parent
-        return [], f"{first}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out"
+        return (
+            [],
+            f"{first}: cannot write its outputs to {out} ({err.strerror or err}); free space or pick another --out",
+        )
     except Exception as err:  # anything unforeseen fails this scan only; the batch goes on
         cause = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
         return [], f"{first}: failed ({type(err).__name__}: {cause}); rerun it alone with --debug and please report it"
 
 
-def predict_files(checkpoint: Path | str | Sequence[Path | str], inputs: Sequence[str], out_dir: Path | str, device: str = "auto",
-                  opts: PredictOptions = PredictOptions(), progress: bool = True,
-                  tracking_uri: str | None = None, cases: Sequence[Case] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+def predict_files(
+    checkpoint: Path | str | Sequence[Path | str],
+    inputs: Sequence[str],
+    out_dir: Path | str,
+    device: str = "auto",
+    opts: PredictOptions = PredictOptions(),
+    progress: bool = True,
+    tracking_uri: str | None = None,
+    cases: Sequence[Case] = (),
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Predict every input scan and every case (multi-channel: one file per channel, outputs named
     by case id) into ``out_dir`` and write ``out_dir/summary.csv``.
 
@@ -198,12 +227,16 @@ def predict_files(checkpoint: Path | str | Sequence[Path | str], inputs: Sequenc
     refuse_input_folder(out, [i for i in inputs if Path(i).is_dir()])
     lm = load_model(checkpoint, device, tracking_uri)
     members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
-    planned = plan_outputs(items, lm.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())])
+    planned = plan_outputs(
+        items, lm.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())]
+    )
     rank, world = rank_and_world(lm.device)
     if rank == 0:
         remove_partials(out)
     rows, errors = [], []
-    for item, files in tqdm(list(zip(items, planned))[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0):
+    for item, files in tqdm(
+        list(zip(items, planned))[rank::world], desc="predict", unit="scan", disable=not progress or rank > 0
+    ):
         if opts.skip_existing and files[-1]["mask"].exists():  # the last mask written marks a finished scan
             continue
         done, error = _predict_one(lm, item, files, opts)

@@ -15,8 +15,18 @@ from medseg.io.geometry import voxel_volume
 from medseg.io.write import write_csv, write_text
 from medseg.lesions import label_lesions
 
-FIELDS = ("id", "voxels", "volume_mm3", "centroid_x_mm", "centroid_y_mm", "centroid_z_mm",
-          "bbox_min", "bbox_max", "max_prob", "mean_prob")
+FIELDS = (
+    "id",
+    "voxels",
+    "volume_mm3",
+    "centroid_x_mm",
+    "centroid_y_mm",
+    "centroid_z_mm",
+    "bbox_min",
+    "bbox_max",
+    "max_prob",
+    "mean_prob",
+)
 
 
 def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connectivity: int = 26) -> list[dict[str, Any]]:
@@ -45,19 +55,28 @@ def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connecti
     rows = []
     for i in range(n):
         box = boxes[i]
-        rows.append({
-            "id": i + 1, "voxels": int(sizes[i]), "volume_mm3": round(float(sizes[i]) * voxel_mm3, 3),
-            "centroid_x_mm": round(float(world[i, 0]), 3), "centroid_y_mm": round(float(world[i, 1]), 3),
-            "centroid_z_mm": round(float(world[i, 2]), 3),
-            "bbox_min": [int(s.start) for s in box], "bbox_max": [int(s.stop) - 1 for s in box],
-            "max_prob": round(float(maxima[i]), 4), "mean_prob": round(float(means[i]), 4),
-        })
+        rows.append(
+            {
+                "id": i + 1,
+                "voxels": int(sizes[i]),
+                "volume_mm3": round(float(sizes[i]) * voxel_mm3, 3),
+                "centroid_x_mm": round(float(world[i, 0]), 3),
+                "centroid_y_mm": round(float(world[i, 1]), 3),
+                "centroid_z_mm": round(float(world[i, 2]), 3),
+                "bbox_min": [int(s.start) for s in box],
+                "bbox_max": [int(s.stop) - 1 for s in box],
+                "max_prob": round(float(maxima[i]), 4),
+                "mean_prob": round(float(means[i]), 4),
+            }
+        )
     return rows
 
 
 def write_table(rows: list[dict[str, Any]], csv_path: Path, json_path: Path) -> None:
     """Write the rows to ``csv_path`` and ``json_path`` atomically (temporary name, then rename)."""
-    csv_rows = [{**row, "bbox_min": " ".join(map(str, row["bbox_min"])), "bbox_max": " ".join(map(str, row["bbox_max"]))}
-                for row in rows]
+    csv_rows = [
+        {**row, "bbox_min": " ".join(map(str, row["bbox_min"])), "bbox_max": " ".join(map(str, row["bbox_max"]))}
+        for row in rows
+    ]
     write_csv(csv_rows, csv_path, FIELDS)
     write_text(json.dumps(rows, indent=1), json_path)

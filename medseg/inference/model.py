@@ -1,12 +1,11 @@
-"""A trained network ready for prediction, with the settings its checkpoint carries.
-"""
+"""A trained network ready for prediction, with the settings its checkpoint carries."""
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import torch
 
@@ -34,7 +33,7 @@ class LoadedModel:
     device: torch.device
     in_channels: int = 1
     channels: tuple[str, ...] = ()
-    ct_stats: Optional[tuple[tuple[float, ...], ...]] = None
+    ct_stats: tuple[tuple[float, ...], ...] | None = None
     background: str = "zero"
     classes: tuple[str, ...] = ("lesion",)
 
@@ -50,14 +49,20 @@ def ensemble_members(source: Path | str | Sequence[Path | str]) -> list[Path | s
         return [m for s in source for m in ensemble_members(s)]
     path = Path(str(source))
     if path.is_dir():
-        found = sorted(p for p in path.rglob("best.pt") if (p.parent / "config.yaml").is_file())  # run folders, not model copies
+        found = sorted(
+            p for p in path.rglob("best.pt") if (p.parent / "config.yaml").is_file()
+        )  # run folders, not model copies
         if not found:
-            raise MedsegError(f"{path}: a folder without any best.pt; pass a checkpoint, several, or a folder of training runs")
+            raise MedsegError(
+                f"{path}: a folder without any best.pt; pass a checkpoint, several, or a folder of training runs"
+            )
         return list(found)
     return [source]
 
 
-def load_model(checkpoint: Path | str | Sequence[Path | str], device: str = "auto", tracking_uri: str | None = None) -> LoadedModel:
+def load_model(
+    checkpoint: Path | str | Sequence[Path | str], device: str = "auto", tracking_uri: str | None = None
+) -> LoadedModel:
     """Build the network of a checkpoint and load its weights (``weights_only=True``); several
     checkpoints (or a folder of runs) become one model averaging their probabilities.
 
@@ -92,9 +97,22 @@ def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
     model = build_network(ckpt)
     dev = pick_device(device)
     model.to(dev).eval()
-    return LoadedModel(model, pre.spacing, pre.normalize, tuple(cfg.inference.roi_size or cfg.sampling.patch_size),
-                       cfg.inference, op.threshold, op.min_lesion_mm3, cfg.eval.connectivity, dev, pre.in_channels,
-                       pre.channels, pre.ct_stats, pre.background, pre.classes)
+    return LoadedModel(
+        model,
+        pre.spacing,
+        pre.normalize,
+        tuple(cfg.inference.roi_size or cfg.sampling.patch_size),
+        cfg.inference,
+        op.threshold,
+        op.min_lesion_mm3,
+        cfg.eval.connectivity,
+        dev,
+        pre.in_channels,
+        pre.channels,
+        pre.ct_stats,
+        pre.background,
+        pre.classes,
+    )
 
 
 def build_network(ckpt: Checkpoint) -> torch.nn.Module:
@@ -110,7 +128,9 @@ def build_network(ckpt: Checkpoint) -> torch.nn.Module:
     where = ckpt.source or "checkpoint"
     problem = weights_problem(_network(ckpt, where, torch.device("meta")).state_dict(), ckpt.state_dict)
     if problem is not None:
-        raise MedsegError(f"{where}: this checkpoint's weights do not match its config: {problem}; use the best.pt written with it")
+        raise MedsegError(
+            f"{where}: this checkpoint's weights do not match its config: {problem}; use the best.pt written with it"
+        )
     model = _network(ckpt, where, torch.device("cpu"))
     model.load_state_dict(ckpt.state_dict, strict=True)
     return model
@@ -130,8 +150,10 @@ def _network(ckpt: Checkpoint, where: str, device: torch.device) -> torch.nn.Mod
         raise MedsegError(f"{where}: {exc}") from None
     except (AssertionError, RuntimeError, TypeError, ValueError) as exc:  # MONAI's networks check their arguments so
         first = (str(exc).strip().splitlines() or [""])[0][:120]
-        raise MedsegError(f"{where}: the network of its config cannot be built ({type(exc).__name__}: {first}); "
-                          "use the best.pt written by 'medseg train'") from None
+        raise MedsegError(
+            f"{where}: the network of its config cannot be built ({type(exc).__name__}: {first}); "
+            "use the best.pt written by 'medseg train'"
+        ) from None
 
 
 def weights_problem(expected: dict[str, torch.Tensor], weights: dict[str, torch.Tensor]) -> str | None:
@@ -148,7 +170,9 @@ def weights_problem(expected: dict[str, torch.Tensor], weights: dict[str, torch.
     for name, tensor in expected.items():
         got = weights[name]
         if tuple(got.shape) != tuple(tensor.shape):
-            return f"{name[:80]!r} has shape {tuple(got.shape)}, the network of the config expects {tuple(tensor.shape)}"
+            return (
+                f"{name[:80]!r} has shape {tuple(got.shape)}, the network of the config expects {tuple(tensor.shape)}"
+            )
         if got.is_floating_point() and not bool(torch.isfinite(got).all()):
             return f"{name[:80]!r} holds NaN or infinite values"
     return None
@@ -166,11 +190,16 @@ def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> Loade
     members = [first.model]
     for ckpt in ckpts[1:]:
         lm = from_checkpoint(ckpt, device)
-        differs = [name for name in ("spacing", "normalize", "roi", "in_channels", "channels", "classes", "background", "ct_stats")
-                   if getattr(lm, name) != getattr(first, name)]
+        differs = [
+            name
+            for name in ("spacing", "normalize", "roi", "in_channels", "channels", "classes", "background", "ct_stats")
+            if getattr(lm, name) != getattr(first, name)
+        ]
         if differs:
-            raise MedsegError(f"{ckpt.source or f'checkpoint of epoch {ckpt.epoch}'}: differs from the ensemble's first member "
-                              f"({ckpts[0].source or 'epoch ' + str(ckpts[0].epoch)}) in {', '.join(differs)}; "
-                              "ensemble only runs of the same config (e.g. the folds of one medseg train --folds)")
+            raise MedsegError(
+                f"{ckpt.source or f'checkpoint of epoch {ckpt.epoch}'}: differs from the ensemble's first member "
+                f"({ckpts[0].source or 'epoch ' + str(ckpts[0].epoch)}) in {', '.join(differs)}; "
+                "ensemble only runs of the same config (e.g. the folds of one medseg train --folds)"
+            )
         members.append(lm.model)
     return replace(first, model=MeanProbability(members).to(first.device).eval())

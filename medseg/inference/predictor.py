@@ -9,9 +9,9 @@ exact shape, affine and orientation.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from monai.transforms import Compose
@@ -36,9 +36,15 @@ class Prediction:
     affine: np.ndarray
 
 
-def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
-                    min_lesion_mm3: float | None = None, tta: bool | None = None,
-                    fill_holes: bool | None = None, min_lesion_voxels: int = 0) -> list[Prediction]:
+def predict_classes(
+    lm: LoadedModel,
+    image_path: Path | str | Sequence[Path],
+    threshold: float | None = None,
+    min_lesion_mm3: float | None = None,
+    tta: bool | None = None,
+    fill_holes: bool | None = None,
+    min_lesion_voxels: int = 0,
+) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
     the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
     the (first) file's own voxel grid. ``min_lesion_voxels``: also remove predicted lesions of
@@ -48,8 +54,14 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
         files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
         image_path = files[0]
         _same_grid(files)
-        steps = preprocess(lm.spacing, lm.normalize, with_label=False, check_finite=True, ct_stats=lm.ct_stats,
-                           background=lm.background)
+        steps = preprocess(
+            lm.spacing,
+            lm.normalize,
+            with_label=False,
+            check_finite=True,
+            ct_stats=lm.ct_stats,
+            background=lm.background,
+        )
         data = Compose(steps)({"image": image_entry(files)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
         root = _root(exc)
@@ -60,11 +72,16 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
         raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
     img = data["image"]
     if img.ndim != 4:
-        raise MedsegError(f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments 3D scans")
+        raise MedsegError(
+            f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments "
+            "3D scans"
+        )
     if img.shape[0] != lm.in_channels:
         names = f" ({', '.join(lm.channels)})" if lm.channels else ""
-        raise MedsegError(f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
-                          "pass one file per channel in that order (or a 4D file)")
+        raise MedsegError(
+            f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
+            "pass one file per channel in that order (or a 4D file)"
+        )
 
     probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
@@ -75,22 +92,32 @@ def predict_classes(lm: LoadedModel, image_path: Path | str | Sequence[Path], th
     fill = lm.icfg.fill_holes if fill_holes is None else fill_holes
     out = []
     for c in range(probs.shape[0]):
-        prob_np = restore_grid(probs[c:c + 1], np.asarray(img.affine, dtype=float), affine, shape)
-        mask = binarize(prob_np, thr, max(min_mm3 / voxel_mm3, min_lesion_voxels), lm.connectivity, fill).astype(np.uint8)
+        prob_np = restore_grid(probs[c : c + 1], np.asarray(img.affine, dtype=float), affine, shape)
+        mask = binarize(prob_np, thr, max(min_mm3 / voxel_mm3, min_lesion_voxels), lm.connectivity, fill).astype(
+            np.uint8
+        )
         out.append(Prediction(prob_np, mask, affine))
     return out
 
 
-def predict_volume(lm: LoadedModel, image_path: Path | str | Sequence[Path], threshold: float | None = None,
-                   min_lesion_mm3: float | None = None, tta: bool | None = None, fill_holes: bool | None = None) -> Prediction:
+def predict_volume(
+    lm: LoadedModel,
+    image_path: Path | str | Sequence[Path],
+    threshold: float | None = None,
+    min_lesion_mm3: float | None = None,
+    tta: bool | None = None,
+    fill_holes: bool | None = None,
+) -> Prediction:
     """:func:`predict_classes` for a one-class model (the common case).
 
     Raises:
         MedsegError: a model with several lesion classes (use :func:`predict_classes`).
     """
     if len(lm.classes) > 1:
-        raise MedsegError(f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
-                          "use medseg predict (one mask per class) or medseg.inference.predict_classes")
+        raise MedsegError(
+            f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
+            "use medseg predict (one mask per class) or medseg.inference.predict_classes"
+        )
     return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta, fill_holes)[0]
 
 
@@ -100,11 +127,16 @@ def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
     for path in files:  # each header read once
         shape, affine = (shape0, affine0) if path == files[0] else read_geometry(path)
         if len(shape) < 3 or len(shape) > 4:
-            raise MedsegError(f"{path}: shape {tuple(shape)} has {len(shape)} dimensions; medseg segments 3D scans "
-                              "(a 4th axis only for channels)")
+            raise MedsegError(
+                f"{path}: shape {tuple(shape)} has {len(shape)} dimensions; medseg segments 3D scans "
+                "(a 4th axis only for channels)"
+            )
         if tuple(shape[:3]) != tuple(shape0[:3]) or not np.allclose(affine, affine0, atol=atol):
-            raise MedsegError(f"{path}: is on a different grid (shape {tuple(shape[:3])}) than {files[0].name} (shape {tuple(shape0[:3])}); "
-                              "resample every channel onto the first one's grid")
+            raise MedsegError(
+                f"{path}: is on a different grid (shape {tuple(shape[:3])}) than {files[0].name} (shape "
+                f"{tuple(shape0[:3])}); "
+                "resample every channel onto the first one's grid"
+            )
 
 
 def _root(exc: BaseException) -> BaseException:

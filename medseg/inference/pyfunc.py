@@ -1,4 +1,5 @@
-"""The trained model as an MLflow pyfunc model (models from code, see :mod:`medseg.inference.pyfunc_entry`): ``mlflow.pyfunc.load_model("runs:/<id>/model")``
+"""The trained model as an MLflow pyfunc model (models from code, see
+:mod:`medseg.inference.pyfunc_entry`): ``mlflow.pyfunc.load_model("runs:/<id>/model")``
 gives an object whose ``predict`` segments scans, so MLflow's own tooling (registry, model
 serving, ``mlflow models predict``) can use medseg models. The medseg checkpoint travels inside as
 an artifact (``model/artifacts/best.pt``), which is also what ``medseg predict runs:/...`` loads.
@@ -43,7 +44,7 @@ import shutil
 import tempfile
 import zlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import mlflow.pyfunc
 import nibabel as nib
@@ -78,8 +79,12 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         self.lm: LoadedModel = load_model(context.artifacts["checkpoint"], "auto")
         self.root = serve_root()
 
-    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
-                params: Optional[dict[str, Any]] = None) -> pd.DataFrame:
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: pd.DataFrame,
+        params: dict[str, Any] | None = None,
+    ) -> pd.DataFrame:
         """Segment every row of ``model_input`` (see the module docstring).
 
         Returns:
@@ -92,8 +97,10 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         """
         try:
             if params:
-                raise MedsegError(f"request parameters {sorted(params)[:5]}: this model takes none (it writes nothing where "
-                                  f"a client says); {FIX_SEND} and read the mask from the response")
+                raise MedsegError(
+                    f"request parameters {sorted(params)[:5]}: this model takes none (it writes nothing where "
+                    f"a client says); {FIX_SEND} and read the mask from the response"
+                )
             table = request_table(model_input)
             if table.empty:  # also what MLflow leaves of a table without any column of the signature
                 raise MedsegError(f"request: holds no row with a scan column; {FIX_SEND}, one row per scan")
@@ -109,11 +116,17 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         files, names = [], {}
         for column in row_layout(row, index, self.lm.in_channels):
             where, value = f"request row {index}, column {column!r}", row[column]
-            files.append(server_file(value, where, self.root) if column.startswith("path") else write_upload(value, where, folder / column))
+            files.append(
+                server_file(value, where, self.root)
+                if column.startswith("path")
+                else write_upload(value, where, folder / column)
+            )
             names[str(files[-1])] = where
         try:
             preds = predict_classes(self.lm, files[0] if len(files) == 1 else files)
-        except MedsegError as exc:  # it names the file it read: the client knows the row and column, not our temporary path
+        except (
+            MedsegError
+        ) as exc:  # it names the file it read: the client knows the row and column, not our temporary path
             message = str(exc)
             for path, where in names.items():
                 message = message.replace(path, where)
@@ -121,7 +134,7 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
         return encode_outputs(preds, files[0], folder, self.lm)
 
 
-def serve_root() -> Optional[Path]:
+def serve_root() -> Path | None:
     """The resolved folder of ``$MEDSEG_SERVE_ROOT``, or None when unset (no paths accepted).
 
     Raises:
@@ -132,7 +145,9 @@ def serve_root() -> Optional[Path]:
         return None
     root = Path(value).resolve()
     if not root.is_dir():
-        raise MedsegError(f"{ROOT_ENV}={value}: not a folder; set it to the folder whose scans clients may name, or unset it")
+        raise MedsegError(
+            f"{ROOT_ENV}={value}: not a folder; set it to the folder whose scans clients may name, or unset it"
+        )
     return root
 
 
@@ -154,16 +169,19 @@ def row_layout(row: dict[str, Any], index: int, channels: int) -> list[str]:
         MedsegError: none of these, or several kinds mixed.
     """
     per_channel = channels > 1
-    layouts = [["scan"], ["path"]] + ([[f"channel{k}" for k in range(channels)], [f"path{k}" for k in range(channels)]]
-                                     if per_channel else [])
+    layouts = [["scan"], ["path"]] + (
+        [[f"channel{k}" for k in range(channels)], [f"path{k}" for k in range(channels)]] if per_channel else []
+    )
     known = {c for layout in layouts for c in layout}
     given = sorted(c for c, v in row.items() if c in known and isinstance(v, str) and v)
     for layout in layouts:
         if set(layout) == set(given):
             return layout
     channels_fix = f", or one file per channel in channel0..channel{channels - 1}" if per_channel else ""
-    raise MedsegError(f"request row {index}: holds {', '.join(given) or 'no scan column'}; {FIX_SEND}{channels_fix} "
-                      f"(paths in 'path' only on servers started with {ROOT_ENV})")
+    raise MedsegError(
+        f"request row {index}: holds {', '.join(given) or 'no scan column'}; {FIX_SEND}{channels_fix} "
+        f"(paths in 'path' only on servers started with {ROOT_ENV})"
+    )
 
 
 def write_upload(text: str, where: str, stem: Path) -> Path:
@@ -177,14 +195,18 @@ def write_upload(text: str, where: str, stem: Path) -> Path:
         data = base64.b64decode("".join(text.split()), validate=True)  # whitespace: encoders that wrap lines
     except (binascii.Error, ValueError):
         looks_like_path = "/" in text[:4096] or "\\" in text[:4096] or text.endswith((".nii", ".nii.gz", ".nrrd"))
-        hint = f" (it looks like a path: paths go in 'path', on servers started with {ROOT_ENV})" if looks_like_path else ""
+        hint = (
+            f" (it looks like a path: paths go in 'path', on servers started with {ROOT_ENV})"
+            if looks_like_path
+            else ""
+        )
         raise MedsegError(f"{where}: is not base64{hint}; {FIX_SEND}") from None
     path = stem.with_name(stem.name + scan_format(data, where))
     path.write_bytes(data)
     return path
 
 
-def server_file(value: str, where: str, root: Optional[Path]) -> Path:
+def server_file(value: str, where: str, root: Path | None) -> Path:
     """A scan named by path: inside ``root`` once resolved (symlinks followed), a file, its
     content of the format its suffix says.
 
@@ -192,17 +214,23 @@ def server_file(value: str, where: str, root: Optional[Path]) -> Path:
         MedsegError: no root (paths refused), a path outside it, no such file, another format.
     """
     if root is None:
-        raise MedsegError(f"{where}: paths are refused (this server reads no files a client names); {FIX_SEND}, "
-                          f"or start the server with {ROOT_ENV}=<folder> to allow paths inside that folder")
+        raise MedsegError(
+            f"{where}: paths are refused (this server reads no files a client names); {FIX_SEND}, "
+            f"or start the server with {ROOT_ENV}=<folder> to allow paths inside that folder"
+        )
     try:
         path = (root / value).resolve()
     except (OSError, ValueError, RuntimeError):  # NUL bytes, symlink loops
         path = None
     if path is None or not path.is_relative_to(root):
-        raise MedsegError(f"{where}: {value[:80]!r} lies outside the folder this server reads ({ROOT_ENV}); "
-                          "pass a path inside it (relative paths are taken inside it), or send the file's bytes in 'scan'")
+        raise MedsegError(
+            f"{where}: {value[:80]!r} lies outside the folder this server reads ({ROOT_ENV}); "
+            "pass a path inside it (relative paths are taken inside it), or send the file's bytes in 'scan'"
+        )
     if not path.is_file():
-        raise MedsegError(f"{where}: {value[:80]!r}: no such file in the folder this server reads; pass a file inside it")
+        raise MedsegError(
+            f"{where}: {value[:80]!r}: no such file in the folder this server reads; pass a file inside it"
+        )
     with path.open("rb") as fh:
         fmt = scan_format(fh.read(MAX_NRRD_HEADER), where)
     if not path.name.endswith(fmt):
@@ -242,11 +270,15 @@ def _check_nrrd(head: bytes, where: str) -> None:
     an option to refuse them, hence this reading of the header's text.)"""
     end = re.search(rb"\r?\n\r?\n", head[:MAX_NRRD_HEADER])
     if end is None:
-        raise MedsegError(f"{where}: the NRRD header does not end (no empty line in its first {MAX_NRRD_HEADER} bytes); "
-                          "send a NRRD file with its data attached")
-    if data_files_in_header(head[:end.start()].decode("latin-1"), nrrd=True):
-        raise MedsegError(f"{where}: is a NRRD header whose voxels are in another file ('data file'); "
-                          "send one .nrrd file with its data attached")
+        raise MedsegError(
+            f"{where}: the NRRD header does not end (no empty line in its first {MAX_NRRD_HEADER} bytes); "
+            "send a NRRD file with its data attached"
+        )
+    if data_files_in_header(head[: end.start()].decode("latin-1"), nrrd=True):
+        raise MedsegError(
+            f"{where}: is a NRRD header whose voxels are in another file ('data file'); "
+            "send one .nrrd file with its data attached"
+        )
 
 
 def encode_outputs(preds: list[Prediction], reference: Path, folder: Path, lm: LoadedModel) -> dict[str, str]:
@@ -278,8 +310,10 @@ def signature(pre: Preprocessing) -> ModelSignature:
     optional strings (a row uses one layout); outputs: the mask and lesion columns."""
     c = pre.in_channels
     names = ["scan", *(f"channel{k}" for k in range(c) if c > 1), "path", *(f"path{k}" for k in range(c) if c > 1)]
-    return ModelSignature(inputs=Schema([ColSpec(DataType.string, n, required=False) for n in names]),
-                          outputs=Schema([ColSpec(DataType.string, n) for n in output_columns(pre.classes)]))
+    return ModelSignature(
+        inputs=Schema([ColSpec(DataType.string, n, required=False) for n in names]),
+        outputs=Schema([ColSpec(DataType.string, n) for n in output_columns(pre.classes)]),
+    )
 
 
 def input_example(pre: Preprocessing) -> pd.DataFrame:
@@ -308,6 +342,12 @@ def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
     """
     pre = load_checkpoint(checkpoint).preprocess
     shutil.rmtree(dest, ignore_errors=True)
-    mlflow.pyfunc.save_model(str(dest), python_model=str(ENTRY), artifacts={"checkpoint": str(checkpoint)},
-                             signature=signature(pre), input_example=input_example(pre), pip_requirements=[f"medseg=={__version__}"])
+    mlflow.pyfunc.save_model(
+        str(dest),
+        python_model=str(ENTRY),
+        artifacts={"checkpoint": str(checkpoint)},
+        signature=signature(pre),
+        input_example=input_example(pre),
+        pip_requirements=[f"medseg=={__version__}"],
+    )
     return dest

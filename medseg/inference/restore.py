@@ -1,9 +1,8 @@
-"""From the model's grid back to the scan's own grid, exactly where possible.
-"""
+"""From the model's grid back to the scan's own grid, exactly where possible."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +23,9 @@ def _axis_map(src_affine: np.ndarray, dst_affine: np.ndarray) -> tuple[np.ndarra
     return r_int.astype(int), t_int.astype(int)
 
 
-def restore_grid(prob: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int]) -> np.ndarray:
+def restore_grid(
+    prob: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndarray, dst_shape: Sequence[int]
+) -> np.ndarray:
     """Put a (1, X', Y', Z') probability map on the model grid back onto the scan grid (X, Y, Z).
 
     Orientation changes and crops are undone exactly by transposing, flipping and pasting (zeros
@@ -34,8 +35,10 @@ def restore_grid(prob: torch.Tensor, src_affine: np.ndarray, dst_affine: np.ndar
     mapping = _axis_map(src_affine, dst_affine)
     if mapping is None:
         back = SpatialResample(mode="bilinear", padding_mode="zeros")(
-            MetaTensor(prob, affine=torch.as_tensor(src_affine)), dst_affine=torch.as_tensor(dst_affine),
-            spatial_size=list(dst_shape))
+            MetaTensor(prob, affine=torch.as_tensor(src_affine)),
+            dst_affine=torch.as_tensor(dst_affine),
+            spatial_size=list(dst_shape),
+        )
         return np.asarray(back[0], dtype=np.float32)
     r, t = mapping
     arr = prob[0].numpy()

@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import BinaryIO, Sequence
+from typing import BinaryIO
 
 import nibabel as nib
 import numpy as np
@@ -56,8 +57,10 @@ def max_scan_gb() -> float:
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise MedsegError(f"{MAX_SCAN_GB_ENV}={shorten(raw, 40)}: not a positive number of GB; "
-                          f"set it to e.g. {MAX_SCAN_GB_ENV}=32, or unset it for the default {DEFAULT_MAX_SCAN_GB:g}")
+        raise MedsegError(
+            f"{MAX_SCAN_GB_ENV}={shorten(raw, 40)}: not a positive number of GB; "
+            f"set it to e.g. {MAX_SCAN_GB_ENV}=32, or unset it for the default {DEFAULT_MAX_SCAN_GB:g}"
+        )
     return value
 
 
@@ -76,8 +79,10 @@ def check_scan_size(path: Path | str, shape: Sequence[int], components: int = 1)
     limit = max_scan_gb()
     if need > limit * 1e9:
         dims = "×".join(str(s) for s in (*shape, *([components] if components > 1 else [])))
-        raise MedsegError(f"{path}: needs about {_gb(need)} GB to process ({dims} voxels), over the {_gb(limit * 1e9)} GB limit; "
-                          f"crop or resample the scan, or raise {MAX_SCAN_GB_ENV}")
+        raise MedsegError(
+            f"{path}: needs about {_gb(need)} GB to process ({dims} voxels), over the {_gb(limit * 1e9)} GB limit; "
+            f"crop or resample the scan, or raise {MAX_SCAN_GB_ENV}"
+        )
 
 
 def _gb(n_bytes: float) -> str:
@@ -108,7 +113,9 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise
     except Exception as exc:  # nibabel/SimpleITK raise many types for corrupt files
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise MedsegError(f"{path}: cannot read the image header ({type(exc).__name__}: {shorten(first)}); re-export the file") from None
+        raise MedsegError(
+            f"{path}: cannot read the image header ({type(exc).__name__}: {shorten(first)}); re-export the file"
+        ) from None
 
 
 def open_sitk(path: Path | str) -> sitk.ImageFileReader:
@@ -150,17 +157,23 @@ def nifti_header(path: Path | str) -> nib.Nifti1Header:
         klass = nib.Nifti2Header if start in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c") else nib.Nifti1Header
         block = start + fh.read(klass.template_dtype.itemsize - 4)
         if len(block) < klass.template_dtype.itemsize:
-            raise MedsegError(f"{path}: holds {len(block)} bytes, fewer than a NIfTI header; "
-                              "the file is truncated or not NIfTI, re-export it")
+            raise MedsegError(
+                f"{path}: holds {len(block)} bytes, fewer than a NIfTI header; "
+                "the file is truncated or not NIfTI, re-export it"
+            )
         header = klass(block, check=False)
         if int(header["sizeof_hdr"]) != klass.template_dtype.itemsize or not 1 <= int(header["dim"][0]) <= 7:
-            raise MedsegError(f"{path}: is not a NIfTI file (its header has sizeof_hdr {int(header['sizeof_hdr'])}, "
-                              f"{int(header['dim'][0])} dimensions); re-export the scan as NIfTI")
+            raise MedsegError(
+                f"{path}: is not a NIfTI file (its header has sizeof_hdr {int(header['sizeof_hdr'])}, "
+                f"{int(header['dim'][0])} dimensions); re-export the scan as NIfTI"
+            )
         try:
             header.get_data_dtype()
         except (KeyError, HeaderDataError):
-            raise MedsegError(f"{path}: the header gives data type code {int(header['datatype'])}, which is not a NIfTI "
-                              "data type (datatype); the header is corrupt, re-export the file") from None
+            raise MedsegError(
+                f"{path}: the header gives data type code {int(header['datatype'])}, which is not a NIfTI "
+                "data type (datatype); the header is corrupt, re-export the file"
+            ) from None
         check_scan_size(path, header.get_data_shape())
         _check_extensions(path, header, fh)
     return header
@@ -172,50 +185,72 @@ def _check_extensions(path: Path | str, header: nib.Nifti1Header, fh: BinaryIO) 
     ``fh`` stands just after the header."""
     offset = float(header["vox_offset"])
     if not math.isfinite(offset) or offset < 0:
-        raise MedsegError(f"{path}: the header gives a voxel offset of {offset} (vox_offset); the header is corrupt, re-export the file")
+        raise MedsegError(
+            f"{path}: the header gives a voxel offset of {offset} (vox_offset); the header is corrupt, re-export the "
+            "file"
+        )
     flag = fh.read(4)
     if len(flag) < 4 or flag[0] == 0:
         return
     pos, end = header.template_dtype.itemsize + 4, int(offset)
     if end - pos > MAX_NIFTI_EXTENSION_BYTES:
-        raise MedsegError(f"{path}: the header reserves {end - pos} bytes for extensions (vox_offset {end}), more than any scan "
-                          f"({MAX_NIFTI_EXTENSION_BYTES} at most); the header is corrupt, re-export the file")
+        raise MedsegError(
+            f"{path}: the header reserves {end - pos} bytes for extensions (vox_offset {end}), more than any scan "
+            f"({MAX_NIFTI_EXTENSION_BYTES} at most); the header is corrupt, re-export the file"
+        )
     for _ in range(MAX_NIFTI_EXTENSIONS):
         if end - pos < 16:
             return
         record = fh.read(8)
         esize = int(np.frombuffer(record, dtype=header.endianness + "i4", count=1)[0]) if len(record) == 8 else 0
         if esize < 16 or pos + esize > end:
-            raise MedsegError(f"{path}: a header extension of {esize} bytes at byte {pos} does not fit before the voxels "
-                              f"(vox_offset {end}); the header is corrupt, re-export the file")
+            raise MedsegError(
+                f"{path}: a header extension of {esize} bytes at byte {pos} does not fit before the voxels "
+                f"(vox_offset {end}); the header is corrupt, re-export the file"
+            )
         fh.seek(pos + esize)  # gzip: inflated in chunks and dropped, bounded by MAX_NIFTI_EXTENSION_BYTES
         pos += esize
     if end - pos >= 16:
-        raise MedsegError(f"{path}: more than {MAX_NIFTI_EXTENSIONS} header extensions; the header is corrupt, re-export the file")
+        raise MedsegError(
+            f"{path}: more than {MAX_NIFTI_EXTENSIONS} header extensions; the header is corrupt, re-export the file"
+        )
 
 
 def _raw_nifti_spacing(path: Path, header: nib.Nifti1Header) -> None:
     """nibabel silently turns a zero pixdim into 1 and a negative one into its absolute value;
     read the header as stored (:func:`nifti_header`): zero spacing is an error, negative spacing a warning."""
     ndim = int(header["dim"][0])
-    zooms = np.asarray(header["pixdim"][1:1 + min(max(ndim, 1), 3)], dtype=float)
+    zooms = np.asarray(header["pixdim"][1 : 1 + min(max(ndim, 1), 3)], dtype=float)
     if (zooms == 0).any() or not np.isfinite(zooms).all():
-        raise MedsegError(f"{path}: the header gives voxel spacing {tuple(float(z) for z in zooms)} (pixdim); set the real spacing in the header and re-export")
+        raise MedsegError(
+            f"{path}: the header gives voxel spacing {tuple(float(z) for z in zooms)} (pixdim); set the real spacing "
+            "in the header and re-export"
+        )
     if (zooms < 0).any() and str(path) not in _WARNED:
         _WARNED.add(str(path))
-        print(f"warning: {path}: negative voxel spacing {tuple(float(z) for z in zooms)} in the header (pixdim); "
-              "read as its absolute value, check the scan's orientation", file=sys.stderr)
+        print(
+            f"warning: {path}: negative voxel spacing {tuple(float(z) for z in zooms)} in the header (pixdim); "
+            "read as its absolute value, check the scan's orientation",
+            file=sys.stderr,
+        )
 
 
-def _sane(path: Path, shape: tuple[int, ...], affine: np.ndarray, components: int = 1
-          ) -> tuple[tuple[int, ...], np.ndarray]:
+def _sane(
+    path: Path, shape: tuple[int, ...], affine: np.ndarray, components: int = 1
+) -> tuple[tuple[int, ...], np.ndarray]:
     """Refuse headers no scan has: non-finite or singular affines (zero spacing), empty axes, and
     scans over the size cap (:func:`check_scan_size`)."""
     if not np.isfinite(affine).all():
-        raise MedsegError(f"{path}: the header's affine has NaN or infinite entries; fix the qform/sform (e.g. re-export with SimpleITK or dcm2niix)")
+        raise MedsegError(
+            f"{path}: the header's affine has NaN or infinite entries; fix the qform/sform (e.g. re-export with "
+            "SimpleITK or dcm2niix)"
+        )
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     if (spacing[: len(shape)] <= 1e-6).any() or voxel_volume(affine) < 1e-12:
-        raise MedsegError(f"{path}: the header gives a zero voxel spacing {tuple(round(float(s), 4) for s in spacing)}; fix the pixdim/spacing in the header")
+        raise MedsegError(
+            f"{path}: the header gives a zero voxel spacing {tuple(round(float(s), 4) for s in spacing)}; fix the "
+            "pixdim/spacing in the header"
+        )
     check_scan_size(path, shape, components)
     return shape, affine
 

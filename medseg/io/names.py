@@ -33,7 +33,11 @@ def name_problem(name: str) -> str | None:
         return "contains a path separator"
     if not _SAFE.fullmatch(name):
         bad = sorted({c for c in name if not _CHAR.fullmatch(c)})
-        return f"contains {', '.join(repr(c) for c in bad[:5])}" if bad else "starts with '.', '-' or a space, or ends with a space"
+        return (
+            f"contains {', '.join(repr(c) for c in bad[:5])}"
+            if bad
+            else "starts with '.', '-' or a space, or ends with a space"
+        )
     return None
 
 
@@ -51,6 +55,8 @@ def check_name(name: str, what: str, source: str) -> str:
     problem = name_problem(name)
     if problem is not None:
         shown = repr(name) if len(str(name)) <= 60 else repr(str(name)[:60]) + "…"
-        raise MedsegError(f"{source}: {what} {shown} {problem}; use letters, digits, '_', '-', '.' and '+' only "
-                          "(names become output file names)")
+        raise MedsegError(
+            f"{source}: {what} {shown} {problem}; use letters, digits, '_', '-', '.' and '+' only "
+            "(names become output file names)"
+        )
     return name

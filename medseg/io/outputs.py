@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from medseg.errors import MedsegError
 
@@ -64,12 +64,16 @@ class OutputPlan:
             raise MedsegError(f"{owner}: would be written to {real}, outside {self.option} {self.root}; {fix}")
         source = self.input_paths.get(real) or self.input_ids.get(_identity(real) or (-1, -1))
         if source is not None:
-            raise MedsegError(f"{owner}: would overwrite the input {source}; pick an {self.option} folder "
-                              "that holds none of the inputs")
+            raise MedsegError(
+                f"{owner}: would overwrite the input {source}; pick an {self.option} folder "
+                "that holds none of the inputs"
+            )
         other = self.claims.get(real)
         if other is not None and other != owner:
-            raise MedsegError(f"{other} and {owner}: both would be written as {path}; rename one of the inputs "
-                              f"(or write them into different {self.option} folders)")
+            raise MedsegError(
+                f"{other} and {owner}: both would be written as {path}; rename one of the inputs "
+                f"(or write them into different {self.option} folders)"
+            )
         self.claims[real] = owner
         return path
 
@@ -84,8 +88,10 @@ def refuse_input_folder(out: Path | str, folders: Iterable[Path | str], option: 
     real = os.path.realpath(out)
     for folder in folders:
         if os.path.realpath(folder) == real:
-            raise MedsegError(f"{option} {out}: is the folder of the input scans; write the outputs into another "
-                              f"folder, e.g. {option} {Path(out).name}_masks")
+            raise MedsegError(
+                f"{option} {out}: is the folder of the input scans; write the outputs into another "
+                f"folder, e.g. {option} {Path(out).name}_masks"
+            )
 
 
 @contextmanager

@@ -1,5 +1,4 @@
-"""File names of scans: image suffixes, stripping them, ``$VAR`` expansion.
-"""
+"""File names of scans: image suffixes, stripping them, ``$VAR`` expansion."""
 
 from __future__ import annotations
 
@@ -26,7 +25,10 @@ def expand(path: str | Path) -> str:
     text = os.path.expanduser(os.path.expandvars(str(path)))
     missing = re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)
     if missing:
-        raise MedsegError(f"{path}: environment variable ${missing[0]} is not set; export it with the folder it should point to, or write the path into the config")
+        raise MedsegError(
+            f"{path}: environment variable ${missing[0]} is not set; export it with the folder it should point to, "
+            "or write the path into the config"
+        )
     return text
 
 
@@ -58,7 +60,7 @@ def data_files_in_header(text: str, nrrd: bool) -> list[str]:
             if not value or value.upper() == "LOCAL":
                 return []
             if value.split()[0].upper() == "LIST":
-                return [name.strip() for name in lines[i + 1:] if name.strip()]
+                return [name.strip() for name in lines[i + 1 :] if name.strip()]
             return [value]
     return []
 
@@ -77,5 +79,7 @@ def check_data_files(path: Path | str) -> None:
     for name in header_data_files(Path(path)):
         target = os.path.abspath(os.path.join(base, name))
         if os.path.commonpath([base, target]) != base or "%" in name:
-            raise MedsegError(f"{path}: its data file {name[:80]!r} is not a file beside the header; "
-                              "keep the data file in the header's folder and name it without a path")
+            raise MedsegError(
+                f"{path}: its data file {name[:80]!r} is not a file beside the header; "
+                "keep the data file in the header's folder and name it without a path"
+            )

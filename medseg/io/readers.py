@@ -8,8 +8,9 @@ checks the scan's size (:func:`medseg.io.geometry.open_sitk`) before any voxel i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -43,10 +44,14 @@ class SimpleITKReader(ImageReader):
             arr = np.moveaxis(arr, list(range(spatial)), list(range(spatial))[::-1])  # (X, Y, Z[, C])
             arrays.append(arr)
             affine = sitk_affine(image)
-            meta = {MetaKeys.AFFINE: affine, MetaKeys.ORIGINAL_AFFINE: affine.copy(),
-                    MetaKeys.SPATIAL_SHAPE: np.array(image.GetSize()[:3]), MetaKeys.SPACE: SpaceKeys.RAS,
-                    MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if image.GetNumberOfComponentsPerPixel() > 1 else float("nan"),
-                    "filename_or_obj": str(name)}
+            meta = {
+                MetaKeys.AFFINE: affine,
+                MetaKeys.ORIGINAL_AFFINE: affine.copy(),
+                MetaKeys.SPATIAL_SHAPE: np.array(image.GetSize()[:3]),
+                MetaKeys.SPACE: SpaceKeys.RAS,
+                MetaKeys.ORIGINAL_CHANNEL_DIM: -1 if image.GetNumberOfComponentsPerPixel() > 1 else float("nan"),
+                "filename_or_obj": str(name),
+            }
         data = arrays[0] if len(arrays) == 1 else np.stack(arrays, axis=0)
         if len(arrays) > 1:
             meta[MetaKeys.ORIGINAL_CHANNEL_DIM] = 0

@@ -6,8 +6,8 @@ qform/sform codes; NRRD/MHA keeping origin, spacing and direction), atomically.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import nibabel as nib
 import numpy as np
@@ -43,7 +43,9 @@ def read_verified(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except MedsegError:
         raise
     except Exception as exc:  # nibabel/SimpleITK/gzip raise many types for corrupt files
-        raise MedsegError(f"{path}: the file is truncated or corrupt ({_cause(exc)}); re-export it or remove the case") from None
+        raise MedsegError(
+            f"{path}: the file is truncated or corrupt ({_cause(exc)}); re-export it or remove the case"
+        ) from None
 
 
 def check_readable(path: Path) -> None:
@@ -105,5 +107,7 @@ def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float =
             img = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
             img.SetOrigin(reader.GetOrigin()[:3])
             img.SetSpacing(reader.GetSpacing()[:3])
-            img.SetDirection(np.array(reader.GetDirection()).reshape(len(reader.GetSize()), -1)[:3, :3].ravel().tolist())
+            img.SetDirection(
+                np.array(reader.GetDirection()).reshape(len(reader.GetSize()), -1)[:3, :3].ravel().tolist()
+            )
             sitk.WriteImage(img, str(tmp), True)

@@ -22,9 +22,10 @@ import re
 import socket
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from medseg.io.paths import IMAGE_SUFFIXES
 
@@ -72,7 +73,9 @@ def atomic_write(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(s for s in IMAGE_SUFFIXES if path.name.endswith(s))[:7] or path.suffix
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{PARTIAL}{os.getpid()}@{_host()}.", suffix=suffix, dir=path.parent)
+    fd, name = tempfile.mkstemp(
+        prefix=f".{path.name}.{PARTIAL}{os.getpid()}@{_host()}.", suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -148,8 +151,7 @@ def write_text(text: str, path: Path) -> None:
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path, fields: Sequence[str] | None = None) -> None:
     """Write dict rows as CSV atomically; columns ``fields`` or the first row's keys."""
-    with atomic_write(path) as tmp:
-        with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(fields if fields is not None else rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    with atomic_write(path) as tmp, tmp.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields if fields is not None else rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

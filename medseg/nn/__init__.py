@@ -1,2 +1,1 @@
-"""Stage: networks. The network registry, sliding-window inference, the typed checkpoint, losses.
-"""
+"""Stage: networks. The network registry, sliding-window inference, the typed checkpoint, losses."""

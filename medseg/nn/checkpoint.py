@@ -19,10 +19,11 @@ built (:func:`medseg.inference.model.build_network`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn, Optional, Sequence, get_args
+from typing import Any, NoReturn, get_args
 
 import torch
 
@@ -58,12 +59,12 @@ class Preprocessing:
     normalize: str
     in_channels: int = 1
     channels: tuple[str, ...] = ()
-    ct_stats: Optional[tuple[tuple[float, ...], ...]] = None
+    ct_stats: tuple[tuple[float, ...], ...] | None = None
     background: str = "zero"
     classes: tuple[str, ...] = ("lesion",)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> "Preprocessing":
+    def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> Preprocessing:
         """From the on-disk mapping; keys older checkpoints lack take their defaults.
 
         Raises:
@@ -74,7 +75,11 @@ class Preprocessing:
             KeyError, TypeError, ValueError: a missing key or a value of the wrong kind.
         """
         spacing = raw["spacing"]
-        if not isinstance(spacing, (list, tuple)) or len(spacing) != 3 or not all(_finite(s) and s > 0 for s in spacing):
+        if (
+            not isinstance(spacing, (list, tuple))
+            or len(spacing) != 3
+            or not all(_finite(s) and s > 0 for s in spacing)
+        ):
             _refuse(source, "preprocess.spacing", f"{str(spacing)[:80]} is not three finite numbers > 0 (mm)")
         names = {}
         for key, default in (("channels", ()), ("classes", ("lesion",))):
@@ -82,9 +87,15 @@ class Preprocessing:
             if value is not None and not isinstance(value, (list, tuple)):
                 _refuse(source, f"preprocess.{key}", "is not a list of names")
             names[key] = default if value is None else tuple(value)
-        pre = cls(tuple(float(s) for s in spacing), str(raw["normalize"]), raw.get("in_channels", 1), names["channels"],
-                  tuple(tuple(s) for s in raw["ct_stats"]) if raw.get("ct_stats") else None, str(raw.get("background", "zero")),
-                  names["classes"])
+        pre = cls(
+            tuple(float(s) for s in spacing),
+            str(raw["normalize"]),
+            raw.get("in_channels", 1),
+            names["channels"],
+            tuple(tuple(s) for s in raw["ct_stats"]) if raw.get("ct_stats") else None,
+            str(raw.get("background", "zero")),
+            names["classes"],
+        )
         pre.check(source)
         return pre
 
@@ -95,7 +106,9 @@ class Preprocessing:
             MedsegError: naming ``source`` and the key.
         """
         if self.normalize not in NORMALIZATIONS:
-            _refuse(source, "preprocess.normalize", f"{self.normalize[:40]!r} is not one of {', '.join(NORMALIZATIONS)}")
+            _refuse(
+                source, "preprocess.normalize", f"{self.normalize[:40]!r} is not one of {', '.join(NORMALIZATIONS)}"
+            )
         if self.background not in BACKGROUNDS:
             _refuse(source, "preprocess.background", f"{self.background[:40]!r} is not one of {', '.join(BACKGROUNDS)}")
         n = self.in_channels
@@ -104,9 +117,15 @@ class Preprocessing:
         if self.channels and (len(self.channels) != n or not all(isinstance(c, str) for c in self.channels)):
             _refuse(source, "preprocess.channels", f"holds {len(self.channels)} name(s) for in_channels {n}")
         stats = self.ct_stats or ()
-        if self.normalize == "ct" and (len(stats) != n or not all(len(s) == 4 and all(map(_finite, s)) and s[0] <= s[1] and s[3] > 0
-                                                                  for s in stats)):
-            _refuse(source, "preprocess.ct_stats", f"must be one finite (low <= high, mean, std > 0) per channel for normalize ct ({n})")
+        if self.normalize == "ct" and (
+            len(stats) != n
+            or not all(len(s) == 4 and all(map(_finite, s)) and s[0] <= s[1] and s[3] > 0 for s in stats)
+        ):
+            _refuse(
+                source,
+                "preprocess.ct_stats",
+                f"must be one finite (low <= high, mean, std > 0) per channel for normalize ct ({n})",
+            )
         if not self.classes or len(set(self.classes)) != len(self.classes):
             _refuse(source, "preprocess.classes", f"{list(self.classes)[:10]} must be one or more different names")
         for name in self.classes:
@@ -114,9 +133,15 @@ class Preprocessing:
 
     def to_dict(self) -> dict[str, Any]:
         """The on-disk mapping (lists, not tuples)."""
-        return {"spacing": list(self.spacing), "normalize": self.normalize, "in_channels": self.in_channels,
-                "channels": list(self.channels), "ct_stats": [list(s) for s in self.ct_stats or []],
-                "background": self.background, "classes": list(self.classes)}
+        return {
+            "spacing": list(self.spacing),
+            "normalize": self.normalize,
+            "in_channels": self.in_channels,
+            "channels": list(self.channels),
+            "ct_stats": [list(s) for s in self.ct_stats or []],
+            "background": self.background,
+            "classes": list(self.classes),
+        }
 
 
 @dataclass(frozen=True)
@@ -126,10 +151,10 @@ class OperatingPoint:
 
     threshold: float
     min_lesion_mm3: float
-    target: Optional[str] = None
+    target: str | None = None
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> "OperatingPoint":
+    def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> OperatingPoint:
         """From the on-disk mapping.
 
         Raises:
@@ -180,27 +205,34 @@ class Checkpoint:
     operating_point: OperatingPoint
     epoch: int = 0
     metrics: dict[str, Any] = field(default_factory=dict)
-    mlflow_run_id: Optional[str] = None
-    tracking_uri: Optional[str] = None
-    resume: Optional[ResumeState] = None
-    source: Optional[str] = field(default=None, compare=False)  # the file it was read from (for messages); not saved
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+    resume: ResumeState | None = None
+    source: str | None = field(default=None, compare=False)  # the file it was read from (for messages); not saved
 
-    def with_operating_point(self, point: OperatingPoint) -> "Checkpoint":
+    def with_operating_point(self, point: OperatingPoint) -> Checkpoint:
         """A copy with another operating point (``medseg tune``)."""
         return replace(self, operating_point=point)
 
     def to_payload(self) -> dict[str, Any]:
         """The on-disk mapping (see module docstring)."""
-        payload = {"format": FORMAT, "mlflow_run_id": self.mlflow_run_id, "tracking_uri": self.tracking_uri,
-                   "state_dict": self.state_dict, "config": self.config.model_dump(mode="json"),
-                   "preprocess": self.preprocess.to_dict(), "operating_point": self.operating_point.to_dict(),
-                   "epoch": self.epoch, "metrics": dict(self.metrics)}
+        payload = {
+            "format": FORMAT,
+            "mlflow_run_id": self.mlflow_run_id,
+            "tracking_uri": self.tracking_uri,
+            "state_dict": self.state_dict,
+            "config": self.config.model_dump(mode="json"),
+            "preprocess": self.preprocess.to_dict(),
+            "operating_point": self.operating_point.to_dict(),
+            "epoch": self.epoch,
+            "metrics": dict(self.metrics),
+        }
         if self.resume is not None:
             payload["resume"] = asdict(self.resume)
         return payload
 
     @classmethod
-    def from_payload(cls, raw: dict[str, Any], source: Path | str) -> "Checkpoint":
+    def from_payload(cls, raw: dict[str, Any], source: Path | str) -> Checkpoint:
         """Validate an on-disk mapping.
 
         Raises:
@@ -210,9 +242,14 @@ class Checkpoint:
         """
         missing = [k for k in REQUIRED if k not in raw]
         if missing:
-            raise MedsegError(f"{source}: not a complete medseg checkpoint (no {', '.join(missing)}); use best.pt or last.pt of a training run")
+            raise MedsegError(
+                f"{source}: not a complete medseg checkpoint (no {', '.join(missing)}); use best.pt or last.pt of a "
+                "training run"
+            )
         state = raw["state_dict"]
-        if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        if not isinstance(state, dict) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+        ):
             _refuse(source, "state_dict", "is not a mapping of tensor names to tensors")
         for key in ("mlflow_run_id", "tracking_uri"):
             if raw.get(key) is not None and not isinstance(raw[key], str):
@@ -221,11 +258,24 @@ class Checkpoint:
             config = ExperimentConfig.model_validate(raw["config"])
             point = OperatingPoint.from_dict(raw["operating_point"], source)
             resume = ResumeState(**raw["resume"]) if raw.get("resume") else None
-            return cls(state, config, Preprocessing.from_dict(raw["preprocess"], source), point, int(raw.get("epoch", 0)),
-                       dict(raw.get("metrics") or {}), raw.get("mlflow_run_id"), raw.get("tracking_uri"), resume, str(source))
+            return cls(
+                state,
+                config,
+                Preprocessing.from_dict(raw["preprocess"], source),
+                point,
+                int(raw.get("epoch", 0)),
+                dict(raw.get("metrics") or {}),
+                raw.get("mlflow_run_id"),
+                raw.get("tracking_uri"),
+                resume,
+                str(source),
+            )
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            raise MedsegError(f"{source}: checkpoint contents do not validate ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-                              "use best.pt or last.pt of a training run") from None
+            raise MedsegError(
+                f"{source}: checkpoint contents do not validate ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:160]}); "
+                "use best.pt or last.pt of a training run"
+            ) from None
 
 
 def write_payload(payload: dict[str, Any], path: Path) -> None:
@@ -261,9 +311,13 @@ def read_payload(path: Path | str) -> dict[str, Any]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MedsegError(f"{path}: not a loadable medseg checkpoint ({first[:160]}); use a best.pt/last.pt from 'medseg train'") from None
+        raise MedsegError(
+            f"{path}: not a loadable medseg checkpoint ({first[:160]}); use a best.pt/last.pt from 'medseg train'"
+        ) from None
     if not isinstance(raw, dict) or raw.get("format") not in KNOWN_FORMATS:
-        raise MedsegError(f"{path}: not a medseg checkpoint (no '{FORMAT}' marker); use a best.pt/last.pt from 'medseg train'")
+        raise MedsegError(
+            f"{path}: not a medseg checkpoint (no '{FORMAT}' marker); use a best.pt/last.pt from 'medseg train'"
+        )
     return raw
 
 

@@ -1,9 +1,8 @@
-"""Several trained networks as one: the mean of their probabilities.
-"""
+"""Several trained networks as one: the mean of their probabilities."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ forward maps (B, in_channels, X, Y, Z) to logits (B, out_channels, X, Y, Z); wit
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from monai.networks.nets import DynUNet, SegResNetDS, UNet
@@ -25,11 +25,22 @@ from medseg.errors import MedsegError
 
 def _unet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     if len(cfg.strides) != len(cfg.channels) - 1:
-        raise MedsegError(f"model.strides: needs {len(cfg.channels) - 1} entries for {len(cfg.channels)} channels, got {len(cfg.strides)}")
+        raise MedsegError(
+            f"model.strides: needs {len(cfg.channels) - 1} entries for {len(cfg.channels)} channels, got "
+            f"{len(cfg.strides)}"
+        )
     if cfg.deep_supervision:
         raise MedsegError("model.deep_supervision: the unet has no low-resolution heads; use dynunet or segresnet")
-    return UNet(spatial_dims=3, in_channels=in_channels, out_channels=out_channels, channels=cfg.channels,
-                strides=cfg.strides, num_res_units=cfg.num_res_units, norm=cfg.norm, dropout=cfg.dropout)
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=cfg.channels,
+        strides=cfg.strides,
+        num_res_units=cfg.num_res_units,
+        norm=cfg.norm,
+        dropout=cfg.dropout,
+    )
 
 
 class DeepDynUNet(DynUNet):
@@ -45,23 +56,45 @@ class DeepDynUNet(DynUNet):
 
 def _dynunet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     if cfg.kernel_sizes is None or cfg.level_strides is None:
-        raise MedsegError("model.kernel_sizes/level_strides: not planned; train plans them (or run medseg plan and copy its network.dynunet)")
+        raise MedsegError(
+            "model.kernel_sizes/level_strides: not planned; train plans them (or run medseg plan and copy its "
+            "network.dynunet)"
+        )
     if len(cfg.kernel_sizes) != len(cfg.level_strides):
-        raise MedsegError(f"model.kernel_sizes ({len(cfg.kernel_sizes)}) and model.level_strides ({len(cfg.level_strides)}) need one entry per level")
+        raise MedsegError(
+            f"model.kernel_sizes ({len(cfg.kernel_sizes)}) and model.level_strides ({len(cfg.level_strides)}) need "
+            "one entry per level"
+        )
     levels = len(cfg.level_strides)
     heads = min(cfg.ds_heads, levels - 2) if cfg.deep_supervision else 1
-    return DeepDynUNet(3, in_channels, out_channels, kernel_size=[list(k) for k in cfg.kernel_sizes],
-                       strides=[list(s) for s in cfg.level_strides], upsample_kernel_size=[list(s) for s in cfg.level_strides[1:]],
-                       filters=[min(cfg.channels[0] * 2 ** i, 320) for i in range(levels)], dropout=cfg.dropout or None,
-                       norm_name=cfg.norm, deep_supervision=cfg.deep_supervision and levels > 2, deep_supr_num=max(heads, 1),
-                       res_block=cfg.num_res_units > 0)
+    return DeepDynUNet(
+        3,
+        in_channels,
+        out_channels,
+        kernel_size=[list(k) for k in cfg.kernel_sizes],
+        strides=[list(s) for s in cfg.level_strides],
+        upsample_kernel_size=[list(s) for s in cfg.level_strides[1:]],
+        filters=[min(cfg.channels[0] * 2**i, 320) for i in range(levels)],
+        dropout=cfg.dropout or None,
+        norm_name=cfg.norm,
+        deep_supervision=cfg.deep_supervision and levels > 2,
+        deep_supr_num=max(heads, 1),
+        res_block=cfg.num_res_units > 0,
+    )
 
 
 def _segresnet(cfg: ModelConfig, in_channels: int, out_channels: int) -> nn.Module:
     levels = len(cfg.channels)
     blocks_down = tuple([1, 2, 2, 4, 4, 4][:levels])
-    return SegResNetDS(3, init_filters=cfg.channels[0], in_channels=in_channels, out_channels=out_channels,
-                       blocks_down=blocks_down, norm=cfg.norm, dsdepth=1 + (min(cfg.ds_heads, levels - 2) if cfg.deep_supervision else 0))
+    return SegResNetDS(
+        3,
+        init_filters=cfg.channels[0],
+        in_channels=in_channels,
+        out_channels=out_channels,
+        blocks_down=blocks_down,
+        norm=cfg.norm,
+        dsdepth=1 + (min(cfg.ds_heads, levels - 2) if cfg.deep_supervision else 0),
+    )
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {"unet": _unet, "dynunet": _dynunet, "segresnet": _segresnet}

@@ -1,9 +1,8 @@
-"""Sliding-window inference of whole volumes: Gaussian blending, mirror TTA, bf16 autocast.
-"""
+"""Sliding-window inference of whole volumes: Gaussian blending, mirror TTA, bf16 autocast."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.inferers import SlidingWindowInfererAdapt, sliding_window_inference
@@ -41,8 +40,14 @@ def use_bf16(device: torch.device, amp: str) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg: InferenceConfig, roi: Sequence[int],
-                         device: torch.device, tta: bool | None = None) -> torch.Tensor:
+def sliding_window_probs(
+    model: torch.nn.Module,
+    image: torch.Tensor,
+    icfg: InferenceConfig,
+    roi: Sequence[int],
+    device: torch.device,
+    tta: bool | None = None,
+) -> torch.Tensor:
     """Lesion probabilities of a batch of whole volumes.
 
     Args:
@@ -61,11 +66,23 @@ def sliding_window_probs(model: torch.nn.Module, image: torch.Tensor, icfg: Infe
             # stitches on the GPU while it fits, falls back to CPU stitching (or buffered mode)
             # for volumes that do not (MONAI issue 6427)
 
-            inferer = SlidingWindowInfererAdapt(roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size, overlap=icfg.overlap,
-                                                mode=icfg.blend, sigma_scale=0.125, progress=False)
+            inferer = SlidingWindowInfererAdapt(
+                roi_size=tuple(roi),
+                sw_batch_size=icfg.sw_batch_size,
+                overlap=icfg.overlap,
+                mode=icfg.blend,
+                sigma_scale=0.125,
+                progress=False,
+            )
             logits = inferer(x.to(device), predictor)
         else:
-            logits = sliding_window_inference(x, roi_size=tuple(roi), sw_batch_size=icfg.sw_batch_size,
-                                              predictor=predictor, overlap=icfg.overlap, mode=icfg.blend,
-                                              sigma_scale=0.125)
+            logits = sliding_window_inference(
+                x,
+                roi_size=tuple(roi),
+                sw_batch_size=icfg.sw_batch_size,
+                predictor=predictor,
+                overlap=icfg.overlap,
+                mode=icfg.blend,
+                sigma_scale=0.125,
+            )
     return torch.sigmoid(logits.float()).cpu()

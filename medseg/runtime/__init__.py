@@ -1,2 +1,1 @@
-"""Runtime: the torch device and torchrun process groups.
-"""
+"""Runtime: the torch device and torchrun process groups."""

@@ -1,5 +1,4 @@
-"""Which torch device to run on, and MetaTensors as plain tensors for it.
-"""
+"""Which torch device to run on, and MetaTensors as plain tensors for it."""
 
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 import torch
@@ -32,8 +32,13 @@ def git_commit(start: Path | None = None) -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=where,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return sha.stdout.strip() + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -75,7 +80,9 @@ def lineage_tags(cfg: ExperimentConfig, device: torch.device) -> dict[str, str]:
         "dataset_fingerprint": dataset_fingerprint(Path(cfg.data.dataset)),
         "seed": str(cfg.train.seed),
         "mlflow.source.type": "LOCAL",
-        "mlflow.source.name": " ".join(["medseg", *map(_redact_arg, sys.argv[1:])]) if Path(sys.argv[0]).name == "medseg" else sys.argv[0],
+        "mlflow.source.name": " ".join(["medseg", *map(_redact_arg, sys.argv[1:])])
+        if Path(sys.argv[0]).name == "medseg"
+        else sys.argv[0],
         **({"mlflow.source.git.commit": commit.removesuffix("+dirty")} if commit != "unknown" else {}),
     }
 
@@ -91,10 +98,16 @@ def dataset_input(root: Path, splits: dict[str, Sequence[str]], digest: str | No
     """The MLflow dataset record of a training run (the runs table's Dataset column): the case ids
     per split as a table, named after the dataset folder, the :func:`dataset_fingerprint` as its
     digest, the folder as its source, and ``cases.<split>`` counts as input tags."""
-    table = pd.DataFrame([{"case_id": case, "split": split} for split, ids in splits.items() for case in ids],
-                         columns=["case_id", "split"])
+    table = pd.DataFrame(
+        [{"case_id": case, "split": split} for split, ids in splits.items() for case in ids],
+        columns=["case_id", "split"],
+    )
     root = Path(root)
-    data = PandasDataset(table, local_source(root), name=root.name or str(root),
-                         digest=digest or dataset_fingerprint(root))
-    tags = [InputTag("mlflow.data.context", "training"), *(InputTag(f"cases.{split}", str(len(ids))) for split, ids in splits.items())]
+    data = PandasDataset(
+        table, local_source(root), name=root.name or str(root), digest=digest or dataset_fingerprint(root)
+    )
+    tags = [
+        InputTag("mlflow.data.context", "training"),
+        *(InputTag(f"cases.{split}", str(len(ids))) for split, ids in splits.items()),
+    ]
     return DatasetInput(data._to_mlflow_entity(), tags)  # what mlflow.log_input sends, for a client-driven run

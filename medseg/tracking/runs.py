@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -25,7 +26,9 @@ from medseg.tracking.store import open_client, redact_uri, sqlite_path
 from medseg.tracking.tracker import RUNS_FOLDER, STORE_FILE, resolve_uri
 
 SEARCH_FOLDERS = (RUNS_FOLDER, "demo_out")  # under the working folder: medseg train's store, make demo's
-SEARCH_DEPTH = 3  # stores this many folders below them at most (demo_out/runs/mlflow.db and older runs/<config>/mlflow.db: 1)
+SEARCH_DEPTH = (
+    3  # stores this many folders below them at most (demo_out/runs/mlflow.db and older runs/<config>/mlflow.db: 1)
+)
 POINT_IT = "pass --tracking-uri URI (e.g. sqlite:///runs/mlflow.db) or --config CONFIG (the store it trains into)"
 
 # column -> (header, metric names tried in order, format)
@@ -83,8 +86,10 @@ def store_uris(where: Path, tracking_uri: str | None = None, config: ExperimentC
         return [os.environ["MLFLOW_TRACKING_URI"]]
     stores = find_stores(where)
     if not stores:
-        raise MedsegError(f"{where}: no MLflow store found (looked for {STORE_FILE} in ./{SEARCH_FOLDERS[0]} and "
-                          f"./{SEARCH_FOLDERS[1]}, up to {SEARCH_DEPTH} folders below them); run it where you trained, or {POINT_IT}")
+        raise MedsegError(
+            f"{where}: no MLflow store found (looked for {STORE_FILE} in ./{SEARCH_FOLDERS[0]} and "
+            f"./{SEARCH_FOLDERS[1]}, up to {SEARCH_DEPTH} folders below them); run it where you trained, or {POINT_IT}"
+        )
     return [f"sqlite:///{db}" for db in stores]
 
 
@@ -99,8 +104,11 @@ def _experiments(client: MlflowClient, uri: str, experiment: str | None) -> dict
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = [e.name for e in client.search_experiments()]
-        raise ExperimentNotFound(f"experiment {experiment!r} not found at {redact_uri(uri)}; "
-                                 f"experiments there: {', '.join(names) or 'none'}", names)
+        raise ExperimentNotFound(
+            f"experiment {experiment!r} not found at {redact_uri(uri)}; "
+            f"experiments there: {', '.join(names) or 'none'}",
+            names,
+        )
     return {exp.experiment_id: exp.name}
 
 
@@ -118,20 +126,38 @@ def run_rows(uri: str, experiment: str | None = None, limit: int = 20) -> list[d
     try:
         client = open_client(uri)
         experiments = _experiments(client, uri, experiment)
-        runs = client.search_runs(list(experiments), order_by=["attributes.start_time DESC"], max_results=limit) if experiments else []
+        runs = (
+            client.search_runs(list(experiments), order_by=["attributes.start_time DESC"], max_results=limit)
+            if experiments
+            else []
+        )
     except MedsegError:
         raise
     except Exception as exc:  # MlflowException, store or connection errors
-        raise MedsegError(f"MLflow at {redact_uri(uri)} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-                          f"{POINT_IT}, or set MLFLOW_TRACKING_URI") from None
-    return [{"experiment": experiments.get(r.info.experiment_id, r.info.experiment_id), "name": r.info.run_name or "",
-             "id": r.info.run_id[:8], "status": r.info.status, "started": r.info.start_time or 0,
-             **{key: _metric(r, names) for key, (_, names, _) in COLUMNS.items()}}
-            for r in runs]
+        raise MedsegError(
+            f"MLflow at {redact_uri(uri)} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"{POINT_IT}, or set MLFLOW_TRACKING_URI"
+        ) from None
+    return [
+        {
+            "experiment": experiments.get(r.info.experiment_id, r.info.experiment_id),
+            "name": r.info.run_name or "",
+            "id": r.info.run_id[:8],
+            "status": r.info.status,
+            "started": r.info.start_time or 0,
+            **{key: _metric(r, names) for key, (_, names, _) in COLUMNS.items()},
+        }
+        for r in runs
+    ]
 
 
-def runs_report(uris: Sequence[str], experiment: str | None = None, sort: str = "started", ascending: bool | None = None,
-                limit: int = 20) -> str:
+def runs_report(
+    uris: Sequence[str],
+    experiment: str | None = None,
+    sort: str = "started",
+    ascending: bool | None = None,
+    limit: int = 20,
+) -> str:
     """The text ``medseg runs`` prints: per store, a ``store: URI`` line (no credentials), then
     its table (at most ``limit`` runs, sorted by ``sort``) or ``no runs``; stores apart by a blank line.
 
@@ -151,8 +177,10 @@ def runs_report(uris: Sequence[str], experiment: str | None = None, sort: str = 
         if len(missing) == 1:
             raise missing[0]
         names = sorted({n for exc in missing for n in exc.names})
-        raise MedsegError(f"experiment {experiment!r} not found in the {len(missing)} stores found; experiments there: "
-                          f"{', '.join(names) or 'none'}; drop --experiment to list them all, or {POINT_IT}")
+        raise MedsegError(
+            f"experiment {experiment!r} not found in the {len(missing)} stores found; experiments there: "
+            f"{', '.join(names) or 'none'}; drop --experiment to list them all, or {POINT_IT}"
+        )
     return "\n\n".join(sections)
 
 
@@ -175,7 +203,16 @@ def sort_rows(rows: list[dict[str, Any]], key: str, ascending: bool | None = Non
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Plain-text table, one line per run."""
     headers = ["experiment", "run name", "id", "status", "started", *(h for h, _, _ in COLUMNS.values())]
-    lines = [[r["experiment"], r["name"], r["id"], r["status"], time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"] / 1000)),
-              *("-" if math.isnan(r[k]) else fmt.format(r[k]) for k, (_, _, fmt) in COLUMNS.items())] for r in rows]
+    lines = [
+        [
+            r["experiment"],
+            r["name"],
+            r["id"],
+            r["status"],
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started"] / 1000)),
+            *("-" if math.isnan(r[k]) else fmt.format(r[k]) for k, (_, _, fmt) in COLUMNS.items()),
+        ]
+        for r in rows
+    ]
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *lines)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip() for line in [headers, *lines])

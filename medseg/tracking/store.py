@@ -10,9 +10,9 @@ is written to a file, logged or printed; :func:`live_uri` finds the credentials 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from filelock import FileLock
@@ -21,7 +21,16 @@ from mlflow.tracking import MlflowClient
 from medseg.config.schema import ExperimentConfig
 
 LOCK_TIMEOUT_S = 600  # a store's creation takes seconds; a lock held longer belongs to a hung process
-SECRET_WORDS = ("token", "passw", "pwd", "secret", "key", "signature", "credential", "auth")  # query names holding secrets
+SECRET_WORDS = (
+    "token",
+    "passw",
+    "pwd",
+    "secret",
+    "key",
+    "signature",
+    "credential",
+    "auth",
+)  # query names holding secrets
 SECRET_NAMES = ("sig", "sas")  # short names matched whole (Azure SAS signatures)
 
 
@@ -29,7 +38,7 @@ def sqlite_path(uri: str) -> Path | None:
     """The database file of a ``sqlite:///`` URI; None for other stores and in-memory SQLite."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    path = uri[len("sqlite:///") :].split("?", 1)[0]
     return Path(path) if path and path != ":memory:" else None
 
 

@@ -9,6 +9,7 @@ point elsewhere (any MLflow server).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -98,8 +99,16 @@ LOGGED_MODEL_NAME = "lesion-segmenter"
 class MlflowTracker:
     """One MLflow run, driven through ``MlflowClient``."""
 
-    def __init__(self, uri: str, experiment: str, run_name: str, output_dir: Path, resume_run_id: str | None = None,
-                 display_name: str | None = None, parent_run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        experiment: str,
+        run_name: str,
+        output_dir: Path,
+        resume_run_id: str | None = None,
+        display_name: str | None = None,
+        parent_run_id: str | None = None,
+    ) -> None:
         fail_fast()  # medseg keeps unsent metrics and retries them itself
         self.uri = uri
         self.shown_uri = redact_uri(uri)  # in messages: no credentials
@@ -116,7 +125,9 @@ class MlflowTracker:
         try:
             exp_id = ensure_experiment(self.client, experiment, output_dir)
             tags = {"mlflow.parentRunId": parent_run_id} if parent_run_id else None
-            self.run_id: str | None = self.client.create_run(exp_id, run_name=display_name or run_name, tags=tags).info.run_id
+            self.run_id: str | None = self.client.create_run(
+                exp_id, run_name=display_name or run_name, tags=tags
+            ).info.run_id
         except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors
             raise unreachable(uri, exc) from None
         self.experiment_id = exp_id
@@ -129,8 +140,10 @@ class MlflowTracker:
             self.client.update_run(run_id, status="RUNNING")
             self._logged_steps = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
         except Exception as exc:  # MlflowException, store errors
-            raise MedsegError(f"MLflow run {run_id} at {self.shown_uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
-                              "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)") from None
+            raise MedsegError(
+                f"MLflow run {run_id} at {self.shown_uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
+                "resume with the tracking store of the original run (tracking.uri / MLFLOW_TRACKING_URI)"
+            ) from None
         self.run_id = run_id
         self.experiment_id = run.info.experiment_id
         self._start_system_metrics(resume=True)
@@ -138,13 +151,15 @@ class MlflowTracker:
     def _start_system_metrics(self, resume: bool) -> None:
         """CPU, memory (and with nvidia-ml-py, GPU) utilisation as ``system/*`` metrics every
         10 s, by MLflow's own monitor thread."""
-        self._system = SystemMetricsMonitor(self.run_id, sampling_interval=10, resume_logging=resume, tracking_uri=self.uri)
+        self._system = SystemMetricsMonitor(
+            self.run_id, sampling_interval=10, resume_logging=resume, tracking_uri=self.uri
+        )
         self._system.start()
 
     def log_params(self, params: dict[str, str]) -> None:
         items = [Param(k, v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+            self.client.log_batch(self.run_id, params=items[i : i + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Queue the metrics and send everything queued; an outage keeps them queued (see flush)."""
@@ -167,14 +182,19 @@ class MlflowTracker:
             try:
                 if kind == "metrics":
                     metrics, step, ts = args
-                    self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()])
+                    self.client.log_batch(
+                        self.run_id, metrics=[Metric(k, float(v), ts, step) for k, v in metrics.items()]
+                    )
                 elif kind == "tags":
                     self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in args[0].items()])
                 else:
                     self.client.log_artifact(self.run_id, *args)
             except Exception as exc:  # connection errors, MlflowException: keep and retry later
-                warnings.warn(f"MLflow at {self.shown_uri} unavailable ({type(exc).__name__}); "
-                              f"{len(self._pending)} record(s) kept for retry")
+                warnings.warn(
+                    f"MLflow at {self.shown_uri} unavailable ({type(exc).__name__}); "
+                    f"{len(self._pending)} record(s) kept for retry",
+                    stacklevel=2,
+                )
                 return False
             self._pending.pop(0)
         return True
@@ -203,24 +223,26 @@ class MlflowTracker:
         self._register_as = register_as
         try:
             # not named "model": MLflow 3 would then take runs:/<id>/model for this entry, not the run's model/ folder
-            model = self.client.create_logged_model(self.experiment_id, name=LOGGED_MODEL_NAME, source_run_id=self.run_id,
-                                                    model_type="medseg")
+            model = self.client.create_logged_model(
+                self.experiment_id, name=LOGGED_MODEL_NAME, source_run_id=self.run_id, model_type="medseg"
+            )
             self.client.log_model_artifacts(model.model_id, str(folder))
             self.client.finalize_logged_model(model.model_id, "READY")
             self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
             self.model_id: str | None = model.model_id
         except Exception as exc:  # the run's own model/ artifacts are what predict needs; this is a view on them
-            print(f"warning: MLflow at {self.shown_uri}: the logged-model entry was not created "
-                  f"({type(exc).__name__}: {str(exc)[:120]})", file=sys.stderr)
+            print(
+                f"warning: MLflow at {self.shown_uri}: the logged-model entry was not created "
+                f"({type(exc).__name__}: {str(exc)[:120]})",
+                file=sys.stderr,
+            )
 
     def _register(self) -> None:
         name = getattr(self, "_register_as", None)
         if not name:
             return
-        try:
+        with contextlib.suppress(MlflowException):  # already registered: add a version
             self.client.create_registered_model(name)
-        except MlflowException:
-            pass  # already registered: add a version
         source = f"{self.client.get_run(self.run_id).info.artifact_uri}/model"
         version = self.client.create_model_version(name, source, run_id=self.run_id)
         self.registered = f"models:/{name}/{version.version}"
@@ -232,20 +254,31 @@ class MlflowTracker:
         for attempt in range(retries):
             if self.flush():
                 break
-            time.sleep(min(2 ** attempt, 20))
+            time.sleep(min(2**attempt, 20))
         if self._pending:
             earlier = self.spool.read_text() if self.spool.exists() else ""
-            write_text(earlier + "".join(json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n"
-                                         for kind, args in self._pending), self.spool)
-            print(f"warning: MLflow at {self.shown_uri} did not accept {len(self._pending)} record(s); saved in {self.spool}",
-                  file=sys.stderr)
+            write_text(
+                earlier
+                + "".join(
+                    json.dumps({"run_id": self.run_id, "kind": kind, "args": args}) + "\n"
+                    for kind, args in self._pending
+                ),
+                self.spool,
+            )
+            print(
+                f"warning: MLflow at {self.shown_uri} did not accept {len(self._pending)} record(s); saved in "
+                f"{self.spool}",
+                file=sys.stderr,
+            )
             return
         try:
             self._register()
             self.client.set_terminated(self.run_id, status)
         except Exception as exc:  # the records are in; registry or end status must not fail the run
-            print(f"warning: MLflow at {self.shown_uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}",
-                  file=sys.stderr)
+            print(
+                f"warning: MLflow at {self.shown_uri}: {type(exc).__name__} while closing the run: {str(exc)[:160]}",
+                file=sys.stderr,
+            )
 
     def ui_command(self) -> str:
         """How to open this run in the MLflow UI: the server command for a SQLite store, then the
@@ -289,15 +322,19 @@ def parent_run(uri: str, experiment: str, name: str, output_dir: Path) -> str:
 
 def unreachable(uri: str, exc: Exception) -> MedsegError:
     """The user error for a store that cannot be opened (its address redacted)."""
-    return MedsegError(f"MLflow tracking at {redact_uri(uri)} is unreachable ({type(exc).__name__}); start the server, "
-                       "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false")
+    return MedsegError(
+        f"MLflow tracking at {redact_uri(uri)} is unreachable ({type(exc).__name__}); start the server, "
+        "fix tracking.uri / MLFLOW_TRACKING_URI, or set tracking.enabled=false"
+    )
 
 
 def child_run(client: MlflowClient, parent_id: str, name: str, tags: dict[str, str] | None = None) -> str:
     """A new run nested under ``parent_id`` (same experiment, ``mlflow.parentRunId`` tag): the
     UI shows it folded under its parent (``medseg tune``, cross-validation folds)."""
     parent = client.get_run(parent_id)
-    run = client.create_run(parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **(tags or {})})
+    run = client.create_run(
+        parent.info.experiment_id, run_name=name, tags={"mlflow.parentRunId": parent_id, **(tags or {})}
+    )
     return run.info.run_id
 
 
@@ -311,12 +348,25 @@ def ui_hint(uri: str, experiment_id: str, run_id: str | None) -> str:
     return f"open {uri.rstrip('/')}/{page}"
 
 
-def make_tracker(cfg: TrackingConfig, output_dir: Path, run_name: str, resume_run_id: str | None = None,
-                 uri: str | None = None, display_name: str | None = None) -> Tracker:
+def make_tracker(
+    cfg: TrackingConfig,
+    output_dir: Path,
+    run_name: str,
+    resume_run_id: str | None = None,
+    uri: str | None = None,
+    display_name: str | None = None,
+) -> Tracker:
     """MlflowTracker when ``cfg.enabled``, else NullTracker; ``resume_run_id`` reopens that run
     (in store ``uri`` when given). ``run_name`` names the run folder's spool file; the MLflow run
     is called ``display_name`` (default ``run_name``)."""
     if not cfg.enabled:
         return NullTracker()
-    return MlflowTracker(uri or resolve_uri(cfg.uri, output_dir), cfg.experiment, run_name, output_dir, resume_run_id,
-                         display_name, cfg.parent_run_id)
+    return MlflowTracker(
+        uri or resolve_uri(cfg.uri, output_dir),
+        cfg.experiment,
+        run_name,
+        output_dir,
+        resume_run_id,
+        display_name,
+        cfg.parent_run_id,
+    )

@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 from filelock import FileLock
 
@@ -69,9 +69,17 @@ def _state(cfg: ExperimentConfig, folds: int) -> tuple[Path, dict]:
     folder = cv_folder(cfg, folds)
     cases = from_config(cfg.data).require_clean()
     splits = fold_splits(cases, folds, cfg.train.seed, cfg.data.group_pattern)
-    state = _shared_state(folder / "cv.json", "folds", splits, "its folds differ from this config's cases",
-                          lambda: {"folds": splits, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"),
-                                   "group_pattern": cfg.data.group_pattern})
+    state = _shared_state(
+        folder / "cv.json",
+        "folds",
+        splits,
+        "its folds differ from this config's cases",
+        lambda: {
+            "folds": splits,
+            "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-cv{folds}"),
+            "group_pattern": cfg.data.group_pattern,
+        },
+    )
     return folder, state
 
 
@@ -113,7 +121,9 @@ def _open_parent(cfg: ExperimentConfig, name: str) -> str | None:
     return parent_run(_uri(cfg), cfg.tracking.experiment, name, Path(cfg.train.output_dir))
 
 
-def _close_parent(cfg: ExperimentConfig, parent: str, mean_key: str, values: list[float], tag_key: str, command: str) -> None:
+def _close_parent(
+    cfg: ExperimentConfig, parent: str, mean_key: str, values: list[float], tag_key: str, command: str
+) -> None:
     """The members' mean selection metric and the ensemble command on the parent run, which ends."""
     client = open_client(_uri(cfg))
     client.log_metric(parent, mean_key, sum(values) / len(values))
@@ -125,13 +135,16 @@ def _uri(cfg: ExperimentConfig) -> str:
     return resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))
 
 
-def fold_config(cfg: ExperimentConfig, folder: Path, k: int, val_ids: list[str], parent: str | None) -> ExperimentConfig:
+def fold_config(
+    cfg: ExperimentConfig, folder: Path, k: int, val_ids: list[str], parent: str | None
+) -> ExperimentConfig:
     """The config of fold ``k``: its validation cases, its folder, nested under the parent run."""
     return member_config(cfg, folder / f"fold{k}", val_ids, parent, f"{run_name(cfg)}-fold{k}")
 
 
-def member_config(cfg: ExperimentConfig, out: Path, val_ids: Sequence[str], parent: str | None, name: str,
-                  seed: int | None = None) -> ExperimentConfig:
+def member_config(
+    cfg: ExperimentConfig, out: Path, val_ids: Sequence[str], parent: str | None, name: str, seed: int | None = None
+) -> ExperimentConfig:
     """The config of one member run (a fold, a seed): its validation cases, its folder ``out``,
     nested under the parent run (in the parent's store: the default SQLite store follows
     train.output_dir, which moves)."""
@@ -167,7 +180,12 @@ def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
     with _lock(path):
         state = json.loads(path.read_text())
         results = state.setdefault("results", {})
-        results.update({str(k): {"best_metric": float(res.best_metric), "run_dir": str(res.run_dir)} for k, res in out.results.items()})
+        results.update(
+            {
+                str(k): {"best_metric": float(res.best_metric), "run_dir": str(res.run_dir)}
+                for k, res in out.results.items()
+            }
+        )
         write_text(json.dumps(state, indent=2), path)
         if out.parent_run_id is not None:
             _log_folds(cfg, out, folds)
@@ -182,7 +200,14 @@ def _log_folds(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
     logged = client.get_run(out.parent_run_id).data.metrics  # latest value of each fold, this call's or earlier ones'
     values = [logged.get(f"fold{k}_{metric}") for k in range(folds)]
     if all(v is not None for v in values):
-        _close_parent(cfg, out.parent_run_id, f"cv_mean_{metric}", values, "cv.ensemble", f"medseg predict {out.folder} SCANS --out OUT")
+        _close_parent(
+            cfg,
+            out.parent_run_id,
+            f"cv_mean_{metric}",
+            values,
+            "cv.ensemble",
+            f"medseg predict {out.folder} SCANS --out OUT",
+        )
 
 
 def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVResult:
@@ -206,7 +231,14 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
         client = open_client(_uri(cfg))
         for seed, value in zip(out.results, values):
             client.log_metric(parent, f"seed{seed}_{metric}", value)
-        _close_parent(cfg, parent, f"mean_{metric}", values, "ensemble", f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT")
+        _close_parent(
+            cfg,
+            parent,
+            f"mean_{metric}",
+            values,
+            "ensemble",
+            f"medseg tune {folder}; medseg predict {folder} SCANS --out OUT",
+        )
     return out
 
 
@@ -223,11 +255,19 @@ def _seed_state(cfg: ExperimentConfig, seeds: int) -> tuple[Path, dict]:
 
     def create() -> dict:
         if any(folder.rglob("last.pt")):
-            raise MedsegError(f"{folder}: holds runs of no ensemble.json (an older medseg); "
-                              f"use another train.output_dir or remove {folder}")
-        return {"seeds": seeds, "val_cases": val_ids, "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}")}
+            raise MedsegError(
+                f"{folder}: holds runs of no ensemble.json (an older medseg); "
+                f"use another train.output_dir or remove {folder}"
+            )
+        return {
+            "seeds": seeds,
+            "val_cases": val_ids,
+            "parent_run_id": _open_parent(cfg, f"{run_name(cfg)}-seeds{seeds}"),
+        }
 
-    state = _shared_state(folder / "ensemble.json", "val_cases", val_ids, "its validation cases differ from this config's", create)
+    state = _shared_state(
+        folder / "ensemble.json", "val_cases", val_ids, "its validation cases differ from this config's", create
+    )
     return folder, state
 
 
@@ -245,18 +285,25 @@ def train_member(cfg: ExperimentConfig, progress: bool = True) -> TrainResult:
     ckpt = load_checkpoint(latest / "last.pt")
     rs = ckpt.resume
     if rs is None:
-        raise MedsegError(f"{latest / 'last.pt'}: holds no resume state; remove {cfg.train.output_dir} to train this member again")
+        raise MedsegError(
+            f"{latest / 'last.pt'}: holds no resume state; remove {cfg.train.output_dir} to train this member again"
+        )
     if rs.finished:
         print(f"{latest}: finished earlier, kept (remove {cfg.train.output_dir} to train it again)", file=sys.stderr)
-        return TrainResult(latest, latest / "best.pt", latest / "last.pt", ckpt.mlflow_run_id, rs.best, list(rs.history))
+        return TrainResult(
+            latest, latest / "best.pt", latest / "last.pt", ckpt.mlflow_run_id, rs.best, list(rs.history)
+        )
     print(f"{latest}: stopped at epoch {rs.epoch} step {rs.step_in_epoch}, resuming", file=sys.stderr)
     saved = load_config(latest / "config.yaml")  # its tracking URI redacted: reconnect with this call's credentials
     tracking = saved.tracking.model_copy(update={"uri": live_uri(saved.tracking.uri, cfg.tracking.uri)})
     saved = saved.model_copy(update={"tracking": tracking})
     changed = changed_settings(redact_config(saved), redact_config(cfg))
     if changed:  # a resumed run keeps its batches, schedule and MLflow params: it cannot take new settings
-        print(f"{latest}: resumes with the settings it started with, not the changed {', '.join(changed)} "
-              f"(remove {cfg.train.output_dir} to train this member with the new ones)", file=sys.stderr)
+        print(
+            f"{latest}: resumes with the settings it started with, not the changed {', '.join(changed)} "
+            f"(remove {cfg.train.output_dir} to train this member with the new ones)",
+            file=sys.stderr,
+        )
     return train(saved, progress, resume=latest)
 
 

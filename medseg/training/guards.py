@@ -17,7 +17,6 @@ import signal
 import sys
 import time
 from types import FrameType
-from typing import Optional
 
 from medseg.errors import MedsegError
 from medseg.runtime.distributed import any_rank
@@ -41,8 +40,10 @@ class NonFiniteGuard:
         self.skipped += 1
         print(f"warning: non-finite loss ({loss}) at {where}; step skipped", file=sys.stderr)
         if self.in_a_row >= self.limit:
-            raise MedsegError(f"training: {self.in_a_row} non-finite losses in a row (at {where}); lower optim.lr, "
-                              "check the data with 'medseg check', or raise train.max_nonfinite_steps")
+            raise MedsegError(
+                f"training: {self.in_a_row} non-finite losses in a row (at {where}); lower optim.lr, "
+                "check the data with 'medseg check', or raise train.max_nonfinite_steps"
+            )
         return False
 
 
@@ -50,13 +51,13 @@ class StopSignal:
     """Context manager turning SIGTERM into a flag (the previous handler is restored on exit)."""
 
     def __init__(self) -> None:
-        self.received: Optional[int] = None
+        self.received: int | None = None
         self._previous = None
 
-    def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
 
-    def __enter__(self) -> "StopSignal":
+    def __enter__(self) -> StopSignal:
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. a notebook worker): no handler
@@ -76,7 +77,7 @@ class StopSignal:
 class EarlyStopping:
     """``update(improved)`` after each validation; ``stop`` once ``patience`` passed without improvement."""
 
-    def __init__(self, patience: Optional[int]) -> None:
+    def __init__(self, patience: int | None) -> None:
         self.patience, self.since_best = patience, 0
 
     def update(self, improved: bool) -> None:
@@ -94,7 +95,7 @@ class TimeBudget:
     epoch. ``minutes=None`` = no budget (the configured epochs). ``spent_s``: seconds a resumed
     run trained before (epochs 1..first_epoch-1 then count towards the budget and the estimate)."""
 
-    def __init__(self, minutes: Optional[float], first_epoch: int, max_epochs: int, spent_s: float = 0.0) -> None:
+    def __init__(self, minutes: float | None, first_epoch: int, max_epochs: int, spent_s: float = 0.0) -> None:
         self.minutes, self.max_epochs = minutes, max_epochs
         self.first_epoch = 1 if spent_s > 0 else first_epoch
         self.start = time.monotonic() - spent_s

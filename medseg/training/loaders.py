@@ -1,11 +1,11 @@
-"""Cached training/validation datasets and the training loader.
-"""
+"""Cached training/validation datasets and the training loader."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from monai.data import (
@@ -26,36 +26,65 @@ from medseg.transforms.preprocess import preprocess
 from medseg.transforms.sampling import sampling_prep
 
 
-def make_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case],
-                  spacing: Sequence[float]) -> tuple[Dataset, Dataset]:
+def make_datasets(
+    cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]
+) -> tuple[Dataset, Dataset]:
     """Training dataset (deterministic part cached, random crops/flips per draw) and validation
     dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
     disk (PersistentDataset, keyed by the case's files, their sizes and modification times
     (:func:`file_state_hashing`) and the transforms)."""
     p = cfg.preprocess
     classes = [values for _, values in lesion_classes(cfg.data)]
-    pre = preprocess(spacing, p.normalize, lesion_classes=None if classes[0] is None else classes, ct_stats=p.ct_stats,
-                     background=p.background)
+    pre = preprocess(
+        spacing,
+        p.normalize,
+        lesion_classes=None if classes[0] is None else classes,
+        ct_stats=p.ct_stats,
+        background=p.background,
+    )
     s = cfg.sampling
     instances = blob_weight(cfg.loss) > 0  # the blob loss scores each lesion of the patch
     aug = resolve(cfg.augment, s)
-    train_tf = Compose(pre + sampling_prep(crop_size(s.patch_size, aug), s.strategy, instances)
-                       + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, aug, s.strategy, s.size_power, instances))
+    train_tf = Compose(
+        pre
+        + sampling_prep(crop_size(s.patch_size, aug), s.strategy, instances)
+        + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, aug, s.strategy, s.size_power, instances)
+    )
     train_tf.set_random_state(seed=cfg.train.seed)
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)
         # hash_transform: a changed spacing or normalisation gets a new cache entry, not a stale one
-        return (PersistentDataset(as_dicts(train_cases), train_tf, cache_dir=cache / "train", hash_func=file_state_hashing,
-                                  hash_transform=json_hashing),
-                PersistentDataset(as_dicts(val_cases), Compose(pre), cache_dir=cache / "val", hash_func=file_state_hashing,
-                                  hash_transform=json_hashing))
+        return (
+            PersistentDataset(
+                as_dicts(train_cases),
+                train_tf,
+                cache_dir=cache / "train",
+                hash_func=file_state_hashing,
+                hash_transform=json_hashing,
+            ),
+            PersistentDataset(
+                as_dicts(val_cases),
+                Compose(pre),
+                cache_dir=cache / "val",
+                hash_func=file_state_hashing,
+                hash_transform=json_hashing,
+            ),
+        )
     workers = min(4, max(1, cfg.data.num_workers))
     # copy_cache: CacheDataset deep-copies the cached volume before every draw (1.5-2 ms for a
     # 132x132x118 crop); with spatial augmentation RandRotateScaleCropd reads the draw's views
     # and writes new patches, so nothing downstream can touch the cache and the copy is skipped
-    train_ds = CacheDataset(as_dicts(train_cases), train_tf, cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False,
-                            copy_cache=not aug.spatial)
-    val_ds = CacheDataset(as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False)
+    train_ds = CacheDataset(
+        as_dicts(train_cases),
+        train_tf,
+        cache_rate=cfg.data.cache_rate,
+        num_workers=workers,
+        progress=False,
+        copy_cache=not aug.spatial,
+    )
+    val_ds = CacheDataset(
+        as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False
+    )
     return train_ds, val_ds
 
 
@@ -94,6 +123,12 @@ def make_loader(cfg: ExperimentConfig, dataset: Dataset, rank: int = 0, world: i
         sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.train.seed)
     # ThreadDataLoader: the next batch is prepared in a thread while the GPU trains on this one
     cls = ThreadDataLoader if cfg.data.thread_loader else DataLoader
-    return cls(dataset, batch_size=cfg.train.batch_size, shuffle=sampler is None, sampler=sampler,
-               num_workers=cfg.data.num_workers, generator=generator,
-               persistent_workers=False)  # re-seeded from the generator each epoch: exact resume
+    return cls(
+        dataset,
+        batch_size=cfg.train.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=cfg.data.num_workers,
+        generator=generator,
+        persistent_workers=False,
+    )  # re-seeded from the generator each epoch: exact resume

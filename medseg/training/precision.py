@@ -1,5 +1,4 @@
-"""Mixed precision policy of the training step.
-"""
+"""Mixed precision policy of the training step."""
 
 from __future__ import annotations
 

@@ -1,11 +1,10 @@
-"""Before training: the dataset checked and planned, every case loaded once.
-"""
+"""Before training: the dataset checked and planned, every case loaded once."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from monai.data import Dataset
@@ -42,7 +41,15 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     ds = from_config(cfg.data)
     problems = check_dataset(ds, all_lesion_values(cfg.data))
     if problems:
-        raise MedsegError("\n".join(problems + [f"{len(problems)} problem(s) in the dataset; fix them (see 'medseg check {cfg.data.dataset}') and train again"]))
+        raise MedsegError(
+            "\n".join(
+                problems
+                + [
+                    f"{len(problems)} problem(s) in the dataset; fix them (see 'medseg check {cfg.data.dataset}') "
+                    "and train again"
+                ]
+            )
+        )
     plan = None
     if cfg.data.plan is not None:
         plan = read_plan(cfg.data.plan)
@@ -60,7 +67,10 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     roi = cfg.inference.roi_size or cfg.sampling.patch_size
     for name, size in (("sampling.patch_size", cfg.sampling.patch_size), ("inference.roi_size", roi)):
         if any(s % m for s, m in zip(size, multiples)):
-            raise MedsegError(f"{name}: {list(size)} must be multiples of {list(multiples)} (the product of the network's strides per axis)")
+            raise MedsegError(
+                f"{name}: {list(size)} must be multiples of {list(multiples)} (the product of the network's strides "
+                "per axis)"
+            )
     _warn_if_patch_exceeds(ds.cases, cfg.sampling.patch_size, spacing)
     channels = ds.channels or tuple(f"channel{i}" for i in range(rules_for(ds).n_channels))
     return Prepared(cfg, ds.cases, tuple(float(s) for s in spacing), channels, plan)
@@ -73,7 +83,9 @@ def with_topology(cfg: ExperimentConfig, spacing: Sequence[float]) -> Experiment
     if m.name != "dynunet" or (m.kernel_sizes is not None and m.level_strides is not None):
         return cfg
     kernels, strides = plan_topology(cfg.sampling.patch_size, spacing)
-    model = type(m).model_validate({**m.model_dump(), "kernel_sizes": m.kernel_sizes or kernels, "level_strides": m.level_strides or strides})
+    model = type(m).model_validate(
+        {**m.model_dump(), "kernel_sizes": m.kernel_sizes or kernels, "level_strides": m.level_strides or strides}
+    )
     return cfg.model_copy(update={"model": model})
 
 
@@ -82,15 +94,22 @@ def _warn_if_patch_exceeds(cases, patch, spacing) -> None:
     largest = np.zeros(3)
     for case in cases:  # headers only
         shape, affine = read_geometry(case.image)
-        largest = np.maximum(largest, np.array(shape[:3])[ras_order(affine)] * np.array(ras_spacing(affine)) / np.array(spacing))
+        largest = np.maximum(
+            largest, np.array(shape[:3])[ras_order(affine)] * np.array(ras_spacing(affine)) / np.array(spacing)
+        )
     if any(p > s for p, s in zip(patch, largest)):
         fit = [int(s) for s in largest]
-        print(f"warning: sampling.patch_size {list(patch)} is larger than every image at the target spacing (at most {fit}); "
-              "patches are mostly padding: use a smaller patch_size (or let 'medseg plan' choose it)", file=sys.stderr)
+        print(
+            f"warning: sampling.patch_size {list(patch)} is larger than every image at the target spacing (at most "
+            f"{fit}); "
+            "patches are mostly padding: use a smaller patch_size (or let 'medseg plan' choose it)",
+            file=sys.stderr,
+        )
 
 
-def load_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case],
-                  spacing: Sequence[float]) -> tuple[Dataset, Dataset]:
+def load_datasets(
+    cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]
+) -> tuple[Dataset, Dataset]:
     """Preprocess and cache every case before anything is written; a file that cannot be read
     becomes a MedsegError naming it."""
     try:
@@ -100,7 +119,10 @@ def load_datasets(cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases:
         culprit = next((c for c in [*train_cases, *val_cases] for f in (c.image, c.label) if str(f) in text), None)
         where = f"{culprit.image} / {culprit.label}" if isinstance(culprit, Case) else "a case of the dataset"
         last = _chain(exc)[-1]
-        raise MedsegError(f"{where}: cannot be loaded ({type(last).__name__}: {str(last).strip()[:160]}); re-export or remove the case") from None
+        raise MedsegError(
+            f"{where}: cannot be loaded ({type(last).__name__}: {str(last).strip()[:160]}); re-export or remove the "
+            "case"
+        ) from None
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

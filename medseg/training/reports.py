@@ -1,5 +1,4 @@
-"""Reports of the best epoch: per-case and per-lesion CSVs and overlays.
-"""
+"""Reports of the best epoch: per-case and per-lesion CSVs and overlays."""
 
 from __future__ import annotations
 
@@ -12,7 +11,14 @@ from medseg.io.write import write_csv
 from medseg.training.validation import SMALL_MM3, Validation
 from medseg.viz.overlays import overlays
 
-DESCRIBED = ("val_dice", "val_lesion_recall", "val_lesion_precision", "val_lesion_f1", "val_fp_per_scan", "val_hd95_mm_median")
+DESCRIBED = (
+    "val_dice",
+    "val_lesion_recall",
+    "val_lesion_precision",
+    "val_lesion_f1",
+    "val_fp_per_scan",
+    "val_hd95_mm_median",
+)
 
 
 def write_best_report(val: Validation, folder: Path) -> None:
@@ -36,16 +42,30 @@ def run_description(cfg: ExperimentConfig, best_epoch: int, best: dict[str, floa
     """Markdown for the MLflow run page: selection, best epoch and its figures, the size bins,
     how to predict with the model."""
     rows = [f"| {k} | {best[k]:.3f} |" for k in DESCRIBED if k in best]
-    bins = [f"| recall {name} | {best[f'val_lesion_recall_{name}']:.3f} |" for name, _, _ in size_bin_names()
-            if f"val_lesion_recall_{name}" in best]
+    bins = [
+        f"| recall {name} | {best[f'val_lesion_recall_{name}']:.3f} |"
+        for name, _, _ in size_bin_names()
+        if f"val_lesion_recall_{name}" in best
+    ]
     edges = ", ".join(f"[{lo:g}, {hi:g}) mm³" for _, lo, hi in size_bin_names())
     model = f"runs:/{run_id}/model" if run_id else "best.pt"
-    return "\n".join([
-        f"**{cfg.model.name}** network, **{cfg.loss.name}** loss, **{cfg.sampling.strategy}** patch sampling, seed {cfg.train.seed}.",
-        "", f"Best checkpoint: epoch **{best_epoch}** of {cfg.train.epochs}, selected by `{cfg.train.select_metric}` "
-        f"(the `val_*` charts show every validation; `best_*` metrics hold the kept epoch's values).", "",
-        "| validation at the best epoch | |", "|---|---|", *rows, *bins, "",
-        f"Lesion-size bins (GT lesion volume): {edges}; `val_lesion_recall_small` is recall below {SMALL_MM3:g} mm³. "
-        f"Lesions matched by the `{cfg.eval.matching}` rule, {cfg.eval.connectivity}-connected.", "",
-        f"Predict: `medseg predict {model} SCANS... --out masks/` (add `--tracking-uri` for an MLflow URI).",
-    ])
+    return "\n".join(
+        [
+            f"**{cfg.model.name}** network, **{cfg.loss.name}** loss, **{cfg.sampling.strategy}** patch sampling, "
+            f"seed {cfg.train.seed}.",
+            "",
+            f"Best checkpoint: epoch **{best_epoch}** of {cfg.train.epochs}, selected by `{cfg.train.select_metric}` "
+            f"(the `val_*` charts show every validation; `best_*` metrics hold the kept epoch's values).",
+            "",
+            "| validation at the best epoch | |",
+            "|---|---|",
+            *rows,
+            *bins,
+            "",
+            f"Lesion-size bins (GT lesion volume): {edges}; `val_lesion_recall_small` is recall below {SMALL_MM3:g} "
+            "mm³. "
+            f"Lesions matched by the `{cfg.eval.matching}` rule, {cfg.eval.connectivity}-connected.",
+            "",
+            f"Predict: `medseg predict {model} SCANS... --out masks/` (add `--tracking-uri` for an MLflow URI).",
+        ]
+    )

@@ -70,10 +70,15 @@ def resume_checkpoint(run_dir: Path) -> Checkpoint:
     """
     last = Path(run_dir) / "last.pt"
     if not last.is_file():
-        raise MedsegError(f"{run_dir}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+        raise MedsegError(
+            f"{run_dir}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)"
+        )
     ckpt = load_checkpoint(last)
     if ckpt.resume is None:
-        raise MedsegError(f"{last}: holds no resume state (written by an older medseg or by a stopped run without one); start a new run")
+        raise MedsegError(
+            f"{last}: holds no resume state (written by an older medseg or by a stopped run without one); start a "
+            "new run"
+        )
     return ckpt
 
 
@@ -87,8 +92,9 @@ def _device_and_rank(cfg: ExperimentConfig) -> tuple[torch.device, int, int]:
     return device, rank, world
 
 
-def _open_run(cfg: ExperimentConfig, rank: int, world: int, resume: Path | None,
-              resumed: Checkpoint | None) -> tuple[Path, Tracker]:
+def _open_run(
+    cfg: ExperimentConfig, rank: int, world: int, resume: Path | None, resumed: Checkpoint | None
+) -> tuple[Path, Tracker]:
     """The run folder and its tracker: new ones, the resumed run's, or (ranks > 0) rank 0's
     folder without a tracker."""
     if rank > 0:  # only rank 0 writes: checkpoints, reports, MLflow
@@ -97,14 +103,22 @@ def _open_run(cfg: ExperimentConfig, rank: int, world: int, resume: Path | None,
         run_dir = Path(resume)
         clean_partials(run_dir, None)
         clean_partials(run_dir.parent, 0)
-        tracker = make_tracker(cfg.tracking, run_dir.parent, run_dir.name, resumed.mlflow_run_id,
-                               live_uri(resumed.tracking_uri, cfg.tracking.uri))
+        tracker = make_tracker(
+            cfg.tracking,
+            run_dir.parent,
+            run_dir.name,
+            resumed.mlflow_run_id,
+            live_uri(resumed.tracking_uri, cfg.tracking.uri),
+        )
     else:
         output_dir = Path(cfg.train.output_dir)
         try:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise MedsegError(f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable folder") from None
+            raise MedsegError(
+                f"{output_dir}: cannot create the output folder ({exc.strerror}); set train.output_dir to a writable "
+                "folder"
+            ) from None
         clean_partials(output_dir, 2)  # its run folders (a killed run's last.pt) and their report/, mlflow_model/
         run_dir = new_run_dir(output_dir)
         try:

@@ -8,13 +8,14 @@ applies the steps. The learning rate follows :func:`lr_schedule` per applied ste
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Optional, Protocol
+from typing import Any, Protocol
 
 import torch
 
-from medseg.training.guards import NonFiniteGuard, StopSignal
 from medseg.runtime.device import plain_tensor
+from medseg.training.guards import NonFiniteGuard, StopSignal
 from medseg.training.precision import Precision
 
 
@@ -47,8 +48,8 @@ class StepContext:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     device: torch.device
     precision: Precision = field(default_factory=Precision)
-    grad_clip: Optional[float] = None
-    guard: Optional[NonFiniteGuard] = None
+    grad_clip: float | None = None
+    guard: NonFiniteGuard | None = None
 
 
 @dataclass
@@ -110,7 +111,9 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
         instances = plain_tensor(batch["instances"]).to(ctx.device, non_blocking=True)
         loss = ctx.loss_fn(logits, y, instances)
     else:
-        loss = ctx.loss_fn(logits, y)  # logits: a tensor, or a list with deep supervision (the losses compute in float32)
+        loss = ctx.loss_fn(
+            logits, y
+        )  # logits: a tensor, or a list with deep supervision (the losses compute in float32)
     value = float(loss.detach())
     applied = ctx.guard is None or ctx.guard.ok(value, where)
     if applied:
@@ -118,9 +121,15 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
     return value, applied
 
 
-def run_epoch(ctx: StepContext, loader: Iterable[dict[str, torch.Tensor]], bar: Bar, status: tuple[str, float],
-              stop: Optional[StopSignal] = None, progress: Optional[EpochProgress] = None,
-              on_step: Optional[Callable[[EpochProgress], None]] = None) -> float:
+def run_epoch(
+    ctx: StepContext,
+    loader: Iterable[dict[str, torch.Tensor]],
+    bar: Bar,
+    status: tuple[str, float],
+    stop: StopSignal | None = None,
+    progress: EpochProgress | None = None,
+    on_step: Callable[[EpochProgress], None] | None = None,
+) -> float:
     """One pass over ``loader``; returns the mean loss of the applied steps.
 
     With ``progress`` from a mid-epoch checkpoint, its first ``progress.done`` batches are drawn

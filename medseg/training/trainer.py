@@ -51,7 +51,9 @@ from medseg.viz.plots import training_curve
 class Trainer:
     """Train the network of ``prep.cfg`` on ``datasets`` (train, validation) into ``run``."""
 
-    def __init__(self, prep: Prepared, datasets: tuple[Dataset, Dataset], device: torch.device, run: RunContext) -> None:
+    def __init__(
+        self, prep: Prepared, datasets: tuple[Dataset, Dataset], device: torch.device, run: RunContext
+    ) -> None:
         self.cfg: ExperimentConfig = prep.cfg
         self.recorded_cfg = redact_config(self.cfg)  # what is written down: config.yaml, checkpoints, MLflow params
         self.prep, self.device, self.run = prep, device, run
@@ -72,13 +74,17 @@ class Trainer:
         if run.main:
             self._record_run(resumed)
         self.loader = make_loader(cfg, self.train_ds, run.rank, run.world)
-        self.net = build_model(cfg.model, in_channels=len(self.prep.channels), out_channels=len(lesion_classes(cfg.data))).to(self.device)
+        self.net = build_model(
+            cfg.model, in_channels=len(self.prep.channels), out_channels=len(lesion_classes(cfg.data))
+        ).to(self.device)
         precision = precision_for(cfg.train, self.device)
         if precision.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last_3d)
         model = self.net
         if run.world > 1:
-            model = torch.nn.parallel.DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model = torch.nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
         if cfg.train.compile:
             model = torch.compile(model)
         optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -87,8 +93,9 @@ class Trainer:
         self.schedule = lr_schedule(cfg.optim.schedule, self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
         loss = build_training_loss(cfg.loss, cfg.model.deep_supervision)
-        self.ctx = StepContext(model, loss, optimizer, scheduler, self.device, precision,
-                               cfg.train.grad_clip, self.guard)
+        self.ctx = StepContext(
+            model, loss, optimizer, scheduler, self.device, precision, cfg.train.grad_clip, self.guard
+        )
 
     def _record_run(self, resumed: bool) -> None:
         """Config (and plan) into the run folder and MLflow; a resumed run only records the resume."""
@@ -97,9 +104,17 @@ class Trainer:
         write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), config_path)
         if resumed:  # MLflow params cannot change; the extended epochs are in config.yaml and a tag
             return
-        params = {k: v for k, v in flatten(cfg).items() if v != "None"}  # unset keys: see config.yaml, not a column of None
-        tracker.log_params(params | {"preprocess.resolved_spacing": str(list(self.prep.spacing)),
-                                           "data.n_train": str(len(self.train_ds)), "data.n_val": str(len(self.val_ds))})
+        params = {
+            k: v for k, v in flatten(cfg).items() if v != "None"
+        }  # unset keys: see config.yaml, not a column of None
+        tracker.log_params(
+            params
+            | {
+                "preprocess.resolved_spacing": str(list(self.prep.spacing)),
+                "data.n_train": str(len(self.train_ds)),
+                "data.n_val": str(len(self.val_ds)),
+            }
+        )
         tracker.set_tags(lineage_tags(cfg, self.device))
         splits = {"train": [d["case_id"] for d in self.train_ds.data], "val": [d["case_id"] for d in self.val_ds.data]}
         tracker.log_dataset(dataset_input(Path(cfg.data.dataset), splits))
@@ -113,50 +128,86 @@ class Trainer:
         """Continue from a ``last.pt``: weights, optimiser, schedule, scaler, state and random streams."""
         rs = ckpt.resume
         if rs is None:
-            raise MedsegError(f"{self.run.last_path}: holds no resume state (written by an older medseg or by a stopped run without one); start a new run")
+            raise MedsegError(
+                f"{self.run.last_path}: holds no resume state (written by an older medseg or by a stopped run "
+                "without one); start a new run"
+            )
         try:
             self.net.load_state_dict(ckpt.state_dict)
             self.ctx.optimizer.load_state_dict(rs.optimizer)
         except (RuntimeError, ValueError) as exc:
-            raise MedsegError(f"{self.run.last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
-                              "resume without changing model settings") from None
+            raise MedsegError(
+                f"{self.run.last_path}: does not fit the network of the config ({str(exc).splitlines()[0][:120]}); "
+                "resume without changing model settings"
+            ) from None
         self.ctx.scheduler.load_state_dict(rs.scheduler)
         self.schedule.total_steps = self.total_steps  # the end comes from this config (train.epochs may be extended)
         if self.ctx.precision.scaler is not None and rs.scaler:
             self.ctx.precision.scaler.load_state_dict(rs.scaler)
         self.run.tracker.set_tags({"resumed_at_step": str(rs.global_step), "train.epochs": str(self.cfg.train.epochs)})
         history = list(rs.history)
-        self.state = TrainState(rs.best, rs.best_epoch, history, history[-1] if history else {},
-                                rs.epoch + (1 if rs.step_in_epoch == 0 else 0),
-                                EpochProgress(rs.step_in_epoch, list(rs.epoch_losses)) if rs.step_in_epoch else EpochProgress(),
-                                0.0 if rs.finished else rs.train_seconds)  # extending a finished run: a new budget
+        self.state = TrainState(
+            rs.best,
+            rs.best_epoch,
+            history,
+            history[-1] if history else {},
+            rs.epoch + (1 if rs.step_in_epoch == 0 else 0),
+            EpochProgress(rs.step_in_epoch, list(rs.epoch_losses)) if rs.step_in_epoch else EpochProgress(),
+            0.0 if rs.finished else rs.train_seconds,
+        )  # extending a finished run: a new budget
         self.early.since_best = rs.since_best
         restore_rng(rs.rng, self.train_ds, self.loader.generator)
 
     def checkpoint(self, epoch: int, metrics: dict[str, Any], resume: ResumeState | None = None) -> Checkpoint:
         """The network now, with everything predict (and, with ``resume``, a resumed run) needs."""
         cfg, prep = self.cfg, self.prep
-        preprocess = Preprocessing(tuple(prep.spacing), cfg.preprocess.normalize, len(prep.channels), tuple(prep.channels),
-                                   tuple(tuple(s) for s in cfg.preprocess.ct_stats) if cfg.preprocess.ct_stats else None,
-                                   cfg.preprocess.background, tuple(name for name, _ in lesion_classes(cfg.data)))
+        preprocess = Preprocessing(
+            tuple(prep.spacing),
+            cfg.preprocess.normalize,
+            len(prep.channels),
+            tuple(prep.channels),
+            tuple(tuple(s) for s in cfg.preprocess.ct_stats) if cfg.preprocess.ct_stats else None,
+            cfg.preprocess.background,
+            tuple(name for name, _ in lesion_classes(cfg.data)),
+        )
         uri = getattr(self.run.tracker, "uri", None)
-        return Checkpoint(self.net.state_dict(), self.recorded_cfg, preprocess,
-                          OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3), epoch, dict(metrics),
-                          self.run.tracker.run_id, None if uri is None else redact_uri(uri), resume)
+        return Checkpoint(
+            self.net.state_dict(),
+            self.recorded_cfg,
+            preprocess,
+            OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3),
+            epoch,
+            dict(metrics),
+            self.run.tracker.run_id,
+            None if uri is None else redact_uri(uri),
+            resume,
+        )
 
-    def save_last(self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any],
-                  finished: bool = False) -> None:
+    def save_last(
+        self, epoch: int, step: EpochProgress, rng: dict[str, Any], metrics: dict[str, Any], finished: bool = False
+    ) -> None:
         """``last.pt`` with everything to resume at this step (rank 0 only); ``finished``: the run
         ends after this epoch (``medseg train --folds/--seeds`` keep such a member instead of resuming it)."""
         if not self.run.main:
             return
         ctx, st = self.ctx, self.state
         scaler = ctx.precision.scaler
-        resume = ResumeState(epoch, step.done, list(step.losses),
-                             (epoch - 1) * self.per_epoch + step.done if step.done else epoch * self.per_epoch,
-                             ctx.optimizer.state_dict(), ctx.scheduler.state_dict(), rng,
-                             scaler.state_dict() if scaler is not None else {}, st.best, self.early.since_best, st.history,
-                             st.best_epoch, self.budget.elapsed_s, finished)
+        resume = ResumeState(
+            epoch,
+            step.done,
+            list(step.losses),
+            (epoch - 1) * self.per_epoch + step.done if step.done else epoch * self.per_epoch,
+            ctx.optimizer.state_dict(),
+            ctx.scheduler.state_dict(),
+            rng,
+            scaler.state_dict() if scaler is not None else {},
+            st.best,
+            self.early.since_best,
+            st.history,
+            st.best_epoch,
+            self.budget.elapsed_s,
+            finished,
+        )
         save_checkpoint(self.checkpoint(epoch, metrics, resume), self.run.last_path)
 
     def run_epoch(self, epoch: int, bar: tqdm, stop: StopSignal) -> dict[str, float]:
@@ -177,8 +228,12 @@ class Trainer:
         except Stopped as sig:
             self.save_last(epoch, step_state, rng, {"stopped_by": str(sig)})
             bar.close()
-            raise MedsegError(f"{self.run.run_dir}: stopped by {sig} at epoch {epoch} step {step_state.done}; {self.run.last_path.name} holds "
-                              f"everything to continue: medseg train --resume {self.run.run_dir}", exit_code=143) from None
+            raise MedsegError(
+                f"{self.run.run_dir}: stopped by {sig} at epoch {epoch} step {step_state.done}; "
+                f"{self.run.last_path.name} holds "
+                f"everything to continue: medseg train --resume {self.run.run_dir}",
+                exit_code=143,
+            ) from None
         return {"train_loss": mean_over_ranks(train_loss), "lr": self.ctx.scheduler.get_last_lr()[0]}
 
     def validate_and_select(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -215,8 +270,14 @@ class Trainer:
         """Epochs from ``state.start_epoch`` to the last one (``train.epochs``, or what fits in
         ``train.max_minutes``), then :meth:`finish`."""
         cfg, st = self.cfg, self.state
-        bar = tqdm(total=self.total_steps, initial=min(self.total_steps, (st.start_epoch - 1) * self.per_epoch), desc="train",
-                   unit="step", disable=not self.run.progress, file=sys.stderr)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=min(self.total_steps, (st.start_epoch - 1) * self.per_epoch),
+            desc="train",
+            unit="step",
+            disable=not self.run.progress,
+            file=sys.stderr,
+        )
         self.budget = budget = TimeBudget(cfg.train.max_minutes, st.start_epoch, cfg.train.epochs, st.train_seconds)
         with StopSignal() as stop:
             for epoch in range(st.start_epoch, cfg.train.epochs + 1):
@@ -225,15 +286,26 @@ class Trainer:
                 self.validate_and_select(epoch, metrics)
                 st.history.append({"epoch": epoch, **metrics})
                 early = bool(broadcast(self.early.stop))
-                self.save_last(epoch, EpochProgress(), capture_rng(self.train_ds, self.loader.generator), metrics,
-                               finished=early or epoch >= self.last_epoch)
+                self.save_last(
+                    epoch,
+                    EpochProgress(),
+                    capture_rng(self.train_ds, self.loader.generator),
+                    metrics,
+                    finished=early or epoch >= self.last_epoch,
+                )
                 self.run.tracker.log_metrics(metrics, step=epoch)
                 if early:
-                    print(f"early stop: no better {cfg.train.select_metric} in {self.early.patience} validations (epoch {epoch})", file=sys.stderr)
+                    print(
+                        f"early stop: no better {cfg.train.select_metric} in {self.early.patience} validations "
+                        f"(epoch {epoch})",
+                        file=sys.stderr,
+                    )
                     break
                 if epoch >= self.last_epoch:
                     if epoch < cfg.train.epochs:
-                        print(f"time budget: {cfg.train.max_minutes:g} min reached after epoch {epoch}", file=sys.stderr)
+                        print(
+                            f"time budget: {cfg.train.max_minutes:g} min reached after epoch {epoch}", file=sys.stderr
+                        )
                     break
         bar.close()
         return self.finish()
@@ -250,9 +322,15 @@ class Trainer:
             if path.is_file():
                 run.tracker.log_artifact(path, str(path.parent.relative_to(run.run_dir)))
         if run.best_path.exists():
-            run.tracker.log_model(save_pyfunc(run.best_path, run.run_dir / "mlflow_model"), self.cfg.tracking.register_model)
+            run.tracker.log_model(
+                save_pyfunc(run.best_path, run.run_dir / "mlflow_model"), self.cfg.tracking.register_model
+            )
         best = next((h for h in st.history if h["epoch"] == st.best_epoch), {})
-        run.tracker.set_tags({"best_epoch": str(st.best_epoch),
-                              "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id)})
+        run.tracker.set_tags(
+            {
+                "best_epoch": str(st.best_epoch),
+                "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id),
+            }
+        )
         result.run_id = run.tracker.run_id
         return result

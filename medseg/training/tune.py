@@ -34,8 +34,8 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from mlflow.tracking import MlflowClient
@@ -77,8 +77,13 @@ def min_volume_grid(config_min_mm3: float) -> tuple[float, ...]:
     return tuple(sorted(set(MIN_VOLUMES_MM3) | extra))
 
 
-def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
-          rules: EvalConfig = EvalConfig(), fill: bool = False) -> list[dict[str, float]]:
+def sweep(
+    scans: Sequence[Scan],
+    thresholds: Sequence[float] = THRESHOLDS,
+    min_volumes: Sequence[float] = MIN_VOLUMES_MM3,
+    rules: EvalConfig = EvalConfig(),
+    fill: bool = False,
+) -> list[dict[str, float]]:
     """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair,
     lesions matched as ``rules`` (the run's ``eval:`` section) says; ``fill``: the run's
     ``inference.fill_holes``."""
@@ -89,14 +94,21 @@ def sweep(scans: Sequence[Scan], thresholds: Sequence[float] = THRESHOLDS, min_v
         for v in min_volumes:
             total = LesionCounts(scans=0)
             for s, m in zip(scans, masks):
-                total = total + match_lesions(remove_small(m, v / s.voxel_mm3, c), s.ref, rules.matching, rules.match_threshold,
-                                              connectivity=c, one_to_one=rules.one_to_one)
+                total = total + match_lesions(
+                    remove_small(m, v / s.voxel_mm3, c),
+                    s.ref,
+                    rules.matching,
+                    rules.match_threshold,
+                    connectivity=c,
+                    one_to_one=rules.one_to_one,
+                )
             rows.append({"threshold": t, "min_lesion_mm3": v, **total.summary()})
     return rows
 
 
-def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes: Sequence[float], protocol: str,
-                fill: bool = False) -> list[dict[str, float]]:
+def sweep_brats(
+    scans: Sequence[Scan], thresholds: Sequence[float], min_volumes: Sequence[float], protocol: str, fill: bool = False
+) -> list[dict[str, float]]:
     """For every (threshold, min volume) pair, the BraTS protocol's figures: mean lesion-wise Dice
     over the scans, tumour recall (found / scored GT lesions, pooled), precision (predicted
     lesions touching a GT lesion / predicted lesions), their F1 and false tumours per scan;
@@ -105,15 +117,26 @@ def sweep_brats(scans: Sequence[Scan], thresholds: Sequence[float], min_volumes:
     for t in thresholds:
         masks = [above(s.prob, t, 26, fill) for s in scans]
         for v in min_volumes:
-            cases = [brats_case(remove_small(m, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
-                     for s, m in zip(scans, masks)]
+            cases = [
+                brats_case(remove_small(m, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
+                for s, m in zip(scans, masks)
+            ]
             tp, fn = sum(c[0]["tp"] for c in cases), sum(c[0]["fn"] for c in cases)
             hit, pred = sum(len(c[3]) for c in cases), sum(c[2] for c in cases)
             recall, precision = tp / (tp + fn) if tp + fn else 1.0, hit / pred if pred else 1.0
-            rows.append({"threshold": t, "min_lesion_mm3": v, "lesionwise_dice": sum(c[0]["lesionwise_dice"] for c in cases) / len(cases),
-                         "lesion_recall": recall, "lesion_precision": precision,
-                         "lesion_f1": 2 * recall * precision / (recall + precision) if recall + precision else 0.0,
-                         "fp_per_scan": sum(c[0]["fp"] for c in cases) / len(cases), "tp": tp, "fn": fn})
+            rows.append(
+                {
+                    "threshold": t,
+                    "min_lesion_mm3": v,
+                    "lesionwise_dice": sum(c[0]["lesionwise_dice"] for c in cases) / len(cases),
+                    "lesion_recall": recall,
+                    "lesion_precision": precision,
+                    "lesion_f1": 2 * recall * precision / (recall + precision) if recall + precision else 0.0,
+                    "fp_per_scan": sum(c[0]["fp"] for c in cases) / len(cases),
+                    "tp": tp,
+                    "fn": fn,
+                }
+            )
     return rows
 
 
@@ -152,12 +175,19 @@ def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[
         for case in cases:
             pred = predict_volume(lm, case.images)
             ref, _ = read_lesion_mask(case.label, members[0].config.data.lesion_labels)
-            scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine), tuple(np.linalg.norm(pred.affine[:3, :3], axis=0))))
+            scans.append(
+                Scan(pred.prob, ref, voxel_volume(pred.affine), tuple(np.linalg.norm(pred.affine[:3, :3], axis=0)))
+            )
     return scans
 
 
-def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "auto", protocol: str | None = None,
-             tracking_uri: str | None = None) -> dict:
+def run_tune(
+    checkpoint: Path,
+    min_recall: float | None = None,
+    device: str = "auto",
+    protocol: str | None = None,
+    tracking_uri: str | None = None,
+) -> dict:
     """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
     runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
     every fold, each by its own model (out of fold), and the point is written into every fold.
@@ -174,8 +204,11 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     cfg = ckpts[0].config
     volumes = min_volume_grid(cfg.inference.min_lesion_mm3)
     fill = cfg.inference.fill_holes
-    curve = (sweep_brats(scans, THRESHOLDS, volumes, protocol, fill) if protocol
-             else sweep(scans, min_volumes=volumes, rules=cfg.eval, fill=fill))
+    curve = (
+        sweep_brats(scans, THRESHOLDS, volumes, protocol, fill)
+        if protocol
+        else sweep(scans, min_volumes=volumes, rules=cfg.eval, fill=fill)
+    )
     chosen = choose(curve, min_recall)
     result = froc(scans, connectivity=cfg.eval.connectivity)
     out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
@@ -183,11 +216,20 @@ def run_tune(checkpoint: Path, min_recall: float | None = None, device: str = "a
     write_csv(curve, curve_csv)
     plot_froc(result, froc_png)
     target = ("max_lesionwise_dice" if protocol else "max_f1") if min_recall is None else f"recall>={min_recall}"
-    point = OperatingPoint(chosen["threshold"], chosen["min_lesion_mm3"], f"{target}:{protocol}" if protocol else target)
+    point = OperatingPoint(
+        chosen["threshold"], chosen["min_lesion_mm3"], f"{target}:{protocol}" if protocol else target
+    )
     tuned = [(ckpt.with_operating_point(point), path) for path, ckpt in zip(paths, ckpts)]
     save_checkpoints(tuned)  # every member before any logging: a store that fails cannot leave the folds disagreeing
     logged = log_tuning(tuned, chosen, result, (curve_csv, froc_png), tracking_uri)
-    return {"chosen": chosen, "froc": result, "curve_csv": curve_csv, "froc_png": froc_png, "checkpoints": paths, "logged": logged}
+    return {
+        "chosen": chosen,
+        "froc": result,
+        "curve_csv": curve_csv,
+        "froc_png": froc_png,
+        "checkpoints": paths,
+        "logged": logged,
+    }
 
 
 def user_store(stored: str, tracking_uri: str | None) -> str | None:
@@ -200,8 +242,13 @@ def user_store(stored: str, tracking_uri: str | None) -> str | None:
     return None
 
 
-def log_tuning(tuned: Sequence[tuple[Checkpoint, Path]], chosen: dict, result: dict, files: Sequence[Path],
-               tracking_uri: str | None) -> list[str]:
+def log_tuning(
+    tuned: Sequence[tuple[Checkpoint, Path]],
+    chosen: dict,
+    result: dict,
+    files: Sequence[Path],
+    tracking_uri: str | None,
+) -> list[str]:
     """Log the tuning into each member's MLflow run (:func:`_log`) whose store the user named
     (:func:`user_store`). Members whose store the user did not name are left alone, with one
     ``warning:`` line; a store that fails gets one ``warning:`` line and is not tried again.
@@ -211,12 +258,18 @@ def log_tuning(tuned: Sequence[tuple[Checkpoint, Path]], chosen: dict, result: d
     """
     fail_fast()
     runs = [(ckpt, path) for ckpt, path in tuned if ckpt.mlflow_run_id and ckpt.tracking_uri]
-    unnamed = [(path, redact_uri(c.tracking_uri)) for c, path in runs if user_store(c.tracking_uri, tracking_uri) is None]
+    unnamed = [
+        (path, redact_uri(c.tracking_uri)) for c, path in runs if user_store(c.tracking_uri, tracking_uri) is None
+    ]
     if unnamed:
         path, uri = unnamed[0]
         others = f" (and {len(unnamed) - 1} more member(s))" if len(unnamed) > 1 else ""
-        print(f"warning: {path}{others}: the tuning was not logged to MLflow: the store {uri!r} is read from the checkpoint, "
-              "not given by you; pass --tracking-uri with that store (or set MLFLOW_TRACKING_URI) to log it there", file=sys.stderr)
+        print(
+            f"warning: {path}{others}: the tuning was not logged to MLflow: the store {uri!r} is read from the "
+            "checkpoint, "
+            "not given by you; pass --tracking-uri with that store (or set MLFLOW_TRACKING_URI) to log it there",
+            file=sys.stderr,
+        )
     logged, failed = [], set()
     for ckpt, path in runs:
         uri = user_store(ckpt.tracking_uri, tracking_uri)
@@ -228,21 +281,31 @@ def log_tuning(tuned: Sequence[tuple[Checkpoint, Path]], chosen: dict, result: d
         except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
             failed.add(uri)
             first = (str(exc).strip().splitlines() or [""])[0].replace(uri, redact_uri(uri))[:120]
-            print(f"warning: MLflow at {redact_uri(uri)}: the tuning was not logged ({type(exc).__name__}: {first}); "
-                  "the checkpoints hold the tuned point, run medseg tune again when the store is up to log it", file=sys.stderr)
+            print(
+                f"warning: MLflow at {redact_uri(uri)}: the tuning was not logged ({type(exc).__name__}: {first}); "
+                "the checkpoints hold the tuned point, run medseg tune again when the store is up to log it",
+                file=sys.stderr,
+            )
     return logged
 
 
-def _log(client: MlflowClient, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
+def _log(
+    client: MlflowClient, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]
+) -> None:
     """Record the tuning as a child run of the checkpoint's MLflow run (target, curve, FROC), put
     the chosen point on the training run too (``tuned_*``, for the runs table) and replace the
     logged model's checkpoint with the tuned one."""
     run_id = ckpt.mlflow_run_id
-    metrics = {"tuned_threshold": chosen["threshold"], "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
-               "tuned_lesion_f1": chosen["lesion_f1"], "tuned_lesion_recall": chosen["lesion_recall"],
-               "tuned_fp_per_scan": chosen["fp_per_scan"], "froc_cpm": result["cpm"],
-               **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()},
-               **({"tuned_lesionwise_dice": chosen["lesionwise_dice"]} if "lesionwise_dice" in chosen else {})}
+    metrics = {
+        "tuned_threshold": chosen["threshold"],
+        "tuned_min_lesion_mm3": chosen["min_lesion_mm3"],
+        "tuned_lesion_f1": chosen["lesion_f1"],
+        "tuned_lesion_recall": chosen["lesion_recall"],
+        "tuned_fp_per_scan": chosen["fp_per_scan"],
+        "froc_cpm": result["cpm"],
+        **{f"froc_recall_at_{r:g}fp": v for r, v in result["recall_at"].items()},
+        **({"tuned_lesionwise_dice": chosen["lesionwise_dice"]} if "lesionwise_dice" in chosen else {}),
+    }
     target = ckpt.operating_point.target or "max_f1"
     child = child_run(client, run_id, f"tune-{target}", {"tuning.target": target})
     for rid in (child, run_id):
@@ -251,6 +314,8 @@ def _log(client: MlflowClient, ckpt: Checkpoint, checkpoint: Path, chosen: dict,
         for path in files:
             client.log_artifact(rid, str(path), "tuning")
     client.set_terminated(child, "FINISHED")
-    with tempfile.TemporaryDirectory(prefix="medseg-tuned-") as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
+    with tempfile.TemporaryDirectory(
+        prefix="medseg-tuned-"
+    ) as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
         shutil.copy(checkpoint, Path(tmp) / "best.pt")
         client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "model/artifacts")

@@ -6,8 +6,8 @@ same metrics on the scans' own grids after ``predict``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,8 @@ from medseg.lesions import binarize
 from medseg.nn.window import sliding_window_probs
 
 SMALL_MM3 = 100.0  # val_lesion_recall_small: GT lesions below this volume
+
+
 @dataclass
 class Validation:
     """Metrics (``val_*``), per-case and per-lesion rows, and the worst cases for pictures:
@@ -38,10 +40,15 @@ def class_metrics(rows: list[dict], lesions: list[dict], counts: LesionCounts) -
     gt = [(lesion["volume_mm3"], lesion["matched"]) for lesion in lesions if lesion["kind"] == "gt"]
     small = [found for volume, found in gt if volume < SMALL_MM3]
     hd = [r["hd95_mm"] for r in rows if np.isfinite(r["hd95_mm"])]
-    out = {"dice": float(np.mean([r["dice"] for r in rows])), "lesion_recall": summary["lesion_recall"],
-           "lesion_precision": summary["lesion_precision"], "lesion_f1": summary["lesion_f1"],
-           "fp_per_scan": summary["fp_per_scan"], "lesion_recall_small": float(np.mean(small)) if small else 1.0,
-           "hd95_mm_median": float(np.median(hd)) if hd else float("nan")}
+    out = {
+        "dice": float(np.mean([r["dice"] for r in rows])),
+        "lesion_recall": summary["lesion_recall"],
+        "lesion_precision": summary["lesion_precision"],
+        "lesion_f1": summary["lesion_f1"],
+        "fp_per_scan": summary["fp_per_scan"],
+        "lesion_recall_small": float(np.mean(small)) if small else 1.0,
+        "hd95_mm_median": float(np.median(hd)) if hd else float("nan"),
+    }
     for name, lo, hi in size_bin_names():
         hits = [found for volume, found in gt if lo <= volume < hi]
         out[f"lesion_recall_{name}"] = float(np.mean(hits)) if hits else float("nan")
@@ -62,8 +69,14 @@ def _merge_classes(per_class: dict[str, dict[str, float]]) -> dict[str, float]:
     return metrics
 
 
-def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentConfig, spacing: Sequence[float],
-             device: torch.device, keep_worst: int = 2) -> Validation:
+def validate(
+    model: torch.nn.Module,
+    dataset: Iterable[dict],
+    cfg: ExperimentConfig,
+    spacing: Sequence[float],
+    device: torch.device,
+    keep_worst: int = 2,
+) -> Validation:
     """Dice (mean over scans), pooled lesion recall/precision/F1/FP-per-scan, recall by GT lesion
     volume (``val_lesion_recall_lt10mm3`` ... ``_ge1000mm3``; ``val_lesion_recall_small`` below
     100 mm^3, 1 when there are none) and the median HD95, prefixed ``val_``. With several lesion
@@ -87,8 +100,13 @@ def validate(model: torch.nn.Module, dataset: Iterable[dict], cfg: ExperimentCon
         probs = sliding_window_probs(model, item["image"][None], cfg.inference, roi, device)[0].numpy()
         name = str(item.get("case_id", i))
         for c, cls in enumerate(names):
-            pred = binarize(probs[c], cfg.inference.threshold, cfg.inference.min_lesion_mm3 / voxel_mm3, cfg.eval.connectivity,
-                            cfg.inference.fill_holes)
+            pred = binarize(
+                probs[c],
+                cfg.inference.threshold,
+                cfg.inference.min_lesion_mm3 / voxel_mm3,
+                cfg.eval.connectivity,
+                cfg.inference.fill_holes,
+            )
             ref = np.asarray(item["label"][c]) > 0.5
             row, lesions, case_counts = case_tables(pred, ref, affine, name, opts)
             rows[cls].append(row)

@@ -28,9 +28,9 @@ the patch. Labels and lesion ids are resampled nearest-neighbour and stay binary
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -38,13 +38,13 @@ from monai.transforms import (
     Affine,
     CenterSpatialCrop,
     MapTransform,
-    Randomizable,
     Rand3DElasticd,
     RandAdjustContrastd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    Randomizable,
     RandScaleIntensityd,
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
@@ -58,8 +58,18 @@ from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
 PRESETS: dict[str, dict[str, float]] = {
     "none": {},
     "light": {},  # sampling.flip_prob / sampling.intensity_prob, see resolve()
-    "nnunet": {"rotate": 0.2, "scale": 0.2, "elastic": 0.0, "noise": 0.1, "blur": 0.2, "brightness": 0.15,
-               "contrast": 0.15, "lowres": 0.25, "gamma": 0.3, "mirror": 0.5},
+    "nnunet": {
+        "rotate": 0.2,
+        "scale": 0.2,
+        "elastic": 0.0,
+        "noise": 0.1,
+        "blur": 0.2,
+        "brightness": 0.15,
+        "contrast": 0.15,
+        "lowres": 0.25,
+        "gamma": 0.3,
+        "mirror": 0.5,
+    },
 }
 NAMES = ("rotate", "scale", "elastic", "noise", "blur", "brightness", "contrast", "lowres", "gamma", "mirror")
 
@@ -83,7 +93,10 @@ def resolve(aug: AugmentConfig, sampling: SamplingConfig) -> Augmentation:
     base = dict(PRESETS[aug.preset])
     if aug.preset == "light":
         base["mirror"] = sampling.flip_prob
-    probs = {k: float(getattr(aug, f"{k}_prob") if getattr(aug, f"{k}_prob") is not None else base.get(k, 0.0)) for k in NAMES}
+    probs = {
+        k: float(getattr(aug, f"{k}_prob") if getattr(aug, f"{k}_prob") is not None else base.get(k, 0.0))
+        for k in NAMES
+    }
     jitter = sampling.intensity_prob if aug.preset == "light" else 0.0
     return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), jitter)
 
@@ -113,11 +126,22 @@ def _rotation(a: float, b: float, c: float) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def _draw(keys: list[str], size: Sequence[int], samples: int, pos_fraction: float, strategy: str, size_power: float) -> list:
+def _draw(
+    keys: list[str], size: Sequence[int], samples: int, pos_fraction: float, strategy: str, size_power: float
+) -> list:
     if strategy == "lesion":
         return [RandLesionCropd(keys, size, samples, pos_fraction, size_power)]
-    return [RandCropByPosNegLabeld(keys, label_key="label", spatial_size=tuple(size), pos=pos_fraction, neg=1.0 - pos_fraction,
-                                   num_samples=samples, allow_smaller=True)]
+    return [
+        RandCropByPosNegLabeld(
+            keys,
+            label_key="label",
+            spatial_size=tuple(size),
+            pos=pos_fraction,
+            neg=1.0 - pos_fraction,
+            num_samples=samples,
+            allow_smaller=True,
+        )
+    ]
 
 
 class RandRotateScaleCropd(Randomizable, MapTransform):
@@ -130,11 +154,23 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
     plain float32 tensors (C, *patch), never views of the input: the patch's affine means nothing
     once it is rotated."""
 
-    def __init__(self, keys: Sequence[str], patch: Sequence[int], rotate_prob: float, rotate_rad: float,
-                 scale_prob: float, scale_range: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        keys: Sequence[str],
+        patch: Sequence[int],
+        rotate_prob: float,
+        rotate_rad: float,
+        scale_prob: float,
+        scale_range: tuple[float, float],
+    ) -> None:
         MapTransform.__init__(self, keys)
         self.patch = tuple(int(p) for p in patch)
-        self.rotate_prob, self.rotate_rad, self.scale_prob, self.scale_range = rotate_prob, rotate_rad, scale_prob, scale_range
+        self.rotate_prob, self.rotate_rad, self.scale_prob, self.scale_range = (
+            rotate_prob,
+            rotate_rad,
+            scale_prob,
+            scale_range,
+        )
         self.rotate: tuple[float, ...] | None = None
         self.scale: float | None = None
 
@@ -149,16 +185,25 @@ class RandRotateScaleCropd(Randomizable, MapTransform):
         if self.rotate is None and self.scale is None:
             for key in self.keys:  # CenterSpatialCrop's slices on the plain tensor: no metadata to track
                 x = plain_tensor(d[key])
-                d[key] = x[(slice(None), *CenterSpatialCrop(self.patch).compute_slices(x.shape[1:]))].to(torch.float32, copy=True)
+                d[key] = x[(slice(None), *CenterSpatialCrop(self.patch).compute_slices(x.shape[1:]))].to(
+                    torch.float32, copy=True
+                )
             return d
-        affine = Affine(rotate_params=self.rotate or (0.0, 0.0, 0.0), scale_params=(self.scale or 1.0,) * 3,
-                        spatial_size=self.patch, padding_mode="zeros", image_only=True)
+        affine = Affine(
+            rotate_params=self.rotate or (0.0, 0.0, 0.0),
+            scale_params=(self.scale or 1.0,) * 3,
+            spatial_size=self.patch,
+            padding_mode="zeros",
+            image_only=True,
+        )
         grid, _ = affine.affine_grid(spatial_size=self.patch, lazy=False)  # (4, *patch) voxel offsets from the centre
         points = torch_points(grid, d["image"].shape[1:])
         d["image"] = grid_sample(plain_tensor(d["image"]), points, self.patch, "bilinear")
         others = [key for key in self.keys if key != "image"]
         if others:  # one call for all nearest-neighbour keys
-            stacked = torch.cat([plain_tensor(d[key]) for key in others]) if len(others) > 1 else plain_tensor(d[others[0]])
+            stacked = (
+                torch.cat([plain_tensor(d[key]) for key in others]) if len(others) > 1 else plain_tensor(d[others[0]])
+            )
             sampled = grid_sample(stacked, points, self.patch, "nearest")
             for key, channels in zip(others, sampled.split([d[k].shape[0] for k in others])):
                 d[key] = channels
@@ -199,9 +244,10 @@ def grid_sample(x: torch.Tensor, points: torch.Tensor, out: Sequence[int], mode:
     """``x`` (C, X, Y, Z) sampled at :func:`torch_points` (zeros outside): (C, *out) float32,
     bitwise what MONAI's ``Resample`` returns, each thread sampling a share of the points."""
     c, parts = x.shape[0], points.shape[0]
-    y = torch.nn.functional.grid_sample(x.to(torch.float32)[None].expand(parts, *x.shape), points, mode=mode,
-                                        padding_mode="zeros", align_corners=False)
-    return y.movedim(1, 0).reshape(c, -1)[:, :math.prod(out)].reshape(c, *out)
+    y = torch.nn.functional.grid_sample(
+        x.to(torch.float32)[None].expand(parts, *x.shape), points, mode=mode, padding_mode="zeros", align_corners=False
+    )
+    return y.movedim(1, 0).reshape(c, -1)[:, : math.prod(out)].reshape(c, *out)
 
 
 def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
@@ -210,9 +256,14 @@ def _spatial(keys: list[str], patch: Sequence[int], aug: Augmentation) -> list:
     steps = []
     if p["elastic"] > 0:
         modes = ["bilinear"] + ["nearest"] * (len(keys) - 1)
-        steps.append(Rand3DElasticd(keys, sigma_range=(9, 13), magnitude_range=(0, 200), prob=p["elastic"], mode=modes,
-                                    padding_mode="zeros"))
-    return steps + [RandRotateScaleCropd(keys, patch, p["rotate"], math.radians(aug.rotate_deg), p["scale"], aug.scale_range)]
+        steps.append(
+            Rand3DElasticd(
+                keys, sigma_range=(9, 13), magnitude_range=(0, 200), prob=p["elastic"], mode=modes, padding_mode="zeros"
+            )
+        )
+    return steps + [
+        RandRotateScaleCropd(keys, patch, p["rotate"], math.radians(aug.rotate_deg), p["scale"], aug.scale_range)
+    ]
 
 
 def _intensity(aug: Augmentation) -> list:
@@ -221,7 +272,9 @@ def _intensity(aug: Augmentation) -> list:
     if p["noise"] > 0:
         steps.append(RandGaussianNoised("image", prob=p["noise"], std=math.sqrt(0.1), sample_std=True))
     if p["blur"] > 0:
-        steps.append(RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=p["blur"]))
+        steps.append(
+            RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=p["blur"])
+        )
     if p["brightness"] > 0:
         steps.append(RandScaleIntensityd("image", factors=0.25, prob=p["brightness"]))
     if p["contrast"] > 0:
@@ -229,16 +282,27 @@ def _intensity(aug: Augmentation) -> list:
     if p["lowres"] > 0:
         steps.append(RandSimulateLowResolutiond("image", prob=p["lowres"], zoom_range=(0.5, 1.0)))
     if p["gamma"] > 0:
-        steps += [RandAdjustContrastd("image", prob=p["gamma"] / 3, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
-                  RandAdjustContrastd("image", prob=p["gamma"], gamma=(0.7, 1.5), invert_image=False, retain_stats=True)]
+        steps += [
+            RandAdjustContrastd("image", prob=p["gamma"] / 3, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
+            RandAdjustContrastd("image", prob=p["gamma"], gamma=(0.7, 1.5), invert_image=False, retain_stats=True),
+        ]
     if aug.jitter > 0:
-        steps += [RandScaleIntensityd("image", factors=0.1, prob=aug.jitter),
-                  RandShiftIntensityd("image", offsets=0.1, prob=aug.jitter)]
+        steps += [
+            RandScaleIntensityd("image", factors=0.1, prob=aug.jitter),
+            RandShiftIntensityd("image", offsets=0.1, prob=aug.jitter),
+        ]
     return steps
 
 
-def augment(patch_size: Sequence[int], samples: int, pos_fraction: float, aug: Augmentation, strategy: str = "lesion",
-            size_power: float = 0.0, instances: bool = False) -> list:
+def augment(
+    patch_size: Sequence[int],
+    samples: int,
+    pos_fraction: float,
+    aug: Augmentation,
+    strategy: str = "lesion",
+    size_power: float = 0.0,
+    instances: bool = False,
+) -> list:
     """Random training transforms: draw ``samples`` patches (a share ``pos_fraction`` centred on
     lesions: one lesion picked uniformly then a voxel in it (``lesion``), or a lesion voxel picked
     uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then ``aug``. With ``instances`` the

@@ -1,9 +1,8 @@
-"""Label selection: label values -> one binary channel per lesion class.
-"""
+"""Label selection: label values -> one binary channel per lesion class."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.transforms import MapTransform

@@ -9,7 +9,7 @@ patch sampling with a positive/negative ratio, flips.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 from monai.transforms import (
@@ -79,7 +79,7 @@ class ClipChannelsd(MapTransform):
         return d
 
 
-def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] = None) -> list:
+def normalisation(normalize: str, ct_stats: Sequence[Sequence[float]] | None = None) -> list:
     """Intensity normalisation steps on ``image`` (C, X, Y, Z), per channel.
 
     ``zscore_nonzero``: z-score over non-zero voxels (MRI); ``zscore``: over all voxels; ``ct``:
@@ -90,15 +90,28 @@ def normalisation(normalize: str, ct_stats: Optional[Sequence[Sequence[float]]] 
         return []
     if normalize == "ct":
         if not ct_stats:
-            raise MedsegError("preprocess.normalize 'ct' needs preprocess.ct_stats ([low, high, mean, std] per channel); run 'medseg plan'")
-        return [ClipChannelsd(["image"], [s[:2] for s in ct_stats]),
-                NormalizeIntensityd("image", subtrahend=[s[2] for s in ct_stats], divisor=[s[3] for s in ct_stats], channel_wise=True)]
+            raise MedsegError(
+                "preprocess.normalize 'ct' needs preprocess.ct_stats ([low, high, mean, std] per channel); run "
+                "'medseg plan'"
+            )
+        return [
+            ClipChannelsd(["image"], [s[:2] for s in ct_stats]),
+            NormalizeIntensityd(
+                "image", subtrahend=[s[2] for s in ct_stats], divisor=[s[3] for s in ct_stats], channel_wise=True
+            ),
+        ]
     return [NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True)]
 
 
-def preprocess(spacing: Sequence[float], normalize: str, with_label: bool = True, check_finite: bool = False,
-               lesion_classes: Optional[Sequence[Sequence[int]]] = None, ct_stats: Optional[Sequence[Sequence[float]]] = None,
-               background: str = "zero") -> list:
+def preprocess(
+    spacing: Sequence[float],
+    normalize: str,
+    with_label: bool = True,
+    check_finite: bool = False,
+    lesion_classes: Sequence[Sequence[int]] | None = None,
+    ct_stats: Sequence[Sequence[float]] | None = None,
+    background: str = "zero",
+) -> list:
     """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
 
     Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)

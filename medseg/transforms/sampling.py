@@ -13,7 +13,7 @@ voxels; ``RandLesionCropd`` (random) draws the patches from them.
 
 from __future__ import annotations
 
-from typing import Hashable, Sequence
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 import torch
@@ -56,12 +56,18 @@ class LesionIndicesd(MapTransform):
         flat = labels.ravel()
         order = np.argsort(flat, kind="stable")
         bounds = np.searchsorted(flat[order], np.arange(1, n + 2))
-        d[INDEX_KEY] = [order[bounds[i]:bounds[i + 1]].astype(np.int64) for i in range(n)]
+        d[INDEX_KEY] = [order[bounds[i] : bounds[i + 1]].astype(np.int64) for i in range(n)]
         return d
 
 
-def choose_centres(rng: np.random.RandomState, lesions: Sequence[np.ndarray], shape: Sequence[int], count: int,
-                   pos_fraction: float, size_power: float = 0.0) -> list[tuple[int, int, int]]:
+def choose_centres(
+    rng: np.random.RandomState,
+    lesions: Sequence[np.ndarray],
+    shape: Sequence[int],
+    count: int,
+    pos_fraction: float,
+    size_power: float = 0.0,
+) -> list[tuple[int, int, int]]:
     """Patch centres (voxel coordinates): lesion-balanced positives, uniform others.
 
     Args:
@@ -87,8 +93,14 @@ class RandLesionCropd(Randomizable, MapTransform):
     """Crop ``num_samples`` patches of ``spatial_size`` from ``keys`` (channel-first, already padded
     to at least ``spatial_size``), centred as :func:`choose_centres` draws. Returns a list of dicts."""
 
-    def __init__(self, keys: Sequence[Hashable], spatial_size: Sequence[int], num_samples: int,
-                 pos_fraction: float, size_power: float = 0.0) -> None:
+    def __init__(
+        self,
+        keys: Sequence[Hashable],
+        spatial_size: Sequence[int],
+        num_samples: int,
+        pos_fraction: float,
+        size_power: float = 0.0,
+    ) -> None:
         MapTransform.__init__(self, keys)
         self.spatial_size = tuple(int(s) for s in spatial_size)
         self.num_samples, self.pos_fraction, self.size_power = num_samples, pos_fraction, size_power

@@ -6,9 +6,9 @@ that names the colours and the lesion's volume.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -58,8 +58,12 @@ def _crop(box: tuple[int, int, int, int], shape: Sequence[int]) -> tuple[slice, 
     return out[0], out[1]
 
 
-def _panel(ax, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, aspect: float, window: tuple[float, float]) -> None:
-    ax.imshow(image.T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest")
+def _panel(
+    ax, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, aspect: float, window: tuple[float, float]
+) -> None:
+    ax.imshow(
+        image.T, cmap="gray", origin="lower", vmin=window[0], vmax=window[1], aspect=aspect, interpolation="nearest"
+    )
     for mask, colour, width in ((ref, GT_COLOUR, 2.0), (pred, PRED_COLOUR, 1.2)):
         if mask.any():
             ax.contour(mask.T.astype(float), levels=[0.5], colors=colour, linewidths=width)
@@ -67,8 +71,16 @@ def _panel(ax, image: np.ndarray, ref: np.ndarray, pred: np.ndarray, aspect: flo
     ax.set_yticks([])
 
 
-def draw_focus(case_id: str, kind: str, focus: Focus, image: np.ndarray, pred: np.ndarray, ref: np.ndarray,
-               spacing: Sequence[float], path: Path) -> None:
+def draw_focus(
+    case_id: str,
+    kind: str,
+    focus: Focus,
+    image: np.ndarray,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: Sequence[float],
+    path: Path,
+) -> None:
     """Write one overlay PNG (whole slice and crop) for ``focus``; volumes (X, Y, Z)."""
     z, aspect = focus.z, float(spacing[1]) / float(spacing[0])
     img, r, p = image[:, :, z], ref[:, :, z].astype(bool), pred[:, :, z].astype(bool)
@@ -77,26 +89,41 @@ def draw_focus(case_id: str, kind: str, focus: Focus, image: np.ndarray, pred: n
     whole, zoom = fig.subplots(1, 2)
     _panel(whole, img, r, p, aspect, window)
     cx, cy = _crop(focus.box, img.shape)
-    whole.add_patch(Rectangle((cx.start, cy.start), cx.stop - cx.start, cy.stop - cy.start, fill=False, edgecolor="yellow", linewidth=1))
+    whole.add_patch(
+        Rectangle(
+            (cx.start, cy.start), cx.stop - cx.start, cy.stop - cy.start, fill=False, edgecolor="yellow", linewidth=1
+        )
+    )
     _panel(zoom, img[cx, cy], r[cx, cy], p[cx, cy], aspect, window)
     whole.set_title(f"axial slice z={z}", fontsize=9)
     zoom.set_title(f"{kind.replace('_', ' ')} lesion: {focus.volume_mm3:.0f} mm³ (zoomed)", fontsize=9)
-    handles = [Line2D([], [], color=GT_COLOUR, linewidth=2, label="ground truth"),
-               Line2D([], [], color=PRED_COLOUR, linewidth=1.2, label="prediction")]
+    handles = [
+        Line2D([], [], color=GT_COLOUR, linewidth=2, label="ground truth"),
+        Line2D([], [], color=PRED_COLOUR, linewidth=1.2, label="prediction"),
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
     fig.suptitle(f"{case_id}: largest {kind.replace('_', ' ')} lesion", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.1, wspace=0.05)
     save_figure(fig, path, dpi=fig.dpi)
 
 
-def overlays(case_id: str, image: np.ndarray, pred: np.ndarray, ref: np.ndarray, out_dir: Path,
-             spacing: Sequence[float] = (1.0, 1.0, 1.0)) -> list[Path]:
+def overlays(
+    case_id: str,
+    image: np.ndarray,
+    pred: np.ndarray,
+    ref: np.ndarray,
+    out_dir: Path,
+    spacing: Sequence[float] = (1.0, 1.0, 1.0),
+) -> list[Path]:
     """PNGs for the largest missed lesion and the largest false positive of one case (volumes
     (X, Y, Z) on a grid of ``spacing`` mm); nothing when there is neither."""
     out_dir.mkdir(parents=True, exist_ok=True)
     voxel = float(np.prod(spacing))
     written = []
-    for kind, focus in (("missed", largest_unmatched(ref, pred, voxel)), ("false_positive", largest_unmatched(pred, ref, voxel))):
+    for kind, focus in (
+        ("missed", largest_unmatched(ref, pred, voxel)),
+        ("false_positive", largest_unmatched(pred, ref, voxel)),
+    ):
         if focus is not None:
             path = out_dir / f"{case_id}_{kind}.png"
             draw_focus(case_id, kind, focus, image, pred, ref, spacing, path)

@@ -10,9 +10,9 @@ show channel 0.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -55,8 +55,8 @@ class ShowResult:
     (x, y, z) RAS voxel the three slices pass through."""
 
     png: Path
-    gt_lesions: Optional[int]
-    pred_lesions: Optional[int]
+    gt_lesions: int | None
+    pred_lesions: int | None
     centre: tuple[int, int, int]
 
 
@@ -88,8 +88,14 @@ def _read(path: Path, what: str) -> tuple[np.ndarray, np.ndarray]:
     return data, affine
 
 
-def read_mask(path: Path, image_shape: Sequence[int], image_affine: np.ndarray, image: Path,
-              lesion_labels: Optional[Sequence[int]] = None, atol: float = 1e-3) -> np.ndarray:
+def read_mask(
+    path: Path,
+    image_shape: Sequence[int],
+    image_affine: np.ndarray,
+    image: Path,
+    lesion_labels: Sequence[int] | None = None,
+    atol: float = 1e-3,
+) -> np.ndarray:
     """Boolean (X, Y, Z) lesion mask of a label or prediction file on the image's grid.
 
     Label values in ``lesion_labels`` are lesion (None: values above 0.5, i.e. any non-zero
@@ -100,17 +106,21 @@ def read_mask(path: Path, image_shape: Sequence[int], image_affine: np.ndarray, 
     """
     data, affine = _read(path, "mask")
     if tuple(data.shape) != tuple(image_shape):
-        raise MedsegError(f"{path}: shape {tuple(data.shape)} differs from the image's {tuple(image_shape)} ({Path(image).name}); "
-                          "use the mask made for this image")
+        raise MedsegError(
+            f"{path}: shape {tuple(data.shape)} differs from the image's {tuple(image_shape)} ({Path(image).name}); "
+            "use the mask made for this image"
+        )
     if not np.allclose(affine, image_affine, atol=atol):
-        raise MedsegError(f"{path}: affine differs from the image's ({Path(image).name}) by more than {atol} mm; "
-                          "resample the mask onto the image grid (nearest neighbour)")
+        raise MedsegError(
+            f"{path}: affine differs from the image's ({Path(image).name}) by more than {atol} mm; "
+            "resample the mask onto the image grid (nearest neighbour)"
+        )
     # not lesions.lesion_mask (> 0): --pred may also be a probability map ('predict --save-prob'),
     # where every non-zero voxel would count; > 0.5 is the same rule for integer labels
     return np.isin(np.rint(data), list(lesion_labels)) if lesion_labels else data > 0.5
 
 
-def lesion_centre(mask: np.ndarray) -> tuple[Optional[tuple[int, int, int]], int]:
+def lesion_centre(mask: np.ndarray) -> tuple[tuple[int, int, int] | None, int]:
     """The voxel of the largest 26-connected lesion of ``mask`` (X, Y, Z) nearest its centroid
     (so the three slices through it all cut the lesion), and the number of lesions; (None, 0) for
     an empty mask."""
@@ -134,8 +144,14 @@ def _window(data: np.ndarray) -> tuple[float, float]:
     return lo, hi if hi > lo else lo + 1.0
 
 
-def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
-         centre: tuple[int, int, int], title: str, out: Path) -> None:
+def draw(
+    image: Volume,
+    gt: np.ndarray | None,
+    pred: np.ndarray | None,
+    centre: tuple[int, int, int],
+    title: str,
+    out: Path,
+) -> None:
     """Write the three-panel PNG.
 
     Args:
@@ -146,26 +162,39 @@ def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
     x, y, z = centre
     sx, sy, sz = (float(s) for s in image.spacing)
     # (name, slicer, horizontal spacing, vertical spacing, (left, right, bottom, top) direction letters)
-    views = [(f"axial z={z}", np.s_[:, :, z], sx, sy, "LRPA"),
-             (f"coronal y={y}", np.s_[:, y, :], sx, sz, "LRIS"),
-             (f"sagittal x={x}", np.s_[x, :, :], sy, sz, "PAIS")]
+    views = [
+        (f"axial z={z}", np.s_[:, :, z], sx, sy, "LRPA"),
+        (f"coronal y={y}", np.s_[:, y, :], sx, sz, "LRIS"),
+        (f"sagittal x={x}", np.s_[x, :, :], sy, sz, "PAIS"),
+    ]
     vmin, vmax = _window(image.data)
     fig = Figure(figsize=FIGSIZE, dpi=DPI)
     axes = fig.subplots(1, 3)
     for ax, (name, cut, h, v, letters) in zip(axes, views):
-        ax.imshow(image.data[cut].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, aspect=v / h,
-                  interpolation="nearest")
+        ax.imshow(
+            image.data[cut].T, cmap="gray", origin="lower", vmin=vmin, vmax=vmax, aspect=v / h, interpolation="nearest"
+        )
         for mask, colour, width in ((gt, GT_COLOUR, 2.2), (pred, PRED_COLOUR, 1.0)):  # both visible where they agree
             if mask is not None and mask[cut].any():
                 ax.contour(mask[cut].T.astype(float), levels=[0.5], colors=colour, linewidths=width)
-        for (px, py, ha, va), letter in zip(((0.01, 0.5, "left", "center"), (0.99, 0.5, "right", "center"),
-                                             (0.5, 0.01, "center", "bottom"), (0.5, 0.99, "center", "top")), letters):
+        for (px, py, ha, va), letter in zip(
+            (
+                (0.01, 0.5, "left", "center"),
+                (0.99, 0.5, "right", "center"),
+                (0.5, 0.01, "center", "bottom"),
+                (0.5, 0.99, "center", "top"),
+            ),
+            letters,
+        ):
             ax.text(px, py, letter, transform=ax.transAxes, color="yellow", fontsize=9, ha=ha, va=va)
         ax.set_title(name, fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
-    handles = [Line2D([], [], color=c, linewidth=w, label=l) for m, c, w, l in
-               ((gt, GT_COLOUR, 2.2, "ground truth"), (pred, PRED_COLOUR, 1.0, "prediction")) if m is not None]
+    handles = [
+        Line2D([], [], color=c, linewidth=w, label=text)
+        for m, c, w, text in ((gt, GT_COLOUR, 2.2, "ground truth"), (pred, PRED_COLOUR, 1.0, "prediction"))
+        if m is not None
+    ]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     fig.suptitle(title, fontsize=10)
@@ -176,8 +205,13 @@ def draw(image: Volume, gt: Optional[np.ndarray], pred: Optional[np.ndarray],
         raise MedsegError(f"{out}: cannot write the picture ({err.strerror or err}); pick another --out") from None
 
 
-def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = None, out: Optional[Path] = None,
-              lesion_labels: Optional[Sequence[int]] = None) -> ShowResult:
+def show_case(
+    image: Path,
+    pred: Path | None = None,
+    label: Path | None = None,
+    out: Path | None = None,
+    lesion_labels: Sequence[int] | None = None,
+) -> ShowResult:
     """Draw ``image`` with the contours of ``label`` (ground truth) and ``pred`` into
     ``<out>/<case>_show.png`` (``out``: a folder, default the current directory).
 
@@ -191,18 +225,27 @@ def show_case(image: Path, pred: Optional[Path] = None, label: Optional[Path] = 
     """
     image = Path(image)
     case = strip_suffix(image)
-    out = OutputPlan(Path(out) if out is not None else Path.cwd(), [p for p in (image, pred, label) if p is not None]
-                     ).claim(f"{case}_show.png", "the picture")
+    out = OutputPlan(
+        Path(out) if out is not None else Path.cwd(), [p for p in (image, pred, label) if p is not None]
+    ).claim(f"{case}_show.png", "the picture")
     data, affine = _read(image, "image")
     volume = to_ras(data.astype(np.float32, copy=False), affine)
     masks = {}
     for key, path, wanted in (("gt", label, lesion_labels), ("pred", pred, None)):
         if path is not None:
             masks[key] = to_ras(read_mask(Path(path), data.shape, affine, image, wanted), affine).data
-    (gt_centre, n_gt), (pred_centre, n_pred) = (lesion_centre(masks[k]) if k in masks else (None, 0) for k in ("gt", "pred"))
+    (gt_centre, n_gt), (pred_centre, n_pred) = (
+        lesion_centre(masks[k]) if k in masks else (None, 0) for k in ("gt", "pred")
+    )
     centre = gt_centre or pred_centre or tuple(int(s) // 2 for s in volume.data.shape)
-    counts = [f"{what} {n} lesion(s)" for what, key, n in (("ground truth", "gt", n_gt), ("prediction", "pred", n_pred)) if key in masks]
-    where = "largest ground-truth lesion" if gt_centre else "largest predicted lesion" if pred_centre else "volume centre"
+    counts = [
+        f"{what} {n} lesion(s)"
+        for what, key, n in (("ground truth", "gt", n_gt), ("prediction", "pred", n_pred))
+        if key in masks
+    ]
+    where = (
+        "largest ground-truth lesion" if gt_centre else "largest predicted lesion" if pred_centre else "volume centre"
+    )
     title = f"{case}: " + (", ".join(counts) if counts else "no masks") + f"  (slices through the {where})"
     draw(volume, masks.get("gt"), masks.get("pred"), centre, title, out)
     return ShowResult(out, n_gt if "gt" in masks else None, n_pred if "pred" in masks else None, centre)

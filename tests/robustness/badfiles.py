@@ -113,14 +113,33 @@ def zero_spacing(path: Path) -> Path:
 
 def negative_spacing(path: Path) -> Path:
     """pixdim -1.5 along x with a scanner qform (the standard says pixdim[1..3] > 0)."""
-    return _write(path, _raw_nifti(_volume(8), pixdim=[1, -1.5, 1.5, 2.0, 1, 1, 1, 1], qform_code=1, sform_code=0,
-                                   quatern_b=0, quatern_c=0, quatern_d=0))
+    return _write(
+        path,
+        _raw_nifti(
+            _volume(8),
+            pixdim=[1, -1.5, 1.5, 2.0, 1, 1, 1, 1],
+            qform_code=1,
+            sform_code=0,
+            quatern_b=0,
+            quatern_c=0,
+            quatern_d=0,
+        ),
+    )
 
 
 def nonfinite_affine(path: Path) -> Path:
     """An sform with NaN and Inf entries (and no qform)."""
-    return _write(path, _raw_nifti(_volume(9), sform_code=1, qform_code=0,
-                                   srow_x=[np.nan, 0, 0, 0], srow_y=[0, np.inf, 0, 0], srow_z=[0, 0, 2.0, 0]))
+    return _write(
+        path,
+        _raw_nifti(
+            _volume(9),
+            sform_code=1,
+            qform_code=0,
+            srow_x=[np.nan, 0, 0, 0],
+            srow_y=[0, np.inf, 0, 0],
+            srow_z=[0, 0, 2.0, 0],
+        ),
+    )
 
 
 def nan_voxels(path: Path) -> Path:

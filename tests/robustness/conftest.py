@@ -21,8 +21,8 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -39,13 +39,40 @@ IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 def params_skipping_as_root(cases, root_ignores: dict[str, str]) -> list:
     """pytest params for ``cases``; those in ``root_ignores`` (case -> what root ignores) are
     skipped when running as root, where permissions do not apply."""
-    return [pytest.param(case, id=case, marks=[pytest.mark.skipif(IS_ROOT, reason=f"running as root: {root_ignores[case]}")]
-                         if case in root_ignores else []) for case in cases]
+    return [
+        pytest.param(
+            case,
+            id=case,
+            marks=[pytest.mark.skipif(IS_ROOT, reason=f"running as root: {root_ignores[case]}")]
+            if case in root_ignores
+            else [],
+        )
+        for case in cases
+    ]
+
+
 # overrides that make `medseg train` tiny: 1 epoch, 16^3 patches, a 3-level UNet with 4-16 maps, no MLflow
-TINY_TRAIN = ["--set", "train.epochs=1", "--set", "train.val_every=1", "--set", "sampling.patch_size=[16,16,16]",
-              "--set", "model.channels=[4,8,16]", "--set", "model.strides=[2,2]", "--set", "train.batch_size=2",
-              "--set", "preprocess.target_spacing=null", "--set", "tracking.enabled=false",
-              "--set", "inference.sw_batch_size=1", "--quiet"]
+TINY_TRAIN = [
+    "--set",
+    "train.epochs=1",
+    "--set",
+    "train.val_every=1",
+    "--set",
+    "sampling.patch_size=[16,16,16]",
+    "--set",
+    "model.channels=[4,8,16]",
+    "--set",
+    "model.strides=[2,2]",
+    "--set",
+    "train.batch_size=2",
+    "--set",
+    "preprocess.target_spacing=null",
+    "--set",
+    "tracking.enabled=false",
+    "--set",
+    "inference.sw_batch_size=1",
+    "--quiet",
+]
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -63,24 +90,34 @@ def cli_env() -> dict[str, str]:
 def limit_memory(gib: float = 12.0):
     """preexec_fn: cap the child's data segment (RLIMIT_DATA; RLIMIT_AS is too tight for torch's
     address-space reservations), so a header claiming terabytes cannot exhaust the machine."""
+
     def apply() -> None:
         import resource
 
         cap = int(gib * 2**30)
         resource.setrlimit(resource.RLIMIT_DATA, (cap, cap))
+
     return apply
 
 
 def run_cli(*args, timeout: float = 300, cwd: Path | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
     """``medseg ARGS...`` in a subprocess; stdout/stderr captured as text."""
-    return subprocess.run([*MEDSEG, *map(str, args)], capture_output=True, text=True, timeout=timeout,
-                          cwd=cwd, env=cli_env(), preexec_fn=preexec_fn)
+    return subprocess.run(
+        [*MEDSEG, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=cli_env(),
+        preexec_fn=preexec_fn,
+    )
 
 
 def start_cli(*args, cwd: Path | None = None) -> subprocess.Popen:
     """``medseg ARGS...`` started in the background (for the fault-injection cases)."""
-    return subprocess.Popen([*MEDSEG, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=cwd, env=cli_env())
+    return subprocess.Popen(
+        [*MEDSEG, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=cli_env()
+    )
 
 
 def run_many(calls: Sequence[tuple], workers: int = 2) -> list[subprocess.CompletedProcess]:
@@ -99,11 +136,15 @@ def error_lines(stderr: str) -> list[str]:
 
 
 def describe(res: subprocess.CompletedProcess) -> str:
-    return f"exit {res.returncode}\n--- stderr (tail) ---\n{res.stderr[-3000:]}\n--- stdout (tail) ---\n{res.stdout[-1000:]}"
+    return (
+        f"exit {res.returncode}\n--- stderr (tail) ---\n{res.stderr[-3000:]}\n"
+        f"--- stdout (tail) ---\n{res.stdout[-1000:]}"
+    )
 
 
-def assert_clean_error(res: subprocess.CompletedProcess, must_name: str, problem: str | Sequence[str] = (),
-                       code: int | None = None) -> str:
+def assert_clean_error(
+    res: subprocess.CompletedProcess, must_name: str, problem: str | Sequence[str] = (), code: int | None = None
+) -> str:
     """The failure is reported as one ``error:`` line that names ``must_name`` (a file name or a
     config key), mentions the ``problem`` (any of the given words, case-insensitive), and suggests
     a fix after a ``;``. Exit code non-zero (``code`` when given), no traceback.
@@ -139,8 +180,11 @@ def partial_files(folder: Path) -> list[Path]:
     """Temporary files a write left behind (``.<name>.partial-*``, ``.<name>.tmp``, checkpoint temps)."""
     if not folder.exists():
         return []
-    return sorted(p for p in folder.rglob(".*") if p.is_file() and ("partial-" in p.name or p.name.endswith(".tmp")
-                                                                    or re.match(r"\.(best|last)\.pt\.", p.name)))
+    return sorted(
+        p
+        for p in folder.rglob(".*")
+        if p.is_file() and ("partial-" in p.name or p.name.endswith(".tmp") or re.match(r"\.(best|last)\.pt\.", p.name))
+    )
 
 
 def assert_no_partials(folder: Path) -> None:
@@ -174,9 +218,15 @@ def good_image(seed: int = 0, shape: Sequence[int] = SHAPE) -> np.ndarray:
     return img
 
 
-def write_dataset(root: Path, images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                  affines: Sequence[np.ndarray] | None = None, label_affines: Sequence[np.ndarray] | None = None,
-                  entries: list[dict] | None = None, labels_meta: dict | None = None) -> Path:
+def write_dataset(
+    root: Path,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    affines: Sequence[np.ndarray] | None = None,
+    label_affines: Sequence[np.ndarray] | None = None,
+    entries: list[dict] | None = None,
+    labels_meta: dict | None = None,
+) -> Path:
     """An MSD folder: imagesTr/cN.nii.gz, labelsTr/cN.nii.gz, dataset.json."""
     n = len(images)
     affines = affines or [oblique_affine(SPACING)] * n
@@ -184,10 +234,15 @@ def write_dataset(root: Path, images: Sequence[np.ndarray], labels: Sequence[np.
     for i in range(n):
         save_nifti(images[i], affines[i], root / "imagesTr" / f"c{i}.nii.gz")
         save_nifti(labels[i], label_affines[i], root / "labelsTr" / f"c{i}.nii.gz")
-    meta = {"name": "robustness", "modality": {"0": "MRI"}, "labels": labels_meta or {"0": "background", "1": "lesion"},
-            "numTraining": n,
-            "training": entries if entries is not None else
-            [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(n)]}
+    meta = {
+        "name": "robustness",
+        "modality": {"0": "MRI"},
+        "labels": labels_meta or {"0": "background", "1": "lesion"},
+        "numTraining": n,
+        "training": entries
+        if entries is not None
+        else [{"image": f"./imagesTr/c{i}.nii.gz", "label": f"./labelsTr/c{i}.nii.gz"} for i in range(n)],
+    }
     (root / "dataset.json").write_text(json.dumps(meta, indent=1))
     return root
 
@@ -195,7 +250,7 @@ def write_dataset(root: Path, images: Sequence[np.ndarray], labels: Sequence[np.
 def lesion_label(seed: int = 0, shape: Sequence[int] = SHAPE, value=1, dtype=np.uint8) -> np.ndarray:
     lab = np.zeros(tuple(shape), dtype=dtype)
     c = np.array(shape) // 2 + (seed % 3) - 1
-    lab[c[0] - 2:c[0] + 2, c[1] - 2:c[1] + 2, c[2] - 2:c[2] + 2] = value
+    lab[c[0] - 2 : c[0] + 2, c[1] - 2 : c[1] + 2, c[2] - 2 : c[2] + 2] = value
     return lab
 
 
@@ -214,8 +269,10 @@ def robust_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def good_scans(robust_root) -> list[Path]:
     """Three good scans (oblique, anisotropic affine) to mix into every batch."""
-    return [save_nifti(good_image(10 + i), oblique_affine(SPACING), robust_root / "good" / f"good{i}.nii.gz")
-            for i in range(3)]
+    return [
+        save_nifti(good_image(10 + i), oblique_affine(SPACING), robust_root / "good" / f"good{i}.nii.gz")
+        for i in range(3)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -227,13 +284,15 @@ def good_dataset(robust_root) -> Path:
 def tiny_config(dataset: Path, in_channels: int = 1):
     from medseg.config.schema import ExperimentConfig
 
-    return ExperimentConfig.model_validate({
-        "data": {"dataset": str(dataset)},
-        "sampling": {"patch_size": [16, 16, 16]},
-        "model": {"channels": [4, 8, 16], "strides": [2, 2]},
-        "inference": {"sw_batch_size": 1, "amp": "off"},
-        "tracking": {"enabled": False},
-    })
+    return ExperimentConfig.model_validate(
+        {
+            "data": {"dataset": str(dataset)},
+            "sampling": {"patch_size": [16, 16, 16]},
+            "model": {"channels": [4, 8, 16], "strides": [2, 2]},
+            "inference": {"sw_batch_size": 1, "amp": "off"},
+            "tracking": {"enabled": False},
+        }
+    )
 
 
 def tiny_payload(dataset: Path, in_channels: int = 1, seed: int = 0) -> dict:
@@ -245,16 +304,22 @@ def tiny_payload(dataset: Path, in_channels: int = 1, seed: int = 0) -> dict:
     cfg = tiny_config(dataset)
     torch.manual_seed(seed)
     model = build_model(cfg.model, in_channels=in_channels, out_channels=1)
-    return {"mlflow_run_id": None, "tracking_uri": None, "state_dict": model.state_dict(),
-            "config": cfg.model_dump(mode="json"),
-            "preprocess": {"spacing": list(SPACING), "normalize": cfg.preprocess.normalize, "in_channels": in_channels},
-            "operating_point": {"threshold": cfg.inference.threshold, "min_lesion_mm3": cfg.inference.min_lesion_mm3},
-            "epoch": 1, "metrics": {}}
+    return {
+        "mlflow_run_id": None,
+        "tracking_uri": None,
+        "state_dict": model.state_dict(),
+        "config": cfg.model_dump(mode="json"),
+        "preprocess": {"spacing": list(SPACING), "normalize": cfg.preprocess.normalize, "in_channels": in_channels},
+        "operating_point": {"threshold": cfg.inference.threshold, "min_lesion_mm3": cfg.inference.min_lesion_mm3},
+        "epoch": 1,
+        "metrics": {},
+    }
 
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(robust_root, good_dataset) -> Path:
-    """best.pt of a tiny 3D UNet (random weights), saved with medseg.nn.checkpoint.write_payload (as a checkpoint of medseg 0.1 was)."""
+    """best.pt of a tiny 3D UNet (random weights), saved with medseg.nn.checkpoint.write_payload
+    (as a checkpoint of medseg 0.1 was)."""
     from medseg.nn.checkpoint import write_payload
 
     path = robust_root / "ckpt" / "best.pt"

@@ -126,8 +126,22 @@ def test_two_fold_commands_at_once_train_into_one_cross_validation(tmp_path, goo
     """The README's parallel folds, for real: two ``medseg train --folds 2 --fold K`` started
     together on a fresh output folder (fresh MLflow store) both finish, under one parent run."""
     out = tmp_path / "runs"
-    args = ["train", DEMO, "--set", f"data.dataset={good_dataset}", "--set", f"train.output_dir={out}", *TINY_TRAIN,
-            "--set", "tracking.enabled=true", "--set", "tracking.experiment=cv", "--folds", "2", "--fold"]
+    args = [
+        "train",
+        DEMO,
+        "--set",
+        f"data.dataset={good_dataset}",
+        "--set",
+        f"train.output_dir={out}",
+        *TINY_TRAIN,
+        "--set",
+        "tracking.enabled=true",
+        "--set",
+        "tracking.experiment=cv",
+        "--folds",
+        "2",
+        "--fold",
+    ]
     results = run_many([(*args, "0"), (*args, "1")])
     assert [r.returncode for r in results] == [0, 0], "\n".join(describe(r) for r in results)
     state = json.loads(next(out.glob("cv2-s*/cv.json")).read_text())
@@ -138,7 +152,10 @@ def test_two_fold_commands_at_once_train_into_one_cross_validation(tmp_path, goo
     mean = (state["results"]["0"]["best_metric"] + state["results"]["1"]["best_metric"]) / 2
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics[f"cv_mean_{load_config(DEMO).train.select_metric}"] == pytest.approx(mean)
-    assert sorted((r.info.status, r.data.tags["mlflow.parentRunId"]) for r in runs.values()) == [("FINISHED", parent.info.run_id)] * 2
+    assert (
+        sorted((r.info.status, r.data.tags["mlflow.parentRunId"]) for r in runs.values())
+        == [("FINISHED", parent.info.run_id)] * 2
+    )
     assert partial_files(out) == []
 
 
@@ -173,7 +190,9 @@ def test_a_new_run_removes_what_a_killed_run_left_half_written(tmp_path, good_da
     live.parent.mkdir()
     dead.write_bytes(b"x" * 1000)
     live.write_text("id\n")
-    cfg = load_config(DEMO, [f"data.dataset={good_dataset}", f"train.output_dir={tmp_path / 'runs'}", "tracking.enabled=false"])
+    cfg = load_config(
+        DEMO, [f"data.dataset={good_dataset}", f"train.output_dir={tmp_path / 'runs'}", "tracking.enabled=false"]
+    )
     run_dir, _ = run_module._open_run(cfg, 0, 1, None, None)
     assert not dead.exists() and live.exists() and run_dir.parent == old.parent and run_dir != old
     assert f"{tmp_path / 'runs'}: removed 1 half-written file(s)" in capsys.readouterr().err
@@ -190,12 +209,14 @@ def test_temporary_files_are_owned_by_their_process(tmp_path):
         assert remove_partials(tmp_path) == 0 and tmp.exists()  # another predict starting on this --out
         tmp.write_bytes(b"mask")
     old = time.time() - 2 * 24 * 3600
-    files = {"dead": f".a.nii.gz.partial-{_dead_pid()}@{HOST}.abc.nii.gz",
-             "live": f".b.nii.gz.partial-{os.getpid()}@{HOST}.abc.nii.gz",
-             "other_host": f".c.nii.gz.partial-{os.getpid()}@elsewhere-node.abc.nii.gz",
-             "other_host_old": f".d.nii.gz.partial-{os.getpid()}@elsewhere-node.abc.nii.gz",
-             "live_old": f".e.nii.gz.partial-{os.getpid()}@{HOST}.abc.nii.gz",
-             "no_owner": ".f.nii.gz.partial-abc.nii.gz"}  # an older medseg's name
+    files = {
+        "dead": f".a.nii.gz.partial-{_dead_pid()}@{HOST}.abc.nii.gz",
+        "live": f".b.nii.gz.partial-{os.getpid()}@{HOST}.abc.nii.gz",
+        "other_host": f".c.nii.gz.partial-{os.getpid()}@elsewhere-node.abc.nii.gz",
+        "other_host_old": f".d.nii.gz.partial-{os.getpid()}@elsewhere-node.abc.nii.gz",
+        "live_old": f".e.nii.gz.partial-{os.getpid()}@{HOST}.abc.nii.gz",
+        "no_owner": ".f.nii.gz.partial-abc.nii.gz",
+    }  # an older medseg's name
     for key, name in files.items():
         (tmp_path / name).write_bytes(b"x")
         if key.endswith("_old"):
@@ -218,7 +239,9 @@ def test_atomic_write_flushes_the_file_before_the_rename_and_the_folder_after(tm
     real = os.fsync
 
     def record(fd: int) -> None:
-        synced.append((os.readlink(f"/proc/self/fd/{fd}"), (tmp_path / "t.json").exists()))  # what, and whether renamed yet
+        synced.append(
+            (os.readlink(f"/proc/self/fd/{fd}"), (tmp_path / "t.json").exists())
+        )  # what, and whether renamed yet
         real(fd)
 
     monkeypatch.setattr(os, "fsync", record)
@@ -231,7 +254,9 @@ def test_config_yaml_is_written_atomically_and_without_credentials(tmp_path, goo
     """The run's config.yaml goes through atomic_write: a disk that fills in the middle leaves
     the previous file whole and no temporary file; a written one holds the tracking URI redacted."""
     cfg = load_config(DEMO, [f"data.dataset={good_dataset}", f"tracking.uri={SECRET_URI}"])
-    trainer = SimpleNamespace(recorded_cfg=redact_config(cfg), run=SimpleNamespace(run_dir=tmp_path, tracker=None), prep=None)
+    trainer = SimpleNamespace(
+        recorded_cfg=redact_config(cfg), run=SimpleNamespace(run_dir=tmp_path, tracker=None), prep=None
+    )
     Trainer._record_run(trainer, resumed=True)
     saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert saved["tracking"]["uri"] == "https://mlflow.example.org:5000/base?workspace=lab"
@@ -252,18 +277,21 @@ def test_config_yaml_is_written_atomically_and_without_credentials(tmp_path, goo
 # ------------------------------------------------------------------------------------ credentials
 
 
-@pytest.mark.parametrize("uri, shown", [
-    ("sqlite:////data/runs/mlflow.db", "sqlite:////data/runs/mlflow.db"),
-    ("sqlite:///runs/mlflow.db", "sqlite:///runs/mlflow.db"),
-    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
-    ("http://bob:pw@host:5000", "http://host:5000"),
-    ("https://ghp_token123@host/mlflow", "https://host/mlflow"),
-    (SECRET_URI, "https://mlflow.example.org:5000/base?workspace=lab"),
-    ("https://h/x?Access_Token=a&PASSWORD=b&client_secret=c&sig=d&sv=2024&apikey=e", "https://h/x?sv=2024"),
-    ("https://h/x?token=a", "https://h/x"),
-    ("databricks://profile", "databricks://profile"),
-    ("http://[::1", "<unparseable URI>"),
-])
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("sqlite:////data/runs/mlflow.db", "sqlite:////data/runs/mlflow.db"),
+        ("sqlite:///runs/mlflow.db", "sqlite:///runs/mlflow.db"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("http://bob:pw@host:5000", "http://host:5000"),
+        ("https://ghp_token123@host/mlflow", "https://host/mlflow"),
+        (SECRET_URI, "https://mlflow.example.org:5000/base?workspace=lab"),
+        ("https://h/x?Access_Token=a&PASSWORD=b&client_secret=c&sig=d&sv=2024&apikey=e", "https://h/x?sv=2024"),
+        ("https://h/x?token=a", "https://h/x"),
+        ("databricks://profile", "databricks://profile"),
+        ("http://[::1", "<unparseable URI>"),
+    ],
+)
 def test_redact_uri(uri, shown):
     assert redact_uri(uri) == shown
 
@@ -280,9 +308,13 @@ def test_live_uri_finds_the_credentials_again(monkeypatch):
 
 def test_checkpoints_hold_the_tracking_uri_redacted(good_dataset):
     cfg = load_config(DEMO, [f"data.dataset={good_dataset}", f"tracking.uri={SECRET_URI}"])
-    trainer = SimpleNamespace(cfg=cfg, recorded_cfg=redact_config(cfg), net=torch.nn.Linear(1, 1),
-                              prep=SimpleNamespace(spacing=(1.0, 1.0, 1.0), channels=["image"]),
-                              run=SimpleNamespace(tracker=SimpleNamespace(run_id="r1", uri=SECRET_URI)))
+    trainer = SimpleNamespace(
+        cfg=cfg,
+        recorded_cfg=redact_config(cfg),
+        net=torch.nn.Linear(1, 1),
+        prep=SimpleNamespace(spacing=(1.0, 1.0, 1.0), channels=["image"]),
+        run=SimpleNamespace(tracker=SimpleNamespace(run_id="r1", uri=SECRET_URI)),
+    )
     ckpt = Trainer.checkpoint(trainer, 1, {})
     assert ckpt.tracking_uri == redact_uri(SECRET_URI) and ckpt.config.tracking.uri == redact_uri(SECRET_URI)
     assert "s3cret" not in json.dumps(ckpt.to_payload()["config"]) and "abc" not in ckpt.to_payload()["tracking_uri"]

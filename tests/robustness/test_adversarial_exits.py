@@ -26,7 +26,10 @@ from tests.robustness.conftest import TRACEBACK, assert_clean_error, cli_env, de
 INJECT = {
     "synth": ("medseg.data.synthetic.write_dataset", ["--out", "{tmp}/data"]),
     "train": ("medseg.config.load.load_config", ["{tmp}/exp.yaml"]),
-    "predict": ("medseg.inference.batch.predict_files", ["{tmp}/best.pt", "{tmp}/scan.nii.gz", "--out", "{tmp}/out", "--device", "cpu"]),
+    "predict": (
+        "medseg.inference.batch.predict_files",
+        ["{tmp}/best.pt", "{tmp}/scan.nii.gz", "--out", "{tmp}/out", "--device", "cpu"],
+    ),
     "evaluate": ("medseg.evaluation.evaluate.evaluate_dirs", ["{tmp}", "{tmp}"]),
     "tune": ("medseg.training.tune.run_tune", ["{tmp}/best.pt", "--device", "cpu"]),
     "check": ("medseg.data.sources.discover.from_argument", ["{tmp}"]),
@@ -106,8 +109,13 @@ def test_out_of_memory_says_how_to_need_less(monkeypatch, tmp_path):
     assert "sw_batch_size" in line and "patch_size" in line
 
 
-@pytest.mark.parametrize("code,fix", [(errno.ENOSPC, "free disk space or write to another disk"),
-                                      (errno.EACCES, "check its permissions (ls -l) or use a path you can read and write")])
+@pytest.mark.parametrize(
+    "code,fix",
+    [
+        (errno.ENOSPC, "free disk space or write to another disk"),
+        (errno.EACCES, "check its permissions (ls -l) or use a path you can read and write"),
+    ],
+)
 def test_file_system_error_names_the_path_and_the_fix(monkeypatch, tmp_path, code, fix):
     path = tmp_path / "out" / "c1.nii.gz"
     res = invoke(*inject(monkeypatch, "synth", tmp_path, OSError(code, "system says no", str(path))))
@@ -132,19 +140,36 @@ def test_unknown_option_is_one_line(command):
     res = invoke(command, "--no-such-option")
     assert res.returncode == 2, describe(res)
     line = only_error_line(res)
-    assert "--no-such-option" in line and f"'medseg {command} --help'" in line and "Usage" not in res.stderr + res.stdout
+    assert (
+        "--no-such-option" in line and f"'medseg {command} --help'" in line and "Usage" not in res.stderr + res.stdout
+    )
 
 
-@pytest.mark.parametrize("command,name", [("predict", "MODEL"), ("evaluate", "PRED"), ("tune", "CHECKPOINT"),
-                                          ("check", "DATASET"), ("plan", "DATASET"), ("show", "CASE")])
+@pytest.mark.parametrize(
+    "command,name",
+    [
+        ("predict", "MODEL"),
+        ("evaluate", "PRED"),
+        ("tune", "CHECKPOINT"),
+        ("check", "DATASET"),
+        ("plan", "DATASET"),
+        ("show", "CASE"),
+    ],
+)
 def test_missing_argument_is_one_line(command, name):
     res = invoke(command)
-    assert res.returncode == 2 and only_error_line(res) == f"error: {name}: missing argument; give {name}, see 'medseg {command} --help'"
+    assert (
+        res.returncode == 2
+        and only_error_line(res) == f"error: {name}: missing argument; give {name}, see 'medseg {command} --help'"
+    )
 
 
 def test_missing_required_option_is_one_line():
     res = invoke("synth")
-    assert res.returncode == 2 and only_error_line(res) == "error: --out: missing option; give --out, see 'medseg synth --help'"
+    assert (
+        res.returncode == 2
+        and only_error_line(res) == "error: --out: missing option; give --out, see 'medseg synth --help'"
+    )
 
 
 def test_bad_value_type_names_option_and_value():
@@ -167,9 +192,14 @@ def test_help_documents_exit_codes_and_debug(command):
 
 
 def test_console_entry_point_formats_usage_errors(tmp_path):
-    res = subprocess.run([*MEDSEG, "tune", "x", "--min-recall", "2"], capture_output=True, text=True, timeout=120, env=cli_env())
+    res = subprocess.run(
+        [*MEDSEG, "tune", "x", "--min-recall", "2"], capture_output=True, text=True, timeout=120, env=cli_env()
+    )
     assert res.returncode == 2
-    assert res.stderr.strip() == "error: --min-recall '2': input should be less than or equal to 1; see 'medseg tune --help'"
+    assert (
+        res.stderr.strip()
+        == "error: --min-recall '2': input should be less than or equal to 1; see 'medseg tune --help'"
+    )
 
 
 # ------------------------------------------------------------------------------------ option values

@@ -68,7 +68,10 @@ VALUE_CASES = {
     "in_channels_zero": (set_pre("in_channels", 0), "preprocess.in_channels"),
     "channels_count": (lambda p: p["preprocess"].update(in_channels=2, channels=["FLAIR"]), "preprocess.channels"),
     "ct_without_stats": (set_pre("normalize", "ct"), "preprocess.ct_stats"),
-    "ct_zero_std": (lambda p: p["preprocess"].update(normalize="ct", ct_stats=[[-100, 200, 40, 0]]), "preprocess.ct_stats"),
+    "ct_zero_std": (
+        lambda p: p["preprocess"].update(normalize="ct", ct_stats=[[-100, 200, 40, 0]]),
+        "preprocess.ct_stats",
+    ),
     "classes_empty": (set_pre("classes", []), "preprocess.classes"),
     "classes_repeated": (set_pre("classes", ["lesion", "lesion"]), "preprocess.classes"),
     "classes_text": (set_pre("classes", "lesion"), "preprocess.classes"),
@@ -122,7 +125,9 @@ def test_weights_that_do_not_match_the_config_are_refused(good_dataset, tmp_path
     with pytest.raises(MedsegError) as caught:
         load_model(path, "cpu")
     assert_one_line(caught.value, path, words)
-    assert "weights do not match its config" in str(caught.value) and "use the best.pt written with it" in str(caught.value)
+    assert "weights do not match its config" in str(caught.value) and "use the best.pt written with it" in str(
+        caught.value
+    )
 
 
 def test_ensemble_members_must_preprocess_alike(good_dataset, tmp_path):
@@ -136,11 +141,16 @@ def test_ensemble_members_must_preprocess_alike(good_dataset, tmp_path):
 
 def test_cli_refuses_crafted_checkpoints_and_writes_nothing(good_dataset, good_scans, tmp_path):
     """As a user meets them: exit 2, one line naming the checkpoint, no mask, nothing outside --out."""
-    cases = {"class_traversal": set_pre("classes", ["../../escaped"]), "two_channels_one_channel_weights": set_pre("in_channels", 2)}
+    cases = {
+        "class_traversal": set_pre("classes", ["../../escaped"]),
+        "two_channels_one_channel_weights": set_pre("in_channels", 2),
+    }
     paths = {case: crafted(good_dataset, tmp_path, case, change) for case, change in cases.items()}
     out = tmp_path / "sandbox" / "out"
     before = sorted(p for p in tmp_path.rglob("*"))
-    runs = run_many([("predict", paths[case], good_scans[0], "--out", out / case, "--device", "cpu", "--quiet") for case in cases])
+    runs = run_many(
+        [("predict", paths[case], good_scans[0], "--out", out / case, "--device", "cpu", "--quiet") for case in cases]
+    )
     for case, res in zip(cases, runs):
         assert_clean_error(res, paths[case].name, ("class", "weights"), code=2)
     assert sorted(p for p in tmp_path.rglob("*")) == before  # not a mask, not a folder, anywhere
@@ -199,7 +209,9 @@ def test_tune_never_writes_to_a_store_the_checkpoint_names(good_dataset, tmp_pat
     assert list(elsewhere.iterdir()) == []
     lines = warnings_in(capsys.readouterr().err)
     assert len(lines) == 1 and str(best) in lines[0] and "--tracking-uri" in lines[0], lines
-    res = run_tune(best, device="cpu", tracking_uri=closed_port_uri())  # another store than the checkpoint's: not logged either
+    res = run_tune(
+        best, device="cpu", tracking_uri=closed_port_uri()
+    )  # another store than the checkpoint's: not logged either
     assert res["logged"] == [] and list(elsewhere.iterdir()) == []
 
 
@@ -239,8 +251,11 @@ def b64(path: Path) -> str:
 
 
 def listing(*folders: Path) -> dict[str, str]:
-    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for folder in folders for p in sorted(folder.rglob("*"))}
+    return {
+        str(p): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+        for folder in folders
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def as_nrrd(scan: Path, dest: Path) -> Path:
@@ -263,7 +278,11 @@ def test_served_model_takes_bytes_and_writes_nothing_outside_its_temp_folder(tin
     assert list(out.columns) == ["mask", "lesions"] and len(out) == 2
     (cwd / "m.nii.gz").write_bytes(base64.b64decode(out["mask"][0]))
     mask, ref = nib.load(str(cwd / "m.nii.gz")), nib.load(str(scan))
-    assert mask.shape == SHAPE and np.allclose(mask.affine, ref.affine) and set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+    assert (
+        mask.shape == SHAPE
+        and np.allclose(mask.affine, ref.affine)
+        and set(np.unique(np.asanyarray(mask.dataobj))) <= {0, 1}
+    )
     rows = json.loads(out["lesions"][0])
     assert sum(r["voxels"] for r in rows) == int(np.asanyarray(mask.dataobj).sum())
     (cwd / "m.nrrd").write_bytes(base64.b64decode(out["mask"][1]))
@@ -298,8 +317,13 @@ def test_paths_resolving_inside_the_serve_root_only(tiny_checkpoint, tmp_path, m
     before = listing(root, outside)
     ok = model.predict(None, pd.DataFrame({"path": ["cases/scan.nii.gz", str(scan)]}))
     assert len(ok) == 2 and ok["mask"][0] == ok["mask"][1]
-    for trick in (str(secret), "../outside/secret.nii.gz", "cases/../../outside/secret.nii.gz", "cases/link.nii.gz",
-                  f"{root}/../outside/secret.nii.gz"):
+    for trick in (
+        str(secret),
+        "../outside/secret.nii.gz",
+        "cases/../../outside/secret.nii.gz",
+        "cases/link.nii.gz",
+        f"{root}/../outside/secret.nii.gz",
+    ):
         refused(model, pd.DataFrame({"path": [trick]}), "outside the folder this server reads")
     refused(model, pd.DataFrame({"path": ["cases/none.nii.gz"]}), "no such file")
     refused(model, pd.DataFrame({"path": ["cases/text.nii.gz"]}), "is not a single-file NIfTI")
@@ -325,7 +349,9 @@ def test_bad_requests_are_refused(tiny_checkpoint, good_scans, tmp_path, monkeyp
 
 
 def test_one_file_per_channel(good_dataset, good_scans, tmp_path, monkeypatch):
-    path = crafted(good_dataset, tmp_path, "two_channel", lambda p: p["preprocess"].update(channels=["FLAIR", "T1"]), in_channels=2)
+    path = crafted(
+        good_dataset, tmp_path, "two_channel", lambda p: p["preprocess"].update(channels=["FLAIR", "T1"]), in_channels=2
+    )
     model = served(path, monkeypatch)
     out = model.predict(None, pd.DataFrame({"channel0": [b64(good_scans[0])], "channel1": [b64(good_scans[1])]}))
     mask = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(out["mask"][0])))
@@ -373,8 +399,12 @@ def test_cache_follows_a_scan_replaced_in_place(good_dataset, tmp_path):
     save_nifti(good_image(77), affine, image)  # same path, same shape, other voxels
     _, again = make_datasets(cfg, cases, cases[:1], SPACING)
     new = again[0]["image"]
-    cold = make_datasets(cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache_dir": tmp_path / "cold"})}),
-                         cases, cases[:1], SPACING)[1][0]["image"]
+    cold = make_datasets(
+        cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache_dir": tmp_path / "cold"})}),
+        cases,
+        cases[:1],
+        SPACING,
+    )[1][0]["image"]
     assert not torch.equal(new, old) and torch.equal(new, cold)
     assert len(list((tmp_path / "cache" / "val").glob("*.pt"))) == 2
 
@@ -392,8 +422,12 @@ def test_a_config_asking_for_a_huge_network_is_refused_before_allocating(tmp_pat
     payload["config"]["model"]["channels"] = [100000, 200000, 400000]
     path = tmp_path / "huge.pt"
     write_payload(payload, path)
-    code = ("import resource; resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))\n"
-            "from medseg.inference.model import load_model\nfrom medseg.errors import MedsegError\n"
-            f"try:\n    load_model({str(path)!r}, 'cpu')\nexcept MedsegError as err:\n    print('REFUSED', err)\n")
+    code = (
+        "import resource; resource.setrlimit(resource.RLIMIT_DATA, (3 << 30, 3 << 30))\n"
+        "from medseg.inference.model import load_model\nfrom medseg.errors import MedsegError\n"
+        f"try:\n    load_model({str(path)!r}, 'cpu')\nexcept MedsegError as err:\n    print('REFUSED', err)\n"
+    )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0 and "REFUSED" in res.stdout and "do not match its config" in res.stdout, res.stderr[-2000:]
+    assert res.returncode == 0 and "REFUSED" in res.stdout and "do not match its config" in res.stdout, res.stderr[
+        -2000:
+    ]

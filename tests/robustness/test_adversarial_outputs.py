@@ -33,7 +33,11 @@ SIDE = PredictOptions(prob=True, instances=True)
 
 def snapshot(root: Path) -> dict[str, str]:
     """Every file below ``root`` with the hash of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def scans(folder: Path, names: list[str]) -> list[Path]:
@@ -42,7 +46,9 @@ def scans(folder: Path, names: list[str]) -> list[Path]:
 
 def case_list(path: Path, rows: list[tuple[str, str, str]], allow_outside: bool = False) -> Path:
     """A YAML case list ``cases: [{case_id, images: [image], label}]``."""
-    entries = "\n".join(f"  - {{case_id: {json.dumps(c)}, images: [{json.dumps(i)}], label: {json.dumps(lab)}}}" for c, i, lab in rows)
+    entries = "\n".join(
+        f"  - {{case_id: {json.dumps(c)}, images: [{json.dumps(i)}], label: {json.dumps(lab)}}}" for c, i, lab in rows
+    )
     path.write_text(("allow_outside: true\n" if allow_outside else "") + "cases:\n" + entries + "\n")
     return path
 
@@ -60,7 +66,9 @@ def world(tmp_path) -> Path:
 # ------------------------------------------------------------------------------------- names and plans
 
 
-@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".", ".hidden", "-rf", "a\\b", "a\x00b", "x\n", " x", "", "é" * 101])
+@pytest.mark.parametrize(
+    "name", ["../../x", "a/b", "..", ".", ".hidden", "-rf", "a\\b", "a\x00b", "x\n", " x", "", "é" * 101]
+)
 def test_unsafe_names_are_refused(name):
     assert name_problem(name) is not None
 
@@ -114,7 +122,9 @@ def test_side_outputs_that_collide_refuse_the_batch_before_writing(tmp_path, tin
     a_lesions' mask, a's probability map a_prob's mask."""
     folder = tmp_path / "scans"
     scans(folder, ["a", "a_lesions", "a_prob"])
-    res = run_cli("predict", tiny_checkpoint, folder, "--out", tmp_path / "out", "--save-prob", "--save-instances", "--quiet")
+    res = run_cli(
+        "predict", tiny_checkpoint, folder, "--out", tmp_path / "out", "--save-prob", "--save-instances", "--quiet"
+    )
     line = assert_clean_error(res, "both would be written", code=2)
     assert "a_lesions" in line or "a_prob" in line
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
@@ -125,21 +135,27 @@ def test_skip_existing_rerun_keeps_the_summary_of_earlier_scans(tmp_path, tiny_c
     first, second = scans(folder, ["a", "b"])
     out = tmp_path / "out"
     predict_files(tiny_checkpoint, [str(first)], out, "cpu", progress=False)
-    rows, errors = predict_files(tiny_checkpoint, [str(folder)], out, "cpu", PredictOptions(skip_existing=True), progress=False)
+    rows, errors = predict_files(
+        tiny_checkpoint, [str(folder)], out, "cpu", PredictOptions(skip_existing=True), progress=False
+    )
     assert not errors and [Path(r["scan"]).name for r in rows] == ["b.nii.gz"]  # a was skipped
     with (out / "summary.csv").open() as fh:
         assert sorted(Path(r["scan"]).name for r in csv.DictReader(fh)) == ["a.nii.gz", "b.nii.gz"]
 
 
 def test_case_ids_that_escape_are_named_by_check_and_refused_by_predict(world, tiny_checkpoint):
-    listing = case_list(world / "data" / "list.yaml", [("../../x", "s0.nii.gz", "s0_seg.nii.gz"),
-                                                       ("fine", "s1.nii.gz", "s1_seg.nii.gz")])
+    listing = case_list(
+        world / "data" / "list.yaml",
+        [("../../x", "s0.nii.gz", "s0_seg.nii.gz"), ("fine", "s1.nii.gz", "s1_seg.nii.gz")],
+    )
     ds = discover(listing)
     assert [c.case_id for c in ds.cases] == ["fine"]
     problems = check_dataset(ds)
     assert len(problems) == 1 and "'../../x'" in problems[0] and "case_id" in problems[0]
     before = snapshot(world.parent)
-    res = run_cli("predict", tiny_checkpoint, "--dataset", listing, "--split", "training", "--out", world / "out", "--quiet")
+    res = run_cli(
+        "predict", tiny_checkpoint, "--dataset", listing, "--split", "training", "--out", world / "out", "--quiet"
+    )
     assert_clean_error(res, "../../x", "path separator", code=2)
     assert snapshot(world.parent) == before  # nothing written, x not created two levels up
 
@@ -150,10 +166,16 @@ def test_case_list_paths_outside_its_folder_need_the_opt_out(world, where, monke
     save_nifti(good_image(5), oblique_affine(SPACING), outside / "o.nii.gz")
     save_nifti(lesion_label(5), oblique_affine(SPACING), outside / "o_seg.nii.gz")
     monkeypatch.setenv("ELSEWHERE", str(outside))
-    image = {"absolute": str(outside / "o.nii.gz"), "dotdot": "../elsewhere/o.nii.gz", "env": "$ELSEWHERE/o.nii.gz"}[where]
+    image = {"absolute": str(outside / "o.nii.gz"), "dotdot": "../elsewhere/o.nii.gz", "env": "$ELSEWHERE/o.nii.gz"}[
+        where
+    ]
     label = image.replace("o.nii.gz", "o_seg.nii.gz")
     strict = discover(case_list(world / "data" / "list.yaml", [("o", image, label)]))
-    assert not strict.cases and "escapes the dataset folder" in strict.problems[0] and "allow_outside" in strict.problems[0]
+    assert (
+        not strict.cases
+        and "escapes the dataset folder" in strict.problems[0]
+        and "allow_outside" in strict.problems[0]
+    )
     opted = discover(case_list(world / "data" / "list2.yaml", [("o", image, label)], allow_outside=True))
     assert [c.image for c in opted.cases] == [outside / "o.nii.gz"] and not opted.problems
 
@@ -163,10 +185,13 @@ def test_msd_entries_leaving_the_folder_are_refused_but_a_linked_images_folder_i
     save_nifti(good_image(1), oblique_affine(SPACING), real / "c0.nii.gz")
     save_nifti(lesion_label(1), oblique_affine(SPACING), world / "msd" / "labelsTr" / "c0.nii.gz")
     (world / "msd" / "imagesTr").symlink_to(real, target_is_directory=True)
-    entries = [{"image": "./imagesTr/c0.nii.gz", "label": "./labelsTr/c0.nii.gz"},
-               {"image": "../data/s0.nii.gz", "label": "../data/s0_seg.nii.gz"}]
-    (world / "msd" / "dataset.json").write_text(json.dumps({"labels": {"0": "bg", "1": "lesion"}, "modality": {"0": "MRI"},
-                                                             "training": entries}))
+    entries = [
+        {"image": "./imagesTr/c0.nii.gz", "label": "./labelsTr/c0.nii.gz"},
+        {"image": "../data/s0.nii.gz", "label": "../data/s0_seg.nii.gz"},
+    ]
+    (world / "msd" / "dataset.json").write_text(
+        json.dumps({"labels": {"0": "bg", "1": "lesion"}, "modality": {"0": "MRI"}, "training": entries})
+    )
     ds = discover(world / "msd")
     assert [c.case_id for c in ds.cases] == ["c0"]
     assert len(ds.problems) == 2 and all("escapes" in p for p in ds.problems)
@@ -274,10 +299,17 @@ def test_show_never_draws_over_its_inputs(world):
 def test_pyproject_floors_are_past_the_advisories():
     """torch < 2.6 (weights_only bypass, CVE-2025-32434), MONAI < 1.5.2 (pickle), MLflow < 3.1."""
     import re
+
     import tomllib
 
-    deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["dependencies"]
-    floors = {m[1].lower(): tuple(int(x) for x in m[2].split(".")) for d in deps if (m := re.match(r"([A-Za-z_-]+)>=([\d.]+)", d))}
+    deps = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"][
+        "dependencies"
+    ]
+    floors = {
+        m[1].lower(): tuple(int(x) for x in m[2].split("."))
+        for d in deps
+        if (m := re.match(r"([A-Za-z_-]+)>=([\d.]+)", d))
+    }
     assert floors["torch"] >= (2, 6) and floors["monai"] >= (1, 5, 2) and floors["mlflow"] >= (3, 1)
 
 
@@ -305,7 +337,9 @@ def test_a_detached_header_beside_its_data_reads(tmp_path):
     from medseg.io.volumes import read_array
 
     (tmp_path / "x.raw").write_bytes(bytes(range(8)) * 64)
-    (tmp_path / "x.mhd").write_text("ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\nElementDataFile = x.raw\n")
+    (tmp_path / "x.mhd").write_text(
+        "ObjectType = Image\nNDims = 3\nDimSize = 8 8 8\nElementType = MET_UCHAR\nElementDataFile = x.raw\n"
+    )
     voxels, _ = read_array(tmp_path / "x.mhd")
     assert voxels.shape == (8, 8, 8) and int(voxels.sum()) == sum(range(8)) * 64
 

@@ -35,15 +35,31 @@ from medseg.io.readers import SimpleITKReader
 from medseg.io.volumes import read_array, read_verified
 from tests.conftest import oblique_affine, save_nifti
 from tests.robustness import badfiles
-from tests.robustness.conftest import (ROOT, SHAPE, SPACING, assert_clean_error, assert_mask_loads, cli_env, describe,
-                                       error_lines, good_cases, good_image, limit_memory, mask_path, run_cli, run_many,
-                                       write_dataset)
+from tests.robustness.conftest import (
+    ROOT,
+    SHAPE,
+    SPACING,
+    assert_clean_error,
+    assert_mask_loads,
+    cli_env,
+    describe,
+    error_lines,
+    good_cases,
+    good_image,
+    limit_memory,
+    mask_path,
+    run_cli,
+    run_many,
+    write_dataset,
+)
 
 CHUNK = 64 * 2**20  # bytes of zeros per deflate block run
 TRAILING_CHUNKS = 16  # 1 GiB inflated after the voxels
 HUGE = (1200, 1200, 1000)
-HUGE_LINE = ("{path}: needs about 46.1 GB to process (1200×1200×1000 voxels), over the 16.0 GB limit; "
-             "crop or resample the scan, or raise MEDSEG_MAX_SCAN_GB")
+HUGE_LINE = (
+    "{path}: needs about 46.1 GB to process (1200×1200×1000 voxels), over the 16.0 GB limit; "
+    "crop or resample the scan, or raise MEDSEG_MAX_SCAN_GB"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -78,9 +94,11 @@ def gzip_with_trailing_zeros(path: Path, payload: bytes, chunks: int = TRAILING_
 
 def huge_nrrd(path: Path, shape=HUGE) -> Path:
     """A gzip-encoded NRRD whose header claims ``shape`` float voxels over 1 MB of compressed zeros."""
-    header = (f"NRRD0004\ntype: float\ndimension: 3\nsizes: {' '.join(map(str, shape))}\n"
-              "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)\n"
-              "encoding: gzip\nendian: little\n\n")
+    header = (
+        f"NRRD0004\ntype: float\ndimension: 3\nsizes: {' '.join(map(str, shape))}\n"
+        "space: left-posterior-superior\nspace directions: (1,0,0) (0,1,0) (0,0,1)\nspace origin: (0,0,0)\n"
+        "encoding: gzip\nendian: little\n\n"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(header.encode() + zlib.compress(bytes(2**20), 9))
     return path
@@ -115,8 +133,14 @@ def test_trailing_gzip_data_is_never_inflated(tmp_path):
     plain = save_nifti(images[1], oblique_affine(SPACING), tmp_path / "c1.nii")
     bomb = gzip_with_trailing_zeros(root / "imagesTr" / "c1.nii.gz", plain.read_bytes())
     assert bomb.stat().st_size < 2 * 2**20
-    res = subprocess.run([sys.executable, "-c", CHILD_READ, str(bomb), str(root)], capture_output=True, text=True,
-                         timeout=300, cwd=ROOT, env=cli_env())
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD_READ, str(bomb), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env=cli_env(),
+    )
     assert res.returncode == 0, describe(res)
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["shape"] == list(SHAPE) and out["sum"] == pytest.approx(float(images[1].sum(dtype=np.float64)))
@@ -160,8 +184,18 @@ def test_huge_scan_is_refused_before_any_voxel_is_read(nrrd_bomb, tmp_path):
 
 def test_predict_refuses_the_huge_scan_and_segments_the_rest(nrrd_bomb, tiny_checkpoint, good_scans, tmp_path):
     out = tmp_path / "pred"
-    res = run_cli("predict", tiny_checkpoint, good_scans[0], nrrd_bomb, "--out", out, "--device", "cpu", "--quiet",
-                  preexec_fn=limit_memory(3))
+    res = run_cli(
+        "predict",
+        tiny_checkpoint,
+        good_scans[0],
+        nrrd_bomb,
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+        preexec_fn=limit_memory(3),
+    )
     assert res.returncode == 1, describe(res)
     assert "MemoryError" not in res.stderr, describe(res)
     assert assert_clean_error(res, nrrd_bomb.name, "GB") == "error: " + HUGE_LINE.format(path=nrrd_bomb)
@@ -176,16 +210,20 @@ def test_the_cap_follows_the_environment(monkeypatch, nrrd_bomb, tiny_checkpoint
     monkeypatch.setenv(MAX_SCAN_GB_ENV, "50")  # raised: 46.1 GB now fits, the header reads
     assert read_geometry(nrrd_bomb)[0] == HUGE
     monkeypatch.setenv(MAX_SCAN_GB_ENV, "0.0001")  # lowered: the 24x24x16 scan (0.000295 GB) is over it
-    line = (f"{good_scans[0]}: needs about 0.000295 GB to process (24×24×16 voxels), over the 0.0001 GB limit; "
-            "crop or resample the scan, or raise MEDSEG_MAX_SCAN_GB")
+    line = (
+        f"{good_scans[0]}: needs about 0.000295 GB to process (24×24×16 voxels), over the 0.0001 GB limit; "
+        "crop or resample the scan, or raise MEDSEG_MAX_SCAN_GB"
+    )
     rows, errors = predict_files(tiny_checkpoint, [str(good_scans[0])], tmp_path / "out", "cpu", progress=False)
     assert (rows, errors) == ([], [line])
     for bad in ("lots", "-1", "0", "nan", "inf"):
         monkeypatch.setenv(MAX_SCAN_GB_ENV, bad)
         with pytest.raises(MedsegError) as err:
             read_geometry(good_scans[0])
-        assert str(err.value) == (f"MEDSEG_MAX_SCAN_GB={bad}: not a positive number of GB; "
-                                  "set it to e.g. MEDSEG_MAX_SCAN_GB=32, or unset it for the default 16")
+        assert str(err.value) == (
+            f"MEDSEG_MAX_SCAN_GB={bad}: not a positive number of GB; "
+            "set it to e.g. MEDSEG_MAX_SCAN_GB=32, or unset it for the default 16"
+        )
 
 
 def test_size_rule_counts_channels_and_never_overflows():
@@ -193,7 +231,9 @@ def test_size_rule_counts_channels_and_never_overflows():
     check_scan_size("b.nii", (512, 512, 1000))  # CT: 8.4 GB
     with pytest.raises(MedsegError, match=r"^c\.mha: needs about 30\.2 GB to process \(512×512×1200×3 voxels\)"):
         check_scan_size("c.mha", (512, 512, 1200), components=3)
-    with pytest.raises(MedsegError, match=r"needs about 1\.3e\+24 GB to process \(32767×32767×32767×32767×32767×32767×32767"):
+    with pytest.raises(
+        MedsegError, match=r"needs about 1\.3e\+24 GB to process \(32767×32767×32767×32767×32767×32767×32767"
+    ):
         check_scan_size("d.nii", (32767,) * 7)
 
 
@@ -208,22 +248,38 @@ def _with_extension(esize: int, vox_offset: float) -> bytes:
 
 
 HEADERS = {  # case -> (raw .nii bytes, what the one error line must say)
-    "negative_dim": (lambda: badfiles._raw_nifti(good_image(3), dim=[3, 24, 24, -16, 1, 1, 1, 1]),
-                     "the header gives an empty axis (shape (24, 24, -16)); re-export the file"),
-    "zero_dim": (lambda: badfiles._raw_nifti(good_image(3), dim=[3, 24, 0, 16, 1, 1, 1, 1]),
-                 "the header gives an empty axis (shape (24, 0, 16)); re-export the file"),
-    "no_dims": (lambda: badfiles._raw_nifti(good_image(3), dim=[0, 24, 24, 16, 1, 1, 1, 1]),
-                "is not a NIfTI file (its header has sizeof_hdr 348, 0 dimensions); re-export the scan as NIfTI"),
-    "overflowing_size": (lambda: badfiles._raw_nifti(good_image(3), dim=[7] + [32767] * 7, datatype=1792, bitpix=128),
-                         "needs about 1.3e+24 GB to process (32767×32767×32767×32767×32767×32767×32767 voxels)"),
-    "unknown_dtype": (lambda: badfiles._raw_nifti(good_image(3), datatype=12345),
-                      "the header gives data type code 12345, which is not a NIfTI data type (datatype)"),
-    "nan_vox_offset": (lambda: badfiles._raw_nifti(good_image(3), vox_offset=np.nan),
-                       "the header gives a voxel offset of nan (vox_offset); the header is corrupt, re-export the file"),
-    "huge_extension_area": (lambda: _with_extension(2**31 - 8, 2**31),
-                            "the header reserves 2147483296 bytes for extensions (vox_offset 2147483648), more than any scan"),
-    "extension_past_voxels": (lambda: _with_extension(2**30, 368),
-                              "a header extension of 1073741824 bytes at byte 352 does not fit before the voxels (vox_offset 368)"),
+    "negative_dim": (
+        lambda: badfiles._raw_nifti(good_image(3), dim=[3, 24, 24, -16, 1, 1, 1, 1]),
+        "the header gives an empty axis (shape (24, 24, -16)); re-export the file",
+    ),
+    "zero_dim": (
+        lambda: badfiles._raw_nifti(good_image(3), dim=[3, 24, 0, 16, 1, 1, 1, 1]),
+        "the header gives an empty axis (shape (24, 0, 16)); re-export the file",
+    ),
+    "no_dims": (
+        lambda: badfiles._raw_nifti(good_image(3), dim=[0, 24, 24, 16, 1, 1, 1, 1]),
+        "is not a NIfTI file (its header has sizeof_hdr 348, 0 dimensions); re-export the scan as NIfTI",
+    ),
+    "overflowing_size": (
+        lambda: badfiles._raw_nifti(good_image(3), dim=[7] + [32767] * 7, datatype=1792, bitpix=128),
+        "needs about 1.3e+24 GB to process (32767×32767×32767×32767×32767×32767×32767 voxels)",
+    ),
+    "unknown_dtype": (
+        lambda: badfiles._raw_nifti(good_image(3), datatype=12345),
+        "the header gives data type code 12345, which is not a NIfTI data type (datatype)",
+    ),
+    "nan_vox_offset": (
+        lambda: badfiles._raw_nifti(good_image(3), vox_offset=np.nan),
+        "the header gives a voxel offset of nan (vox_offset); the header is corrupt, re-export the file",
+    ),
+    "huge_extension_area": (
+        lambda: _with_extension(2**31 - 8, 2**31),
+        "the header reserves 2147483296 bytes for extensions (vox_offset 2147483648), more than any scan",
+    ),
+    "extension_past_voxels": (
+        lambda: _with_extension(2**30, 368),
+        "a header extension of 1073741824 bytes at byte 352 does not fit before the voxels (vox_offset 368)",
+    ),
     "extension_size_zero": (lambda: _with_extension(0, 368), "a header extension of 0 bytes at byte 352 does not fit"),
 }
 
@@ -290,7 +346,9 @@ def test_alias_bomb_one_line_from_train_and_check(tmp_path):
         assert res.returncode == 2 and "Traceback" not in res.stderr, describe(res)
         assert len(error_lines(res.stderr)) == 1 and len(res.stderr) < 1000, describe(res)
         line = error_lines(res.stderr)[0]
-        assert line.startswith(f"error: {path}: data.dataset: Input is not a valid path") and line.endswith("… (9 items))")
+        assert line.startswith(f"error: {path}: data.dataset: Input is not a valid path") and line.endswith(
+            "… (9 items))"
+        )
 
 
 def test_set_echoes_are_clipped():
@@ -298,11 +356,14 @@ def test_set_echoes_are_clipped():
 
     with pytest.raises(MedsegError) as err:
         apply_override({}, "x" * 5000)
-    assert str(err.value) == "--set '" + "x" * 199 + "… (5000 characters): expected KEY=VALUE, e.g. --set train.epochs=2"
+    assert (
+        str(err.value) == "--set '" + "x" * 199 + "… (5000 characters): expected KEY=VALUE, e.g. --set train.epochs=2"
+    )
     with pytest.raises(MedsegError) as err:
         apply_override({"train": {"epochs": 2}}, "train.epochs.x=1")
-    assert str(err.value) == ("--set 'train.epochs.x=1': 'epochs' is a value, not a section; "
-                              "set the value itself: --set train.epochs=VALUE")
+    assert str(err.value) == (
+        "--set 'train.epochs.x=1': 'epochs' is a value, not a section; set the value itself: --set train.epochs=VALUE"
+    )
 
 
 def test_oversized_config_is_not_read_whole(tmp_path):
@@ -311,5 +372,7 @@ def test_oversized_config_is_not_read_whole(tmp_path):
         fh.truncate(5 * 10**9)  # sparse: 5 GB of zeros on disk without writing them
     with pytest.raises(MedsegError) as err:
         load_config(path)
-    assert str(err.value) == (f"{path}: is larger than 1000 kB, not an experiment config; "
-                              "pass the path of a YAML file such as configs/demo.yaml")
+    assert str(err.value) == (
+        f"{path}: is larger than 1000 kB, not an experiment config; "
+        "pass the path of a YAML file such as configs/demo.yaml"
+    )

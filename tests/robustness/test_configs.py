@@ -8,8 +8,15 @@ import os
 
 import pytest
 
-from tests.robustness.conftest import (DEMO, IS_ROOT, TINY_TRAIN, assert_clean_error, describe, params_skipping_as_root,
-                                       run_many)
+from tests.robustness.conftest import (
+    DEMO,
+    IS_ROOT,
+    TINY_TRAIN,
+    assert_clean_error,
+    describe,
+    params_skipping_as_root,
+    run_many,
+)
 
 
 def _readonly_parent(root):
@@ -25,13 +32,27 @@ CONFIG_CASES = {
     "wrong_type_epochs_abc": (["--set", "train.epochs=abc"], "train.epochs", ("integer",)),
     "negative_patch_size": (["--set", "sampling.patch_size=[-16,16,16]"], "patch_size", ("positive",)),
     "patch_not_multiple_of_strides": (["--set", "sampling.patch_size=[18,16,16]"], "patch_size", ("multiple",)),
-    "missing_dataset_folder": (["--set", "data.dataset={root}/no_such_dataset"], "no_such_dataset", ("not found", "no such", "does not exist")),
-    "output_dir_under_a_file": (["--set", "train.output_dir={root}/a_file/runs"], "a_file", ("not a directory", "cannot create")),
-    "output_dir_read_only": (["--set", "train.output_dir={readonly}"], "readonly", ("permission", "writable", "cannot create")),
+    "missing_dataset_folder": (
+        ["--set", "data.dataset={root}/no_such_dataset"],
+        "no_such_dataset",
+        ("not found", "no such", "does not exist"),
+    ),
+    "output_dir_under_a_file": (
+        ["--set", "train.output_dir={root}/a_file/runs"],
+        "a_file",
+        ("not a directory", "cannot create"),
+    ),
+    "output_dir_read_only": (
+        ["--set", "train.output_dir={readonly}"],
+        "readonly",
+        ("permission", "writable", "cannot create"),
+    ),
     "set_without_equals": (["--set", "train.epochs"], "train.epochs", ("KEY=VALUE", "expected")),
     "yaml_syntax_error": (["--config", "{root}/broken.yaml"], "broken.yaml", ("YAML", "syntax")),
     "negative_epochs": (["--set", "train.epochs=-3"], "train.epochs", ("greater than", "positive")),
 }
+
+
 # patch larger than every image: padding to the patch size is documented, so exit 0 WITH a warning
 # naming sampling.patch_size is acceptable; silently training on mostly padding is not
 @pytest.fixture(scope="session")
@@ -48,8 +69,18 @@ def config_runs(robust_root, good_dataset):
         if args[0] == "--config":
             config, args = args[1], []
         out = root / "runs" / case
-        calls.append(("train", config, *TINY_TRAIN, "--set", f"data.dataset={good_dataset}",
-                      "--set", f"train.output_dir={out}", *args))
+        calls.append(
+            (
+                "train",
+                config,
+                *TINY_TRAIN,
+                "--set",
+                f"data.dataset={good_dataset}",
+                "--set",
+                f"train.output_dir={out}",
+                *args,
+            )
+        )
         expect[case] = (name, words, out)
     if IS_ROOT:  # nothing to run: the test is skipped
         calls = [c for c, case in zip(calls, CONFIG_CASES) if case != "output_dir_read_only"]
@@ -57,15 +88,28 @@ def config_runs(robust_root, good_dataset):
     else:
         cases = list(CONFIG_CASES)
     patch_out = root / "runs" / "patch_larger_than_images"
-    calls.append(("train", DEMO, *TINY_TRAIN, "--set", f"data.dataset={good_dataset}", "--set", f"train.output_dir={patch_out}",
-                  "--set", "sampling.patch_size=[64,64,64]"))
+    calls.append(
+        (
+            "train",
+            DEMO,
+            *TINY_TRAIN,
+            "--set",
+            f"data.dataset={good_dataset}",
+            "--set",
+            f"train.output_dir={patch_out}",
+            "--set",
+            "sampling.patch_size=[64,64,64]",
+        )
+    )
     results = run_many(calls)
     runs = {case: (res, *expect[case]) for case, res in zip(cases, results)}
     runs["patch_larger_than_images"] = (results[-1], "patch_size", ("larger", "pad"), patch_out)
     return runs
 
 
-@pytest.mark.parametrize("case", params_skipping_as_root(CONFIG_CASES, {"output_dir_read_only": "a read-only folder stays writable"}))
+@pytest.mark.parametrize(
+    "case", params_skipping_as_root(CONFIG_CASES, {"output_dir_read_only": "a read-only folder stays writable"})
+)
 def test_bad_config(config_runs, case):
     res, name, words, out = config_runs[case]
     assert_clean_error(res, name, words, code=2)

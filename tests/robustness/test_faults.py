@@ -17,8 +17,20 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import oblique_affine, save_nifti
-from tests.robustness.conftest import (DEMO, SHAPE, SPACING, TINY_TRAIN, assert_clean_error, assert_mask_loads,
-                                       assert_no_partials, good_image, mask_path, partial_files, run_cli, start_cli)
+from tests.robustness.conftest import (
+    DEMO,
+    SHAPE,
+    SPACING,
+    TINY_TRAIN,
+    assert_clean_error,
+    assert_mask_loads,
+    assert_no_partials,
+    good_image,
+    mask_path,
+    partial_files,
+    run_cli,
+    start_cli,
+)
 
 
 def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
@@ -39,8 +51,10 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
 def test_sigkill_during_predict_batch(robust_root, tiny_checkpoint):
     """Killed after the first mask: every mask present is whole, nothing visible is half-written,
     and re-running with --skip-existing finishes the batch and clears the temporary files."""
-    scans = [save_nifti(good_image(100 + i), oblique_affine(SPACING), robust_root / "kill_scans" / f"k{i:02d}.nii.gz")
-             for i in range(10)]
+    scans = [
+        save_nifti(good_image(100 + i), oblique_affine(SPACING), robust_root / "kill_scans" / f"k{i:02d}.nii.gz")
+        for i in range(10)
+    ]
     out = robust_root / "pred_killed"
     proc = start_cli("predict", tiny_checkpoint, scans[0].parent, "--out", out, "--device", "cpu", "--quiet")
     _wait_for(lambda: [s for s in scans if mask_path(out, s).exists()], proc, 240, "the first mask")
@@ -53,10 +67,14 @@ def test_sigkill_during_predict_batch(robust_root, tiny_checkpoint):
     for table in out.glob("*_lesions.json"):
         json.loads(table.read_text())  # complete JSON
     visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
-    expected_names = {mask_path(out, s).name for s in done} | {f"{s.name[:-7]}_lesions.{e}" for s in scans for e in ("csv", "json")}
+    expected_names = {mask_path(out, s).name for s in done} | {
+        f"{s.name[:-7]}_lesions.{e}" for s in scans for e in ("csv", "json")
+    }
     assert visible <= expected_names, f"unexpected visible files after the kill: {visible - expected_names}"
 
-    res = run_cli("predict", tiny_checkpoint, scans[0].parent, "--out", out, "--device", "cpu", "--quiet", "--skip-existing")
+    res = run_cli(
+        "predict", tiny_checkpoint, scans[0].parent, "--out", out, "--device", "cpu", "--quiet", "--skip-existing"
+    )
     assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-3000:]
     for scan in scans:
         assert_mask_loads(mask_path(out, scan), SHAPE)
@@ -123,8 +141,14 @@ def test_disk_full_while_writing_mask(robust_root, tiny_checkpoint, good_scans, 
 
     monkeypatch.setattr(nib, "save", save_until_full)
     out = robust_root / "pred_disk_full"
-    rows, errors = predict_files(tiny_checkpoint, [str(good_scans[0]), str(good_scans[1])], out, "cpu",
-                                 PredictOptions(table=False), progress=False)
+    rows, errors = predict_files(
+        tiny_checkpoint,
+        [str(good_scans[0]), str(good_scans[1])],
+        out,
+        "cpu",
+        PredictOptions(table=False),
+        progress=False,
+    )
     assert_clean_error(_Result(errors), good_scans[0].name, ("space",))
     assert not mask_path(out, good_scans[0]).exists()
     assert [r["scan"] for r in rows] == [str(good_scans[1])]

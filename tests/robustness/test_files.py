@@ -18,9 +18,26 @@ import pytest
 
 from tests.conftest import oblique_affine
 from tests.robustness import badfiles
-from tests.robustness.conftest import (DEMO, IS_ROOT, SHAPE, SPACING, TINY_TRAIN, assert_clean_error, assert_mask_loads,
-                                       assert_no_partials, describe, error_lines, good_cases, lesion_label, limit_memory,
-                                       mask_path, params_skipping_as_root, run_cli, run_many, write_dataset)
+from tests.robustness.conftest import (
+    DEMO,
+    IS_ROOT,
+    SHAPE,
+    SPACING,
+    TINY_TRAIN,
+    assert_clean_error,
+    assert_mask_loads,
+    assert_no_partials,
+    describe,
+    error_lines,
+    good_cases,
+    lesion_label,
+    limit_memory,
+    mask_path,
+    params_skipping_as_root,
+    run_cli,
+    run_many,
+    write_dataset,
+)
 
 # case -> (words of which the error line must contain one, how it may also be handled)
 SCAN_CASES = {
@@ -58,8 +75,20 @@ def scan_batch(robust_root, tiny_checkpoint, good_scans):
             continue  # root reads a chmod-000 file anyway
         bad[case] = getattr(badfiles, case)(folder / bad_name(case))
     out = robust_root / "pred_badscans"
-    res = run_cli("predict", tiny_checkpoint, good_scans[0], *bad.values(), *good_scans[1:], "--out", out,
-                  "--device", "cpu", "--quiet", timeout=300, preexec_fn=limit_memory(12))
+    res = run_cli(
+        "predict",
+        tiny_checkpoint,
+        good_scans[0],
+        *bad.values(),
+        *good_scans[1:],
+        "--out",
+        out,
+        "--device",
+        "cpu",
+        "--quiet",
+        timeout=300,
+        preexec_fn=limit_memory(12),
+    )
     return res, out, bad, good_scans
 
 
@@ -160,6 +189,8 @@ DATASET_CASES = {
     "nan_in_training_image": ds_nan_image,
     "dataset_json_invalid": ds_invalid_json,
 }
+
+
 @pytest.fixture(scope="session")
 def dataset_runs(robust_root):
     """``medseg train`` on each broken dataset (two at a time)."""

@@ -47,11 +47,15 @@ def headers(draw):
     return {
         "shape": shape,
         "dtype": draw(st.sampled_from(DTYPES)),
-        "pixdim": [draw(st.sampled_from([1.0, -1.0, 0.0]))] + [draw(spacing()) for _ in range(3)] + [1.0, 1.0, 1.0, 1.0],
+        "pixdim": [draw(st.sampled_from([1.0, -1.0, 0.0]))]
+        + [draw(spacing()) for _ in range(3)]
+        + [1.0, 1.0, 1.0, 1.0],
         "qform_code": draw(st.sampled_from(CODES)),
         "sform_code": draw(st.sampled_from(CODES)),
         "quatern": [draw(st.floats(-1.2, 1.2)) for _ in range(3)],
-        "srow": draw(st.one_of(plausible_srow(), st.lists(st.lists(entry(), min_size=4, max_size=4), min_size=3, max_size=3))),
+        "srow": draw(
+            st.one_of(plausible_srow(), st.lists(st.lists(entry(), min_size=4, max_size=4), min_size=3, max_size=3))
+        ),
         "scl": draw(st.sampled_from([(1.0, 0.0), (0.0, 0.0), (math.nan, 0.0), (2.0, -5.0), (math.inf, 0.0)])),
         "gz": draw(st.booleans()),
         "constant": draw(st.booleans()),
@@ -61,10 +65,19 @@ def headers(draw):
 def write(h: dict, folder: Path, n: int) -> Path:
     rng = np.random.default_rng(n)
     arr = np.zeros(h["shape"], dtype=h["dtype"]) if h["constant"] else (rng.random(h["shape"]) * 100).astype(h["dtype"])
-    fields = {"pixdim": h["pixdim"], "qform_code": h["qform_code"], "sform_code": h["sform_code"],
-              "quatern_b": h["quatern"][0], "quatern_c": h["quatern"][1], "quatern_d": h["quatern"][2],
-              "srow_x": h["srow"][0], "srow_y": h["srow"][1], "srow_z": h["srow"][2],
-              "scl_slope": h["scl"][0], "scl_inter": h["scl"][1]}
+    fields = {
+        "pixdim": h["pixdim"],
+        "qform_code": h["qform_code"],
+        "sform_code": h["sform_code"],
+        "quatern_b": h["quatern"][0],
+        "quatern_c": h["quatern"][1],
+        "quatern_d": h["quatern"][2],
+        "srow_x": h["srow"][0],
+        "srow_y": h["srow"][1],
+        "srow_z": h["srow"][2],
+        "scl_slope": h["scl"][0],
+        "scl_inter": h["scl"][1],
+    }
     raw = badfiles._raw_nifti(arr, **fields)
     return badfiles._write(folder / f"fuzz{n}.nii{'.gz' if h['gz'] else ''}", raw)
 
@@ -94,8 +107,7 @@ def test_fuzz_nifti_headers(loaded_model, tmp_path, memory_cap):
 
     counter = iter(range(10**6))
 
-    @settings(max_examples=40, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
     @given(headers())
     def check(h):
         path = write(h, tmp_path, next(counter))
@@ -105,7 +117,9 @@ def test_fuzz_nifti_headers(loaded_model, tmp_path, memory_cap):
             except MedsegError as err:
                 assert str(err).strip() and "\n" not in str(err).strip(), repr(str(err))
             except Exception as err:  # anything else reaches the user as a traceback
-                raise AssertionError(f"{getattr(fn, '__name__', 'predict_volume')} raised {type(err).__name__}: "
-                                     f"{str(err)[:300]} for header {h}") from err
+                raise AssertionError(
+                    f"{getattr(fn, '__name__', 'predict_volume')} raised {type(err).__name__}: "
+                    f"{str(err)[:300]} for header {h}"
+                ) from err
 
     check()

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from tests.robustness.conftest import (assert_clean_error, assert_no_partials, describe, run_many, tiny_payload)
+from tests.robustness.conftest import assert_clean_error, assert_no_partials, describe, run_many, tiny_payload
 
 
 class RunsCode:
@@ -83,6 +83,8 @@ MODEL_CASES = {
     "pickle_runs_code": ("model", ("not a loadable", "refused", "unsafe", "weights_only", "code")),
     "two_channel_model": ("scan", ("channel",)),
 }
+
+
 @pytest.fixture(scope="session")
 def model_runs(robust_root, tiny_checkpoint, good_dataset, good_scans):
     folder = robust_root / "models"
@@ -97,8 +99,10 @@ def model_runs(robust_root, tiny_checkpoint, good_dataset, good_scans):
         "two_channel_model": make_two_channel(folder, good_dataset),
     }
     outs = {case: robust_root / "pred_models" / case for case in models}
-    calls = [("predict", model, *good_scans[:2], "--out", outs[case], "--device", "cpu", "--quiet")
-             for case, model in models.items()]
+    calls = [
+        ("predict", model, *good_scans[:2], "--out", outs[case], "--device", "cpu", "--quiet")
+        for case, model in models.items()
+    ]
     return {case: (res, models[case], outs[case]) for case, res in zip(models, run_many(calls))}, folder
 
 

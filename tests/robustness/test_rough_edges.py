@@ -18,7 +18,9 @@ def test_blank_scan_gets_an_empty_mask_on_its_own_grid(robust_root, tiny_checkpo
     affine = oblique_affine(SPACING)
     blank = save_nifti(np.zeros(SHAPE, np.float32), affine, robust_root / "blank" / "blank.nii.gz")
     out = robust_root / "pred_blank"
-    res = run_cli("predict", str(tiny_checkpoint), str(blank), str(good_scans[0]), "--out", str(out), "--device", "cpu", "--quiet")
+    res = run_cli(
+        "predict", str(tiny_checkpoint), str(blank), str(good_scans[0]), "--out", str(out), "--device", "cpu", "--quiet"
+    )
     assert res.returncode == 0, res.stderr
     assert "warning:" in res.stderr and "blank.nii.gz" in res.stderr and TRACEBACK not in res.stderr
     mask = nib.load(str(mask_path(out, blank)))
@@ -49,10 +51,18 @@ def test_two_inputs_never_share_an_output(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_outputs_have_plain_write_permissions(tmp_path, tiny_checkpoint, good_scans, umask, mode):
     out = tmp_path / "out"
-    res = subprocess.run(["sh", "-c", f"umask {umask:03o} && exec \"$0\" \"$@\"", *run_cli_args(tiny_checkpoint, good_scans[0], out)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *run_cli_args(tiny_checkpoint, good_scans[0], out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr
-    for path in [mask_path(out, good_scans[0]), out / "summary.csv", out / f"{Path(mask_path(out, good_scans[0])).name[:-7]}_lesions.csv"]:
+    for path in [
+        mask_path(out, good_scans[0]),
+        out / "summary.csv",
+        out / f"{Path(mask_path(out, good_scans[0])).name[:-7]}_lesions.csv",
+    ]:
         assert stat.S_IMODE(os.stat(path).st_mode) == mode, path
 
 
@@ -72,4 +82,15 @@ def test_checkpoints_have_plain_write_permissions(tmp_path):
 def run_cli_args(checkpoint: Path, scan: Path, out: Path) -> list[str]:
     from tests.conftest import MEDSEG
 
-    return [*MEDSEG, "predict", str(checkpoint), str(scan), "--out", str(out), "--device", "cpu", "--quiet", "--save-prob"]
+    return [
+        *MEDSEG,
+        "predict",
+        str(checkpoint),
+        str(scan),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--save-prob",
+    ]

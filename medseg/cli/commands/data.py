@@ -6,7 +6,6 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -28,14 +27,21 @@ from medseg.cli.options import (
 
 
 @user_errors
-def synth(out: Path = typer.Option(..., "--out",
-                                   help=("Folder to write the dataset into (MSD layout: imagesTr/, labelsTr/, imagesTs/, labelsTs/, "
-                                         "dataset.json); created when missing.")),
-          cases: int = typer.Option(20, "--cases", min=1, help=CASES_HELP),
-          test_cases: int = typer.Option(0, "--test-cases", min=0, help=TEST_CASES_HELP),
-          seed: int = seed_option(),
-          shape: str = typer.Option("96,96,64", "--shape", help="Volume size in voxels X,Y,Z."),
-          spacing: str = typer.Option("1.5,1.5,2.0", "--spacing", help="Voxel spacing in mm X,Y,Z.")) -> None:
+def synth(
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help=(
+            "Folder to write the dataset into (MSD layout: imagesTr/, labelsTr/, imagesTs/, labelsTs/, "
+            "dataset.json); created when missing."
+        ),
+    ),
+    cases: int = typer.Option(20, "--cases", min=1, help=CASES_HELP),
+    test_cases: int = typer.Option(0, "--test-cases", min=0, help=TEST_CASES_HELP),
+    seed: int = seed_option(),
+    shape: str = typer.Option("96,96,64", "--shape", help="Volume size in voxels X,Y,Z."),
+    spacing: str = typer.Option("1.5,1.5,2.0", "--spacing", help="Voxel spacing in mm X,Y,Z."),
+) -> None:
     """Write a synthetic MRI-like lesion dataset (imagesTr/, labelsTr/, dataset.json)."""
     from medseg.data.synthetic import write_dataset
 
@@ -46,14 +52,16 @@ def synth(out: Path = typer.Option(..., "--out",
 
 
 @user_errors
-def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
-          layout: Layout = layout_option(),
-          channel: Optional[List[str]] = channel_option(),
-          label: Optional[str] = label_option(),
-          set_: Optional[List[str]] = set_option(),
-          lesion_labels: Optional[str] = lesion_labels_option(),
-          atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label."),
-          quiet: bool = quiet_option()) -> None:
+def check(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    layout: Layout = layout_option(),
+    channel: list[str] | None = channel_option(),
+    label: str | None = label_option(),
+    set_: list[str] | None = set_option(),
+    lesion_labels: str | None = lesion_labels_option(),
+    atol: float = typer.Option(1e-3, "--atol", min=0, help="Geometry tolerance (mm) between channels and label."),
+    quiet: bool = quiet_option(),
+) -> None:
     """Validate every case and report all problems at once (exit 0 clean, 1 problems found); a
     config's held-out cases (data.exclude_cases) are checked too."""
     from medseg.data.check import check_dataset, format_report
@@ -70,15 +78,25 @@ def check(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
 
 @user_errors
-def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
-         out: Optional[Path] = typer.Option(None, "--out", help="Folder to write plan.yaml into (created if missing; default: print)."),
-         layout: Layout = layout_option(),
-         channel: Optional[List[str]] = channel_option(),
-         label: Optional[str] = label_option(),
-         set_: Optional[List[str]] = set_option(),
-         lesion_labels: Optional[str] = lesion_labels_option(),
-         memory_gb: float = typer.Option(8.0, "--memory-gb", min=0.1, max=4096, help="Training memory budget for the patch size (GPU memory, or RAM on CPU).")) -> None:
-    """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes) and plan spacing, patch and normalisation."""
+def plan(
+    dataset: str = typer.Argument(..., help=DATASET_HELP),
+    out: Path | None = typer.Option(
+        None, "--out", help="Folder to write plan.yaml into (created if missing; default: print)."
+    ),
+    layout: Layout = layout_option(),
+    channel: list[str] | None = channel_option(),
+    label: str | None = label_option(),
+    set_: list[str] | None = set_option(),
+    lesion_labels: str | None = lesion_labels_option(),
+    memory_gb: float = typer.Option(
+        8.0,
+        "--memory-gb",
+        min=0.1,
+        max=4096,
+        help="Training memory budget for the patch size (GPU memory, or RAM on CPU).",
+    ),
+) -> None:
+    """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes); plan spacing, patch and normalisation."""
     import yaml
 
     from medseg.config.schema import ModelConfig, SamplingConfig, TrainConfig
@@ -89,7 +107,9 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
     ds, cfg = dataset_argument(dataset, value(layout), channel, label, set_)
     ds.require_clean()
     wanted = lesion_values(lesion_labels, cfg)
-    model_cfg, sampling, train_cfg = (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
+    model_cfg, sampling, train_cfg = (
+        (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
+    )
     fp = fingerprint(ds, wanted)
     planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
     typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
@@ -99,15 +119,25 @@ def plan(dataset: str = typer.Argument(..., help=DATASET_HELP),
 
 
 @user_errors
-def show(case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha); 4D: channel 0 is shown."),
-         pred: Optional[Path] = typer.Option(None, "--pred", help="Predicted mask on the scan's grid (red contour)."),
-         ref: Optional[Path] = typer.Option(None, "--ref", help="Reference (ground-truth) label on the scan's grid (green contour)."),
-         out: Path = typer.Option(Path("."), "--out", help="Folder to write <case>_show.png into (created if missing; default: here)."),
-         lesion_labels: Optional[str] = lesion_labels_option()) -> None:
+def show(
+    case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha); 4D: channel 0 is shown."),
+    pred: Path | None = typer.Option(None, "--pred", help="Predicted mask on the scan's grid (red contour)."),
+    ref: Path | None = typer.Option(
+        None, "--ref", help="Reference (ground-truth) label on the scan's grid (green contour)."
+    ),
+    out: Path = typer.Option(
+        Path("."), "--out", help="Folder to write <case>_show.png into (created if missing; default: here)."
+    ),
+    lesion_labels: str | None = lesion_labels_option(),
+) -> None:
     """PNG of axial, coronal and sagittal slices (RAS) through the largest lesion, label and prediction outlined."""
     from medseg.viz.show import show_case
 
     check_out_folder(out, "--out")
     res = show_case(case, pred, ref, out, ints(lesion_labels, "--lesion-labels") if lesion_labels else None)
-    counts = ", ".join(f"{w} {n} lesion(s)" for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions)) if n is not None)
+    counts = ", ".join(
+        f"{w} {n} lesion(s)"
+        for w, n in (("ground truth", res.gt_lesions), ("prediction", res.pred_lesions))
+        if n is not None
+    )
     typer.echo(f"wrote {res.png}" + (f" ({counts})" if counts else ""))

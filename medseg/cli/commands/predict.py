@@ -6,7 +6,7 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -52,29 +52,65 @@ if TYPE_CHECKING:
 
 
 @user_errors
-def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble averaging their probabilities."),
-            inputs: Optional[List[str]] = typer.Argument(None, help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last."),
-            out: Path = typer.Option(..., "--out", help=("Folder for the masks (same file names as the scans), per-lesion "
-                                                         "tables and summary.csv; created when missing.")),
-            dataset: Optional[str] = typer.Option(None, "--dataset", help=(
-                "Also predict the cases of a dataset (multi-channel cases: one file per channel; masks named <case_id>). " + DATASET_HELP)),
-            layout: Layout = layout_option(),
-            channel: Optional[List[str]] = channel_option(),
-            label: Optional[str] = label_option(),
-            set_: Optional[List[str]] = set_option(),
-            split: Optional[Split] = split_option(),
-            device: str = device_option(),
-            threshold: Optional[float] = typer.Option(None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."),
-            min_lesion_mm3: Optional[float] = min_lesion_mm3_option(None),
-            min_lesion_voxels: int = min_lesion_voxels_option(0),
-            tta: Optional[bool] = typer.Option(None, "--tta/--no-tta", help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 scan on 2 CPU cores. Default: the model's setting (off)."),
-            fill_holes: Optional[bool] = typer.Option(None, "--fill-holes/--no-fill-holes", help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's inference.fill_holes."),
-            save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
-            save_instances: bool = typer.Option(False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."),
-            table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
-            skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
-            tracking_uri: Optional[str] = tracking_uri_option(),
-            quiet: bool = quiet_option()) -> None:
+def predict(
+    model: str = typer.Argument(
+        ...,
+        help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by "
+        "commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble "
+        "averaging their probabilities.",
+    ),
+    inputs: list[str] | None = typer.Argument(
+        None,
+        help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last.",
+    ),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help=(
+            "Folder for the masks (same file names as the scans), per-lesion "
+            "tables and summary.csv; created when missing."
+        ),
+    ),
+    dataset: str | None = typer.Option(
+        None,
+        "--dataset",
+        help=(
+            "Also predict the cases of a dataset (multi-channel cases: one file per channel; masks named <case_id>). "
+            + DATASET_HELP
+        ),
+    ),
+    layout: Layout = layout_option(),
+    channel: list[str] | None = channel_option(),
+    label: str | None = label_option(),
+    set_: list[str] | None = set_option(),
+    split: Split | None = split_option(),
+    device: str = device_option(),
+    threshold: float | None = typer.Option(
+        None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."
+    ),
+    min_lesion_mm3: float | None = min_lesion_mm3_option(None),
+    min_lesion_voxels: int = min_lesion_voxels_option(0),
+    tta: bool | None = typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 "
+        "scan on 2 CPU cores. Default: the model's setting (off).",
+    ),
+    fill_holes: bool | None = typer.Option(
+        None,
+        "--fill-holes/--no-fill-holes",
+        help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's "
+        "inference.fill_holes.",
+    ),
+    save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
+    save_instances: bool = typer.Option(
+        False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."
+    ),
+    table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
+    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
+    tracking_uri: str | None = tracking_uri_option(),
+    quiet: bool = quiet_option(),
+) -> None:
     """Segment scans; each mask has exactly its scan's shape, affine and orientation.
 
     Writes <case>.nii.gz masks (NRRD/MHA scans keep their format), per-lesion tables and
@@ -84,8 +120,17 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
 
     check_out_folder(out, "--out")
     check_device(device)
-    opts = PredictOptions(threshold=threshold, min_lesion_mm3=min_lesion_mm3, min_lesion_voxels=min_lesion_voxels, tta=tta,
-                          fill_holes=fill_holes, prob=save_prob, instances=save_instances, table=table, skip_existing=skip_existing)
+    opts = PredictOptions(
+        threshold=threshold,
+        min_lesion_mm3=min_lesion_mm3,
+        min_lesion_voxels=min_lesion_voxels,
+        tta=tta,
+        fill_holes=fill_holes,
+        prob=save_prob,
+        instances=save_instances,
+        table=table,
+        skip_existing=skip_existing,
+    )
     cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split))
     if not inputs and not cases:
         raise MedsegError("nothing to predict: give scan files/folders, or --dataset DATASET")
@@ -94,7 +139,9 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
     if rank() > 0:
         return
     for row in rows if not quiet else []:
-        typer.echo(f"{row['mask']}: {row['lesions']} lesion(s), {row['lesion_volume_mm3']:.0f} mm3, {row['seconds']:.1f} s")
+        typer.echo(
+            f"{row['mask']}: {row['lesions']} lesion(s), {row['lesion_volume_mm3']:.0f} mm3, {row['seconds']:.1f} s"
+        )
     for line in errors:
         typer.echo(f"error: {line}", err=True)
     typer.echo(f"{len(rows)} scan(s) done, {len(errors)} failed")
@@ -102,50 +149,108 @@ def predict(model: str = typer.Argument(..., help="Checkpoint (best.pt), MLflow 
         raise typer.Exit(1)
 
 
-def dataset_cases(dataset: Optional[str], layout: str, channel: Optional[List[str]], label: Optional[str],
-                  set_: Optional[List[str]], split: Optional[str]) -> list[Case]:
+def dataset_cases(
+    dataset: str | None,
+    layout: str,
+    channel: list[str] | None,
+    label: str | None,
+    set_: list[str] | None,
+    split: str | None,
+) -> list[Case]:
     """``predict --dataset``'s cases ([] without it), read with the layout flags and ``--set``.
 
     Raises:
         MedsegError: layout flags, --set or --split without --dataset, or a problem of the dataset.
     """
     if dataset is None:
-        given = [o for o, v in (("--layout", layout != "auto"), ("--channel", channel), ("--label", label), ("--set", set_),
-                                ("--split", split)) if v]
+        given = [
+            o
+            for o, v in (
+                ("--layout", layout != "auto"),
+                ("--channel", channel),
+                ("--label", label),
+                ("--set", set_),
+                ("--split", split),
+            )
+            if v
+        ]
         if given:
-            raise MedsegError(f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them")
+            raise MedsegError(
+                f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them"
+            )
         return []
     return dataset_argument(dataset, layout, channel, label, set_, split)[0].require_clean()
 
 
 @user_errors
-def evaluate(pred: Path = typer.Argument(..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."),
-             ref: str = typer.Argument(..., help=("Reference: a folder of labels (same file names as the predictions), one label file "
-                                                  "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
-                                                  "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP)),
-             out: Optional[Path] = typer.Option(None, "--out", help=(
-                 "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), summary.json "
-                 "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes the four "
-                 "files of each class in <out>/<class>/.")),
-             layout: Layout = layout_option(),
-             channel: Optional[List[str]] = channel_option(),
-             label: Optional[str] = label_option(),
-             set_: Optional[List[str]] = set_option(),
-             split: Optional[Split] = split_option(),
-             matching: Matching = typer.Option(Matching.overlap, "--matching",
-                                               help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold)."),
-             match_threshold: Optional[float] = typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."),
-             connectivity: Connectivity = typer.Option(Connectivity.corners, "--connectivity", help=(
-                 "Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours.")),
-             dilate: int = typer.Option(0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."),
-             min_lesion_voxels: int = min_lesion_voxels_option(0),
-             min_lesion_mm3: float = min_lesion_mm3_option(0.0),
-             empty_dice: EmptyDice = typer.Option(EmptyDice.one, "--empty-dice", help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and counted)."),
-             one_to_one: bool = typer.Option(False, "--one-to-one", help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one."),
-             hd95_empty: Optional[float] = typer.Option(None, "--hd95-empty", min=0, help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out of the median and counted."),
-             lesion_labels: Optional[str] = lesion_labels_option(),
-             protocol: Protocol = protocol_option(),
-             quiet: bool = quiet_option()) -> None:
+def evaluate(
+    pred: Path = typer.Argument(
+        ..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."
+    ),
+    ref: str = typer.Argument(
+        ...,
+        help=(
+            "Reference: a folder of labels (same file names as the predictions), one label file "
+            "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
+            "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP
+        ),
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help=(
+            "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), "
+            "summary.json "
+            "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes "
+            "the four "
+            "files of each class in <out>/<class>/."
+        ),
+    ),
+    layout: Layout = layout_option(),
+    channel: list[str] | None = channel_option(),
+    label: str | None = label_option(),
+    set_: list[str] | None = set_option(),
+    split: Split | None = split_option(),
+    matching: Matching = typer.Option(
+        Matching.overlap,
+        "--matching",
+        help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold).",
+    ),
+    match_threshold: float | None = typer.Option(
+        None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."
+    ),
+    connectivity: Connectivity = typer.Option(
+        Connectivity.corners,
+        "--connectivity",
+        help=("Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours."),
+    ),
+    dilate: int = typer.Option(
+        0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."
+    ),
+    min_lesion_voxels: int = min_lesion_voxels_option(0),
+    min_lesion_mm3: float = min_lesion_mm3_option(0.0),
+    empty_dice: EmptyDice = typer.Option(
+        EmptyDice.one,
+        "--empty-dice",
+        help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and "
+        "counted).",
+    ),
+    one_to_one: bool = typer.Option(
+        False,
+        "--one-to-one",
+        help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one.",
+    ),
+    hd95_empty: float | None = typer.Option(
+        None,
+        "--hd95-empty",
+        min=0,
+        help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out "
+        "of the median and counted.",
+    ),
+    lesion_labels: str | None = lesion_labels_option(),
+    protocol: Protocol = protocol_option(),
+    quiet: bool = quiet_option(),
+) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
     from medseg.evaluation.evaluate import evaluate_dirs
@@ -156,12 +261,23 @@ def evaluate(pred: Path = typer.Argument(..., help="Folder of predicted masks, o
     if out is not None:
         check_out_folder(out, "--out")
     rule = eval_rule(value(matching), match_threshold, int(connectivity.value), one_to_one)
-    check_protocol(protocol.value, bool(dilate or min_lesion_voxels or min_lesion_mm3 or one_to_one or matching != Matching.overlap))
+    check_protocol(
+        protocol.value,
+        bool(dilate or min_lesion_voxels or min_lesion_mm3 or one_to_one or matching != Matching.overlap),
+    )
     cases, classes = reference_classes(pred, ref, (value(layout), channel, label, set_), value(split), lesion_labels)
     failed = []
     for group, values in classes:
-        opts = EvalOptions(rule, dilate, min_lesion_voxels, min_lesion_mm3, values, empty_dice=float(empty_dice.value),
-                           hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty, protocol=protocol.value)
+        opts = EvalOptions(
+            rule,
+            dilate,
+            min_lesion_voxels,
+            min_lesion_mm3,
+            values,
+            empty_dice=float(empty_dice.value),
+            hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty,
+            protocol=protocol.value,
+        )
         if group:
             typer.echo(f"class {group} (label values {list(values or ())}):")
         summary, rows, errors = evaluate_dirs(pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group)
@@ -173,9 +289,13 @@ def evaluate(pred: Path = typer.Argument(..., help="Folder of predicted masks, o
         raise typer.Exit(1)
 
 
-def reference_classes(pred: Path, ref: str, source: tuple[str, Optional[List[str]], Optional[str], Optional[List[str]]],
-                      split: Optional[str], lesion_labels: Optional[str]
-                      ) -> tuple[Optional[list[Case]], list[tuple[str, Optional[tuple[int, ...]]]]]:
+def reference_classes(
+    pred: Path,
+    ref: str,
+    source: tuple[str, list[str] | None, str | None, list[str] | None],
+    split: str | None,
+    lesion_labels: str | None,
+) -> tuple[list[Case] | None, list[tuple[str, tuple[int, ...] | None]]]:
     """``evaluate``'s reference: (its cases when it is a dataset, case list or config, else None:
     a folder of labels or one label file; [(class name, reference label values)], one per lesion
     class of a config with several ``data.lesion_classes`` (predictions ``<case_id>_<class>``),
@@ -197,11 +317,15 @@ def reference_classes(pred: Path, ref: str, source: tuple[str, Optional[List[str
     ds, cfg = dataset_argument(ref, *source, split=split)
     cases = ds.require_clean()
     if cfg is not None and cfg.data.lesion_classes and len(cfg.data.lesion_classes) > 1:
-        return cases, [(check_name(name, "data.lesion_classes name", ref), values) for name, values in lesion_classes(cfg.data)]
+        return cases, [
+            (check_name(name, "data.lesion_classes name", ref), values) for name, values in lesion_classes(cfg.data)
+        ]
     return cases, [("", lesion_values(lesion_labels, cfg))]
 
 
-def reference_is_dataset(pred: Path, ref: Path, source: tuple[str, Optional[List[str]], Optional[str], Optional[List[str]]]) -> bool:
+def reference_is_dataset(
+    pred: Path, ref: Path, source: tuple[str, list[str] | None, str | None, list[str] | None]
+) -> bool:
     """Whether ``evaluate``'s REF is read as a dataset, case list or config (else: a folder of
     labels beside a folder of predictions, or a label file beside one mask file).
 
@@ -212,14 +336,20 @@ def reference_is_dataset(pred: Path, ref: Path, source: tuple[str, Optional[List
 
     pred_file, ref_file = pred.is_file(), ref.is_file() and ref.name.endswith(IMAGE_SUFFIXES)
     if pred_file and not pred.name.endswith(IMAGE_SUFFIXES):
-        raise MedsegError(f"{pred}: PRED is not a folder of predicted masks nor a mask file (.nii.gz, .nii, .nrrd, .mha); "
-                          "pass the folder 'medseg predict --out' wrote, or one mask file")
+        raise MedsegError(
+            f"{pred}: PRED is not a folder of predicted masks nor a mask file (.nii.gz, .nii, .nrrd, .mha); "
+            "pass the folder 'medseg predict --out' wrote, or one mask file"
+        )
     if pred_file and not ref_file:
-        raise MedsegError(f"{ref}: PRED {pred} is one mask file, so REF must be its reference label file (.nii.gz, .nrrd, .mha), "
-                          "not a folder, dataset or config; to evaluate many cases pass the folder of predicted masks as PRED")
+        raise MedsegError(
+            f"{ref}: PRED {pred} is one mask file, so REF must be its reference label file (.nii.gz, .nrrd, .mha), "
+            "not a folder, dataset or config; to evaluate many cases pass the folder of predicted masks as PRED"
+        )
     if ref_file and not pred_file:
-        raise MedsegError(f"{pred}: REF {ref} is one label file, so PRED must be its predicted mask file, not a folder; "
-                          "pass two files (one case) or two folders")
+        raise MedsegError(
+            f"{pred}: REF {ref} is one label file, so PRED must be its predicted mask file, not a folder; "
+            "pass two files (one case) or two folders"
+        )
     if ref_file:
         return False
     layout, channel, label, set_ = source
@@ -229,10 +359,20 @@ def reference_is_dataset(pred: Path, ref: Path, source: tuple[str, Optional[List
 def print_evaluation(rows: list[dict], summary: dict) -> None:
     """One line per case, the summary and, when there is one, the FROC."""
     for row in rows:
-        lesionwise = f"  lesion-wise dice {row['lesionwise_dice']:.3f} HD95 {row['lesionwise_hd95_mm']:.1f} mm" if "lesionwise_dice" in row else ""
-        typer.echo(f"{row['case']}: dice {row['dice']:.3f}{lesionwise}  lesions gt {row['gt_lesions']} pred {row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}")
+        lesionwise = (
+            f"  lesion-wise dice {row['lesionwise_dice']:.3f} HD95 {row['lesionwise_hd95_mm']:.1f} mm"
+            if "lesionwise_dice" in row
+            else ""
+        )
+        typer.echo(
+            f"{row['case']}: dice {row['dice']:.3f}{lesionwise}  lesions gt {row['gt_lesions']} pred "
+            f"{row['pred_lesions']} tp {row['tp']} fn {row['fn']} fp {row['fp']}"
+        )
     print_summary(summary)
     if "froc" in summary:
         f = summary["froc"]
-        typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
-                   + f" FP/scan; CPM {f['cpm']:.3f}")
+        typer.echo(
+            "FROC recall at "
+            + ", ".join(f"{r:g}: {v:.3f}" for r, v in f["recall_at_fp_per_scan"].items())
+            + f" FP/scan; CPM {f['cpm']:.3f}"
+        )

@@ -6,13 +6,23 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, List, Optional
+from typing import TYPE_CHECKING
 
 import typer
 
 from medseg.cli.common import check_device, check_out_folder, print_summary, rank, run_overrides, user_errors
-from medseg.cli.options import (CASES_HELP, TEST_CASES_HELP, Protocol, RunSort, device_option, protocol_option, quiet_option,
-                                seed_option, set_option, tracking_uri_option)
+from medseg.cli.options import (
+    CASES_HELP,
+    TEST_CASES_HELP,
+    Protocol,
+    RunSort,
+    device_option,
+    protocol_option,
+    quiet_option,
+    seed_option,
+    set_option,
+    tracking_uri_option,
+)
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
@@ -20,15 +30,36 @@ if TYPE_CHECKING:
 
 
 @user_errors
-def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
-          set_: Optional[List[str]] = set_option(),
-          resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M extends a finished run."),
-          folds: Optional[int] = typer.Option(None, "--folds", min=2, help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per fold, in <train.output_dir>/cv<N>-s<seed>/."),
-          fold: Optional[int] = typer.Option(None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."),
-          seeds: Optional[int] = typer.Option(None, "--seeds", min=2, help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, in <train.output_dir>/seeds<N>-s<seed>/."),
-          device: Optional[str] = device_option(None),
-          tracking_uri: Optional[str] = tracking_uri_option(),
-          quiet: bool = quiet_option()) -> None:
+def train(
+    config: Path | None = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
+    set_: list[str] | None = set_option(),
+    resume: Path | None = typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M "
+        "extends a finished run.",
+    ),
+    folds: int | None = typer.Option(
+        None,
+        "--folds",
+        min=2,
+        help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per "
+        "fold, in <train.output_dir>/cv<N>-s<seed>/.",
+    ),
+    fold: int | None = typer.Option(
+        None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."
+    ),
+    seeds: int | None = typer.Option(
+        None,
+        "--seeds",
+        min=2,
+        help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, "
+        "in <train.output_dir>/seeds<N>-s<seed>/.",
+    ),
+    device: str | None = device_option(None),
+    tracking_uri: str | None = tracking_uri_option(),
+    quiet: bool = quiet_option(),
+) -> None:
     """Train a lesion segmenter; checkpoints in the run folder, metrics in MLflow.
 
     SIGTERM (e.g. from a scheduler) stops between steps and writes last.pt; --resume continues it.
@@ -42,14 +73,20 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
     if (config is None) == (resume is None):
         raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
     if resume is not None and not (resume / "last.pt").is_file():
-        raise MedsegError(f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)")
+        raise MedsegError(
+            f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)"
+        )
     if fold is not None and folds is None:
         raise MedsegError("--fold K needs --folds N")
     if fold is not None and folds is not None and fold >= folds:
         raise MedsegError(f"--fold {fold}: out of range for --folds {folds}; use 0 to {folds - 1} (0-based)")
     if seeds is not None and (folds is not None or resume is not None):
-        raise MedsegError("--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)")
-    cfg = load_config(resume / "config.yaml" if resume is not None else config, run_overrides(set_, device, tracking_uri))
+        raise MedsegError(
+            "--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)"
+        )
+    cfg = load_config(
+        resume / "config.yaml" if resume is not None else config, run_overrides(set_, device, tracking_uri)
+    )
     if seeds is not None:
         _train_seeds(cfg, seeds, quiet)
         return
@@ -68,13 +105,19 @@ def train(config: Optional[Path] = typer.Argument(None, help="Experiment YAML, e
         typer.echo(f"open it with: {result.ui_command}")
 
 
-def _train_folds(cfg: ExperimentConfig, folds: int, fold: Optional[int], quiet: bool) -> None:
+def _train_folds(cfg: ExperimentConfig, folds: int, fold: int | None, quiet: bool) -> None:
     from medseg.training.cv import train_folds
 
     cv = train_folds(cfg, folds, fold, progress=not quiet)
     for k, res in cv.results.items():
-        typer.echo(f"fold {k}: best {cfg.train.select_metric} = {res.best_metric:.4f}  ({len(cv.folds[k])} validation cases)  {res.best_path}")
-    typer.echo(f"cross-validation folder: {cv.folder}" + (f" (MLflow parent run {cv.parent_run_id})" if cv.parent_run_id else ""))
+        typer.echo(
+            f"fold {k}: best {cfg.train.select_metric} = {res.best_metric:.4f}  ({len(cv.folds[k])} validation "
+            f"cases)  {res.best_path}"
+        )
+    typer.echo(
+        f"cross-validation folder: {cv.folder}"
+        + (f" (MLflow parent run {cv.parent_run_id})" if cv.parent_run_id else "")
+    )
     typer.echo(f"operating point on the pooled out-of-fold predictions: medseg tune {cv.folder}")
     typer.echo(f"fold ensemble: medseg predict {cv.folder} SCANS --out OUT")
 
@@ -85,48 +128,77 @@ def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
     ens = train_seeds(cfg, seeds, progress=not quiet)
     for seed, res in ens.results.items():
         typer.echo(f"seed {seed}: best {cfg.train.select_metric} = {res.best_metric:.4f}  {res.best_path}")
-    typer.echo(f"seed ensemble folder: {ens.folder}" + (f" (MLflow parent run {ens.parent_run_id})" if ens.parent_run_id else ""))
+    typer.echo(
+        f"seed ensemble folder: {ens.folder}"
+        + (f" (MLflow parent run {ens.parent_run_id})" if ens.parent_run_id else "")
+    )
     typer.echo(f"the ensemble's operating point on the shared validation cases: medseg tune {ens.folder}")
     typer.echo(f"seed ensemble: medseg predict {ens.folder} SCANS --out OUT")
 
 
 @user_errors
-def tune(checkpoint: Path = typer.Argument(..., help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled out-of-fold predictions of its folds)."),
-         min_recall: Optional[float] = typer.Option(None, "--min-recall", min=0, max=1, help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1)."),
-         device: str = device_option(),
-         protocol: Protocol = protocol_option(),
-         tracking_uri: Optional[str] = tracking_uri_option(),
-         quiet: bool = quiet_option()) -> None:
-    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (it is rewritten); FROC."""
+def tune(
+    checkpoint: Path = typer.Argument(
+        ...,
+        help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled "
+        "out-of-fold predictions of its folds).",
+    ),
+    min_recall: float | None = typer.Option(
+        None,
+        "--min-recall",
+        min=0,
+        max=1,
+        help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1).",
+    ),
+    device: str = device_option(),
+    protocol: Protocol = protocol_option(),
+    tracking_uri: str | None = tracking_uri_option(),
+    quiet: bool = quiet_option(),
+) -> None:
+    """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (rewritten); FROC."""
     from medseg.training.tune import run_tune
 
     check_device(device)
-    res = run_tune(checkpoint, min_recall, device, None if protocol == Protocol.medseg else protocol.value, tracking_uri)
+    res = run_tune(
+        checkpoint, min_recall, device, None if protocol == Protocol.medseg else protocol.value, tracking_uri
+    )
     c = res["chosen"]
     brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol.value})" if "lesionwise_dice" in c else ""
-    typer.echo(f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
-               f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan {c['fp_per_scan']:.2f}{brats}")
+    typer.echo(
+        f"operating point: threshold {c['threshold']:g}, min lesion {c['min_lesion_mm3']:g} mm3 -> lesion recall "
+        f"{c['lesion_recall']:.3f} precision {c['lesion_precision']:.3f} F1 {c['lesion_f1']:.3f} FP/scan "
+        f"{c['fp_per_scan']:.2f}{brats}"
+    )
     if quiet:
         return
-    typer.echo("FROC recall at " + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
-               + f" FP/scan; CPM {res['froc']['cpm']:.3f}")
+    typer.echo(
+        "FROC recall at "
+        + ", ".join(f"{r:g}: {v:.3f}" for r, v in res["froc"]["recall_at"].items())
+        + f" FP/scan; CPM {res['froc']['cpm']:.3f}"
+    )
     typer.echo(f"stored in {', '.join(map(str, res['checkpoints']))}; curve {res['curve_csv']}, plot {res['froc_png']}")
 
 
 @user_errors
-def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folder (data/, runs/, pred/, evaluation); created if missing."),
-         cases: int = typer.Option(40, "--cases", min=3, help=CASES_HELP),
-         test_cases: int = typer.Option(16, "--test-cases", min=1, help=TEST_CASES_HELP),
-         seed: int = seed_option(),
-         set_: Optional[List[str]] = set_option(),
-         device: Optional[str] = device_option(None),
-         tracking_uri: Optional[str] = tracking_uri_option(),
-         quiet: bool = quiet_option()) -> None:
+def demo(
+    out: Path = typer.Option(
+        Path("demo_out"), "--out", help="Working folder (data/, runs/, pred/, evaluation); created if missing."
+    ),
+    cases: int = typer.Option(40, "--cases", min=3, help=CASES_HELP),
+    test_cases: int = typer.Option(16, "--test-cases", min=1, help=TEST_CASES_HELP),
+    seed: int = seed_option(),
+    set_: list[str] | None = set_option(),
+    device: str | None = device_option(None),
+    tracking_uri: str | None = tracking_uri_option(),
+    quiet: bool = quiet_option(),
+) -> None:
     """synth -> train (configs/demo.yaml) -> predict held-back cases -> evaluate, on CPU in minutes."""
     from medseg.demo import run_demo
 
     check_out_folder(out, "--out")
-    result = run_demo(out, cases, test_cases, seed, tuple(run_overrides(set_, device, tracking_uri)), progress=not quiet)
+    result = run_demo(
+        out, cases, test_cases, seed, tuple(run_overrides(set_, device, tracking_uri)), progress=not quiet
+    )
     print_summary(result.summary)
     typer.echo(f"held-back lesion recall {result.recall:.3f}  Dice {result.dice:.3f}  ({result.seconds:.0f} s)")
     if result.run_id:
@@ -135,15 +207,23 @@ def demo(out: Path = typer.Option(Path("demo_out"), "--out", help="Working folde
 
 
 @user_errors
-def runs(tracking_uri: Optional[str] = tracking_uri_option(),
-         config: Optional[Path] = typer.Option(None, "--config",
-                                               help="The store this config trains into, and its experiment (e.g. configs/brats_wt.yaml)."),
-         experiment: Optional[str] = typer.Option(None, "--experiment",
-                                                  help="Only this experiment (default: all; with --config, its tracking.experiment)."),
-         sort: RunSort = typer.Option(RunSort.started, "--sort", help="Sort by start (newest first), name, or a metric (best first)."),
-         ascending: Optional[bool] = typer.Option(None, "--ascending/--descending", help="Order (default: best first; FP/scan lowest first)."),
-         limit: int = typer.Option(20, "--limit", min=1, help="How many of the most recent runs, per store."),
-         set_: Optional[List[str]] = set_option()) -> None:
+def runs(
+    tracking_uri: str | None = tracking_uri_option(),
+    config: Path | None = typer.Option(
+        None, "--config", help="The store this config trains into, and its experiment (e.g. configs/brats_wt.yaml)."
+    ),
+    experiment: str | None = typer.Option(
+        None, "--experiment", help="Only this experiment (default: all; with --config, its tracking.experiment)."
+    ),
+    sort: RunSort = typer.Option(
+        RunSort.started, "--sort", help="Sort by start (newest first), name, or a metric (best first)."
+    ),
+    ascending: bool | None = typer.Option(
+        None, "--ascending/--descending", help="Order (default: best first; FP/scan lowest first)."
+    ),
+    limit: int = typer.Option(20, "--limit", min=1, help="How many of the most recent runs, per store."),
+    set_: list[str] | None = set_option(),
+) -> None:
     """Table of the recent runs: experiment, best epoch, lesion recall, precision, FP per scan, Dice.
 
     With no --tracking-uri, --config or $MLFLOW_TRACKING_URI it lists every MLflow store found in
@@ -156,4 +236,6 @@ def runs(tracking_uri: Optional[str] = tracking_uri_option(),
         raise MedsegError("--set: applies to the config given with --config; add --config CONFIG or drop --set")
     cfg = load_config(config, set_ or []) if config is not None else None
     uris = store_uris(Path.cwd(), tracking_uri, cfg)
-    typer.echo(runs_report(uris, experiment or (cfg.tracking.experiment if cfg else None), sort.value, ascending, limit))
+    typer.echo(
+        runs_report(uris, experiment or (cfg.tracking.experiment if cfg else None), sort.value, ascending, limit)
+    )

@@ -1,5 +1,4 @@
-"""What every dataset source shares: the :class:`Dataset` listing and small helpers.
-"""
+"""What every dataset source shares: the :class:`Dataset` listing and small helpers."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 from medseg.data.case import Case
 from medseg.errors import MedsegError, clip
@@ -23,10 +21,12 @@ class Dataset:
     root: Path
     layout: str
     cases: list[Case]
-    channels: tuple[str, ...]  # channel names, e.g. ("FLAIR", "T1c"); modality words like "CT" decide the plan's normalisation
-    labels: Optional[frozenset[int]]  # label values the dataset declares; None = not declared
+    channels: tuple[
+        str, ...
+    ]  # channel names, e.g. ("FLAIR", "T1c"); modality words like "CT" decide the plan's normalisation
+    labels: frozenset[int] | None  # label values the dataset declares; None = not declared
     problems: list[str] = field(default_factory=list)
-    source: Optional[Path] = None  # layout list: the case list file (root is its folder)
+    source: Path | None = None  # layout list: the case list file (root is its folder)
 
     def files(self) -> list[Path]:
         """Every file this listing reads: the case list or ``dataset.json``, each case's channel
@@ -41,7 +41,9 @@ class Dataset:
         return self.cases
 
 
-def inside_root(root: Path, rel: str | Path, source: Path, problems: list[str], allow_outside: bool = False) -> Optional[Path]:
+def inside_root(
+    root: Path, rel: str | Path, source: Path, problems: list[str], allow_outside: bool = False
+) -> Path | None:
     """``root/rel`` when it lies inside the dataset folder ``root``, else None and a problem line.
 
     The one containment rule of every layout (MSD entries, case-list paths, pattern hits): the
@@ -54,12 +56,14 @@ def inside_root(root: Path, rel: str | Path, source: Path, problems: list[str], 
     path = Path(os.path.abspath(os.path.join(base, os.fspath(rel))))
     if allow_outside or os.path.commonpath([base, path]) == base and str(path) != base:
         return path
-    problems.append(f"{source}: path {clip(str(rel))} escapes the dataset folder {root}; keep the files inside it, "
-                    "or set data.allow_outside: true (allow_outside: true in a YAML case list) for data kept elsewhere")
+    problems.append(
+        f"{source}: path {clip(str(rel))} escapes the dataset folder {root}; keep the files inside it, "
+        "or set data.allow_outside: true (allow_outside: true in a YAML case list) for data kept elsewhere"
+    )
     return None
 
 
-def case_name(case_id: object, source: Path, problems: list[str]) -> Optional[str]:
+def case_name(case_id: object, source: Path, problems: list[str]) -> str | None:
     """``case_id`` as text when it is safe in file names (:func:`medseg.io.names.name_problem`),
     else None and a problem line naming ``source``."""
     try:
@@ -69,7 +73,7 @@ def case_name(case_id: object, source: Path, problems: list[str]) -> Optional[st
         return None
 
 
-def declared_labels(meta: dict, source: Path) -> Optional[frozenset[int]]:
+def declared_labels(meta: dict, source: Path) -> frozenset[int] | None:
     """MSD: ``{"0": "background", "1": "edema"}``; nnU-Net v2: ``{"background": 0, "lesion": 1}``
     (region lists flattened)."""
     labels = meta.get("labels")

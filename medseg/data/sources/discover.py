@@ -20,9 +20,10 @@ folder) are collected in :attr:`Dataset.problems`, so ``medseg check`` can repor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import yaml
 
@@ -51,18 +52,29 @@ def detect_layout(source: Path) -> str:
     meta_path = source / "dataset.json"
     if not meta_path.is_file():
         if not source.exists():
-            raise MedsegError(f"{source}: not found; point data.dataset at a dataset folder or a case list (.csv/.yaml), "
-                              f"or create synthetic data there first: medseg synth {source} --cases 40 --test-cases 16 (what 'medseg demo' does)")
-        raise MedsegError(f"{meta_path}: not found; point data.dataset at a folder with dataset.json (e.g. from 'medseg synth'), "
-                          "a case list (.csv/.yaml), or set data.layout: pattern with data.channels globs")
+            raise MedsegError(
+                f"{source}: not found; point data.dataset at a dataset folder or a case list (.csv/.yaml), "
+                f"or create synthetic data there first: medseg synth {source} --cases 40 --test-cases 16 (what "
+                "'medseg demo' does)"
+            )
+        raise MedsegError(
+            f"{meta_path}: not found; point data.dataset at a folder with dataset.json (e.g. from 'medseg synth'), "
+            "a case list (.csv/.yaml), or set data.layout: pattern with data.channels globs"
+        )
     meta = read_json(meta_path)
     if "channel_names" in meta and "file_ending" in meta and not meta.get("training"):
         return "nnunet"
     return "msd"
 
 
-def discover(source: Path | str, layout: str = "auto", split: str = "training",
-             channels: Optional[Sequence[str]] = None, label: Optional[str] = None, allow_outside: bool = False) -> Dataset:
+def discover(
+    source: Path | str,
+    layout: str = "auto",
+    split: str = "training",
+    channels: Sequence[str] | None = None,
+    label: str | None = None,
+    allow_outside: bool = False,
+) -> Dataset:
     """Find the cases of ``split`` ("training" or "test"; MSD also "test_labeled").
 
     Args:
@@ -78,11 +90,13 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
     root = Path(expand(source))
     kind = detect_layout(root) if layout == "auto" else layout
     if kind in ("pattern", "list") and split != "training":
-        raise MedsegError(f"{root}: a {'case list' if kind == 'list' else 'pattern layout'} has no '{split}' split, only its cases; "
-                          "leave --split out to use them all, or go through an experiment config whose data.exclude_cases "
-                          "names the held-out cases (--split test then means those)")
+        raise MedsegError(
+            f"{root}: a {'case list' if kind == 'list' else 'pattern layout'} has no '{split}' split, only its cases; "
+            "leave --split out to use them all, or go through an experiment config whose data.exclude_cases "
+            "names the held-out cases (--split test then means those)"
+        )
     problems: list[str] = []
-    labels: Optional[frozenset[int]] = None
+    labels: frozenset[int] | None = None
     if kind == "pattern":
         if not root.is_dir():
             raise MedsegError(f"{root}: not a folder; data.dataset must be the root the patterns are relative to")
@@ -97,14 +111,20 @@ def discover(source: Path | str, layout: str = "auto", split: str = "training",
         if not meta_path.is_file():
             raise MedsegError(f"{meta_path}: not found; a {kind} dataset folder needs its dataset.json")
         meta = read_json(meta_path)
-        cases, names = read_msd(root, meta, split, problems, allow_outside) if kind == "msd" else read_nnunet(root, meta, split, problems)
+        cases, names = (
+            read_msd(root, meta, split, problems, allow_outside)
+            if kind == "msd"
+            else read_nnunet(root, meta, split, problems)
+        )
         ds = Dataset(root, kind, cases, names, declared_labels(meta, meta_path), problems)
     else:
         raise MedsegError(f"data.layout {layout!r}: use auto, msd, nnunet, list or pattern")
     if channels and kind != "pattern":
         ds = _select_channels(ds, channels)
     if not ds.cases and not ds.problems:
-        ds.problems.append(f"{root}: no cases found for split '{split}' ({kind} layout); check the folder and its file names")
+        ds.problems.append(
+            f"{root}: no cases found for split '{split}' ({kind} layout); check the folder and its file names"
+        )
     return ds
 
 
@@ -112,13 +132,19 @@ def _select_channels(ds: Dataset, wanted: Sequence[str]) -> Dataset:
     """Keep the named channels, in the order given (e.g. only FLAIR of FLAIR/T1/T1c/T2)."""
     unknown = [w for w in wanted if w not in ds.channels]
     if unknown:
-        raise MedsegError(f"data.channels: {unknown[0]!r} is not a channel of {ds.root} (channels: {', '.join(ds.channels) or 'unnamed'})")
+        raise MedsegError(
+            f"data.channels: {unknown[0]!r} is not a channel of {ds.root} (channels: "
+            f"{', '.join(ds.channels) or 'unnamed'})"
+        )
     index = [ds.channels.index(w) for w in wanted]
     cases = []
     for case in ds.cases:
         if len(case.images) != len(ds.channels):
-            ds.problems.append(f"{case.image}: data.channels selects channels by file, but case {case.case_id} stores them in one 4D file; "
-                               "split it into one file per channel or leave data.channels unset")
+            ds.problems.append(
+                f"{case.image}: data.channels selects channels by file, but case {case.case_id} stores them in one "
+                "4D file; "
+                "split it into one file per channel or leave data.channels unset"
+            )
             continue
         cases.append(Case(case.case_id, tuple(case.images[i] for i in index), case.label))
     return replace(ds, cases=cases, channels=tuple(wanted))
@@ -134,8 +160,12 @@ def from_config(data_cfg: Any, split: str = "training") -> Dataset:
     """
     excluded = set(data_cfg.exclude_cases or ())
     if split != "training" and not excluded:
-        return discover(data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
-    ds = discover(data_cfg.dataset, data_cfg.layout, "training", data_cfg.channels, data_cfg.label, data_cfg.allow_outside)
+        return discover(
+            data_cfg.dataset, data_cfg.layout, split, data_cfg.channels, data_cfg.label, data_cfg.allow_outside
+        )
+    ds = discover(
+        data_cfg.dataset, data_cfg.layout, "training", data_cfg.channels, data_cfg.label, data_cfg.allow_outside
+    )
     unknown = excluded - {c.case_id for c in ds.cases}
     if unknown and not ds.problems:
         raise MedsegError(f"data.exclude_cases: {sorted(unknown)[0]!r} is not a case of {ds.root}")
@@ -164,9 +194,14 @@ def held_out_split(source: Path, layout: str = "auto") -> str:
     return "test"
 
 
-def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[str]] = None,
-                  label: Optional[str] = None, split: Optional[str] = "training",
-                  overrides: Sequence[str] = ()) -> tuple[Dataset, ExperimentConfig | None]:
+def from_argument(
+    arg: str,
+    layout: str = "auto",
+    channels: Sequence[str] | None = None,
+    label: str | None = None,
+    split: str | None = "training",
+    overrides: Sequence[str] = (),
+) -> tuple[Dataset, ExperimentConfig | None]:
     """A command's dataset argument: a dataset (folder or case list) or an experiment config (a
     YAML file with a ``data:`` section, whose data settings are used).
 
@@ -193,8 +228,10 @@ def from_argument(arg: str, layout: str = "auto", channels: Optional[Sequence[st
             cfg = load_config(path, overrides)
             return from_config(cfg.data, split or "test"), cfg
     if overrides:
-        raise MedsegError(f"--set {clip(overrides[0], 80)}: {arg} is not an experiment config; --set overrides a config's "
-                          "keys, so drop it or pass the config (a .yaml with a data: section)")
+        raise MedsegError(
+            f"--set {clip(overrides[0], 80)}: {arg} is not an experiment config; --set overrides a config's "
+            "keys, so drop it or pass the config (a .yaml with a data: section)"
+        )
     return discover(path, layout, split or held_out_split(path, layout), channels, label), None
 
 

@@ -1,5 +1,4 @@
-"""nnU-Net v2 raw folders: ``channel_names`` and ``file_ending`` in dataset.json.
-"""
+"""nnU-Net v2 raw folders: ``channel_names`` and ``file_ending`` in dataset.json."""
 
 from __future__ import annotations
 
@@ -27,7 +26,10 @@ def read_nnunet(root: Path, meta: dict, split: str, problems: list[str]) -> tupl
             continue
         absent = [i for i in range(len(channels)) if i not in files]
         if absent:
-            problems.append(f"{images_dir / f'{case_id}_{absent[0]:04d}{ending}'}: channel {absent[0]} ({channels[absent[0]]}) of case {case_id} is missing; add it or remove the case")
+            problems.append(
+                f"{images_dir / f'{case_id}_{absent[0]:04d}{ending}'}: channel {absent[0]} ({channels[absent[0]]}) "
+                f"of case {case_id} is missing; add it or remove the case"
+            )
             continue
         label = labels_dir / f"{case_id}{ending}"
         if split == "training" and not label.is_file():

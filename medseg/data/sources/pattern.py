@@ -1,12 +1,11 @@
-"""BIDS-like or any nested tree: one glob per channel with a ``{case}`` placeholder.
-"""
+"""BIDS-like or any nested tree: one glob per channel with a ``{case}`` placeholder."""
 
 from __future__ import annotations
 
 import glob
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from medseg.data.case import Case
 from medseg.data.sources.common import case_name, inside_root
@@ -31,16 +30,24 @@ def _glob_regex(pattern: str) -> re.Pattern:
     return re.compile(out + "$")
 
 
-def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], problems: list[str],
-                 allow_outside: bool = False) -> list[Case]:
+def read_pattern(
+    root: Path, channels: Sequence[str], label: str | None, problems: list[str], allow_outside: bool = False
+) -> list[Case]:
     """Cases whose files match every channel glob (and the label glob) exactly once; every hit
     must lie inside ``root`` (see :func:`inside_root`)."""
     if not channels or "{case}" not in channels[0]:
-        raise MedsegError("data.channels: the pattern layout needs one glob per channel with a {case} placeholder, "
-                          "e.g. ['*/{case}/Flair.nii.gz']")
+        raise MedsegError(
+            "data.channels: the pattern layout needs one glob per channel with a {case} placeholder, "
+            "e.g. ['*/{case}/Flair.nii.gz']"
+        )
     first = _glob_regex(channels[0])
-    ids = sorted({m["case"] for f in glob.glob(str(root / channels[0].replace("{case}", "*")), recursive=True)
-                  if (m := first.match(Path(f).relative_to(root).as_posix()))})
+    ids = sorted(
+        {
+            m["case"]
+            for f in glob.glob(str(root / channels[0].replace("{case}", "*")), recursive=True)
+            if (m := first.match(Path(f).relative_to(root).as_posix()))
+        }
+    )
     cases = []
     for case_id in [c for c in ids if case_name(c, root, problems) is not None]:
         files: list[Path] = []
@@ -48,14 +55,17 @@ def read_pattern(root: Path, channels: Sequence[str], label: Optional[str], prob
             hits = sorted(glob.glob(str(root / pat.replace("{case}", glob.escape(case_id))), recursive=True))
             if len(hits) != 1:
                 what = "no file" if not hits else f"{len(hits)} files ({', '.join(Path(h).name for h in hits[:3])})"
-                problems.append(f"{root / pat.replace('{case}', case_id)}: case {case_id} has {what} for this pattern; exactly one is needed")
+                problems.append(
+                    f"{root / pat.replace('{case}', case_id)}: case {case_id} has {what} for this pattern; exactly "
+                    "one is needed"
+                )
                 break
             inside = inside_root(root, hits[0], root / pat, problems, allow_outside)
             if inside is None:
                 break
             files.append(inside)
         else:
-            images = tuple(files[:len(channels)])
+            images = tuple(files[: len(channels)])
             cases.append(Case(case_id, images, files[-1] if label else None))
     return cases
 

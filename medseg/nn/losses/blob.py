@@ -31,9 +31,17 @@ def _bin_sums(values: torch.Tensor, ids: torch.Tensor, bins: int) -> torch.Tenso
     return out.scatter_add_(2, ids.expand_as(values), values)
 
 
-def blob_term(logits: torch.Tensor, target: torch.Tensor, instances: torch.Tensor, gamma: float = 2.0,
-              alpha: float | None = 0.25, w_focal: float = 1.0, w_dice: float = 1.0, smooth_nr: float = 0.0,
-              smooth_dr: float = 1e-5) -> torch.Tensor:
+def blob_term(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    instances: torch.Tensor,
+    gamma: float = 2.0,
+    alpha: float | None = 0.25,
+    w_focal: float = 1.0,
+    w_dice: float = 1.0,
+    smooth_nr: float = 0.0,
+    smooth_dr: float = 1e-5,
+) -> torch.Tensor:
     """Per-lesion compound loss, averaged over lesions then samples.
 
     Args:
@@ -74,16 +82,34 @@ class BlobFocalDiceLoss(nn.Module):
 
     needs_instances = True  # the training step passes the patch's lesion ids
 
-    def __init__(self, blob_weight: float = 1.0, gamma: float = 2.0, alpha: float | None = 0.25, w_focal: float = 1.0,
-                 w_dice: float = 1.0, smooth_nr: float = 0.0, smooth_dr: float = 1e-5, **dice_options: object) -> None:
+    def __init__(
+        self,
+        blob_weight: float = 1.0,
+        gamma: float = 2.0,
+        alpha: float | None = 0.25,
+        w_focal: float = 1.0,
+        w_dice: float = 1.0,
+        smooth_nr: float = 0.0,
+        smooth_dr: float = 1e-5,
+        **dice_options: object,
+    ) -> None:
         super().__init__()
-        self.base = FocalDiceLoss("sigmoid", gamma, alpha, w_focal, w_dice, smooth_nr=smooth_nr, smooth_dr=smooth_dr,
-                                  **dice_options)
+        self.base = FocalDiceLoss(
+            "sigmoid", gamma, alpha, w_focal, w_dice, smooth_nr=smooth_nr, smooth_dr=smooth_dr, **dice_options
+        )
         self.blob_weight = blob_weight
-        self.options = {"gamma": gamma, "alpha": alpha, "w_focal": w_focal, "w_dice": w_dice,
-                        "smooth_nr": smooth_nr, "smooth_dr": smooth_dr}
+        self.options = {
+            "gamma": gamma,
+            "alpha": alpha,
+            "w_focal": w_focal,
+            "w_dice": w_dice,
+            "smooth_nr": smooth_nr,
+            "smooth_dr": smooth_dr,
+        }
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, instances: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, instances: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """logits, target (B, C, X, Y, Z); instances (B, 1, X, Y, Z) lesion ids or None."""
         loss = self.base(logits, target)
         if instances is None or not self.blob_weight:

@@ -1,5 +1,4 @@
-"""Soft Dice (MONAI) and the focal + Dice compound on one activation.
-"""
+"""Soft Dice (MONAI) and the focal + Dice compound on one activation."""
 
 from __future__ import annotations
 
@@ -12,12 +11,25 @@ from medseg.nn.losses.focal import FocalLoss
 from medseg.nn.losses.functional import Alpha, Mode
 
 
-def dice_loss(mode: Mode = "sigmoid", batch: bool = True, smooth_nr: float = 0.0, smooth_dr: float = 1e-5,
-              squared_pred: bool = False, include_background: bool = True) -> DiceLoss:
+def dice_loss(
+    mode: Mode = "sigmoid",
+    batch: bool = True,
+    smooth_nr: float = 0.0,
+    smooth_dr: float = 1e-5,
+    squared_pred: bool = False,
+    include_background: bool = True,
+) -> DiceLoss:
     """MONAI's soft Dice on the given activation (softmax: targets as class indices or one-hot)."""
-    return DiceLoss(sigmoid=mode == "sigmoid", softmax=mode == "softmax", to_onehot_y=False, batch=batch,
-                    smooth_nr=smooth_nr, smooth_dr=smooth_dr, squared_pred=squared_pred,
-                    include_background=include_background)
+    return DiceLoss(
+        sigmoid=mode == "sigmoid",
+        softmax=mode == "softmax",
+        to_onehot_y=False,
+        batch=batch,
+        smooth_nr=smooth_nr,
+        smooth_dr=smooth_dr,
+        squared_pred=squared_pred,
+        include_background=include_background,
+    )
 
 
 class FocalDiceLoss(nn.Module):
@@ -27,8 +39,15 @@ class FocalDiceLoss(nn.Module):
         dice_options: keyword arguments of :func:`dice_loss` (batch, smooth_nr, smooth_dr, ...).
     """
 
-    def __init__(self, mode: Mode = "sigmoid", gamma: float = 2.0, alpha: Alpha = 0.25, w_focal: float = 1.0,
-                 w_dice: float = 1.0, **dice_options: object) -> None:
+    def __init__(
+        self,
+        mode: Mode = "sigmoid",
+        gamma: float = 2.0,
+        alpha: Alpha = 0.25,
+        w_focal: float = 1.0,
+        w_dice: float = 1.0,
+        **dice_options: object,
+    ) -> None:
         super().__init__()
         self.mode = mode
         self.focal = FocalLoss(gamma=gamma, alpha=alpha, mode=mode)

@@ -9,7 +9,7 @@ and the blob loss also needs the patch's lesion ids.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +18,7 @@ from torch import nn
 
 def ds_weights(n: int) -> list[float]:
     """nnU-Net's deep-supervision weights for ``n`` outputs (full resolution first)."""
-    w = [1 / 2 ** i for i in range(n)]
+    w = [1 / 2**i for i in range(n)]
     if n > 1:
         w[-1] = 0.0
     total = sum(w)
@@ -40,9 +40,11 @@ class DeepSupervised(nn.Module):
         self.loss = loss
         self.needs_instances = getattr(loss, "needs_instances", False)
 
-    def forward(self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor,
-                instances: torch.Tensor | None = None) -> torch.Tensor:
-        """outputs (B, C, X, Y, Z) or a list of (B, C, X/2^i, ...); target (B, C, X, Y, Z); instances (B, 1, X, Y, Z)."""
+    def forward(
+        self, outputs: torch.Tensor | list[torch.Tensor], target: torch.Tensor, instances: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """outputs (B, C, X, Y, Z) or a list of (B, C, X/2^i, ...); target (B, C, X, Y, Z);
+        instances (B, 1, X, Y, Z)."""
         extra = (lambda size: (_down(instances, size),)) if self.needs_instances else (lambda size: ())  # noqa: E731
         if isinstance(outputs, torch.Tensor):
             return self.loss(outputs, target, *extra(outputs.shape[2:]))

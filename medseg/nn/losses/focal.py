@@ -1,5 +1,4 @@
-"""The focal loss as a module.
-"""
+"""The focal loss as a module."""
 
 from __future__ import annotations
 
@@ -21,7 +20,9 @@ class FocalLoss(nn.Module):
     ``mean`` averages over every element (every voxel and channel); ``sum`` sums them.
     """
 
-    def __init__(self, gamma: float = 2.0, alpha: Alpha = 0.25, mode: Mode = "sigmoid", reduction: str = "mean") -> None:
+    def __init__(
+        self, gamma: float = 2.0, alpha: Alpha = 0.25, mode: Mode = "sigmoid", reduction: str = "mean"
+    ) -> None:
         super().__init__()
         if mode == "sigmoid" and alpha is not None and not isinstance(alpha, (int, float)):
             raise ValueError("sigmoid focal loss takes a scalar alpha (weight of positives) or None")

@@ -1,9 +1,9 @@
-"""Element-wise focal losses from logits (pure functions); see :mod:`medseg.nn.losses` for the definitions.
-"""
+"""Element-wise focal losses from logits (pure functions); see :mod:`medseg.nn.losses` for the definitions."""
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +22,9 @@ def reduce_loss(loss: torch.Tensor, reduction: str) -> torch.Tensor:
     return loss
 
 
-def sigmoid_focal(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = 0.25) -> torch.Tensor:
+def sigmoid_focal(
+    logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0, alpha: float | None = 0.25
+) -> torch.Tensor:
     """Element-wise sigmoid focal loss.
 
     Args:

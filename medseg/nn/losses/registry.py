@@ -1,5 +1,4 @@
-"""Losses by name (``loss.name``), with the per-lesion blob term when ``loss.blob_weight`` > 0.
-"""
+"""Losses by name (``loss.name``), with the per-lesion blob term when ``loss.blob_weight`` > 0."""
 
 from __future__ import annotations
 
@@ -28,8 +27,12 @@ LOSSES = tuple(_TERMS)
 
 def _terms(cfg: LossConfig) -> tuple[float, float | None, float, float]:
     gamma, alpha, w_focal, w_dice = _TERMS[cfg.name]
-    return (cfg.gamma if gamma is None else gamma, None if alpha == "none" else cfg.alpha if alpha is None else alpha,
-            cfg.w_focal if w_focal is None else w_focal, cfg.w_dice if w_dice is None else w_dice)
+    return (
+        cfg.gamma if gamma is None else gamma,
+        None if alpha == "none" else cfg.alpha if alpha is None else alpha,
+        cfg.w_focal if w_focal is None else w_focal,
+        cfg.w_dice if w_dice is None else w_dice,
+    )
 
 
 def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
@@ -43,11 +46,18 @@ def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
     if cfg.name not in _TERMS:
         raise MedsegError(f"loss.name: unknown loss {cfg.name!r}; available: {', '.join(LOSSES)}")
     gamma, alpha, w_focal, w_dice = _terms(cfg)
-    dice = {"batch": cfg.batch_dice, "smooth_nr": cfg.smooth_nr, "smooth_dr": cfg.smooth_dr, "squared_pred": cfg.squared_pred}
+    dice = {
+        "batch": cfg.batch_dice,
+        "smooth_nr": cfg.smooth_nr,
+        "smooth_dr": cfg.smooth_dr,
+        "squared_pred": cfg.squared_pred,
+    }
     weight = blob_weight(cfg)
     if weight > 0:
         if mode != "sigmoid":
-            raise MedsegError("loss.blob_weight: the blob term needs sigmoid outputs (one channel per lesion class); set it to 0")
+            raise MedsegError(
+                "loss.blob_weight: the blob term needs sigmoid outputs (one channel per lesion class); set it to 0"
+            )
         return BlobFocalDiceLoss(weight, gamma, alpha, w_focal, w_dice, **dice)
     if not w_dice:
         return FocalLoss(gamma, alpha, mode)
