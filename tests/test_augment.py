@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config.schema import AugmentConfig, SamplingConfig
-from medseg.transforms.augment import NAMES, Augmentation, augment, crop_size, resolve
+from medseg.config.load import migrate
+from medseg.config.plan import AUGMENTATIONS as NAMES
+from medseg.config.plan import Augmentation
+from medseg.config.schema import AugmentConfig
+from medseg.transforms.augment import augment, crop_size, resolve
 from medseg.transforms.sampling import INSTANCE_KEY, sampling_prep
 
 PATCH = (24, 24, 16)
@@ -25,9 +28,10 @@ def _volume():
 
 def _patches(aug: Augmentation, seed: int = 0, instances: bool = True):
     data = _volume()
-    for step in sampling_prep(crop_size(PATCH, aug), "lesion", instances):
+    crop = crop_size(PATCH, aug)
+    for step in sampling_prep(crop, "lesion", instances):
         data = step(data)
-    steps = augment(PATCH, 6, 1.0, aug, "lesion", instances=instances)
+    steps = augment(PATCH, crop, 6, 1.0, aug, "lesion", instances=instances)
     for step in steps:
         if hasattr(step, "set_random_state"):
             step.set_random_state(seed=seed)
@@ -67,21 +71,31 @@ def test_spatial_crop_has_no_padded_border():
     assert all(c > p for c, p in zip(big, PATCH))
     data = {"image": torch.ones(1, 120, 120, 100), "label": torch.zeros(1, 120, 120, 100)}
     data["label"][0, 60, 60, 50] = 1
-    for step in sampling_prep(big, "lesion") + augment(PATCH, 4, 1.0, aug, "lesion"):
+    for step in sampling_prep(big, "lesion") + augment(PATCH, big, 4, 1.0, aug, "lesion"):
         data = step(data) if isinstance(data, dict) else [step(d) for d in data]
     for patch in data:
         assert float(np.asarray(patch["image"]).min()) > 0.99
 
 
 def test_presets():
-    s = SamplingConfig(flip_prob=0.3, intensity_prob=0.4)
-    light = resolve(AugmentConfig(), s)
+    light = resolve(AugmentConfig(mirror_prob=0.3, intensity_prob=0.4))
     assert light.probs["mirror"] == 0.3 and light.jitter == 0.4 and not light.spatial
+    assert resolve(AugmentConfig()).probs["mirror"] == 0.5 and resolve(AugmentConfig()).jitter == 0.0
     assert crop_size(PATCH, light) == PATCH  # light is the 0.2 pipeline: no larger crop
-    nn = resolve(AugmentConfig(preset="nnunet"), s)
+    nn = resolve(AugmentConfig(preset="nnunet"))
     assert nn.probs["rotate"] == 0.2 and nn.probs["lowres"] == 0.25 and nn.probs["elastic"] == 0.0 and nn.jitter == 0.0
-    assert resolve(AugmentConfig(preset="nnunet", rotate_prob=0.0), s).probs["rotate"] == 0.0
-    assert all(v == 0 for v in resolve(AugmentConfig(preset="none"), s).probs.values())
+    assert resolve(AugmentConfig(preset="nnunet", rotate_prob=0.0)).probs["rotate"] == 0.0
+    assert all(v == 0 for v in resolve(AugmentConfig(preset="none")).probs.values())
+
+
+def test_old_flip_and_intensity_keys_move_to_augment():
+    """sampling.flip_prob / intensity_prob of earlier configs become augment.mirror_prob /
+    intensity_prob with the light preset they acted in, and are dropped with another (ignored there)."""
+    raw = {"sampling": {"flip_prob": 0.3, "intensity_prob": 0.4}}
+    assert len(migrate(raw)) == 2 and raw == {"sampling": {}, "augment": {"mirror_prob": 0.3, "intensity_prob": 0.4}}
+    raw = {"sampling": {"flip_prob": 0.3, "intensity_prob": 0.4}, "augment": {"preset": "nnunet"}}
+    migrate(raw)
+    assert raw == {"sampling": {}, "augment": {"preset": "nnunet"}}
 
 
 def test_light_preset_is_the_old_pipeline():
@@ -90,7 +104,7 @@ def test_light_preset_is_the_old_pipeline():
 
     from medseg.transforms.sampling import RandLesionCropd
 
-    aug = resolve(AugmentConfig(), SamplingConfig(flip_prob=0.5, intensity_prob=0.5))
+    aug = resolve(AugmentConfig(mirror_prob=0.5, intensity_prob=0.5))
     ours = _patches(aug, seed=4, instances=False)
     data = _volume()
     for step in sampling_prep(PATCH, "lesion"):

@@ -6,12 +6,14 @@ import numpy as np
 import pytest
 import torch
 
+from medseg.config.plan import AUGMENTATIONS as NAMES
+from medseg.config.plan import Augmentation
 from medseg.config.schema import LossConfig
 from medseg.errors import MedsegError
 from medseg.nn.losses.blob import BlobFocalDiceLoss, blob_term
 from medseg.nn.losses.compound import FocalDiceLoss
 from medseg.nn.losses.registry import build_loss
-from medseg.transforms.augment import NAMES, Augmentation, augment
+from medseg.transforms.augment import augment
 from medseg.transforms.sampling import INSTANCE_KEY, sampling_prep
 
 
@@ -103,7 +105,7 @@ def test_instances_are_cropped_and_flipped_with_the_label():
         data = step(data)
     assert set(np.unique(data[INSTANCE_KEY].numpy())) == {0, 1, 2}
     flips = Augmentation({k: 0.5 if k == "mirror" else 0.0 for k in NAMES})
-    for step in augment((16, 16, 16), 4, 1.0, flips, "lesion", instances=True):
+    for step in augment((16, 16, 16), (16, 16, 16), 4, 1.0, flips, "lesion", instances=True):
         step.set_random_state(seed=1) if hasattr(step, "set_random_state") else None
         data = step(data) if isinstance(data, dict) else [step(d) for d in data]
     for patch in data:

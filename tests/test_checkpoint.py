@@ -4,12 +4,12 @@ it still loads, a Checkpoint round-trips, and broken files are refused with one 
 import pytest
 import torch
 
+from medseg.config.plan import Preprocessing
 from medseg.config.schema import DataConfig, ExperimentConfig
 from medseg.errors import MedsegError
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
-    Preprocessing,
     ResumeState,
     load_checkpoint,
     save_checkpoint,

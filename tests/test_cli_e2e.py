@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from medseg.lesions import fill_holes
 from tests.conftest import MEDSEG, save_nifti
@@ -56,6 +57,10 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert "MLflow run id:" in res.stdout and "ui --backend-store-uri sqlite:///" in res.stdout
     run_id = res.stdout.split("MLflow run id:")[1].split()[0]
     best = next(out.glob("*/best.pt"))
+    from medseg.nn.checkpoint import load_checkpoint
+
+    recorded = yaml.safe_load((best.parent / "plan.yaml").read_text())["resolved"]  # the run's plan, next to it
+    assert load_checkpoint(best).plan.to_dict() == recorded  # ... and in the checkpoint
 
     corrupt = tmp_path / "corrupt.nii.gz"
     corrupt.write_bytes(b"\x1f\x8b truncated")
@@ -115,6 +120,7 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
     assert set(run_data.metrics) >= SIX
     assert [m.step for m in client.get_metric_history(run_id, "val_lesion_recall")] == [1, 2]
     assert run_data.params["train.epochs"] == "2"
+    assert run_data.params["plan.roi_size"] == str(recorded["roi_size"])  # ... and logged
     assert {"git_commit", "version.monai", "version.torch", "version.mlflow", "dataset_fingerprint", "device"} <= set(
         run_data.tags
     )

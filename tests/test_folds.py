@@ -100,7 +100,7 @@ def test_cross_validation_end_to_end(tmp_path):
     assert len(res["checkpoints"]) == 2
     lm = load_model(first.folder, "cpu")
     assert isinstance(lm.model, MeanProbability) and len(lm.model.members) == 2
-    assert lm.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
+    assert lm.operating_point.threshold == res["chosen"]["threshold"]  # the pooled operating point, in every fold
     again = train_folds(cfg, 2, fold=0, progress=False)  # a finished fold is kept, not trained twice
     assert again.results[0].run_dir == first.results[0].run_dir
     assert (
@@ -158,7 +158,7 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     np.testing.assert_allclose(scans[0].prob, ensemble, atol=1e-6)
     res = run_tune(ens.folder, device="cpu")
     assert sorted(map(str, res["checkpoints"])) == sorted(map(str, paths))
-    assert load_model(ens.folder, "cpu").threshold == res["chosen"]["threshold"]
+    assert load_model(ens.folder, "cpu").operating_point.threshold == res["chosen"]["threshold"]
     brats = run_tune(ens.folder, device="cpu", protocol="brats2023")  # the BraTS 2023 count, max lesion-wise Dice
     assert (
         "lesionwise_dice" in brats["chosen"]

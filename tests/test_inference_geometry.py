@@ -6,12 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.config.schema import InferenceConfig
+from medseg.config.plan import Preprocessing
+from medseg.config.schema import ExperimentConfig
 from medseg.evaluation.metrics import dice
 from medseg.inference.batch import PredictOptions, _write_one
 from medseg.inference.model import LoadedModel
 from medseg.inference.predictor import predict_volume
 from medseg.io.geometry import ras_spacing
+from medseg.nn.checkpoint import OperatingPoint
+from medseg.planning.resolve import assemble
 from tests.conftest import oblique_affine, save_nifti
 
 
@@ -34,8 +37,15 @@ def scan(tmp_path, affine, shape=(22, 26, 12)):
 
 
 def loaded(spacing):
-    icfg = InferenceConfig(overlap=0.25, sw_batch_size=2)
-    return LoadedModel(Threshold(), tuple(spacing), "none", (16, 16, 8), icfg, 0.5, 0.0, 26, torch.device("cpu"))
+    cfg = ExperimentConfig.model_validate(
+        {
+            "data": {"dataset": "x"},
+            "sampling": {"patch_size": [16, 16, 8]},
+            "inference": {"overlap": 0.25, "sw_batch_size": 2},
+        }
+    )
+    plan = assemble(cfg, Preprocessing(tuple(spacing), "none"))
+    return LoadedModel(Threshold(), plan, OperatingPoint(0.5, 0.0), cfg.inference, 26, torch.device("cpu"))
 
 
 AFFINES = {

@@ -10,6 +10,7 @@ import torch
 from medseg.config.load import load_config
 from medseg.data.sources.discover import find_cases
 from medseg.data.synthetic import write_dataset
+from medseg.planning.resolve import plan_of_config
 from medseg.training.loaders import make_datasets
 
 CONFIG = Path(__file__).resolve().parents[1] / "medseg" / "configs" / "demo.yaml"
@@ -24,7 +25,7 @@ def test_draws_leave_the_cache_unchanged(tmp_path, preset):
         CONFIG, [f"data.dataset={tmp_path / 'data'}", f"augment.preset={preset}", "sampling.patch_size=[16,16,8]"]
     )
     cases = find_cases(cfg.data.dataset)
-    train_ds, _ = make_datasets(cfg, cases, cases[:1], (1.5, 1.5, 2.0))
+    train_ds, _ = make_datasets(cfg, cases, cases[:1], plan_of_config(cfg))
     before = [{k: v.clone() for k, v in item.items() if isinstance(v, torch.Tensor)} for item in train_ds._cache]
     ops = [{k: len(getattr(v, "applied_operations", [])) for k, v in item.items()} for item in train_ds._cache]
     for _ in range(10):

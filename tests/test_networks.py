@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medseg.config.schema import ModelConfig, input_multiples
-from medseg.data.plan import plan_topology
+from medseg.config.schema import ModelConfig
 from medseg.errors import MedsegError
 from medseg.nn.losses.compound import FocalDiceLoss
 from medseg.nn.losses.deep import DeepSupervised, ds_weights
 from medseg.nn.registry import build_model
+from medseg.nn.topology import input_multiples, plan_topology
 
 SHAPE = (32, 32, 16)
 

@@ -9,8 +9,9 @@ import yaml
 from conftest import MEDSEG, save_nifti
 
 from medseg.config.schema import ExperimentConfig, ModelConfig
-from medseg.data.plan import apply_plan, fingerprint, make_plan, patch_size, target_spacing, training_memory_gb
 from medseg.data.sources.discover import discover
+from medseg.planning.fingerprint import fingerprint
+from medseg.planning.proposal import apply_plan, make_plan, patch_size, target_spacing, training_memory_gb
 
 
 def make(root, spacings, name="MRI", values=(100.0,)):
@@ -62,7 +63,7 @@ def test_patch_fits_the_memory_budget_and_the_network():
 
 def test_ct_channels_get_clip_and_zscore(tmp_path):
     ds = discover(make(tmp_path / "ct", [(0.7, 0.7, 5.0)] * 4, name="CT", values=(40.0, 60.0)))
-    plan = make_plan(fingerprint(ds), ModelConfig(), batch=4)
+    plan = make_plan(fingerprint(ds), ModelConfig(), batch=4, memory_gb=8.0)
     assert plan["preprocess"]["normalize"] == "ct"
     low, high, mean, std = plan["preprocess"]["ct_stats"][0]
     assert (
@@ -110,6 +111,7 @@ def test_ct_template_takes_spacing_window_and_patch_from_the_plan(tmp_path):
     cfg = load_config(template, [f"data.dataset={root}", "data.lesion_labels=[1,2]"])
     prep = prepare(cfg)
     assert prep.cfg.preprocess.normalize == "ct" and len(prep.cfg.preprocess.ct_stats) == 1
-    assert prep.spacing[2] < 5.0  # the thick-slice median is not taken as is
-    assert all(p % 16 == 0 for p in prep.cfg.sampling.patch_size)
-    assert prep.channels == ("CT",)
+    assert prep.plan.preprocess.spacing[2] < 5.0  # the thick-slice median is not taken as is
+    assert all(p % 16 == 0 for p in prep.plan.patch_size)
+    assert prep.plan.preprocess.channels == ("CT",)
+    assert prep.plan.origin["sampling.patch_size"] == "planned"

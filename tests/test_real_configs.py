@@ -13,7 +13,7 @@ import torch
 from medseg.config.load import load_config
 from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
-from medseg.training.prepare import with_topology
+from medseg.planning.resolve import plan_of_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 REAL = {"brats_wt_flair.yaml": 1, "brats_wt.yaml": 4, "ms_flair.yaml": 1}  # config -> input channels
@@ -24,11 +24,11 @@ def test_real_config_network_trains_at_its_patch(name, monkeypatch, tmp_path):
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(tmp_path))
     cfg = load_config(CONFIGS / name)
     assert len(cfg.data.channels) == REAL[name]
-    cfg = with_topology(cfg, cfg.preprocess.target_spacing)
+    plan = plan_of_config(cfg, tuple(cfg.data.channels))
     torch.manual_seed(0)
-    net = build_model(cfg.model, in_channels=REAL[name], out_channels=1)
-    loss_fn = build_training_loss(cfg.loss, cfg.model.deep_supervision)
-    patch = tuple(cfg.sampling.patch_size)
+    net = build_model(plan.network, in_channels=REAL[name], out_channels=1)
+    loss_fn = build_training_loss(cfg.loss, plan.blob_weight, plan.network.deep_supervision)
+    patch = plan.patch_size
     x = torch.randn(1, REAL[name], *patch)
     y = torch.zeros(1, 1, *patch)
     y[..., 20:40, 20:40, 16:32] = 1

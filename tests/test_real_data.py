@@ -10,12 +10,15 @@ import pytest
 import torch
 
 from medseg.config.load import load_config
-from medseg.config.schema import InferenceConfig
+from medseg.config.plan import Preprocessing
+from medseg.config.schema import ExperimentConfig
 from medseg.data.sources.discover import from_config
 from medseg.data.split import fold_splits
 from medseg.inference.batch import PredictOptions, _write_one
 from medseg.inference.model import LoadedModel
 from medseg.io.geometry import ras_spacing, read_geometry
+from medseg.nn.checkpoint import OperatingPoint
+from medseg.planning.resolve import assemble
 
 
 class Bright(torch.nn.Module):
@@ -32,13 +35,18 @@ def cases(root):
 def test_every_real_case_predicts_on_its_own_grid(real_data, tmp_path):
     rows = cases(real_data)
     assert len(rows) >= 11  # 11 cases until the shared data grew to 26 (brats_glioma, mslesseg)
-    icfg = InferenceConfig(overlap=0.0, sw_batch_size=2)
+    cfg = ExperimentConfig.model_validate(
+        {
+            "data": {"dataset": "x"},
+            "sampling": {"patch_size": [64, 64, 32]},
+            "inference": {"overlap": 0.0, "sw_batch_size": 2},
+        }
+    )
     for row in rows:
         image = real_data / row["images"].split(";")[0]
         shape, affine = read_geometry(image)
-        lm = LoadedModel(
-            Bright(), ras_spacing(affine), "zscore_nonzero", (64, 64, 32), icfg, 0.5, 0.0, 26, torch.device("cpu")
-        )
+        plan = assemble(cfg, Preprocessing(ras_spacing(affine), "zscore_nonzero"))
+        lm = LoadedModel(Bright(), plan, OperatingPoint(0.5, 0.0), cfg.inference, 26, torch.device("cpu"))
         out = _write_one(lm, image, tmp_path / row["case"], PredictOptions())[0]
         mask_shape, mask_affine = read_geometry(tmp_path / row["case"] / out["mask"].split("/")[-1])
         assert tuple(mask_shape) == tuple(shape[:3]), row["case"]
@@ -70,15 +78,16 @@ REAL_SOURCES = {  # folder: (channel globs, label glob, lesion labels)
 def test_check_and_plan_are_clean_on_every_real_case(real_data):
     from medseg.config.schema import ModelConfig
     from medseg.data.check import check_dataset
-    from medseg.data.plan import fingerprint, make_plan
     from medseg.data.sources.discover import discover
+    from medseg.planning.fingerprint import fingerprint
+    from medseg.planning.proposal import make_plan
 
     total = 0
     for folder, (channels, label, lesion_labels) in REAL_SOURCES.items():
         ds = discover(real_data / folder, "pattern", channels=channels, label=label)
         assert check_dataset(ds, lesion_labels) == [], folder
         fp = fingerprint(ds, lesion_labels)
-        plan = make_plan(fp, ModelConfig(), batch=4)
+        plan = make_plan(fp, ModelConfig(), batch=4, memory_gb=8.0)
         assert fp["lesions"]["total"] >= len(ds.cases) and all(s > 0 for s in plan["preprocess"]["target_spacing"]), (
             folder
         )

@@ -8,6 +8,7 @@ lists the valid ones.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,32 @@ from medseg.io.paths import expand
 
 MAX_CONFIG_BYTES = 1_000_000  # configs are a few kB; a larger file is not a config (and is not read whole)
 MAX_PROBLEM_LINES = 20  # lines of a validation error shown; the rest are counted
+# keys of earlier medseg versions -> where they live now (one key per setting)
+MOVED_KEYS = {
+    ("sampling", "flip_prob"): ("augment", "mirror_prob"),
+    ("sampling", "intensity_prob"): ("augment", "intensity_prob"),
+}
+
+
+def migrate(raw: dict[str, Any]) -> list[str]:
+    """Move the keys of earlier medseg versions (:data:`MOVED_KEYS`) to where they live now, in
+    place; a value already set at the new place wins. Configs and checkpoints of earlier runs load.
+    ``sampling.flip_prob`` and ``sampling.intensity_prob`` only ever acted with the ``light``
+    augmentation preset (the default): with another preset they are dropped, as they were ignored.
+
+    Returns:
+        ``old -> new`` for each key moved.
+    """
+    moved = []
+    for (section, key), (new_section, new_key) in MOVED_KEYS.items():
+        old = raw.get(section)
+        if isinstance(old, dict) and key in old:
+            value = old.pop(key)
+            target = raw.setdefault(new_section, {})
+            if isinstance(target, dict) and target.get(new_key) is None and target.get("preset", "light") == "light":
+                target[new_key] = value
+            moved.append(f"{section}.{key} -> {new_section}.{new_key}")
+    return moved
 
 
 def apply_override(raw: dict[str, Any], assignment: str) -> None:
@@ -103,6 +130,9 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
             data[key] = value if Path(value).is_absolute() else str((path.parent / value).resolve())
     for assignment in overrides:
         apply_override(raw, assignment)
+    moved = migrate(raw)
+    if moved:
+        print(f"{path}: renamed key(s) {', '.join(moved)}; use the new names", file=sys.stderr)
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:

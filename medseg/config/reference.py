@@ -40,12 +40,19 @@ Overrides on the command line use dot paths and YAML values:
 `data.cache_dir` in a YAML file are relative to that file and may use `$VARIABLES`; paths given with
 `--set` and `train.output_dir` are relative to the working directory.
 
+A key whose default reads *planned* is left null by default and filled at the start of training
+from the dataset (`medseg plan` shows the values, `data.plan` reads them from a `plan.yaml`; a value
+set in the config wins). The run's `plan.yaml`, its checkpoints and its MLflow params (`plan.*`)
+record every effective value.
+
 """
 
 
 def _default(field) -> str:
     if field.is_required():
         return "required"
+    if (field.json_schema_extra or {}).get("planned"):
+        return "planned"
     value = field.default
     if isinstance(value, BaseModel):
         return ""

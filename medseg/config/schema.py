@@ -8,7 +8,6 @@ lists the valid ones.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Literal
 
@@ -18,6 +17,9 @@ Triple = tuple[float, float, float]
 
 
 IntTriple = tuple[int, int, int]
+# a key whose null is filled by planning at the start of training (medseg.planning.resolve); the
+# configuration reference shows "planned" for it instead of a default
+PLANNED = {"planned": True}
 
 
 class Section(BaseModel):
@@ -94,12 +96,16 @@ class PreprocessConfig(Section):
     """Deterministic preprocessing shared by training, validation and predict."""
 
     target_spacing: Triple | None = Field(
-        None, description="Voxel spacing (mm) the model works at; null = the dataset's median spacing."
+        None,
+        description="Voxel spacing (mm) the model works at; null = planned: the dataset's median spacing (a coarse "
+        "axis of an anisotropic median: its 10th percentile).",
+        json_schema_extra=PLANNED,
     )
-    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] = Field(
-        "zscore_nonzero",
+    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] | None = Field(
+        None,
         description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / "
-        "std), none.",
+        "std), none; null = planned: ct when every channel is named CT, else zscore_nonzero.",
+        json_schema_extra=PLANNED,
     )
     background: Literal["zero", "min"] = Field(
         "zero",
@@ -110,13 +116,19 @@ class PreprocessConfig(Section):
         None,
         description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the "
         "foreground).",
+        json_schema_extra=PLANNED,
     )
 
 
 class SamplingConfig(Section):
     """Training patch sampling."""
 
-    patch_size: IntTriple = Field((64, 64, 32), description="Patch size in voxels (x, y, z).")
+    patch_size: IntTriple | None = Field(
+        None,
+        description="Patch size in voxels (x, y, z); null = planned: the median scan at the target spacing, fitted "
+        "to memory_gb (medseg plan shows it).",
+        json_schema_extra=PLANNED,
+    )
     samples_per_volume: int = Field(2, gt=0, description="Patches drawn from each loaded volume per step.")
     strategy: Literal["lesion", "voxel"] = Field(
         "lesion",
@@ -125,18 +137,16 @@ class SamplingConfig(Section):
     )
     size_power: float = Field(0.0, ge=0, description="lesion strategy: weight lesions by size^-p (0 = uniform).")
     pos_fraction: float = Field(0.5, ge=0, le=1, description="Share of patches centred on a lesion.")
-    flip_prob: float = Field(0.5, ge=0, le=1, description="Probability of a flip along each axis.")
-    intensity_prob: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS recipe); "
-        "helps across scanners.",
+    memory_gb: float = Field(
+        8.0,
+        gt=0,
+        le=4096,
+        description="Training memory budget (GB: GPU memory, or RAM on CPU) the planned patch_size fits.",
     )
 
     @model_validator(mode="after")
     def _positive_patch(self) -> SamplingConfig:
-        if min(self.patch_size) <= 0:
+        if self.patch_size is not None and min(self.patch_size) <= 0:
             raise ValueError(f"patch_size must be positive in every axis, got {list(self.patch_size)}")
         return self
 
@@ -145,7 +155,7 @@ class AugmentConfig(Section):
     """Training augmentation: a preset plus per-transform probabilities (null = the preset's).
 
     ``none``: nothing. ``light`` (the default, medseg 0.2's augmentation exactly): flips with
-    ``sampling.flip_prob`` and +-10 % intensity scale/shift with ``sampling.intensity_prob``.
+    ``mirror_prob`` (0.5) and +-10 % intensity scale/shift with ``intensity_prob`` (0).
     ``nnunet``: nnU-Net's default set and ranges: rotation, scaling, Gaussian noise and blur,
     multiplicative brightness, contrast, simulated low resolution, gamma (inverted and not),
     mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
@@ -173,8 +183,13 @@ class AugmentConfig(Section):
     gamma_prob: float | None = Field(
         None, ge=0, le=1, description="Gamma 0.7-1.5, statistics kept (nnunet: 0.3, plus 0.1 on the inverted image)."
     )
-    mirror_prob: float | None = Field(
-        None, ge=0, le=1, description="Flip along each axis (light: sampling.flip_prob; nnunet: 0.5)."
+    mirror_prob: float | None = Field(None, ge=0, le=1, description="Flip along each axis (light and nnunet: 0.5).")
+    intensity_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="light: probability of a random intensity scale and of a shift (each +-10 %, MONAI's BraTS "
+        "recipe; helps across scanners) (light: 0; nnunet: off, it has its own).",
     )
 
     @model_validator(mode="after")
@@ -199,12 +214,15 @@ class ModelConfig(Section):
     )
     strides: tuple[int, ...] = Field((2, 2, 2), description="unet: down-sampling stride between levels.")
     kernel_sizes: tuple[IntTriple, ...] | None = Field(
-        None, description="dynunet: kernel per level (x, y, z); null = planned (medseg plan shows it)."
+        None,
+        description="dynunet: kernel per level (x, y, z); null = planned (medseg plan shows it).",
+        json_schema_extra=PLANNED,
     )
     level_strides: tuple[IntTriple, ...] | None = Field(
         None,
         description="dynunet: stride per level (x, y, z), the first [1, 1, 1]; null = planned: halve an axis while "
         "its spacing is within 2x of the finest and its size >= 8.",
+        json_schema_extra=PLANNED,
     )
     deep_supervision: bool = Field(
         False,
@@ -234,14 +252,6 @@ class LossConfig(Section):
     blob_weight: float = Field(
         0.0, ge=0, description="Weight of the per-lesion (blob) term added to the loss; focal_dice_blob with 0 uses 1."
     )
-
-
-def blob_weight(loss: LossConfig) -> float:
-    """Weight of the per-lesion term (0 = none): ``loss.blob_weight``, or 1 for ``focal_dice_blob``
-    when it is not set."""
-    if loss.name == "focal_dice_blob" and not loss.blob_weight:
-        return 1.0
-    return loss.blob_weight
 
 
 class OptimConfig(Section):
@@ -303,7 +313,9 @@ class TrainConfig(Section):
 class InferenceConfig(Section):
     """Sliding-window inference and the operating point."""
 
-    roi_size: IntTriple | None = Field(None, description="Window size; null = sampling.patch_size.")
+    roi_size: IntTriple | None = Field(
+        None, description="Window size; null = the (planned) sampling.patch_size.", json_schema_extra=PLANNED
+    )
     overlap: float = Field(0.5, ge=0, lt=1, description="Window overlap.")
     sw_batch_size: int = Field(4, gt=0, description="Windows per forward pass.")
     blend: Literal["gaussian", "constant"] = Field("gaussian", description="Window blending.")
@@ -410,22 +422,6 @@ class ExperimentConfig(Section):
                     "sampling.strategy 'voxel' samples one label channel; use 'lesion' with several lesion_classes"
                 )
         return self
-
-
-def input_multiples(cfg: ModelConfig) -> tuple[int, int, int]:
-    """Each spatial size (x, y, z) must be a multiple of this: the product of the network's strides."""
-    if cfg.name == "dynunet" and cfg.level_strides:
-        return tuple(int(math.prod(s[a] for s in cfg.level_strides)) for a in range(3))  # type: ignore[return-value]
-    if cfg.name == "segresnet":
-        return (2 ** (len(cfg.channels) - 1),) * 3
-    if cfg.name == "dynunet":
-        return (1, 1, 1)  # planned to fit the patch
-    return (math.prod(cfg.strides),) * 3
-
-
-def min_input_multiple(cfg: ModelConfig) -> int:
-    """The largest of :func:`input_multiples` (sizes that are multiples of it always fit)."""
-    return max(input_multiples(cfg))
 
 
 def run_name(cfg: ExperimentConfig) -> str:

@@ -126,7 +126,9 @@ def input_files(items: Sequence[Path | Case]) -> list[Path]:
 def _write_one(lm: LoadedModel, item: Path | Case, out: Path, opts: PredictOptions) -> list[dict[str, Any]]:
     """Predict one scan file, or one case, into ``out`` (a batch of one: its outputs planned by
     :func:`plan_outputs`). Returns one summary row per mask written."""
-    return _write_planned(lm, item, plan_outputs([item], lm.classes, Path(out), opts, input_files([item]))[0], opts)
+    return _write_planned(
+        lm, item, plan_outputs([item], lm.preprocess.classes, Path(out), opts, input_files([item]))[0], opts
+    )
 
 
 def _write_planned(
@@ -228,7 +230,7 @@ def predict_files(
     lm = load_model(checkpoint, device, tracking_uri)
     members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     planned = plan_outputs(
-        items, lm.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())]
+        items, lm.preprocess.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())]
     )
     rank, world = rank_and_world(lm.device)
     if rank == 0:

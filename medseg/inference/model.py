@@ -9,33 +9,33 @@ from pathlib import Path
 
 import torch
 
+from medseg.config.plan import Plan, Preprocessing
 from medseg.config.schema import InferenceConfig
 from medseg.errors import MedsegError
-from medseg.nn.checkpoint import Checkpoint, load_checkpoint
+from medseg.nn.checkpoint import Checkpoint, OperatingPoint, load_checkpoint
 from medseg.nn.ensemble import MeanProbability
 from medseg.nn.registry import build_model
+from medseg.planning.resolve import assemble
 from medseg.runtime.device import pick_device
 from medseg.tracking.registry import fetch_model
 
 
 @dataclass
 class LoadedModel:
-    """A network ready for prediction with the settings its checkpoint carries."""
+    """A network ready for prediction with its checkpoint's plan (preprocessing, window, classes)
+    and operating point (threshold, minimum lesion volume)."""
 
     model: torch.nn.Module
-    spacing: tuple[float, float, float]
-    normalize: str
-    roi: tuple[int, int, int]
+    plan: Plan
+    operating_point: OperatingPoint
     icfg: InferenceConfig
-    threshold: float
-    min_lesion_mm3: float
     connectivity: int
     device: torch.device
-    in_channels: int = 1
-    channels: tuple[str, ...] = ()
-    ct_stats: tuple[tuple[float, ...], ...] | None = None
-    background: str = "zero"
-    classes: tuple[str, ...] = ("lesion",)
+
+    @property
+    def preprocess(self) -> Preprocessing:
+        """The plan's preprocessing (spacing, normalisation, channels, classes)."""
+        return self.plan.preprocess
 
 
 def ensemble_members(source: Path | str | Sequence[Path | str]) -> list[Path | str]:
@@ -93,26 +93,26 @@ def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
     Raises:
         MedsegError: the weights do not fit the network of the config (see :func:`build_network`).
     """
-    cfg, pre, op = ckpt.config, ckpt.preprocess, ckpt.operating_point
+    cfg = ckpt.config
     model = build_network(ckpt)
     dev = pick_device(device)
     model.to(dev).eval()
-    return LoadedModel(
-        model,
-        pre.spacing,
-        pre.normalize,
-        tuple(cfg.inference.roi_size or cfg.sampling.patch_size),
-        cfg.inference,
-        op.threshold,
-        op.min_lesion_mm3,
-        cfg.eval.connectivity,
-        dev,
-        pre.in_channels,
-        pre.channels,
-        pre.ct_stats,
-        pre.background,
-        pre.classes,
-    )
+    return LoadedModel(model, checkpoint_plan(ckpt), ckpt.operating_point, cfg.inference, cfg.eval.connectivity, dev)
+
+
+def checkpoint_plan(ckpt: Checkpoint) -> Plan:
+    """The plan a checkpoint carries; one written before plans were stored gets the plan of its
+    config and preprocessing (:func:`medseg.planning.resolve.assemble`, the rules training used).
+
+    Raises:
+        MedsegError: naming the checkpoint: its config's window does not fit its network.
+    """
+    if ckpt.plan is not None:
+        return ckpt.plan
+    try:
+        return assemble(ckpt.config, ckpt.preprocess)
+    except MedsegError as exc:
+        raise MedsegError(f"{ckpt.source or 'checkpoint'}: {exc}") from None
 
 
 def build_network(ckpt: Checkpoint) -> torch.nn.Module:
@@ -143,9 +143,10 @@ def _network(ckpt: Checkpoint, where: str, device: torch.device) -> torch.nn.Mod
         MedsegError: the config's network cannot be built (named by ``where``).
     """
     pre = ckpt.preprocess
+    network = ckpt.plan.network if ckpt.plan is not None else ckpt.config.model  # earlier checkpoints: no plan
     try:
         with device:
-            return build_model(ckpt.config.model, in_channels=pre.in_channels, out_channels=len(pre.classes))
+            return build_model(network, in_channels=pre.in_channels, out_channels=len(pre.classes))
     except MedsegError as exc:
         raise MedsegError(f"{where}: {exc}") from None
     except (AssertionError, RuntimeError, TypeError, ValueError) as exc:  # MONAI's networks check their arguments so
@@ -192,9 +193,9 @@ def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> Loade
         lm = from_checkpoint(ckpt, device)
         differs = [
             name
-            for name in ("spacing", "normalize", "roi", "in_channels", "channels", "classes", "background", "ct_stats")
-            if getattr(lm, name) != getattr(first, name)
-        ]
+            for name in ("spacing", "normalize", "in_channels", "channels", "classes", "background", "ct_stats")
+            if getattr(lm.preprocess, name) != getattr(first.preprocess, name)
+        ] + (["roi_size"] if lm.plan.roi_size != first.plan.roi_size else [])
         if differs:
             raise MedsegError(
                 f"{ckpt.source or f'checkpoint of epoch {ckpt.epoch}'}: differs from the ensemble's first member "

@@ -46,7 +46,7 @@ def predict_classes(
     min_lesion_voxels: int = 0,
 ) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
-    the model's channel order. One :class:`Prediction` per lesion class (``lm.classes``), each on
+    the model's channel order. One :class:`Prediction` per lesion class (``lm.preprocess.classes``), each on
     the (first) file's own voxel grid. ``min_lesion_voxels``: also remove predicted lesions of
     fewer voxels (the larger of the two minimums wins). ``threshold``, ``min_lesion_mm3``, ``tta``, ``fill_holes``:
     overrides of the model's settings (None = the checkpoint's)."""
@@ -55,12 +55,12 @@ def predict_classes(
         image_path = files[0]
         _same_grid(files)
         steps = preprocess(
-            lm.spacing,
-            lm.normalize,
+            lm.preprocess.spacing,
+            lm.preprocess.normalize,
             with_label=False,
             check_finite=True,
-            ct_stats=lm.ct_stats,
-            background=lm.background,
+            ct_stats=lm.preprocess.ct_stats,
+            background=lm.preprocess.background,
         )
         data = Compose(steps)({"image": image_entry(files)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
@@ -68,7 +68,7 @@ def predict_classes(
         if isinstance(root, MedsegError):
             raise root from None
         if is_blank(files):  # cropping to the body left nothing: a valid scan with nothing to find
-            return blank_prediction(files[0], len(lm.classes))
+            return blank_prediction(files[0], len(lm.preprocess.classes))
         raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
     img = data["image"]
     if img.ndim != 4:
@@ -76,19 +76,19 @@ def predict_classes(
             f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments "
             "3D scans"
         )
-    if img.shape[0] != lm.in_channels:
-        names = f" ({', '.join(lm.channels)})" if lm.channels else ""
+    if img.shape[0] != lm.preprocess.in_channels:
+        names = f" ({', '.join(lm.preprocess.channels)})" if lm.preprocess.channels else ""
         raise MedsegError(
-            f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.in_channels}{names}; "
+            f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.preprocess.in_channels}{names}; "
             "pass one file per channel in that order (or a 4D file)"
         )
 
-    probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.roi, lm.device, tta)[0]
+    probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.plan.roi_size, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
     voxel_mm3 = voxel_volume(affine)
-    thr = lm.threshold if threshold is None else threshold
-    min_mm3 = lm.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
+    thr = lm.operating_point.threshold if threshold is None else threshold
+    min_mm3 = lm.operating_point.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
     fill = lm.icfg.fill_holes if fill_holes is None else fill_holes
     out = []
     for c in range(probs.shape[0]):
@@ -113,9 +113,9 @@ def predict_volume(
     Raises:
         MedsegError: a model with several lesion classes (use :func:`predict_classes`).
     """
-    if len(lm.classes) > 1:
+    if len(lm.preprocess.classes) > 1:
         raise MedsegError(
-            f"this model predicts {len(lm.classes)} lesion classes ({', '.join(lm.classes)}); "
+            f"this model predicts {len(lm.preprocess.classes)} lesion classes ({', '.join(lm.preprocess.classes)}); "
             "use medseg predict (one mask per class) or medseg.inference.predict_classes"
         )
     return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta, fill_holes)[0]

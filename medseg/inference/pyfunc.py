@@ -56,13 +56,14 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import ColSpec, DataType, Schema
 
 from medseg import __version__
+from medseg.config.plan import Preprocessing
 from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows
 from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.predictor import Prediction, predict_classes
 from medseg.io.paths import data_files_in_header, output_suffix
 from medseg.io.volumes import save_like
-from medseg.nn.checkpoint import Preprocessing, load_checkpoint
+from medseg.nn.checkpoint import load_checkpoint
 
 ROOT_ENV = "MEDSEG_SERVE_ROOT"  # the folder whose files clients may name by path (unset: no paths)
 NIFTI1_MAGIC = b"n+1\0"  # single-file NIfTI-1 at byte 344 (the header/image pair "ni1" names a second file: refused)
@@ -108,13 +109,13 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
                 rows = [self._one(row, i, Path(tmp) / str(i)) for i, row in enumerate(table.to_dict("records"))]
         except MedsegError as exc:  # a request's mistake: HTTP 400 with the one line, not a 500 with a traceback
             raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
-        return pd.DataFrame(rows, columns=output_columns(self.lm.classes))
+        return pd.DataFrame(rows, columns=output_columns(self.lm.preprocess.classes))
 
     def _one(self, row: dict[str, Any], index: int, folder: Path) -> dict[str, str]:
         """The response row of one request row; uploads are written into ``folder``."""
         folder.mkdir()
         files, names = [], {}
-        for column in row_layout(row, index, self.lm.in_channels):
+        for column in row_layout(row, index, self.lm.preprocess.in_channels):
             where, value = f"request row {index}, column {column!r}", row[column]
             files.append(
                 server_file(value, where, self.root)
@@ -285,7 +286,7 @@ def encode_outputs(preds: list[Prediction], reference: Path, folder: Path, lm: L
     """The response row: each class's mask written with ``reference``'s header into ``folder``
     (same format), base64-encoded, and its lesion table as JSON."""
     suffix = output_suffix(reference)
-    names = output_names(lm.classes)
+    names = output_names(lm.preprocess.classes)
     row = {}
     for k, (pred, name) in enumerate(zip(preds, names)):
         out = folder / f"mask{k}{suffix}"  # file names of our own: class names stay out of paths

@@ -2,12 +2,14 @@
 
 On disk it is a dict of plain tensors and JSON-like values (``{"format": FORMAT, ...}``), so it
 loads with ``torch.load(weights_only=True)``: pickled code is refused. It carries everything
-``predict`` needs (the resolved config, the preprocessing, the operating point) and, in ``last.pt``,
+``predict`` needs (the resolved config, the resolved plan (:class:`medseg.config.plan.Plan`) with its
+preprocessing, the operating point) and, in ``last.pt``,
 everything to resume (:class:`ResumeState`).
 
 Versions: ``medseg-checkpoint/1`` is the only on-disk format so far. Checkpoints written before
 the preprocessing gained ``channels``, ``classes``, ``background`` and ``ct_stats`` still load:
-the missing keys take the values those older runs used.
+the missing keys take the values those older runs used; checkpoints written before the plan was
+stored get theirs from their config (:func:`medseg.planning.resolve.assemble`).
 
 A checkpoint is untrusted input (it may come from anywhere): :meth:`Checkpoint.from_payload`
 checks every value that predict uses (spacing, normalisation, channels, class names, which become
@@ -18,130 +20,23 @@ built (:func:`medseg.inference.model.build_network`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import Any
 
 import torch
 
-from medseg.config.schema import ExperimentConfig, PreprocessConfig
+from medseg.config.load import migrate
+from medseg.config.plan import Plan, Preprocessing, finite, refuse
+from medseg.config.schema import ExperimentConfig
 from medseg.errors import MedsegError
-from medseg.io.names import check_name
 from medseg.io.write import atomic_write
 
 FORMAT = "medseg-checkpoint/1"
 KNOWN_FORMATS = (FORMAT,)
 REQUIRED = ("config", "preprocess", "state_dict", "operating_point")
-NORMALIZATIONS = get_args(PreprocessConfig.model_fields["normalize"].annotation)
-BACKGROUNDS = get_args(PreprocessConfig.model_fields["background"].annotation)
-REFIX = "use the best.pt or last.pt written by 'medseg train' (this one was altered or is not medseg's)"
-
-
-def _refuse(source: Path | str, key: str, problem: str) -> NoReturn:
-    """Raise the one-line error for a checkpoint value no training run writes."""
-    raise MedsegError(f"{source}: {key} {problem}; {REFIX}")
-
-
-def _finite(value: Any) -> bool:
-    """Whether ``value`` is a real number (int or float, not bool) that is finite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class Preprocessing:
-    """What turns a scan into network input (and a prediction back into masks): target spacing
-    (mm, RAS), normalisation, input channels, lesion classes (one output each)."""
-
-    spacing: tuple[float, float, float]
-    normalize: str
-    in_channels: int = 1
-    channels: tuple[str, ...] = ()
-    ct_stats: tuple[tuple[float, ...], ...] | None = None
-    background: str = "zero"
-    classes: tuple[str, ...] = ("lesion",)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> Preprocessing:
-        """From the on-disk mapping; keys older checkpoints lack take their defaults.
-
-        Raises:
-            MedsegError: naming ``source``: spacing not three finite numbers > 0, an unknown
-                normalisation or background, ``in_channels`` < 1 or unlike the number of channel
-                names, ``ct`` without one finite (low, high, mean, std > 0) per channel, classes
-                empty, repeated or unsafe as file names (:func:`medseg.io.names.check_name`).
-            KeyError, TypeError, ValueError: a missing key or a value of the wrong kind.
-        """
-        spacing = raw["spacing"]
-        if (
-            not isinstance(spacing, (list, tuple))
-            or len(spacing) != 3
-            or not all(_finite(s) and s > 0 for s in spacing)
-        ):
-            _refuse(source, "preprocess.spacing", f"{str(spacing)[:80]} is not three finite numbers > 0 (mm)")
-        names = {}
-        for key, default in (("channels", ()), ("classes", ("lesion",))):
-            value = raw.get(key)
-            if value is not None and not isinstance(value, (list, tuple)):
-                _refuse(source, f"preprocess.{key}", "is not a list of names")
-            names[key] = default if value is None else tuple(value)
-        pre = cls(
-            tuple(float(s) for s in spacing),
-            str(raw["normalize"]),
-            raw.get("in_channels", 1),
-            names["channels"],
-            tuple(tuple(s) for s in raw["ct_stats"]) if raw.get("ct_stats") else None,
-            str(raw.get("background", "zero")),
-            names["classes"],
-        )
-        pre.check(source)
-        return pre
-
-    def check(self, source: Path | str) -> None:
-        """Refuse values no training run writes (see :meth:`from_dict`).
-
-        Raises:
-            MedsegError: naming ``source`` and the key.
-        """
-        if self.normalize not in NORMALIZATIONS:
-            _refuse(
-                source, "preprocess.normalize", f"{self.normalize[:40]!r} is not one of {', '.join(NORMALIZATIONS)}"
-            )
-        if self.background not in BACKGROUNDS:
-            _refuse(source, "preprocess.background", f"{self.background[:40]!r} is not one of {', '.join(BACKGROUNDS)}")
-        n = self.in_channels
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            _refuse(source, "preprocess.in_channels", f"{str(n)[:40]} is not a whole number >= 1")
-        if self.channels and (len(self.channels) != n or not all(isinstance(c, str) for c in self.channels)):
-            _refuse(source, "preprocess.channels", f"holds {len(self.channels)} name(s) for in_channels {n}")
-        stats = self.ct_stats or ()
-        if self.normalize == "ct" and (
-            len(stats) != n
-            or not all(len(s) == 4 and all(map(_finite, s)) and s[0] <= s[1] and s[3] > 0 for s in stats)
-        ):
-            _refuse(
-                source,
-                "preprocess.ct_stats",
-                f"must be one finite (low <= high, mean, std > 0) per channel for normalize ct ({n})",
-            )
-        if not self.classes or len(set(self.classes)) != len(self.classes):
-            _refuse(source, "preprocess.classes", f"{list(self.classes)[:10]} must be one or more different names")
-        for name in self.classes:
-            check_name(name, "preprocess.classes name", str(source))
-
-    def to_dict(self) -> dict[str, Any]:
-        """The on-disk mapping (lists, not tuples)."""
-        return {
-            "spacing": list(self.spacing),
-            "normalize": self.normalize,
-            "in_channels": self.in_channels,
-            "channels": list(self.channels),
-            "ct_stats": [list(s) for s in self.ct_stats or []],
-            "background": self.background,
-            "classes": list(self.classes),
-        }
 
 
 @dataclass(frozen=True)
@@ -163,12 +58,12 @@ class OperatingPoint:
             KeyError: a missing key.
         """
         threshold, min_mm3, target = raw["threshold"], raw["min_lesion_mm3"], raw.get("target")
-        if not _finite(threshold) or not 0 <= threshold <= 1:
-            _refuse(source, "operating_point.threshold", f"{str(threshold)[:40]} is not a probability in [0, 1]")
-        if not _finite(min_mm3) or min_mm3 < 0:
-            _refuse(source, "operating_point.min_lesion_mm3", f"{str(min_mm3)[:40]} is not a finite volume >= 0 (mm3)")
+        if not finite(threshold) or not 0 <= threshold <= 1:
+            refuse(source, "operating_point.threshold", f"{str(threshold)[:40]} is not a probability in [0, 1]")
+        if not finite(min_mm3) or min_mm3 < 0:
+            refuse(source, "operating_point.min_lesion_mm3", f"{str(min_mm3)[:40]} is not a finite volume >= 0 (mm3)")
         if target is not None and not isinstance(target, str):
-            _refuse(source, "operating_point.target", "is not text")
+            refuse(source, "operating_point.target", "is not text")
         return cls(float(threshold), float(min_mm3), target)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +103,7 @@ class Checkpoint:
     mlflow_run_id: str | None = None
     tracking_uri: str | None = None
     resume: ResumeState | None = None
+    plan: Plan | None = None  # the run's resolved plan; None in checkpoints written before plans were stored
     source: str | None = field(default=None, compare=False)  # the file it was read from (for messages); not saved
 
     def with_operating_point(self, point: OperatingPoint) -> Checkpoint:
@@ -229,6 +125,8 @@ class Checkpoint:
         }
         if self.resume is not None:
             payload["resume"] = asdict(self.resume)
+        if self.plan is not None:
+            payload["plan"] = self.plan.to_dict()
         return payload
 
     @classmethod
@@ -250,24 +148,28 @@ class Checkpoint:
         if not isinstance(state, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
         ):
-            _refuse(source, "state_dict", "is not a mapping of tensor names to tensors")
+            refuse(source, "state_dict", "is not a mapping of tensor names to tensors")
         for key in ("mlflow_run_id", "tracking_uri"):
             if raw.get(key) is not None and not isinstance(raw[key], str):
-                _refuse(source, key, "is not text")
+                refuse(source, key, "is not text")
         try:
-            config = ExperimentConfig.model_validate(raw["config"])
+            config_raw = dict(raw["config"])
+            migrate(config_raw)  # keys of earlier versions
+            config = ExperimentConfig.model_validate(config_raw)
             point = OperatingPoint.from_dict(raw["operating_point"], source)
             resume = ResumeState(**raw["resume"]) if raw.get("resume") else None
+            plan = Plan.from_dict(raw["plan"], source) if raw.get("plan") is not None else None
             return cls(
                 state,
                 config,
-                Preprocessing.from_dict(raw["preprocess"], source),
+                plan.preprocess if plan is not None else Preprocessing.from_dict(raw["preprocess"], source),
                 point,
                 int(raw.get("epoch", 0)),
                 dict(raw.get("metrics") or {}),
                 raw.get("mlflow_run_id"),
                 raw.get("tracking_uri"),
                 resume,
+                plan,
                 str(source),
             )
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError

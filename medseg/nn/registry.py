@@ -6,7 +6,7 @@ forward maps (B, in_channels, X, Y, Z) to logits (B, out_channels, X, Y, Z); wit
 * ``unet``: MONAI ``UNet`` (residual units), ``channels`` per level, isotropic ``strides``.
 * ``dynunet``: MONAI ``DynUNet``, nnU-Net's architecture: kernels and strides per level and axis
   (``kernel_sizes``/``level_strides``, planned from spacing and patch by
-  :func:`medseg.data.plan.plan_topology`), widths ``channels[0] * 2^level`` up to 320.
+  :func:`medseg.nn.topology.plan_topology`), widths ``channels[0] * 2^level`` up to 320.
 * ``segresnet``: MONAI ``SegResNetDS``, Myronenko's BraTS 2018 winner (residual encoder blocks
   1, 2, 2, 4, ...; a light decoder); ``channels[0]`` = init filters, ``len(channels)`` levels.
 """

@@ -19,37 +19,41 @@ from monai.data.utils import json_hashing, pickle_hashing
 from monai.transforms import Compose
 from torch.utils.data.distributed import DistributedSampler
 
-from medseg.config.schema import ExperimentConfig, blob_weight, lesion_classes
+from medseg.config.plan import Plan
+from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case, as_dicts
-from medseg.transforms.augment import augment, crop_size, resolve
+from medseg.transforms.augment import augment
 from medseg.transforms.preprocess import preprocess
 from medseg.transforms.sampling import sampling_prep
 
 
 def make_datasets(
-    cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], spacing: Sequence[float]
+    cfg: ExperimentConfig, train_cases: Sequence[Case], val_cases: Sequence[Case], plan: Plan
 ) -> tuple[Dataset, Dataset]:
     """Training dataset (deterministic part cached, random crops/flips per draw) and validation
     dataset (whole preprocessed volumes): in memory (CacheDataset) or, with ``data.cache_dir``, on
     disk (PersistentDataset, keyed by the case's files, their sizes and modification times
-    (:func:`file_state_hashing`) and the transforms)."""
-    p = cfg.preprocess
-    classes = [values for _, values in lesion_classes(cfg.data)]
+    (:func:`file_state_hashing`) and the transforms). Sizes, preprocessing, augmentation and
+    whether lesion id maps are made (the blob loss) come from ``plan``."""
+    p, classes, s = plan.preprocess, list(plan.class_values), cfg.sampling
     pre = preprocess(
-        spacing,
+        p.spacing,
         p.normalize,
         lesion_classes=None if classes[0] is None else classes,
         ct_stats=p.ct_stats,
         background=p.background,
     )
-    s = cfg.sampling
-    instances = blob_weight(cfg.loss) > 0  # the blob loss scores each lesion of the patch
-    aug = resolve(cfg.augment, s)
-    train_tf = Compose(
-        pre
-        + sampling_prep(crop_size(s.patch_size, aug), s.strategy, instances)
-        + augment(s.patch_size, s.samples_per_volume, s.pos_fraction, aug, s.strategy, s.size_power, instances)
+    draws = augment(
+        plan.patch_size,
+        plan.crop_size,
+        plan.samples_per_volume,
+        s.pos_fraction,
+        plan.augmentation,
+        s.strategy,
+        s.size_power,
+        plan.instances,
     )
+    train_tf = Compose(pre + sampling_prep(plan.crop_size, s.strategy, plan.instances) + draws)
     train_tf.set_random_state(seed=cfg.train.seed)
     if cfg.data.cache_dir is not None:
         cache = Path(cfg.data.cache_dir)
@@ -80,7 +84,7 @@ def make_datasets(
         cache_rate=cfg.data.cache_rate,
         num_workers=workers,
         progress=False,
-        copy_cache=not aug.spatial,
+        copy_cache=not plan.augmentation.spatial,
     )
     val_ds = CacheDataset(
         as_dicts(val_cases), Compose(pre), cache_rate=cfg.data.cache_rate, num_workers=workers, progress=False

@@ -39,7 +39,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
     train_cases, val_cases = run_split(prep.cases, cfg)
     device, rank, world = _device_and_rank(cfg)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
-    datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.spacing)
+    datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.plan)
     run_dir, tracker = _open_run(cfg, rank, world, resume, resumed)
     trainer = Trainer(prep, datasets, device, RunContext(run_dir, tracker, rank, world, progress and rank == 0))
     try:

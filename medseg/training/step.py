@@ -17,6 +17,7 @@ import torch
 from medseg.runtime.device import plain_tensor
 from medseg.training.guards import NonFiniteGuard, StopSignal
 from medseg.training.precision import Precision
+from medseg.transforms.sampling import INSTANCE_KEY
 
 
 class Bar(Protocol):
@@ -108,7 +109,7 @@ def train_step(ctx: StepContext, batch: dict[str, torch.Tensor], where: str) -> 
     with torch.autocast(ctx.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
         logits = ctx.model(x)
     if getattr(ctx.loss_fn, "needs_instances", False):  # the blob loss: lesion ids of the patch
-        instances = plain_tensor(batch["instances"]).to(ctx.device, non_blocking=True)
+        instances = plain_tensor(batch[INSTANCE_KEY]).to(ctx.device, non_blocking=True)
         loss = ctx.loss_fn(logits, y, instances)
     else:
         loss = ctx.loss_fn(

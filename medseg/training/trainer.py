@@ -20,14 +20,14 @@ from monai.data import Dataset
 from tqdm import tqdm
 
 from medseg.config.load import flatten
-from medseg.config.schema import ExperimentConfig, lesion_classes
+from medseg.config.plan import Plan
+from medseg.config.schema import ExperimentConfig
 from medseg.errors import MedsegError
 from medseg.inference.pyfunc import save_pyfunc
 from medseg.io.write import write_text
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
-    Preprocessing,
     ResumeState,
     save_checkpoint,
 )
@@ -74,8 +74,9 @@ class Trainer:
         if run.main:
             self._record_run(resumed)
         self.loader = make_loader(cfg, self.train_ds, run.rank, run.world)
+        plan = self.prep.plan
         self.net = build_model(
-            cfg.model, in_channels=len(self.prep.channels), out_channels=len(lesion_classes(cfg.data))
+            plan.network, in_channels=plan.preprocess.in_channels, out_channels=len(plan.preprocess.classes)
         ).to(self.device)
         precision = precision_for(cfg.train, self.device)
         if precision.channels_last:
@@ -92,7 +93,7 @@ class Trainer:
         self.last_epoch = cfg.train.epochs  # train.max_minutes moves it (fit_to_budget)
         self.schedule = lr_schedule(cfg.optim.schedule, self.total_steps)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.schedule)
-        loss = build_training_loss(cfg.loss, cfg.model.deep_supervision)
+        loss = build_training_loss(cfg.loss, plan.blob_weight, plan.network.deep_supervision)
         self.ctx = StepContext(
             model, loss, optimizer, scheduler, self.device, precision, cfg.train.grad_clip, self.guard
         )
@@ -110,7 +111,7 @@ class Trainer:
         tracker.log_params(
             params
             | {
-                "preprocess.resolved_spacing": str(list(self.prep.spacing)),
+                **plan_params(self.prep.plan),
                 "data.n_train": str(len(self.train_ds)),
                 "data.n_val": str(len(self.val_ds)),
             }
@@ -119,10 +120,10 @@ class Trainer:
         splits = {"train": [d["case_id"] for d in self.train_ds.data], "val": [d["case_id"] for d in self.val_ds.data]}
         tracker.log_dataset(dataset_input(Path(cfg.data.dataset), splits))
         tracker.log_artifact(config_path)
-        if self.prep.plan is not None:
-            plan_path = run.run_dir / "plan.yaml"
-            write_text(yaml.safe_dump({"plan": self.prep.plan}, sort_keys=False), plan_path)
-            tracker.log_artifact(plan_path)
+        plan_path = run.run_dir / "plan.yaml"  # the resolved plan, then the proposal it started from
+        record = {"resolved": self.prep.plan.to_dict(), "plan": self.prep.proposal or {}}
+        write_text(yaml.safe_dump(record, sort_keys=False, default_flow_style=None), plan_path)
+        tracker.log_artifact(plan_path)
 
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from a ``last.pt``: weights, optimiser, schedule, scaler, state and random streams."""
@@ -160,27 +161,19 @@ class Trainer:
 
     def checkpoint(self, epoch: int, metrics: dict[str, Any], resume: ResumeState | None = None) -> Checkpoint:
         """The network now, with everything predict (and, with ``resume``, a resumed run) needs."""
-        cfg, prep = self.cfg, self.prep
-        preprocess = Preprocessing(
-            tuple(prep.spacing),
-            cfg.preprocess.normalize,
-            len(prep.channels),
-            tuple(prep.channels),
-            tuple(tuple(s) for s in cfg.preprocess.ct_stats) if cfg.preprocess.ct_stats else None,
-            cfg.preprocess.background,
-            tuple(name for name, _ in lesion_classes(cfg.data)),
-        )
+        cfg, plan = self.cfg, self.prep.plan
         uri = getattr(self.run.tracker, "uri", None)
         return Checkpoint(
             self.net.state_dict(),
             self.recorded_cfg,
-            preprocess,
+            plan.preprocess,
             OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3),
             epoch,
             dict(metrics),
             self.run.tracker.run_id,
             None if uri is None else redact_uri(uri),
             resume,
+            plan,
         )
 
     def save_last(
@@ -242,7 +235,7 @@ class Trainer:
         cfg, st = self.cfg, self.state
         if not self.run.main or not (epoch % cfg.train.val_every == 0 or epoch == self.last_epoch):
             return
-        val = validate(self.net, self.val_ds, cfg, self.prep.spacing, self.device)
+        val = validate(self.net, self.val_ds, cfg, self.prep.plan, self.device)
         st.last_val = val.metrics
         metrics.update(val.metrics)
         score = val.metrics[cfg.train.select_metric]
@@ -334,3 +327,9 @@ class Trainer:
         )
         result.run_id = run.tracker.run_id
         return result
+
+
+def plan_params(plan: Plan) -> dict[str, str]:
+    """The resolved plan as MLflow params ``plan.<key>`` (the network's settings are the ``model.*``
+    params already, with the planned topology)."""
+    return {f"plan.{k}": v for k, v in flatten(plan.to_dict()).items() if not k.startswith("network.")}

@@ -6,13 +6,14 @@ same metrics on the scans' own grids after ``predict``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from medseg.config.schema import ExperimentConfig, lesion_classes
+from medseg.config.plan import Plan
+from medseg.config.schema import ExperimentConfig
 from medseg.evaluation.matching import LesionCounts
 from medseg.evaluation.tables import EvalOptions, case_tables, size_bin_names
 from medseg.lesions import binarize
@@ -73,7 +74,7 @@ def validate(
     model: torch.nn.Module,
     dataset: Iterable[dict],
     cfg: ExperimentConfig,
-    spacing: Sequence[float],
+    plan: Plan,
     device: torch.device,
     keep_worst: int = 2,
 ) -> Validation:
@@ -86,9 +87,8 @@ def validate(
     Args:
         dataset: items ``{"image": (C_in, X, Y, Z), "label": (C, X, Y, Z), "case_id"}`` (preprocessed).
     """
-    names = [name for name, _ in lesion_classes(cfg.data)]
+    names, spacing = list(plan.preprocess.classes), plan.preprocess.spacing
     model.eval()
-    roi = cfg.inference.roi_size or cfg.sampling.patch_size
     voxel_mm3 = float(np.prod(spacing))
     affine = np.diag([*spacing, 1.0])
     opts = EvalOptions(cfg.eval)
@@ -97,7 +97,7 @@ def validate(
     rows: dict[str, list[dict]] = {n: [] for n in names}
     gt: dict[str, list[dict]] = {n: [] for n in names}
     for i, item in enumerate(dataset):
-        probs = sliding_window_probs(model, item["image"][None], cfg.inference, roi, device)[0].numpy()
+        probs = sliding_window_probs(model, item["image"][None], cfg.inference, plan.roi_size, device)[0].numpy()
         name = str(item.get("case_id", i))
         for c, cls in enumerate(names):
             pred = binarize(

@@ -17,8 +17,8 @@ gamma         -      0.3, 0.7-1.5; 0.1 on the inverted image  (RandAdjustContras
 mirroring     flip   0.5 per axis                             (RandFlipd's draws)
 ============  =====  ======================================================================
 
-``light`` is medseg 0.2's augmentation: flips with ``sampling.flip_prob`` and, with
-``sampling.intensity_prob``, a +-10 % intensity scale and shift.
+``light`` is medseg 0.2's augmentation: flips with ``augment.mirror_prob`` and, with
+``augment.intensity_prob``, a +-10 % intensity scale and shift.
 
 Spatial transforms (rotation, scaling, elastic) work on a larger crop, so that the corners they
 rotate in come from the scan, then the centre is cut to the patch: no padded border leaks into
@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import product
 
 import numpy as np
@@ -51,13 +50,14 @@ from monai.transforms import (
     RandSimulateLowResolutiond,
 )
 
-from medseg.config.schema import AugmentConfig, SamplingConfig
+from medseg.config.plan import AUGMENTATIONS, Augmentation
+from medseg.config.schema import AugmentConfig
 from medseg.runtime.device import plain_tensor
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
 
 PRESETS: dict[str, dict[str, float]] = {
     "none": {},
-    "light": {},  # sampling.flip_prob / sampling.intensity_prob, see resolve()
+    "light": {"mirror": 0.5},
     "nnunet": {
         "rotate": 0.2,
         "scale": 0.2,
@@ -71,34 +71,17 @@ PRESETS: dict[str, dict[str, float]] = {
         "mirror": 0.5,
     },
 }
-NAMES = ("rotate", "scale", "elastic", "noise", "blur", "brightness", "contrast", "lowres", "gamma", "mirror")
 
 
-@dataclass(frozen=True)
-class Augmentation:
-    """Resolved probabilities (0 = off) and ranges of every transform."""
-
-    probs: dict[str, float]
-    rotate_deg: float = 30.0
-    scale_range: tuple[float, float] = (0.7, 1.4)
-    jitter: float = 0.0  # light: probability of the +-10 % intensity scale and shift
-
-    @property
-    def spatial(self) -> bool:
-        return any(self.probs[k] > 0 for k in ("rotate", "scale", "elastic"))
-
-
-def resolve(aug: AugmentConfig, sampling: SamplingConfig) -> Augmentation:
-    """The probabilities of ``aug.preset`` with the config's overrides."""
-    base = dict(PRESETS[aug.preset])
-    if aug.preset == "light":
-        base["mirror"] = sampling.flip_prob
+def resolve(aug: AugmentConfig) -> Augmentation:
+    """The probabilities of ``aug.preset`` with the config's overrides (the plan's augmentation:
+    called by :func:`medseg.planning.resolve.assemble` only)."""
+    base = PRESETS[aug.preset]
     probs = {
         k: float(getattr(aug, f"{k}_prob") if getattr(aug, f"{k}_prob") is not None else base.get(k, 0.0))
-        for k in NAMES
+        for k in AUGMENTATIONS
     }
-    jitter = sampling.intensity_prob if aug.preset == "light" else 0.0
-    return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), jitter)
+    return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), aug.intensity_prob or 0.0)
 
 
 def crop_size(patch: Sequence[int], aug: Augmentation) -> tuple[int, ...]:
@@ -296,6 +279,7 @@ def _intensity(aug: Augmentation) -> list:
 
 def augment(
     patch_size: Sequence[int],
+    crop: Sequence[int],
     samples: int,
     pos_fraction: float,
     aug: Augmentation,
@@ -306,10 +290,10 @@ def augment(
     """Random training transforms: draw ``samples`` patches (a share ``pos_fraction`` centred on
     lesions: one lesion picked uniformly then a voxel in it (``lesion``), or a lesion voxel picked
     uniformly (``voxel``, MONAI's RandCropByPosNegLabeld)), then ``aug``. With ``instances`` the
-    lesion id map moves with the label. Input volumes must be padded to :func:`crop_size`."""
+    lesion id map moves with the label. Draws are ``crop`` (the plan's :func:`crop_size` for ``aug``)
+    and input volumes must be padded to it."""
     keys = ["image", "label"] + ([INSTANCE_KEY] if instances else [])
-    size = crop_size(patch_size, aug)
-    steps = _draw(keys, size, samples, pos_fraction, strategy, size_power)
+    steps = _draw(keys, crop, samples, pos_fraction, strategy, size_power)
     if aug.spatial:
         steps += _spatial(keys, patch_size, aug)
     if aug.probs["mirror"] > 0:  # before the intensity transforms (they commute): light keeps 0.2's order and seeds

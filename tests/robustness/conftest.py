@@ -287,6 +287,7 @@ def tiny_config(dataset: Path, in_channels: int = 1):
     return ExperimentConfig.model_validate(
         {
             "data": {"dataset": str(dataset)},
+            "preprocess": {"target_spacing": list(SPACING), "normalize": "zscore_nonzero"},
             "sampling": {"patch_size": [16, 16, 16]},
             "model": {"channels": [4, 8, 16], "strides": [2, 2]},
             "inference": {"sw_batch_size": 1, "amp": "off"},

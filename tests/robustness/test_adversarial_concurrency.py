@@ -30,6 +30,7 @@ import medseg.training.cv as cv
 import medseg.training.run as run_module
 from medseg.config.load import load_config
 from medseg.io.write import atomic_write, remove_partials, remove_partials_below
+from medseg.planning.resolve import plan_of_config
 from medseg.tracking.store import live_uri, open_client, redact_config, redact_uri
 from medseg.training.state import TrainResult
 from medseg.training.trainer import Trainer
@@ -312,7 +313,7 @@ def test_checkpoints_hold_the_tracking_uri_redacted(good_dataset):
         cfg=cfg,
         recorded_cfg=redact_config(cfg),
         net=torch.nn.Linear(1, 1),
-        prep=SimpleNamespace(spacing=(1.0, 1.0, 1.0), channels=["image"]),
+        prep=SimpleNamespace(plan=plan_of_config(cfg, ("image",))),
         run=SimpleNamespace(tracker=SimpleNamespace(run_id="r1", uri=SECRET_URI)),
     )
     ckpt = Trainer.checkpoint(trainer, 1, {})

@@ -383,6 +383,7 @@ def test_cache_follows_a_scan_replaced_in_place(good_dataset, tmp_path):
     import shutil
 
     from medseg.data.sources.discover import find_cases
+    from medseg.planning.resolve import plan_of_config
     from medseg.training.loaders import make_datasets
     from tests.robustness.conftest import tiny_config
 
@@ -391,19 +392,19 @@ def test_cache_follows_a_scan_replaced_in_place(good_dataset, tmp_path):
     cfg = tiny_config(data)
     cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache_dir": tmp_path / "cache"})})
     cases = find_cases(data)
-    _, val = make_datasets(cfg, cases, cases[:1], SPACING)
+    _, val = make_datasets(cfg, cases, cases[:1], plan_of_config(cfg))
     old = val[0]["image"].clone()
     assert torch.equal(val[0]["image"], old)  # served from the cache
     image = Path(cases[0].images[0])
     affine = nib.load(str(image)).affine
     save_nifti(good_image(77), affine, image)  # same path, same shape, other voxels
-    _, again = make_datasets(cfg, cases, cases[:1], SPACING)
+    _, again = make_datasets(cfg, cases, cases[:1], plan_of_config(cfg))
     new = again[0]["image"]
     cold = make_datasets(
         cfg.model_copy(update={"data": cfg.data.model_copy(update={"cache_dir": tmp_path / "cold"})}),
         cases,
         cases[:1],
-        SPACING,
+        plan_of_config(cfg),
     )[1][0]["image"]
     assert not torch.equal(new, old) and torch.equal(new, cold)
     assert len(list((tmp_path / "cache" / "val").glob("*.pt"))) == 2

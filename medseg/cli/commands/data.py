@@ -88,19 +88,22 @@ def plan(
     label: str | None = label_option(),
     set_: list[str] | None = set_option(),
     lesion_labels: str | None = lesion_labels_option(),
-    memory_gb: float = typer.Option(
-        8.0,
+    memory_gb: float | None = typer.Option(
+        None,
         "--memory-gb",
         min=0.1,
         max=4096,
-        help="Training memory budget for the patch size (GPU memory, or RAM on CPU).",
+        help="Training memory budget for the patch size (GPU memory, or RAM on CPU); default: the config's "
+        "sampling.memory_gb (8).",
     ),
 ) -> None:
     """Fingerprint the dataset (spacing, shapes, intensities, lesion sizes); plan spacing, patch and normalisation."""
     import yaml
 
+    from medseg.config.plan import patches_per_step
     from medseg.config.schema import ModelConfig, SamplingConfig, TrainConfig
-    from medseg.data.plan import fingerprint, make_plan, write_plan
+    from medseg.planning.fingerprint import fingerprint
+    from medseg.planning.proposal import make_plan, write_plan
 
     if out is not None:
         check_out_folder(out, "--out")
@@ -111,7 +114,8 @@ def plan(
         (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
     )
     fp = fingerprint(ds, wanted)
-    planned = make_plan(fp, model_cfg, train_cfg.batch_size * sampling.samples_per_volume, memory_gb)
+    batch = patches_per_step(train_cfg.batch_size, sampling.samples_per_volume)
+    planned = make_plan(fp, model_cfg, batch, sampling.memory_gb if memory_gb is None else memory_gb)
     typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
     if out is not None:
         path = write_plan(out, fp, planned, str(ds.root), [*ds.files(), *([Path(dataset)] if cfg is not None else [])])

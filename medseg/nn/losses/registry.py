@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from medseg.config.schema import LossConfig, blob_weight
+from medseg.config.schema import LossConfig
 from medseg.errors import MedsegError
 from medseg.nn.losses.blob import BlobFocalDiceLoss
 from medseg.nn.losses.compound import FocalDiceLoss
@@ -25,6 +25,15 @@ _TERMS: dict[str, tuple] = {
 LOSSES = tuple(_TERMS)
 
 
+def blob_weight(cfg: LossConfig) -> float:
+    """Weight of the per-lesion term (0 = none): ``loss.blob_weight``, or 1 for ``focal_dice_blob``
+    when it is not set. The plan's ``blob_weight`` (:func:`medseg.planning.resolve.assemble`) is
+    the one call: the loss, the loaders (lesion id maps) and the step read it there."""
+    if cfg.name == "focal_dice_blob" and not cfg.blob_weight:
+        return 1.0
+    return cfg.blob_weight
+
+
 def _terms(cfg: LossConfig) -> tuple[float, float | None, float, float]:
     gamma, alpha, w_focal, w_dice = _TERMS[cfg.name]
     return (
@@ -35,9 +44,10 @@ def _terms(cfg: LossConfig) -> tuple[float, float | None, float, float]:
     )
 
 
-def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
+def build_loss(cfg: LossConfig, mode: Mode = "sigmoid", blob: float | None = None) -> nn.Module:
     """The loss named by ``cfg.name`` (a :class:`medseg.config.LossConfig`), plus the blob term
-    (:mod:`medseg.nn.losses.blob`) when :func:`medseg.config.schema.blob_weight` is > 0.
+    (:mod:`medseg.nn.losses.blob`) with weight ``blob`` (the plan's ``blob_weight``; None = the
+    rule :func:`blob_weight`, for a loss built outside a run) when it is > 0.
 
     Raises:
         MedsegError: unknown name (the message lists the available ones), or a blob term asked
@@ -52,7 +62,7 @@ def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
         "smooth_dr": cfg.smooth_dr,
         "squared_pred": cfg.squared_pred,
     }
-    weight = blob_weight(cfg)
+    weight = blob_weight(cfg) if blob is None else blob
     if weight > 0:
         if mode != "sigmoid":
             raise MedsegError(
@@ -64,8 +74,9 @@ def build_loss(cfg: LossConfig, mode: Mode = "sigmoid") -> nn.Module:
     return FocalDiceLoss(mode, gamma, alpha, w_focal, w_dice, **dice)
 
 
-def build_training_loss(cfg: LossConfig, deep_supervision: bool = False) -> nn.Module:
-    """The sigmoid loss the trainer optimises: :func:`build_loss`, wrapped by
-    :class:`~medseg.nn.losses.deep.DeepSupervised` when the network has deep-supervision heads."""
-    loss = build_loss(cfg, mode="sigmoid")
+def build_training_loss(cfg: LossConfig, blob: float, deep_supervision: bool = False) -> nn.Module:
+    """The sigmoid loss the trainer optimises: :func:`build_loss` with the plan's blob weight,
+    wrapped by :class:`~medseg.nn.losses.deep.DeepSupervised` when the network has deep-supervision
+    heads."""
+    loss = build_loss(cfg, mode="sigmoid", blob=blob)
     return DeepSupervised(loss) if deep_supervision else loss
