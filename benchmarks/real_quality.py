@@ -52,16 +52,16 @@ from heldout import BRATS_COLUMNS, COLUMNS, evaluate_checkpoints, heldout_cases,
 from monai_recipe import predict_recipe, train_recipe
 from report import add_markdown_option, write_markdown
 
+from medseg.calibration.tune import run_tune
 from medseg.config.load import load_config
 from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
+from medseg.ensembles.cv import train_folds, train_seeds
 from medseg.inference.model import ensemble_members
 from medseg.nn.checkpoint import load_checkpoint
-from medseg.training.cv import train_folds, train_seeds
 from medseg.training.run import train
-from medseg.training.tune import run_tune
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = {

@@ -7,14 +7,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from mlflow.tracking import MlflowClient
-
 from medseg.config.load import load_config
 from medseg.data.synthetic import write_dataset
 from medseg.evaluation.evaluate import evaluate_dirs
 from medseg.evaluation.tables import EvalOptions, size_bin_names
 from medseg.inference.batch import predict_files
-from medseg.tracking.store import open_client
+from medseg.tracking.records import append_note, record
 from medseg.tracking.tracker import resolve_uri
 from medseg.training.run import train
 
@@ -61,9 +59,7 @@ def run_demo(
     for line in errors:
         print(f"error: {line}")
     if result.run_id and cfg.tracking.enabled:
-        log_heldback(
-            open_client(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir))), result.run_id, summary, out
-        )
+        log_heldback(resolve_uri(cfg.tracking.uri, Path(cfg.train.output_dir)), result.run_id, summary, out)
     return DemoResult(
         summary["lesion_recall"],
         summary["dice"],
@@ -74,23 +70,20 @@ def run_demo(
     )
 
 
-def log_heldback(client: MlflowClient, run_id: str, summary: dict, out: Path) -> None:
+def log_heldback(uri: str, run_id: str, summary: dict, out: Path) -> None:
     """Held-back figures as ``heldback_*`` metrics (the prefix of their artifact folder
     ``heldback/``: cases.csv, lesions.csv, summary.json of ``<out>/eval``) and a section of the run
     description."""
     keys = ("dice", "lesion_recall", "lesion_precision", "lesion_f1", "fp_per_scan")
-    for key in keys:
-        client.log_metric(run_id, f"heldback_{key}", float(summary[key]))
+    metrics = {f"heldback_{key}": summary[key] for key in keys}
     for (name, _, _), size_bin in zip(size_bin_names(), summary["recall_by_size_mm3"].values()):
         if size_bin["recall"] is not None:  # same bins (SIZE_BINS_MM3) and names as val_lesion_recall_<bin>
-            client.log_metric(run_id, f"heldback_lesion_recall_{name}", float(size_bin["recall"]))
-    for name in ("cases.csv", "lesions.csv", "summary.json"):
-        if (out / "eval" / name).exists():
-            client.log_artifact(run_id, str(out / "eval" / name), "heldback")
-    note = client.get_run(run_id).data.tags.get("mlflow.note.content", "")
+            metrics[f"heldback_lesion_recall_{name}"] = size_bin["recall"]
+    files = [out / "eval" / name for name in ("cases.csv", "lesions.csv", "summary.json")]
+    record(uri, run_id, metrics, artifacts=[(path, "heldback") for path in files if path.exists()])
     table = "\n".join(f"| {k} | {summary[k]:.3f} |" for k in keys)
     section = (
         f"\n\n**Held-back cases** ({summary['cases']} scans, never used in training or selection; "
         f"`heldback_*` metrics, `heldback/` artifacts):\n\n| held-back | |\n|---|---|\n{table}"
     )
-    client.set_tag(run_id, "mlflow.note.content", note + section)
+    append_note(uri, run_id, section)

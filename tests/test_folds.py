@@ -64,13 +64,13 @@ def test_random_split_without_groups_is_unchanged():
 def test_cross_validation_end_to_end(tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from medseg.calibration.tune import run_tune
     from medseg.config.load import load_config
     from medseg.data.synthetic import write_dataset
     from medseg.demo import DEMO_CONFIG
+    from medseg.ensembles.cv import train_folds
     from medseg.inference.model import load_model
     from medseg.nn.ensemble import MeanProbability
-    from medseg.training.cv import train_folds
-    from medseg.training.tune import run_tune
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
     cfg = load_config(
@@ -117,14 +117,14 @@ def test_seed_ensemble_trains_tunes_and_predicts_as_one_model(tmp_path):
     import numpy as np
     from mlflow.tracking import MlflowClient
 
+    from medseg.calibration.tune import run_tune, validation_cases, validation_scans
     from medseg.config.load import load_config
     from medseg.data.synthetic import write_dataset
     from medseg.demo import DEMO_CONFIG
+    from medseg.ensembles.cv import train_seeds
     from medseg.inference.model import load_model
     from medseg.inference.predictor import predict_volume
     from medseg.nn.checkpoint import load_checkpoint
-    from medseg.training.cv import train_seeds
-    from medseg.training.tune import run_tune, validation_cases, validation_scans
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))
     cfg = load_config(
@@ -182,8 +182,8 @@ def test_a_stopped_seed_ensemble_continues_with_the_same_command(tmp_path, monke
     from medseg.config.load import load_config
     from medseg.data.synthetic import write_dataset
     from medseg.demo import DEMO_CONFIG
+    from medseg.ensembles.cv import train_seeds
     from medseg.nn.checkpoint import load_checkpoint
-    from medseg.training.cv import train_seeds
     from medseg.training.trainer import Trainer
 
     write_dataset(tmp_path / "data", 4, seed=1, shape=(32, 32, 24))

@@ -61,3 +61,20 @@ def test_cli_app_import_is_light():
     code = "import sys, medseg.cli.app; print(sorted(m for m in ('torch', 'monai', 'mlflow') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+# an MLflow model flavour is a model format: the pyfunc wrapper of a checkpoint lives with inference
+MLFLOW_OUTSIDE_TRACKING = {"medseg/inference/pyfunc.py", "medseg/inference/pyfunc_entry.py"}
+
+
+def test_mlflow_is_called_through_tracking_only():
+    """Every MLflow call of training, calibration, ensembles and the demo goes through medseg.tracking."""
+    users = set()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            names += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(n == "mlflow" or n.startswith("mlflow.") for n in names):
+                users.add(path.relative_to(PACKAGE.parent).as_posix())
+    outside = {u for u in users if not u.startswith("medseg/tracking/")}
+    assert outside == MLFLOW_OUTSIDE_TRACKING

@@ -95,7 +95,7 @@ def test_dataset_input_fills_the_dataset_column(demo_run):
 
 @pytest.mark.slow
 def test_tune_logs_a_child_run(demo_run):
-    from medseg.training.tune import run_tune
+    from medseg.calibration.tune import run_tune
 
     result, client, run, out = demo_run
     run_tune(next((out / "runs").glob("*/best.pt")), device="cpu", tracking_uri=client.tracking_uri)

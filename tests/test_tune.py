@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from medseg.calibration.tune import choose, min_volume_grid, sweep, sweep_brats
 from medseg.config.schema import EvalConfig
 from medseg.evaluation.froc import Scan, froc
-from medseg.training.tune import choose, min_volume_grid, sweep, sweep_brats
 from medseg.viz.plots import plot_froc
 
 

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-import medseg.training.cv as cv
+import medseg.ensembles.cv as cv
 import medseg.training.run as run_module
 from medseg.config.load import load_config
 from medseg.io.write import atomic_write, remove_partials, remove_partials_below

@@ -31,7 +31,7 @@ INJECT = {
         ["{tmp}/best.pt", "{tmp}/scan.nii.gz", "--out", "{tmp}/out", "--device", "cpu"],
     ),
     "evaluate": ("medseg.evaluation.evaluate.evaluate_dirs", ["{tmp}", "{tmp}"]),
-    "tune": ("medseg.training.tune.run_tune", ["{tmp}/best.pt", "--device", "cpu"]),
+    "tune": ("medseg.calibration.tune.run_tune", ["{tmp}/best.pt", "--device", "cpu"]),
     "check": ("medseg.data.sources.discover.from_argument", ["{tmp}"]),
     "plan": ("medseg.data.sources.discover.from_argument", ["{tmp}"]),
     "show": ("medseg.viz.show.show_case", ["{tmp}/scan.nii.gz"]),

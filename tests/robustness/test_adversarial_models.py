@@ -180,7 +180,7 @@ def warnings_in(stderr: str) -> list[str]:
 
 
 def test_tune_writes_every_member_then_warns_when_mlflow_is_down(good_dataset, tmp_path, monkeypatch, capsys):
-    from medseg.training.tune import run_tune
+    from medseg.calibration.tune import run_tune
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -197,7 +197,7 @@ def test_tune_writes_every_member_then_warns_when_mlflow_is_down(good_dataset, t
 
 
 def test_tune_never_writes_to_a_store_the_checkpoint_names(good_dataset, tmp_path, monkeypatch, capsys):
-    from medseg.training.tune import run_tune
+    from medseg.calibration.tune import run_tune
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     elsewhere = tmp_path / "elsewhere"
@@ -218,7 +218,7 @@ def test_tune_never_writes_to_a_store_the_checkpoint_names(good_dataset, tmp_pat
 def test_tune_logs_to_the_store_the_user_names(good_dataset, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from medseg.training.tune import run_tune
+    from medseg.calibration.tune import run_tune
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)

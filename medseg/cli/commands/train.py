@@ -106,7 +106,7 @@ def train(
 
 
 def _train_folds(cfg: ExperimentConfig, folds: int, fold: int | None, quiet: bool) -> None:
-    from medseg.training.cv import train_folds
+    from medseg.ensembles.cv import train_folds
 
     cv = train_folds(cfg, folds, fold, progress=not quiet)
     for k, res in cv.results.items():
@@ -123,7 +123,7 @@ def _train_folds(cfg: ExperimentConfig, folds: int, fold: int | None, quiet: boo
 
 
 def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
-    from medseg.training.cv import train_seeds
+    from medseg.ensembles.cv import train_seeds
 
     ens = train_seeds(cfg, seeds, progress=not quiet)
     for seed, res in ens.results.items():
@@ -156,7 +156,7 @@ def tune(
     quiet: bool = quiet_option(),
 ) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (rewritten); FROC."""
-    from medseg.training.tune import run_tune
+    from medseg.calibration.tune import run_tune
 
     check_device(device)
     res = run_tune(

@@ -31,14 +31,11 @@ mean (the LUNA16 competition performance metric, CPM).
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from mlflow.tracking import MlflowClient
 
 from medseg.config.schema import EvalConfig
 from medseg.data.case import Case
@@ -59,8 +56,8 @@ from medseg.nn.checkpoint import (
     load_checkpoint,
     save_checkpoints,
 )
-from medseg.tracking.store import fail_fast, open_client, redact_uri
-from medseg.tracking.tracker import child_run
+from medseg.tracking.records import record, record_child, replace_model_checkpoint
+from medseg.tracking.store import fail_fast, redact_uri
 from medseg.viz.plots import plot_froc
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -276,7 +273,7 @@ def log_tuning(
         if uri is None or uri in failed:
             continue
         try:
-            _log(open_client(uri), ckpt, path, chosen, result, files)
+            _log(uri, ckpt, path, chosen, result, files)
             logged.append(ckpt.mlflow_run_id)
         except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
             failed.add(uri)
@@ -289,9 +286,7 @@ def log_tuning(
     return logged
 
 
-def _log(
-    client: MlflowClient, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]
-) -> None:
+def _log(uri: str, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
     """Record the tuning as a child run of the checkpoint's MLflow run (target, curve, FROC), put
     the chosen point on the training run too (``tuned_*``, for the runs table) and replace the
     logged model's checkpoint with the tuned one."""
@@ -307,15 +302,7 @@ def _log(
         **({"tuned_lesionwise_dice": chosen["lesionwise_dice"]} if "lesionwise_dice" in chosen else {}),
     }
     target = ckpt.operating_point.target or "max_f1"
-    child = child_run(client, run_id, f"tune-{target}", {"tuning.target": target})
-    for rid in (child, run_id):
-        for key, value in metrics.items():
-            client.log_metric(rid, key, float(value))
-        for path in files:
-            client.log_artifact(rid, str(path), "tuning")
-    client.set_terminated(child, "FINISHED")
-    with tempfile.TemporaryDirectory(
-        prefix="medseg-tuned-"
-    ) as tmp:  # the pyfunc model's checkpoint is model/artifacts/best.pt
-        shutil.copy(checkpoint, Path(tmp) / "best.pt")
-        client.log_artifact(run_id, str(Path(tmp) / "best.pt"), "model/artifacts")
+    artifacts = [(path, "tuning") for path in files]
+    record_child(uri, run_id, f"tune-{target}", {"tuning.target": target}, metrics, artifacts)
+    record(uri, run_id, metrics, artifacts=artifacts)
+    replace_model_checkpoint(uri, run_id, checkpoint)

@@ -42,7 +42,8 @@ from medseg.data.split import fold_splits, run_split
 from medseg.errors import MedsegError
 from medseg.io.write import write_text
 from medseg.nn.checkpoint import load_checkpoint
-from medseg.tracking.store import live_uri, open_client, redact_config
+from medseg.tracking.records import record, run_metrics
+from medseg.tracking.store import live_uri, redact_config
 from medseg.tracking.tracker import parent_run, resolve_uri
 from medseg.training.run import train
 from medseg.training.state import TrainResult
@@ -125,10 +126,7 @@ def _close_parent(
     cfg: ExperimentConfig, parent: str, mean_key: str, values: list[float], tag_key: str, command: str
 ) -> None:
     """The members' mean selection metric and the ensemble command on the parent run, which ends."""
-    client = open_client(_uri(cfg))
-    client.log_metric(parent, mean_key, sum(values) / len(values))
-    client.set_tag(parent, tag_key, command)
-    client.set_terminated(parent)
+    record(_uri(cfg), parent, {mean_key: sum(values) / len(values)}, {tag_key: command}, status="FINISHED")
 
 
 def _uri(cfg: ExperimentConfig) -> str:
@@ -193,11 +191,9 @@ def _summarise(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
 
 def _log_folds(cfg: ExperimentConfig, out: CVResult, folds: int) -> None:
     """This call's folds' best selection metric on the parent run; closes it when every fold has one."""
-    client = open_client(_uri(cfg))
     metric = cfg.train.select_metric
-    for k, res in out.results.items():
-        client.log_metric(out.parent_run_id, f"fold{k}_{metric}", float(res.best_metric))
-    logged = client.get_run(out.parent_run_id).data.metrics  # latest value of each fold, this call's or earlier ones'
+    record(_uri(cfg), out.parent_run_id, {f"fold{k}_{metric}": res.best_metric for k, res in out.results.items()})
+    logged = run_metrics(_uri(cfg), out.parent_run_id)  # latest value of each fold, this call's or earlier ones'
     values = [logged.get(f"fold{k}_{metric}") for k in range(folds)]
     if all(v is not None for v in values):
         _close_parent(
@@ -228,9 +224,7 @@ def train_seeds(cfg: ExperimentConfig, seeds: int, progress: bool = True) -> CVR
         out.results[seed] = train_member(member, progress)
     if parent is not None:
         metric, values = cfg.train.select_metric, [float(r.best_metric) for r in out.results.values()]
-        client = open_client(_uri(cfg))
-        for seed, value in zip(out.results, values):
-            client.log_metric(parent, f"seed{seed}_{metric}", value)
+        record(_uri(cfg), parent, {f"seed{seed}_{metric}": value for seed, value in zip(out.results, values)})
         _close_parent(
             cfg,
             parent,
