@@ -22,7 +22,9 @@ Both start from the same weights (state dict copied) and see the same batches; e
 optimizer and scheduler. One warm-up pass each, then ``--runs`` timed passes of ``--steps`` steps,
 interleaved with alternating order so machine noise hits both alike; medians. Reported: patches/s
 (2 per step), ms/step, the ratio medseg / plain (CPU target <= 1.05; on a busy machine the ratio of
-process CPU seconds, also printed, is steadier than wall time), and peak memory: on CPU the
+process CPU seconds, also printed, is steadier than wall time), CPU user and system seconds and
+minor page faults per step (``resource.getrusage(RUSAGE_SELF)`` deltas over each pass: every
+thread of the process; medians) and their ratios, and peak memory: on CPU the
 peak RSS of each pipeline measured in a fresh process (the script re-invokes itself with a hidden
 flag and runs one pass; ``ru_maxrss`` only ever grows, so one process cannot measure two pipelines), shown absolute
 and above the RSS after setup; on CUDA ``torch.cuda.max_memory_allocated`` over the timed passes.
@@ -33,6 +35,11 @@ counted), printed on every device; achieved TFLOP/s = GFLOP/patch x patches/s. O
 share of ``--peak-tflops`` (default 989: H100/H200 SXM dense bf16). A GPU utilisation proxy (busy
 time / wall time) is not printed: CUDA events give the span of the stream including idle gaps, not
 busy time; use ``nsys`` or ``torch.profiler`` for that.
+
+malloc: the script applies :func:`medseg.runtime.allocator.tune_allocator` at start-up as the CLI
+does (both pipelines share the process, so the ratios compare the code, not the allocator);
+``MEDSEG_MALLOC=default`` keeps glibc's defaults. ``benchmarks/cpu_profile.py`` shows where the
+system time goes with each setting.
 """
 
 from __future__ import annotations
@@ -49,17 +56,19 @@ import time
 import warnings
 
 import torch
+from cpu_profile import Usage, ratio_text, usage  # benchmarks/cpu_profile.py
 from monai.data import MetaTensor
 from monai.losses import DiceFocalLoss
+from report import add_markdown_option, table, write_markdown
+from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 from torch.utils.flop_counter import FlopCounterMode
 
-from report import add_markdown_option, table, write_markdown
 from medseg.config.schema import LossConfig, ModelConfig
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
+from medseg.runtime.allocator import tune_allocator
 from medseg.training.guards import NonFiniteGuard
 from medseg.training.step import StepContext, lr_schedule, run_epoch
-from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 
 BATCH = 2
 CHANNELS, STRIDES, RES_UNITS = (16, 32, 64, 128, 256), (2, 2, 2, 2), 2
@@ -87,7 +96,7 @@ def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
             for _ in range(3):
                 centre = torch.randint(size // 8, size - size // 8, (3,), generator=g).float().view(3, 1, 1, 1)
                 radius = size / 12 * (0.6 + 0.6 * torch.rand((), generator=g))
-                label[b, 0][((grid - centre) ** 2).sum(0) <= radius ** 2] = 1.0
+                label[b, 0][((grid - centre) ** 2).sum(0) <= radius**2] = 1.0
         image = torch.randn(BATCH, 1, size, size, size, generator=g) + label
         batches.append({"image": MetaTensor(image), "label": MetaTensor(label)})
     return batches
@@ -95,7 +104,9 @@ def make_batches(n: int, size: int, seed: int = 0) -> list[dict]:
 
 def build(seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
-    return build_model(ModelConfig(channels=CHANNELS, strides=STRIDES, num_res_units=RES_UNITS), in_channels=1, out_channels=1)
+    return build_model(
+        ModelConfig(channels=CHANNELS, strides=STRIDES, num_res_units=RES_UNITS), in_channels=1, out_channels=1
+    )
 
 
 class Pipeline:
@@ -143,13 +154,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(pipe: Pipeline, batches: list[dict]) -> tuple[float, float, float]:
-    """(wall seconds, process CPU seconds, mean loss) of one pass."""
+def timed(pipe: Pipeline, batches: list[dict]) -> tuple[float, float, float, Usage]:
+    """(wall seconds, process CPU seconds, mean loss, CPU user/system seconds and minor faults) of one pass."""
     sync(pipe.device)
-    start, start_cpu = time.perf_counter(), time.process_time()
+    start, start_cpu, start_use = time.perf_counter(), time.process_time(), usage()
     loss = pipe.run(batches)
     sync(pipe.device)
-    return time.perf_counter() - start, time.process_time() - start_cpu, loss
+    return time.perf_counter() - start, time.process_time() - start_cpu, loss, usage() - start_use
 
 
 def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
@@ -177,11 +188,42 @@ def memory_child(name: str, size: int, steps: int) -> None:
 
 
 def cpu_peak_rss(name: str, args) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--_memory", name, "--size", str(args.size), "--steps", str(args.steps)]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--_memory",
+        name,
+        "--size",
+        str(args.size),
+        "--steps",
+        str(args.steps),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"memory run of {name} failed:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def print_cpu_usage(use: dict[str, list[Usage]], steps: int) -> None:
+    """Per pipeline: medians over the passes of CPU user and system seconds and minor page faults per
+    step (``getrusage(RUSAGE_SELF)``: every thread of the process), then the ratios medseg / plain."""
+    med = {
+        name: Usage(
+            statistics.median(u.user for u in runs) / steps,
+            statistics.median(u.sys for u in runs) / steps,
+            round(statistics.median(u.faults for u in runs) / steps),
+        )
+        for name, runs in use.items()
+    }
+    print(f"\nper step, median of {len(use['medseg'])} passes (getrusage RUSAGE_SELF deltas, all threads)")
+    print(f"{'pipeline':8s} {'user s':>8s} {'sys s':>8s} {'sys/user':>8s} {'minor faults':>13s}")
+    for name, u in med.items():
+        print(f"{name:8s} {u.user:8.3f} {u.sys:8.3f} {100 * u.sys / max(u.user, 1e-9):7.1f}% {u.faults:13d}")
+    m, p = med["medseg"], med["plain"]
+    print(
+        f"ratio medseg / plain: user {ratio_text(m.user, p.user)}, sys {ratio_text(m.sys, p.sys)}, user + sys "
+        f"{ratio_text(m.user + m.sys, p.user + p.sys)}, minor faults {ratio_text(m.faults, p.faults)}"
+    )
 
 
 def main() -> None:
@@ -191,10 +233,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="patch edge in voxels (default 96 on CPU, 128 on CUDA)")
     parser.add_argument("--steps", type=int, default=None, help="steps per timed pass (default 4 on CPU, 20 on CUDA)")
     parser.add_argument("--runs", type=int, default=5, help="timed passes per pipeline (after 1 warm-up pass)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)"
+    )
     add_markdown_option(parser)
     parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    applied = tune_allocator()  # as the CLI does at start-up; MEDSEG_MALLOC=default keeps glibc's settings
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(args.device)
@@ -212,28 +257,33 @@ def main() -> None:
     total = (args.runs + 1) * args.steps + 1
     pipes = {name: Pipeline(name, copy.deepcopy(state), device, total) for name in ("medseg", "plain")}
     gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
-    print(f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "
-          f"{args.steps} steps per pass, {args.runs} timed passes, device {device}{gpu}, "
-          f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "
+        f"{args.steps} steps per pass, {args.runs} timed passes, device {device}{gpu}, "
+        f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}, malloc "
+        f"{applied or 'glibc defaults'}"
+    )
 
     gflop = flops_per_patch(state, args.size, device) / 1e9
     print(f"forward + backward of one {args.size}^3 patch: {gflop:.1f} GFLOP (FlopCounterMode, convolutions)")
 
     times: dict[str, list[float]] = {name: [] for name in pipes}
     cpu: dict[str, list[float]] = {name: [] for name in pipes}
-    peak_alloc: dict[str, float] = {name: 0.0 for name in pipes}
+    use: dict[str, list[Usage]] = {name: [] for name in pipes}
+    peak_alloc: dict[str, float] = dict.fromkeys(pipes, 0.0)
     for i in range(args.runs + 1):  # pass 0 warms up and is not counted; the order alternates
         line = []
-        for name in (list(pipes) if i % 2 else list(pipes)[::-1]):
+        for name in list(pipes) if i % 2 else list(pipes)[::-1]:
             if cuda:
                 torch.cuda.reset_peak_memory_stats(device)
-            sec, cpu_s, loss = timed(pipes[name], batches)
+            sec, cpu_s, loss, used = timed(pipes[name], batches)
             if cuda and i:
                 peak_alloc[name] = max(peak_alloc[name], torch.cuda.max_memory_allocated(device) / 2**20)
             line.append(f"{name} {sec:6.2f} s (cpu {cpu_s:6.2f} s, loss {loss:.4f})")
             if i:
                 times[name].append(sec)
                 cpu[name].append(cpu_s)
+                use[name].append(used)
         print(f"  pass {i}{' (warm-up)' if not i else ''}: " + " | ".join(line), flush=True)
 
     if cuda:
@@ -241,32 +291,61 @@ def main() -> None:
         mem_ratio = peak_alloc["medseg"] / peak_alloc["plain"]
     else:
         rss = {name: cpu_peak_rss(name, args) for name in pipes}
-        memory = {name: f"{r['peak_mb']:6.0f} MB RSS (+{r['peak_mb'] - r['setup_mb']:5.0f} over setup)" for name, r in rss.items()}
+        memory = {
+            name: f"{r['peak_mb']:6.0f} MB RSS (+{r['peak_mb'] - r['setup_mb']:5.0f} over setup)"
+            for name, r in rss.items()
+        }
         mem_ratio = rss["medseg"]["peak_mb"] / rss["plain"]["peak_mb"]
 
     med = {name: statistics.median(v) for name, v in times.items()}
     patches = args.steps * BATCH
-    print(f"\nmedian of {args.runs} passes of {args.steps} steps ({patches} patches), load average now {os.getloadavg()[0]:.2f}")
+    print(
+        f"\nmedian of {args.runs} passes of {args.steps} steps ({patches} patches), load average now "
+        f"{os.getloadavg()[0]:.2f}"
+    )
     print(f"{'pipeline':8s} {'patches/s':>10s} {'ms/step':>9s} {'min-max ms/step':>16s} {'TFLOP/s':>8s}  peak memory")
     for name, sec in med.items():
         lo, hi = (min(times[name]) / args.steps * 1000, max(times[name]) / args.steps * 1000)
-        print(f"{name:8s} {patches / sec:10.2f} {sec / args.steps * 1000:9.1f} {lo:7.0f}-{hi:<8.0f} "
-              f"{gflop * patches / sec / 1000:8.3f}  {memory[name]}")
+        print(
+            f"{name:8s} {patches / sec:10.2f} {sec / args.steps * 1000:9.1f} {lo:7.0f}-{hi:<8.0f} "
+            f"{gflop * patches / sec / 1000:8.3f}  {memory[name]}"
+        )
     ratio = med["medseg"] / med["plain"]
     target = " (CPU target <= 1.05: " + ("ok)" if ratio <= 1.05 else "above target)") if not cuda else ""
     cpu_ratio = statistics.median(cpu["medseg"]) / statistics.median(cpu["plain"])
-    print(f"ratio medseg / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
-          f"peak memory {mem_ratio:.2f}")
-    rows = [(name, f"{sec / args.steps * 1000:.1f}", f"{patches / sec:.2f}", f"{sec / med['plain']:.3f}",
-             f"{gflop * patches / sec / 1000:.3f}", memory[name].strip()) for name, sec in med.items()]
-    write_markdown(args.markdown, "Training step", table(("pipeline", "ms per step", "patches/s", "ratio", "TFLOP/s", "peak memory"), rows),
-                   [f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, device {device}, "
-                    f"medians of {args.runs} passes of {args.steps} steps; {gflop:.1f} GFLOP per patch forward + backward."])
+    print(
+        f"ratio medseg / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
+        f"peak memory {mem_ratio:.2f}"
+    )
+    print_cpu_usage(use, args.steps)
+    rows = [
+        (
+            name,
+            f"{sec / args.steps * 1000:.1f}",
+            f"{patches / sec:.2f}",
+            f"{sec / med['plain']:.3f}",
+            f"{gflop * patches / sec / 1000:.3f}",
+            memory[name].strip(),
+        )
+        for name, sec in med.items()
+    ]
+    write_markdown(
+        args.markdown,
+        "Training step",
+        table(("pipeline", "ms per step", "patches/s", "ratio", "TFLOP/s", "peak memory"), rows),
+        [
+            f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, device "
+            f"{device}, "
+            f"medians of {args.runs} passes of {args.steps} steps; {gflop:.1f} GFLOP per patch forward + backward."
+        ],
+    )
     if cuda:
         for name, sec in med.items():
             achieved = gflop * patches / sec / 1000
-            print(f"{name:8s} {achieved:7.1f} TFLOP/s = {100 * achieved / args.peak_tflops:5.1f} % of the "
-                  f"{args.peak_tflops:.0f} TFLOP/s bf16 peak")
+            print(
+                f"{name:8s} {achieved:7.1f} TFLOP/s = {100 * achieved / args.peak_tflops:5.1f} % of the "
+                f"{args.peak_tflops:.0f} TFLOP/s bf16 peak"
+            )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from medseg.cli.commands.train import demo, runs, train, tune
 from medseg.cli.common import CLICK_ERROR, DEBUG_HELP, EXIT_CODES, USAGE_ERROR, cut, usage_error_line
 from medseg.cli.examples import examples_section
 from medseg.cli.options import CONTEXT_SETTINGS
+from medseg.errors import MedsegError
+from medseg.runtime.allocator import tune_allocator
 
 
 class MedsegGroup(TyperGroup):
@@ -103,6 +105,12 @@ def main() -> None:
     """Console entry point."""
     import os
     import warnings
+
+    try:  # glibc: large tensors reuse the heap instead of mmap/munmap every step (MEDSEG_MALLOC=default: off)
+        tune_allocator()
+    except MedsegError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(err.exit_code)
 
     os.environ.setdefault(
         "MLFLOW_LOGGING_LEVEL", "WARNING"
