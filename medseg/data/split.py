@@ -10,7 +10,6 @@ import numpy as np
 from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case
 from medseg.errors import MedsegError
-from medseg.io.geometry import ras_spacing, read_geometry
 
 
 def case_groups(cases: Sequence[Case], pattern: str | None) -> list[str]:
@@ -106,9 +105,3 @@ def fold_splits(cases: Sequence[Case], folds: int, seed: int, group_pattern: str
         k = min(range(folds), key=lambda f: (len(members[f]), f))
         members[k] += [c.case_id for c, cg in zip(cases, groups) if cg == g]
     return [sorted(m) for m in members]
-
-
-def median_spacing(cases: Sequence[Case]) -> tuple[float, float, float]:
-    """Median RAS spacing over the cases' headers (no voxels read)."""
-    spacings = np.array([ras_spacing(read_geometry(c.image)[1]) for c in cases])
-    return tuple(float(round(s, 4)) for s in np.median(spacings, axis=0))
