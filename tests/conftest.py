@@ -11,6 +11,64 @@ import pytest
 
 MEDSEG = [str(Path(sys.executable).with_name("medseg"))]
 
+# `medseg` in a fresh interpreter spends ~4 s importing torch, MONAI and MLflow before it does
+# anything; most CLI tests only need a separate process with the CLI's own exit code and output.
+# cli() forks each call from a fork server that has imported them once (multiprocessing's
+# forkserver: the server never runs torch, so no OpenMP threads exist when it forks). Calls that
+# need a fresh interpreter (resource limits, signals, torchrun, start-up time) use subprocess.
+PRELOAD = ["medseg.cli.app", "medseg.training.run", "medseg.inference.batch", "medseg.evaluation.evaluate", "mlflow"]
+_SERVER: list = []
+
+
+def _server():
+    """The forkserver context, started once per test process with the heavy modules preloaded."""
+    import multiprocessing
+
+    if not _SERVER:
+        # read by MLflow when it is imported (in the server), as `medseg` sets them before importing it
+        os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _SERVER.append(ctx)
+    return _SERVER[0]
+
+
+def _cli_child(argv: list[str], env: dict, cwd: str | None, out: str, err: str) -> None:
+    """In the forked process: the environment, folder and output files of a fresh ``medseg`` run."""
+    os.environ.clear()
+    os.environ.update(env)
+    if cwd is not None:
+        os.chdir(cwd)
+    for fd, path in ((1, out), (2, err)):
+        handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(handle, fd)
+        os.close(handle)
+    sys.argv = ["medseg", *argv]
+    from medseg.cli.app import main
+
+    main()
+
+
+def cli(*args, timeout: float = 600, cwd=None, env: dict | None = None):
+    """``medseg ARGS...`` in its own process (forked from the preloaded server, see :data:`PRELOAD`);
+    a ``subprocess.CompletedProcess`` with the exit code and the text of stdout and stderr."""
+    import subprocess
+    import tempfile
+
+    argv = [str(a) for a in args]
+    with tempfile.TemporaryDirectory(prefix="medseg-cli-") as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        proc = _server().Process(target=_cli_child, args=(argv, dict(env or os.environ), cwd and str(cwd), out, err))
+        proc.start()
+        proc.join(timeout)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+            raise subprocess.TimeoutExpired([*MEDSEG, *argv], timeout)
+        texts = [Path(p).read_text(errors="replace") if Path(p).exists() else "" for p in (out, err)]
+    return subprocess.CompletedProcess([*MEDSEG, *argv], proc.exitcode, *texts)
+
 
 def oblique_affine(spacing=(1.2, 0.9, 2.5), angle_deg: float = 7.0) -> np.ndarray:
     """A non-identity affine: LAS flip, rotation about z and x, anisotropic spacing, offset."""

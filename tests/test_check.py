@@ -2,10 +2,9 @@
 
 import gzip
 import json
-import subprocess
 
 import numpy as np
-from conftest import MEDSEG, oblique_affine, save_nifti
+from conftest import cli, oblique_affine, save_nifti
 
 from medseg.data.check import check_dataset, format_report
 from medseg.data.sources.discover import discover
@@ -106,11 +105,11 @@ def test_gzip_that_is_not_nifti_and_lesion_labels_rule(tmp_path, affine):
 
 def test_cli_exit_codes(tmp_path, affine):
     root = make(tmp_path / "d", affine)
-    ok = subprocess.run([*MEDSEG, "check", str(root)], capture_output=True, text=True)
+    ok = cli("check", str(root))
     assert ok.returncode == 0 and "2 case(s)" in ok.stdout and "clean" in ok.stdout
     save_nifti(lab(7), affine, root / "labelsTr" / "c1.nii.gz")
     (root / "imagesTr" / "c0_0001.nii.gz").write_bytes(b"")
-    bad = subprocess.run([*MEDSEG, "check", str(root)], capture_output=True, text=True)
+    bad = cli("check", str(root))
     assert bad.returncode == 1 and "Traceback" not in bad.stderr
     lines = [line for line in bad.stderr.splitlines() if line.startswith("problem:")]
     assert len(lines) == 2 and "c0_0001.nii.gz" in lines[0] and "c1.nii.gz" in lines[1]

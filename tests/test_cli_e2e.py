@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from medseg.lesions import fill_holes
-from tests.conftest import MEDSEG, save_nifti
+from tests.conftest import MEDSEG, cli, save_nifti
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 TINY = [
@@ -38,7 +38,7 @@ SIX = {"train_loss", "val_dice", "val_lesion_recall", "val_lesion_precision", "v
 
 
 def run(*args, cwd=None):
-    return subprocess.run([*MEDSEG, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return cli(*args, cwd=cwd)
 
 
 @pytest.fixture(scope="module")

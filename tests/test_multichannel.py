@@ -2,19 +2,19 @@
 -> evaluate against the dataset, masks on each case's own grid."""
 
 import json
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
-from conftest import MEDSEG, save_nifti
+
+from tests.conftest import cli, save_nifti
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 
 
 def run(*args):
-    return subprocess.run([*MEDSEG, *map(str, args)], capture_output=True, text=True, timeout=600)
+    return cli(*args)
 
 
 def make(root, affine, n=4, split="Tr"):

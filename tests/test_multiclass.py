@@ -2,20 +2,19 @@
 validation metrics, one mask per class on the scan's grid, per-class evaluation."""
 
 import json
-import subprocess
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from conftest import MEDSEG, save_nifti
 
 from medseg.config.schema import ExperimentConfig
 from medseg.transforms.labels import SelectLesionClassesd
+from tests.conftest import cli, save_nifti
 
 
 def run(*args):
-    return subprocess.run([*MEDSEG, *map(str, args)], capture_output=True, text=True, timeout=600)
+    return cli(*args)
 
 
 def make(root, affine, n, split):

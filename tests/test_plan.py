@@ -1,12 +1,11 @@
 """`medseg plan`: fingerprint figures against hand counts, the planning rules, and config precedence."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 import yaml
-from conftest import MEDSEG, save_nifti
+from conftest import cli, save_nifti
 
 from medseg.config.schema import ExperimentConfig, ModelConfig
 from medseg.data.sources.discover import discover
@@ -87,7 +86,7 @@ def test_config_keys_win_over_the_plan():
 
 def test_cli_writes_a_plan_training_can_read(tmp_path):
     root = make(tmp_path / "d", [(1, 1, 2)] * 2)
-    res = subprocess.run([*MEDSEG, "plan", str(root), "--out", str(tmp_path / "plans")], capture_output=True, text=True)
+    res = cli("plan", str(root), "--out", str(tmp_path / "plans"))
     assert res.returncode == 0, res.stderr
     assert f"wrote {tmp_path / 'plans' / 'plan.yaml'}" in res.stdout
     saved = yaml.safe_load((tmp_path / "plans" / "plan.yaml").read_text())

@@ -5,11 +5,10 @@ as written on a tiny dataset."""
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import MEDSEG
+from conftest import cli
 
 from medseg.cli.reference import command_options
 from medseg.data.synthetic import write_dataset
@@ -113,7 +112,7 @@ def test_your_own_data_path_runs_as_written(tmp_path):
             runs = [p for p in (tmp_path / "runs" / "brats_wt_flair").iterdir() if (p / "best.pt").is_file()]
             assert len(runs) == 1
             command = command.replace("<run>", runs[0].name)
-        res = subprocess.run([*MEDSEG, *command.split()[1:]], capture_output=True, text=True, cwd=tmp_path)
+        res = cli(*command.split()[1:], cwd=tmp_path)
         assert res.returncode == 0, f"{command}: {res.stderr[-2000:]}"
     assert sorted(p.name for p in (tmp_path / "masks").glob("*.nii.gz")) == [f"{ids[-1]}.nii.gz"]
     assert (tmp_path / "eval" / "cases.csv").is_file() and ids[-1] in (tmp_path / "eval" / "cases.csv").read_text()
@@ -131,7 +130,7 @@ def test_disk_cache_and_thread_loader(tmp_path):
         "tracking: {enabled: false}\n"
     )
     for _ in range(2):
-        res = subprocess.run([*MEDSEG, "train", cfg, "--quiet"], capture_output=True, text=True)
+        res = cli("train", cfg, "--quiet")
         assert res.returncode == 0, res.stderr
         cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.pt"))
         assert len(cached) == 3  # 2 training + 1 validation case, written once

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MEDSEG
+from conftest import MEDSEG, cli
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 EPOCHS = 4
@@ -69,7 +69,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
         ).returncode
         == 0
     )
-    ref = subprocess.run([*MEDSEG, "train", DEMO, *settings(data, tmp_path / "ref")], capture_output=True, text=True)
+    ref = cli("train", DEMO, *settings(data, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     ref_last = torch.load(next((tmp_path / "ref").glob("*/last.pt")), weights_only=False)
 
@@ -96,7 +96,7 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
         p for p in run_dir.iterdir() if p.name.startswith(".last.pt")
     ]  # no half-written checkpoint left visible
 
-    res = subprocess.run([*MEDSEG, "train", "--resume", run_dir, "--quiet"], capture_output=True, text=True)
+    res = cli("train", "--resume", run_dir, "--quiet")
     assert res.returncode == 0, res.stderr
     done = torch.load(run_dir / "last.pt", weights_only=False)
     assert done["epoch"] == EPOCHS and done["resume"]["global_step"] == ref_last["resume"]["global_step"]
@@ -107,20 +107,16 @@ def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
     assert history(run_dir, "val_lesion_recall")[0] == list(range(1, EPOCHS + 1))
     assert client.get_run(run_id).info.status == "FINISHED"
 
-    more = subprocess.run(
-        [*MEDSEG, "train", "--resume", run_dir, "--set", f"train.epochs={EPOCHS + 2}", "--quiet"],
-        capture_output=True,
-        text=True,
-    )
+    more = cli("train", "--resume", run_dir, "--set", f"train.epochs={EPOCHS + 2}", "--quiet")
     assert more.returncode == 0, more.stderr
     assert history(run_dir, "train_loss")[0] == list(range(1, EPOCHS + 3))
     assert torch.load(run_dir / "last.pt", weights_only=False)["epoch"] == EPOCHS + 2
 
 
 def test_resume_errors_are_one_line(tmp_path):
-    res = subprocess.run([*MEDSEG, "train", "--resume", tmp_path], capture_output=True, text=True)
+    res = cli("train", "--resume", tmp_path)
     assert res.returncode == 2 and "no last.pt" in res.stderr and "Traceback" not in res.stderr
-    res = subprocess.run([*MEDSEG, "train"], capture_output=True, text=True)
+    res = cli("train")
     assert res.returncode == 2 and "--resume" in res.stderr
 
 

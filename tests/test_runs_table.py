@@ -1,10 +1,8 @@
 """``medseg runs`` on a store with three runs: columns, sorting, clear errors."""
 
-import subprocess
-
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import MEDSEG
+from tests.conftest import cli
 
 RUNS = {  # name: (best epoch, recall, precision, FP/scan, Dice)
     "unet-focal_dice-lesion-s0": (12, 0.80, 0.70, 1.5, 0.71),
@@ -39,9 +37,7 @@ def names_in_order(stdout: str) -> list[str]:
 
 def test_runs_table_sorts_by_each_column(tmp_path):
     uri = make_store(tmp_path)
-    res = subprocess.run(
-        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "recall"], capture_output=True, text=True, timeout=120
-    )
+    res = cli("runs", "--tracking-uri", uri, "--sort", "recall")
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines()[0] == f"store: {uri}"
     header = res.stdout.splitlines()[1]
@@ -56,34 +52,23 @@ def test_runs_table_sorts_by_each_column(tmp_path):
     assert (
         "0.900" in res.stdout.splitlines()[2] and "25" in res.stdout.splitlines()[2]
     )  # best_* values, not the last val_*
-    res = subprocess.run(
-        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "fp"], capture_output=True, text=True, timeout=120
-    )
+    res = cli("runs", "--tracking-uri", uri, "--sort", "fp")
     assert names_in_order(res.stdout) == [
         "unet-bce_dice-voxel-s0",
         "unet-focal_dice-lesion-s0",
         "dynunet-focal_dice-lesion-s1",
     ]
-    res = subprocess.run(
-        [*MEDSEG, "runs", "--tracking-uri", uri, "--sort", "dice", "--ascending"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = cli("runs", "--tracking-uri", uri, "--sort", "dice", "--ascending")
     assert names_in_order(res.stdout)[0] == "dynunet-focal_dice-lesion-s1"
 
 
 def test_runs_errors_are_one_line(tmp_path):
     uri = make_store(tmp_path)
     missing = tmp_path / "none" / "mlflow.db"
-    res = subprocess.run(
-        [*MEDSEG, "runs", "--tracking-uri", f"sqlite:///{missing}"], capture_output=True, text=True, timeout=120
-    )
+    res = cli("runs", "--tracking-uri", f"sqlite:///{missing}")
     assert res.returncode != 0 and "no MLflow store" in res.stderr and not missing.parent.exists()
     for args, words in ((["--experiment", "nope"], "nope"), (["--sort", "speed"], "--sort")):
-        res = subprocess.run(
-            [*MEDSEG, "runs", "--tracking-uri", uri, *args], capture_output=True, text=True, timeout=120
-        )
+        res = cli("runs", "--tracking-uri", uri, *args)
         assert (
             res.returncode != 0
             and res.stderr.startswith("error:")

@@ -8,7 +8,7 @@ import pytest
 
 from medseg.errors import MedsegError
 from medseg.viz.show import DPI, FIGSIZE, lesion_centre, show_case, to_ras
-from tests.conftest import MEDSEG, oblique_affine, save_nifti
+from tests.conftest import MEDSEG, cli, oblique_affine, save_nifti
 
 SHAPE = (24, 20, 12)
 PNG_SIZE = (round(FIGSIZE[0] * DPI), round(FIGSIZE[1] * DPI))
@@ -130,19 +130,12 @@ def test_cli_default_out_and_one_line_errors(case, tmp_path):
         ([str(tmp_path / "missing.nii.gz")], ["missing.nii.gz", "no such image file"]),
         ([str(image), "--pred", str(tmp_path / "nopred.nii.gz")], ["nopred.nii.gz", "no such mask file"]),
     ):
-        res = subprocess.run(
-            [*MEDSEG, "show", *args, "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120
-        )
+        res = cli("show", *args, "--out", str(tmp_path / "bad"))
         lines = res.stderr.strip().splitlines()
         assert res.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), res.stderr
         assert all(w in lines[0] for w in words) and "Traceback" not in res.stderr
     assert not (tmp_path / "bad").exists()
 
     (tmp_path / "a_file").write_text("")
-    res = subprocess.run(
-        [*MEDSEG, "show", str(image), "--out", str(tmp_path / "a_file" / "pictures")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    res = cli("show", str(image), "--out", str(tmp_path / "a_file" / "pictures"))
     assert res.returncode == 2 and "cannot write the picture" in res.stderr and "Traceback" not in res.stderr

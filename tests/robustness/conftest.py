@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MEDSEG, oblique_affine, save_nifti
+from tests.conftest import MEDSEG, cli, oblique_affine, save_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -101,7 +101,10 @@ def limit_memory(gib: float = 12.0):
 
 
 def run_cli(*args, timeout: float = 300, cwd: Path | None = None, preexec_fn=None) -> subprocess.CompletedProcess:
-    """``medseg ARGS...`` in a subprocess; stdout/stderr captured as text."""
+    """``medseg ARGS...`` in its own process; stdout/stderr captured as text. Forked from the
+    preloaded server (:func:`tests.conftest.cli`) unless ``preexec_fn`` needs a fresh interpreter."""
+    if preexec_fn is None:
+        return cli(*args, timeout=timeout, cwd=cwd, env=cli_env())
     return subprocess.run(
         [*MEDSEG, *map(str, args)],
         capture_output=True,
