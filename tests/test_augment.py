@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from medseg.config.load import migrate
 from medseg.config.plan import AUGMENTATIONS as NAMES
@@ -56,7 +57,9 @@ def test_spatial_transforms_keep_image_and_label_aligned(name):
             assert np.median(img[lab > 0]) > 8 and np.median(img[(lab == 0) & (img > -1)]) < 3
 
 
-@pytest.mark.parametrize("name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma"])
+@pytest.mark.parametrize(
+    "name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma", "bias", "thick", "motion", "ghost"]
+)
 def test_intensity_transforms_change_the_image_only(name):
     plain, changed = _patches(_only(name, 0.0)), _patches(_only(name, 1.0))
     for a, b in zip(plain, changed):
@@ -86,6 +89,56 @@ def test_presets():
     assert nn.probs["rotate"] == 0.2 and nn.probs["lowres"] == 0.25 and nn.probs["elastic"] == 0.0 and nn.jitter == 0.0
     assert resolve(AugmentConfig(preset="nnunet", rotate_prob=0.0)).probs["rotate"] == 0.0
     assert all(v == 0 for v in resolve(AugmentConfig(preset="none")).probs.values())
+    site = resolve(AugmentConfig(preset="site"))
+    assert all(site.probs[k] >= nn.probs[k] for k in NAMES)  # nnunet's set, nothing taken away
+    assert site.probs["bias"] > 0 and site.probs["thick"] > 0 and site.probs["edge"] > 0 and site.probs["ghost"] > 0
+    assert site.gamma_range[0] < nn.gamma_range[0] and site.intensity_range > nn.intensity_range
+    assert site.noise_variance > nn.noise_variance
+
+
+def test_site_augmentation_round_trips_through_the_plan(tmp_path):
+    """A plan with the site preset's ranges is read back as it was written (checkpoints carry it)."""
+    from medseg.config.plan import Plan
+    from medseg.config.schema import ExperimentConfig
+    from medseg.planning.resolve import plan_of_config
+
+    cfg = ExperimentConfig.model_validate(
+        {
+            "data": {"dataset": str(tmp_path)},
+            "preprocess": {"target_spacing": [1, 1, 1], "normalize": "whitestripe", "background": "otsu"},
+            "sampling": {"patch_size": [32, 32, 32]},
+            "augment": {"preset": "site"},
+        }
+    )
+    plan = plan_of_config(cfg)
+    raw = plan.to_dict()
+    assert Plan.from_dict(raw) == plan
+    assert yaml.safe_load(yaml.safe_dump(raw)) == raw  # plain lists and numbers: plan.yaml reads back the same
+
+
+def test_body_edge_erodes_image_and_labels_together():
+    """Erosion zeroes the image's rim and the lesion under it; dilation adds a dark rim and leaves labels."""
+    from medseg.transforms.site import RandBodyEdged
+
+    image = torch.zeros(1, 20, 20, 20)
+    image[0, 5:15, 5:15, 5:15] = 10.0
+    image[0, 5:8, 5:15, 5:15] = 20.0  # a lesion on the body's edge
+    label = torch.zeros(1, 20, 20, 20)
+    label[0, 5:8, 5:15, 5:15] = 1
+    edge = RandBodyEdged(["image", "label"], prob=1.0)
+    outcomes = set()
+    for seed in range(8):
+        edge.set_random_state(seed)
+        out = edge({"image": image, "label": label})
+        body, lab = out["image"][0] != 0, out["label"][0]
+        assert not bool((lab.bool() & ~body).any())  # no label outside the body
+        outcomes.add(edge.erode)
+        if edge.erode:
+            assert int(body.sum()) < 1000 and int(lab.sum()) < int(label.sum())
+        else:
+            assert int(body.sum()) > 1000 and torch.equal(lab, label[0])
+            assert float(out["image"][0][body & (image[0] == 0)].max()) <= 20.0
+    assert outcomes == {True, False}
 
 
 def test_old_flip_and_intensity_keys_move_to_augment():

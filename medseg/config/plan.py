@@ -27,7 +27,26 @@ IntTriple = tuple[int, int, int]
 NORMALIZATIONS = get_args(get_args(PreprocessConfig.model_fields["normalize"].annotation)[0])
 BACKGROUNDS = get_args(PreprocessConfig.model_fields["background"].annotation)
 REFIX = "use the best.pt or last.pt written by 'medseg train' (this one was altered or is not medseg's)"
-AUGMENTATIONS = ("rotate", "scale", "elastic", "noise", "blur", "brightness", "contrast", "lowres", "gamma", "mirror")
+# the foreground percentiles nyul's landmarks are taken at (part of the stored format: checkpoints hold one
+# standard landmark per percentile and channel)
+LANDMARK_PERCENTILES = (1.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 99.0)
+AUGMENTATIONS = (
+    "rotate",
+    "scale",
+    "elastic",
+    "noise",
+    "blur",
+    "brightness",
+    "contrast",
+    "lowres",
+    "gamma",
+    "mirror",
+    "bias",
+    "thick",
+    "edge",
+    "motion",
+    "ghost",
+)
 
 
 def patches_per_step(batch_size: int, samples_per_volume: int) -> int:
@@ -57,6 +76,7 @@ class Preprocessing:
     ct_stats: tuple[tuple[float, ...], ...] | None = None
     background: str = "zero"
     classes: tuple[str, ...] = ("lesion",)
+    landmarks: tuple[tuple[float, ...], ...] | None = None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], source: Path | str = "checkpoint") -> Preprocessing:
@@ -86,6 +106,7 @@ class Preprocessing:
             tuple(tuple(s) for s in raw["ct_stats"]) if raw.get("ct_stats") else None,
             str(raw.get("background", "zero")),
             names["classes"],
+            tuple(tuple(s) for s in raw["landmarks"]) if raw.get("landmarks") else None,
         )
         pre.check(source)
         return pre
@@ -114,6 +135,19 @@ class Preprocessing:
                 "preprocess.ct_stats",
                 f"must be one finite (low <= high, mean, std > 0) per channel for normalize ct ({n})",
             )
+        marks = self.landmarks or ()
+        if self.normalize == "nyul" and (
+            len(marks) != n
+            or not all(
+                len(m) == len(LANDMARK_PERCENTILES) and all(map(finite, m)) and all(a < b for a, b in zip(m, m[1:]))
+                for m in marks
+            )
+        ):
+            refuse(
+                source,
+                "preprocess.landmarks",
+                f"must be {len(LANDMARK_PERCENTILES)} increasing finite numbers per channel for normalize nyul ({n})",
+            )
         if not self.classes or len(set(self.classes)) != len(self.classes):
             refuse(source, "preprocess.classes", f"{list(self.classes)[:10]} must be one or more different names")
         for name in self.classes:
@@ -129,6 +163,7 @@ class Preprocessing:
             "ct_stats": [list(s) for s in self.ct_stats or []],
             "background": self.background,
             "classes": list(self.classes),
+            "landmarks": [list(m) for m in self.landmarks or []],
         }
 
 
@@ -141,6 +176,9 @@ class Augmentation:
     rotate_deg: float = 30.0
     scale_range: tuple[float, float] = (0.7, 1.4)
     jitter: float = 0.0  # light: probability of the +-10 % intensity scale and shift
+    intensity_range: float = 0.25  # brightness and contrast factors 1 +- this
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_variance: float = 0.1  # Gaussian noise variance drawn from [0, this]
 
     @property
     def spatial(self) -> bool:
@@ -188,6 +226,7 @@ class Plan:
         for key in ("input_multiples", "patch_size", "crop_size", "roi_size"):
             raw[key] = list(raw[key])
         raw["augmentation"]["scale_range"] = list(self.augmentation.scale_range)
+        raw["augmentation"]["gamma_range"] = list(self.augmentation.gamma_range)
         return raw
 
     @classmethod
@@ -210,7 +249,15 @@ class Plan:
             ModelConfig.model_validate(raw["network"]),
             batch_size=int(raw["batch_size"]),
             samples_per_volume=int(raw["samples_per_volume"]),
-            augmentation=Augmentation(probs, float(aug["rotate_deg"]), tuple(aug["scale_range"]), float(aug["jitter"])),
+            augmentation=Augmentation(
+                probs,
+                float(aug["rotate_deg"]),
+                tuple(aug["scale_range"]),
+                float(aug["jitter"]),
+                float(aug.get("intensity_range", 0.25)),  # plans written before the site preset: nnU-Net's ranges
+                tuple(aug.get("gamma_range", (0.7, 1.5))),
+                float(aug.get("noise_variance", 0.1)),
+            ),
             blob_weight=float(raw["blob_weight"]),
             memory_gb=float(raw["memory_gb"]),
             origin={str(k): str(v) for k, v in (raw.get("origin") or {}).items()},

@@ -101,21 +101,32 @@ class PreprocessConfig(Section):
         "axis of an anisotropic median: its 10th percentile).",
         json_schema_extra=PLANNED,
     )
-    normalize: Literal["zscore_nonzero", "zscore", "ct", "none"] | None = Field(
+    normalize: Literal["zscore_nonzero", "zscore", "ct", "robust", "whitestripe", "nyul", "none"] | None = Field(
         None,
         description="Per channel: zscore_nonzero (MRI), zscore, ct (clip to ct_stats low/high, then (x - mean) / "
-        "std), none; null = planned: ct when every channel is named CT, else zscore_nonzero.",
+        "std), robust (clip to the foreground's 0.5-99.5 percentiles, minus the median, over IQR/1.349), "
+        "whitestripe (ratio to the normal-tissue peak of the histogram, (x / peak - 1) / 0.2: steadier across "
+        "sites; raw intensities), nyul "
+        "(histogram landmarks mapped onto the training set's, preprocess.landmarks), none; null = planned: ct "
+        "when every channel is named CT, else zscore_nonzero.",
         json_schema_extra=PLANNED,
     )
-    background: Literal["zero", "min"] = Field(
+    background: Literal["zero", "min", "otsu"] = Field(
         "zero",
-        description="Which voxels are outside the body: zero, or min (each channel's minimum, for scans already "
-        "z-scored with a constant background); they are cropped away and left out of z-scoring.",
+        description="Which voxels are outside the body: zero, min (each channel's minimum, for scans already "
+        "z-scored with a constant background) or otsu (outside the largest Otsu-thresholded region: skull-on scans, "
+        "noisy air, spline ringing); they are cropped away and left out of the normalisation.",
     )
     ct_stats: tuple[tuple[float, float, float, float], ...] | None = Field(
         None,
         description="ct normalisation: [low, high, mean, std] per channel (medseg plan writes them from the "
         "foreground).",
+        json_schema_extra=PLANNED,
+    )
+    landmarks: tuple[tuple[float, ...], ...] | None = Field(
+        None,
+        description="nyul normalisation: the standard histogram landmarks (at the 1, 10, 20, ..., 90, 99th foreground "
+        "percentiles) per channel, fitted on the training cases (medseg plan and train write them).",
         json_schema_extra=PLANNED,
     )
 
@@ -159,10 +170,14 @@ class AugmentConfig(Section):
     ``nnunet``: nnU-Net's default set and ranges: rotation, scaling, Gaussian noise and blur,
     multiplicative brightness, contrast, simulated low resolution, gamma (inverted and not),
     mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
+    ``site``: nnunet plus what changes between hospitals: bias fields, wider brightness, contrast,
+    gamma and noise, thick slices, a tighter or looser body mask, motion and ghosting.
     """
 
-    preset: Literal["none", "light", "nnunet"] = Field(
-        "light", description="none, light (flips + intensity jitter, as before) or nnunet."
+    preset: Literal["none", "light", "nnunet", "site"] = Field(
+        "light",
+        description="none, light (flips + intensity jitter, as before), nnunet, or site (nnunet + scanner and site "
+        "shifts).",
     )
     rotate_prob: float | None = Field(None, ge=0, le=1, description="Random rotation (nnunet: 0.2).")
     rotate_deg: float = Field(30.0, ge=0, le=180, description="Rotation range, +- degrees about each axis.")
@@ -184,6 +199,24 @@ class AugmentConfig(Section):
         None, ge=0, le=1, description="Gamma 0.7-1.5, statistics kept (nnunet: 0.3, plus 0.1 on the inverted image)."
     )
     mirror_prob: float | None = Field(None, ge=0, le=1, description="Flip along each axis (light and nnunet: 0.5).")
+    bias_prob: float | None = Field(
+        None, ge=0, le=1, description="Smooth multiplicative bias field, degree 3, coefficients 0-0.3 (site: 0.3)."
+    )
+    thick_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Thick slices: averaged over 2-6 voxels along one axis (z half the time), then linearly "
+        "upsampled back, as a 2D acquisition resampled to the model's grid (site: 0.25).",
+    )
+    edge_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Body mask eroded or dilated by 1-3 voxels, as another skull-stripping would cut (site: 0.2).",
+    )
+    motion_prob: float | None = Field(None, ge=0, le=1, description="TorchIO RandomMotion (site: 0.1).")
+    ghost_prob: float | None = Field(None, ge=0, le=1, description="TorchIO RandomGhosting (site: 0.1).")
     intensity_prob: float | None = Field(
         None,
         ge=0,

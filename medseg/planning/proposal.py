@@ -9,7 +9,8 @@ dataset fingerprint, as nnU-Net's experiment planning does.
   median shape until the estimated training memory (UNet activations for one batch, forward +
   backward) fits ``sampling.memory_gb``;
 - normalisation: CT channels (named "CT") clip to the foreground 0.5-99.5 percentiles and z-score
-  with the foreground mean/std; anything else is MRI-like: z-score over non-zero voxels.
+  with the foreground mean/std; anything else is MRI-like: z-score over non-zero voxels; a config
+  asking for ``nyul`` gets the standard landmarks fitted on the dataset's cases.
 
 The proposal's keys mirror the config's (``preprocess.*``, ``sampling.*``); :func:`apply_plan`
 fills in the keys a config leaves null, so any part of it can be overridden.
@@ -33,7 +34,9 @@ from medseg.nn.topology import patch_multiple, plan_topology
 
 ANISOTROPY = 3.0
 PLAN_FILE = "plan.yaml"  # the file `medseg plan --out DIR` writes into DIR
-PLANNED = {"preprocess": ("target_spacing", "normalize", "ct_stats"), "sampling": ("patch_size",)}
+PLANNED = {"preprocess": ("target_spacing", "normalize", "ct_stats", "landmarks"), "sampling": ("patch_size",)}
+# planned keys that only matter for one normalisation
+NORMALIZATION_KEYS = {"ct_stats": "ct", "landmarks": "nyul"}
 
 
 def target_spacing(fp: dict[str, Any]) -> list[float]:
@@ -83,7 +86,11 @@ def patch_size(
 
 def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb: float) -> dict[str, Any]:
     """Plan in config terms (``preprocess``/``sampling`` keys) from a fingerprint, for ``batch``
-    patches per step within ``memory_gb``."""
+    patches per step within ``memory_gb``; the fingerprint's nyul landmarks when it has them.
+
+    Raises:
+        MedsegError: a CT plan without lesion voxels, or nyul landmarks for a channel without body.
+    """
     spacing = target_spacing(fp)
     median_voxels = [mm / sp for mm, sp in zip(fp["median_shape_mm"], spacing)]
     patch = patch_size(
@@ -98,6 +105,10 @@ def make_plan(fp: dict[str, Any], model_cfg: ModelConfig, batch: int, memory_gb:
                 "CT plan: no lesion voxels to take the intensity statistics from; set preprocess.ct_stats by hand"
             )
         preprocess["ct_stats"] = [[s["p00_5"], s["p99_5"], s["mean"], max(s["std"], 1e-3)] for s in stats.values()]
+    if fp.get("landmarks") is not None:
+        if any(m is None for m in fp["landmarks"]):
+            raise MedsegError("nyul plan: a channel has no body voxels in any case; check preprocess.background")
+        preprocess["landmarks"] = fp["landmarks"]
     kernels, strides = plan_topology(patch, spacing)
     network = {
         "dynunet": {
@@ -129,11 +140,12 @@ def apply_plan(cfg: ExperimentConfig, plan: dict[str, Any]) -> ExperimentConfig:
 
 
 def needs_plan(cfg: ExperimentConfig) -> bool:
-    """Whether a config leaves some planned key null (``ct_stats`` only matters for ``ct``)."""
+    """Whether a config leaves some planned key null (``ct_stats`` only matters for ``ct``,
+    ``landmarks`` only for ``nyul``)."""
     for section, keys in PLANNED.items():
         current = getattr(cfg, section)
         for k in keys:
-            if k == "ct_stats" and current.normalize not in ("ct", None):
+            if k in NORMALIZATION_KEYS and current.normalize not in (NORMALIZATION_KEYS[k], None):
                 continue
             if getattr(current, k) is None:
                 return True

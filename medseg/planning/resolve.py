@@ -1,10 +1,11 @@
 """The one producer of :class:`medseg.config.plan.Plan`: config + dataset -> every effective setting.
 
 Order of precedence for the planned keys (``preprocess.target_spacing``, ``preprocess.normalize``,
-``preprocess.ct_stats``, ``sampling.patch_size``): the config, then ``data.plan`` (a ``plan.yaml``),
-then planning the dataset now (:mod:`medseg.planning.proposal`). The plan's ``origin`` records which
-one each came from. Then, once: the network's topology and input multiples, the sliding window, the
-augmentation and the crop it needs, the batch composition and the loss terms.
+``preprocess.ct_stats``, ``preprocess.landmarks``, ``sampling.patch_size``): the config, then
+``data.plan`` (a ``plan.yaml``), then planning the dataset now (:mod:`medseg.planning.proposal`).
+The plan's ``origin`` records which one each came from. Then, once: the network's topology and
+input multiples, the sliding window, the augmentation and the crop it needs, the batch composition
+and the loss terms.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def resolve(cfg: ExperimentConfig, ds: Dataset, channels: tuple[str, ...]) -> Re
         cfg = _apply(cfg, proposal, origin, str(cfg.data.plan))
     if needs_plan(cfg):
         batch = patches_per_step(cfg.train.batch_size, cfg.sampling.samples_per_volume)
-        planned = make_plan(fingerprint(ds, all_lesion_values(cfg.data)), cfg.model, batch, cfg.sampling.memory_gb)
+        fp = fingerprint(ds, all_lesion_values(cfg.data), preprocess=cfg.preprocess)
+        planned = make_plan(fp, cfg.model, batch, cfg.sampling.memory_gb)
         cfg = _apply(cfg, planned, origin, "planned")
         proposal = proposal or planned
     cfg = _with_topology(cfg)
@@ -74,7 +76,14 @@ def preprocessing(cfg: ExperimentConfig, channels: tuple[str, ...]) -> Preproces
     p = cfg.preprocess
     classes = tuple(name for name, _ in lesion_classes(cfg.data))
     return Preprocessing(
-        tuple(p.target_spacing), p.normalize, len(channels), tuple(channels), p.ct_stats, p.background, classes
+        tuple(p.target_spacing),
+        p.normalize,
+        len(channels),
+        tuple(channels),
+        p.ct_stats,
+        p.background,
+        classes,
+        p.landmarks if p.normalize == "nyul" else None,
     )
 
 

@@ -36,13 +36,7 @@ def make_datasets(
     (:func:`file_state_hashing`) and the transforms). Sizes, preprocessing, augmentation and
     whether lesion id maps are made (the blob loss) come from ``plan``."""
     p, classes, s = plan.preprocess, list(plan.class_values), cfg.sampling
-    pre = preprocess(
-        p.spacing,
-        p.normalize,
-        lesion_classes=None if classes[0] is None else classes,
-        ct_stats=p.ct_stats,
-        background=p.background,
-    )
+    pre = preprocess(p, lesion_classes=None if classes[0] is None else classes)
     draws = augment(
         plan.patch_size,
         plan.crop_size,

@@ -17,6 +17,14 @@ gamma         -      0.3, 0.7-1.5; 0.1 on the inverted image  (RandAdjustContras
 mirroring     flip   0.5 per axis                             (RandFlipd's draws)
 ============  =====  ======================================================================
 
+``site`` is ``nnunet`` plus what changes between hospitals, each on its own draw: noise 0.2
+(variance up to 0.2), brightness and contrast 0.3 (x0.6-1.4), gamma 0.4 (0.5-2.0), a bias field
+0.3 (MONAI RandBiasField, degree 3, coefficients 0-0.3), thick slices 0.25 (2-6 voxels along one
+axis, :class:`medseg.transforms.site.RandThickSlicesd`), a body mask eroded or dilated by 1-3
+voxels 0.2 (:class:`medseg.transforms.site.RandBodyEdged`), motion 0.1 and ghosting 0.1 (TorchIO
+RandomMotion and RandomGhosting through MONAI's RandTorchIO). The mask edge comes first (it needs
+the zero background), then the scanner effects, then nnU-Net's intensity transforms.
+
 ``light`` is medseg 0.2's augmentation: flips with ``augment.mirror_prob`` and, with
 ``augment.intensity_prob``, a +-10 % intensity scale and shift.
 
@@ -39,6 +47,7 @@ from monai.transforms import (
     MapTransform,
     Rand3DElasticd,
     RandAdjustContrastd,
+    RandBiasFieldd,
     RandCropByPosNegLabeld,
     RandFlipd,
     RandGaussianNoised,
@@ -48,29 +57,46 @@ from monai.transforms import (
     RandScaleIntensityFixedMeand,
     RandShiftIntensityd,
     RandSimulateLowResolutiond,
+    RandTorchIOd,
 )
 
 from medseg.config.plan import AUGMENTATIONS, Augmentation
 from medseg.config.schema import AugmentConfig
 from medseg.runtime.device import plain_tensor
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
+from medseg.transforms.site import RandBodyEdged, RandThickSlicesd
 
+NNUNET = {
+    "rotate": 0.2,
+    "scale": 0.2,
+    "elastic": 0.0,
+    "noise": 0.1,
+    "blur": 0.2,
+    "brightness": 0.15,
+    "contrast": 0.15,
+    "lowres": 0.25,
+    "gamma": 0.3,
+    "mirror": 0.5,
+}
 PRESETS: dict[str, dict[str, float]] = {
     "none": {},
     "light": {"mirror": 0.5},
-    "nnunet": {
-        "rotate": 0.2,
-        "scale": 0.2,
-        "elastic": 0.0,
-        "noise": 0.1,
-        "blur": 0.2,
-        "brightness": 0.15,
-        "contrast": 0.15,
-        "lowres": 0.25,
-        "gamma": 0.3,
-        "mirror": 0.5,
+    "nnunet": NNUNET,
+    "site": {
+        **NNUNET,
+        "noise": 0.2,
+        "brightness": 0.3,
+        "contrast": 0.3,
+        "gamma": 0.4,
+        "bias": 0.3,
+        "thick": 0.25,
+        "edge": 0.2,
+        "motion": 0.1,
+        "ghost": 0.1,
     },
 }
+# the site preset's wider intensity ranges (nnU-Net's: x0.75-1.25, gamma 0.7-1.5, noise variance <= 0.1)
+SITE_RANGES = {"intensity_range": 0.4, "gamma_range": (0.5, 2.0), "noise_variance": 0.2}
 
 
 def resolve(aug: AugmentConfig) -> Augmentation:
@@ -81,7 +107,8 @@ def resolve(aug: AugmentConfig) -> Augmentation:
         k: float(getattr(aug, f"{k}_prob") if getattr(aug, f"{k}_prob") is not None else base.get(k, 0.0))
         for k in AUGMENTATIONS
     }
-    return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), aug.intensity_prob or 0.0)
+    ranges = SITE_RANGES if aug.preset == "site" else {}
+    return Augmentation(probs, aug.rotate_deg, tuple(aug.scale_range), aug.intensity_prob or 0.0, **ranges)
 
 
 def crop_size(patch: Sequence[int], aug: Augmentation) -> tuple[int, ...]:
@@ -253,27 +280,49 @@ def _intensity(aug: Augmentation) -> list:
     """Noise, blur, brightness, contrast, low resolution and gamma on the image only."""
     p, steps = aug.probs, []
     if p["noise"] > 0:
-        steps.append(RandGaussianNoised("image", prob=p["noise"], std=math.sqrt(0.1), sample_std=True))
+        steps.append(RandGaussianNoised("image", prob=p["noise"], std=math.sqrt(aug.noise_variance), sample_std=True))
     if p["blur"] > 0:
         steps.append(
             RandGaussianSmoothd("image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=p["blur"])
         )
     if p["brightness"] > 0:
-        steps.append(RandScaleIntensityd("image", factors=0.25, prob=p["brightness"]))
+        steps.append(RandScaleIntensityd("image", factors=aug.intensity_range, prob=p["brightness"]))
     if p["contrast"] > 0:
-        steps.append(RandScaleIntensityFixedMeand("image", factors=0.25, preserve_range=True, prob=p["contrast"]))
+        steps.append(
+            RandScaleIntensityFixedMeand("image", factors=aug.intensity_range, preserve_range=True, prob=p["contrast"])
+        )
     if p["lowres"] > 0:
         steps.append(RandSimulateLowResolutiond("image", prob=p["lowres"], zoom_range=(0.5, 1.0)))
     if p["gamma"] > 0:
         steps += [
-            RandAdjustContrastd("image", prob=p["gamma"] / 3, gamma=(0.7, 1.5), invert_image=True, retain_stats=True),
-            RandAdjustContrastd("image", prob=p["gamma"], gamma=(0.7, 1.5), invert_image=False, retain_stats=True),
+            RandAdjustContrastd(
+                "image", prob=p["gamma"] / 3, gamma=aug.gamma_range, invert_image=True, retain_stats=True
+            ),
+            RandAdjustContrastd("image", prob=p["gamma"], gamma=aug.gamma_range, invert_image=False, retain_stats=True),
         ]
     if aug.jitter > 0:
         steps += [
             RandScaleIntensityd("image", factors=0.1, prob=aug.jitter),
             RandShiftIntensityd("image", offsets=0.1, prob=aug.jitter),
         ]
+    return steps
+
+
+def _site(keys: list[str], aug: Augmentation) -> list:
+    """Site shifts: body mask edge (image and labels), bias field, thick slices, motion, ghosting."""
+    p, steps = aug.probs, []
+    if p["edge"] > 0:
+        steps.append(RandBodyEdged(keys, p["edge"]))
+    if p["bias"] > 0:
+        steps.append(RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.3), prob=p["bias"]))
+    if p["thick"] > 0:
+        steps.append(RandThickSlicesd(["image"], p["thick"]))
+    if p["motion"] > 0:  # TorchIO's own probability argument is p
+        steps.append(RandTorchIOd(["image"], name="RandomMotion", p=p["motion"], degrees=5, translation=5))
+    if p["ghost"] > 0:
+        steps.append(
+            RandTorchIOd(["image"], name="RandomGhosting", p=p["ghost"], num_ghosts=(2, 6), intensity=(0.2, 0.6))
+        )
     return steps
 
 
@@ -298,4 +347,4 @@ def augment(
         steps += _spatial(keys, patch_size, aug)
     if aug.probs["mirror"] > 0:  # before the intensity transforms (they commute): light keeps 0.2's order and seeds
         steps += [RandPlainFlipd(keys, prob=aug.probs["mirror"], spatial_axis=axis) for axis in range(3)]
-    return steps + _intensity(aug)
+    return steps + _site(keys, aug) + _intensity(aug)

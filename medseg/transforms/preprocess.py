@@ -2,7 +2,8 @@
 
 ``preprocess`` is deterministic and shared by training, validation and predict: load ->
 channel-first -> orientation RAS -> resample to the target spacing (images linear, labels nearest
-neighbour) -> lesion label to {0, 1} -> intensity normalisation. ``sampling_prep`` (cached) and
+neighbour) -> lesion label to {0, 1} -> intensity normalisation (site-robust methods in
+:mod:`medseg.transforms.standardize`). ``sampling_prep`` (cached) and
 ``augment`` (random) are training only: pad to the patch size, lesion-balanced or voxel-uniform
 patch sampling with a positive/negative ratio, flips.
 """
@@ -24,9 +25,11 @@ from monai.transforms import (
     Spacingd,
 )
 
+from medseg.config.plan import Preprocessing
 from medseg.errors import MedsegError
 from medseg.io.readers import SimpleITKReader
 from medseg.transforms.labels import SelectLesionClassesd
+from medseg.transforms.standardize import OtsuForegroundd, Standardized
 
 
 def nonzero(x: torch.Tensor) -> torch.Tensor:
@@ -79,46 +82,57 @@ class ClipChannelsd(MapTransform):
         return d
 
 
-def normalisation(normalize: str, ct_stats: Sequence[Sequence[float]] | None = None) -> list:
-    """Intensity normalisation steps on ``image`` (C, X, Y, Z), per channel.
+def normalisation(pre: Preprocessing) -> list:
+    """Intensity normalisation steps on ``image`` (C, X, Y, Z), per channel, over the body (background
+    voxels are 0 by then and stay 0 except for ``zscore``).
 
     ``zscore_nonzero``: z-score over non-zero voxels (MRI); ``zscore``: over all voxels; ``ct``:
     clip to the dataset's foreground percentiles, then z-score with the dataset's foreground mean
-    and std (``ct_stats``: one ``(low, high, mean, std)`` per channel, from ``medseg plan``).
+    and std (``pre.ct_stats``: one ``(low, high, mean, std)`` per channel, from ``medseg plan``);
+    ``robust``, ``whitestripe``, ``nyul`` (``pre.landmarks``): :mod:`medseg.transforms.standardize`.
     """
-    if normalize == "none":
+    if pre.normalize == "none":
         return []
-    if normalize == "ct":
-        if not ct_stats:
+    if pre.normalize in ("robust", "whitestripe", "nyul"):
+        return [Standardized(["image"], pre.normalize, pre.landmarks)]
+    if pre.normalize == "ct":
+        stats = pre.ct_stats
+        if not stats:
             raise MedsegError(
                 "preprocess.normalize 'ct' needs preprocess.ct_stats ([low, high, mean, std] per channel); run "
                 "'medseg plan'"
             )
         return [
-            ClipChannelsd(["image"], [s[:2] for s in ct_stats]),
+            ClipChannelsd(["image"], [s[:2] for s in stats]),
             NormalizeIntensityd(
-                "image", subtrahend=[s[2] for s in ct_stats], divisor=[s[3] for s in ct_stats], channel_wise=True
+                "image", subtrahend=[s[2] for s in stats], divisor=[s[3] for s in stats], channel_wise=True
             ),
         ]
-    return [NormalizeIntensityd("image", nonzero=normalize == "zscore_nonzero", channel_wise=True)]
+    return [NormalizeIntensityd("image", nonzero=pre.normalize == "zscore_nonzero", channel_wise=True)]
+
+
+def background_step(background: str) -> list:
+    """The step that zeroes the background of ``image``: none for ``zero``, :class:`MinToZerod` for
+    ``min``, :class:`medseg.transforms.standardize.OtsuForegroundd` for ``otsu``."""
+    if background == "min":
+        return [MinToZerod(["image"])]
+    if background == "otsu":
+        return [OtsuForegroundd(["image"])]
+    return []
 
 
 def preprocess(
-    spacing: Sequence[float],
-    normalize: str,
+    pre: Preprocessing,
     with_label: bool = True,
     check_finite: bool = False,
     lesion_classes: Sequence[Sequence[int]] | None = None,
-    ct_stats: Sequence[Sequence[float]] | None = None,
-    background: str = "zero",
 ) -> list:
-    """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}``.
+    """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}`` for
+    the preprocessing ``pre`` (spacing, normalisation, background).
 
-    Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``spacing``; ``label`` (1, X, Y, Z)
+    Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``pre.spacing``; ``label`` (1, X, Y, Z)
     in {0, 1}, every non-zero value being lesion; with ``lesion_classes`` (label values per
     class), ``label`` is (C, X, Y, Z), one channel per class.
-    ``background``: ``zero`` (raw scans) or ``min`` (each channel's minimum is background, see
-    :class:`MinToZerod`).
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
@@ -128,15 +142,15 @@ def preprocess(
         loader,
         *([FiniteCheckd(["image"])] if check_finite else []),
         EnsureChannelFirstd(keys),
-        *([MinToZerod(["image"])] if background == "min" else []),
+        *background_step(pre.background),
         *([SelectLesionClassesd(["label"], lesion_classes)] if with_label and lesion_classes else []),
         # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
         # border, so fewer windows are run; the prediction is pasted back at inference.
         CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),
         Orientationd(keys, axcodes="RAS"),
-        Spacingd(keys, pixdim=tuple(spacing), mode=modes),
+        Spacingd(keys, pixdim=tuple(pre.spacing), mode=modes),
         EnsureTyped(keys, dtype="float32", track_meta=True),
     ]
     if with_label:
         steps.append(AsDiscreted("label", threshold=0.5))
-    return steps + normalisation(normalize, ct_stats)
+    return steps + normalisation(pre)

@@ -54,7 +54,7 @@ def detect_layout(source: Path) -> str:
         if not source.exists():
             raise MedsegError(
                 f"{source}: not found; point data.dataset at a dataset folder or a case list (.csv/.yaml), "
-                f"or create synthetic data there first: medseg synth {source} --cases 40 --test-cases 16 (what "
+                f"or create synthetic data there first: medseg synth --out {source} --cases 40 --test-cases 16 (what "
                 "'medseg demo' does)"
             )
         raise MedsegError(
