@@ -4,7 +4,8 @@ Connected-component labelling and hole filling use scipy (MONAI's
 ``get_largest_connected_component_mask`` keeps one component only; its ``FillHoles`` is the same
 scipy fill, but importing monai.transforms would cost this leaf module, which the evaluation
 imports, some 3 s of start-up). :func:`binarize` is the one operating-point rule of validation,
-``medseg tune`` and ``medseg predict``: threshold, optionally fill enclosed holes, drop small lesions.
+``medseg tune`` and ``medseg predict``: threshold, optionally fill enclosed holes, drop small lesions
+(and, at predict time only, lesions mostly outside a region mask or below a confidence).
 """
 
 from __future__ import annotations
@@ -51,13 +52,57 @@ def above(prob: np.ndarray, threshold: float, connectivity: int = 26, fill: bool
     return fill_holes(mask, connectivity) if fill else mask
 
 
+MAX_OUTSIDE = 0.5  # a lesion with a larger fraction of its voxels outside the region is dropped
+
+
 def binarize(
-    prob: np.ndarray, threshold: float, min_voxels: float, connectivity: int = 26, fill: bool = False
+    prob: np.ndarray,
+    threshold: float,
+    min_voxels: float,
+    connectivity: int = 26,
+    fill: bool = False,
+    region: np.ndarray | None = None,
+    min_confidence: float | None = None,
 ) -> np.ndarray:
     """The operating point applied to a probability map (X, Y, Z): :func:`above`, then lesions
     under ``min_voxels`` voxels dropped (a filled cavity counts towards its lesion's size).
-    Returns bool (X, Y, Z)."""
-    return remove_small(above(prob, threshold, connectivity, fill), min_voxels, connectivity)
+
+    Args:
+        region: optional bool (X, Y, Z) region (a brain mask): a lesion with more than half of its
+            voxels outside it (:data:`MAX_OUTSIDE`) is dropped whole; a kept lesion is not clipped.
+        min_confidence: optional; a lesion whose confidence (its maximum probability, >= ``threshold``
+            by construction) is below it is dropped whole.
+
+    Returns:
+        bool (X, Y, Z).
+    """
+    mask = above(prob, threshold, connectivity, fill)
+    if region is None and min_confidence is None:
+        return remove_small(mask, min_voxels, connectivity)
+    labels, n = label_lesions(mask, connectivity)
+    keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_voxels
+    keep &= _kept_by_region(labels, n, region) & _kept_by_confidence(labels, n, prob, min_confidence)
+    keep[0] = False
+    return keep[labels]
+
+
+def _kept_by_region(labels: np.ndarray, n: int, region: np.ndarray | None) -> np.ndarray:
+    """(n + 1,) bool: lesion ``i`` of ``labels`` (X, Y, Z) has at most :data:`MAX_OUTSIDE` of its
+    voxels outside ``region`` (bool (X, Y, Z)); all True without a region."""
+    if region is None:
+        return np.ones(n + 1, bool)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    outside = np.bincount(labels.ravel(), weights=~region.astype(bool).ravel(), minlength=n + 1)
+    return outside <= MAX_OUTSIDE * sizes
+
+
+def _kept_by_confidence(labels: np.ndarray, n: int, prob: np.ndarray, min_confidence: float | None) -> np.ndarray:
+    """(n + 1,) bool: lesion ``i`` of ``labels`` (X, Y, Z) has a maximum of ``prob`` (X, Y, Z) of
+    at least ``min_confidence``; all True without one."""
+    if min_confidence is None or n == 0:
+        return np.ones(n + 1, bool)
+    peaks = ndimage.maximum(prob, labels, index=np.arange(1, n + 1))
+    return np.concatenate([[True], np.asarray(peaks, float) >= min_confidence])
 
 
 def lesion_mask(labels: np.ndarray, lesion_labels: Sequence[int] | None = None) -> np.ndarray:

@@ -31,3 +31,27 @@ def test_rows_on_crafted_mask(tmp_path):
 
 def test_empty_mask_gives_no_rows():
     assert lesion_rows(np.zeros((4, 4, 4)), np.zeros((4, 4, 4)), np.eye(4)) == []
+
+
+def test_confidence_is_the_lesions_peak_the_froc_score():
+    """``confidence`` = the lesion's maximum probability: the peak a FROC candidate is scored by."""
+    from medseg.evaluation.froc import detection_map
+
+    prob = np.zeros((12, 12, 12), np.float32)
+    prob[1:5, 1:5, 1:5] = 0.6
+    prob[2, 3, 3] = 0.83
+    prob[8:11, 8:11, 8:11] = 0.55
+    rows = lesion_rows(prob >= 0.5, prob, np.eye(4))
+    assert [r["confidence"] for r in rows] == [pytest.approx(0.83), pytest.approx(0.55)]
+    assert all(r["confidence"] == r["max_prob"] for r in rows)
+    assert np.unique(detection_map(prob))[1:].tolist() == pytest.approx([0.55, 0.83])
+
+
+def test_confidence_column_is_written(tmp_path):
+    mask = np.zeros((6, 6, 6), np.uint8)
+    mask[1:3, 1:3, 1:3] = 1
+    rows = lesion_rows(mask, mask * 0.7, np.eye(4))
+    write_table(rows, tmp_path / "c.csv", tmp_path / "c.json")
+    header, first = (tmp_path / "c.csv").read_text().splitlines()
+    assert header.split(",")[-1] == "confidence" and first.split(",")[-1] == "0.7"
+    assert json.loads((tmp_path / "c.json").read_text())[0]["confidence"] == 0.7

@@ -1,10 +1,16 @@
+import csv
+import shutil
+
 import numpy as np
 import pytest
 
+from medseg.calibration.tune import MIN_VOLUMES_MM3 as MIN_VOLUMES
 from medseg.calibration.tune import choose, min_volume_grid, sweep, sweep_brats
 from medseg.config.schema import EvalConfig
+from medseg.errors import MedsegError
 from medseg.evaluation.froc import Scan, froc
 from medseg.viz.plots import plot_froc
+from tests.robustness.conftest import good_dataset, robust_root, tiny_checkpoint  # noqa: F401 (fixtures)
 
 
 def scans():
@@ -92,3 +98,116 @@ def test_the_sweeps_fill_holes_as_the_run_predicts():
     small = sweep([Scan(prob, ref, 1.0)], (0.5,), (1000.0,))[0]  # the 728-voxel shell is under 1000 mm3
     assert small["lesion_recall"] == 0.0
     assert sweep([Scan(prob, ref, 1.0)], (0.5,), (1000.0,), fill=True)[0]["lesion_recall"] == 1.0
+
+
+# ------------------------------------------------------------------------------- --max-fp-per-scan
+
+
+def budget_scans(seed: int = 3, n: int = 4) -> list[Scan]:
+    """``n`` scans (24^3, 1 mm3 voxels): true lesions and false blobs of 2-5 voxels a side, each at
+    its own probability (0.15-0.95), so recall and FP per scan fall step by step as the threshold
+    and the minimum volume rise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        prob = np.zeros((24, 24, 24), np.float32)
+        ref = np.zeros((24, 24, 24), bool)
+        for i, (x, y) in enumerate((x, y) for x in (1, 8, 15) for y in (1, 8, 15)):
+            side = int(rng.integers(2, 6))
+            box = (slice(x, x + side), slice(y, y + side), slice(2 + (i % 3) * 7, 2 + (i % 3) * 7 + side))
+            prob[box] = rng.uniform(0.15, 0.95)
+            ref[box] = rng.random() < 0.5
+        out.append(Scan(prob, ref, 1.0))
+    return out
+
+
+@pytest.fixture
+def tuned_checkpoint(tmp_path, tiny_checkpoint, monkeypatch):
+    """A copy of the tiny checkpoint (written as medseg 0.1 did, no ``target``) whose validation
+    scans are :func:`budget_scans` (no network run: ``validation_scans`` is replaced)."""
+    from medseg.calibration import tune
+
+    ckpt = tmp_path / "run" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(tiny_checkpoint, ckpt)
+    scans = budget_scans()
+    monkeypatch.setattr(tune, "validation_scans", lambda ckpts, device="auto": scans)
+    return ckpt
+
+
+def curve_rows(path) -> list[dict[str, float]]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+@pytest.mark.parametrize("budget", [0.25, 0.5, 1.0, 2.0])
+def test_fp_budget_takes_the_max_recall_point_within_it(tuned_checkpoint, budget, capsys):
+    """The chosen point meets the budget and is, by brute force over the written curve, the one
+    with the highest recall among the points that meet it (ties: the higher F1); the checkpoint
+    records the target and loads."""
+    from medseg.calibration.tune import run_tune
+    from medseg.nn.checkpoint import load_checkpoint
+
+    res = run_tune(tuned_checkpoint, device="cpu", max_fp_per_scan=budget)
+    curve = curve_rows(res["curve_csv"])
+    within = [r for r in curve if r["fp_per_scan"] <= budget]
+    assert within and len(within) < len(curve)  # the budget is a real constraint on this curve
+    best_recall = max(r["lesion_recall"] for r in within)
+    best_f1 = max(r["lesion_f1"] for r in within if r["lesion_recall"] == best_recall)
+    chosen = res["chosen"]
+    assert chosen["fp_per_scan"] <= budget
+    assert chosen["lesion_recall"] == pytest.approx(best_recall) and chosen["lesion_f1"] == pytest.approx(best_f1)
+    assert max(r["lesion_recall"] for r in curve) > best_recall or budget >= 1.0  # the budget costs recall here
+    point = load_checkpoint(tuned_checkpoint).operating_point
+    assert point.target == f"max_fp_per_scan<={budget:g}"
+    assert (point.threshold, point.min_lesion_mm3) == (chosen["threshold"], chosen["min_lesion_mm3"])
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_fp_budget_differs_from_the_other_targets():
+    curve = sweep(budget_scans(), min_volumes=MIN_VOLUMES)
+    by_budget = choose(curve, max_fp_per_scan=0.5)
+    assert by_budget["fp_per_scan"] <= 0.5
+    assert choose(curve)["fp_per_scan"] > 0.5 or choose(curve) == by_budget
+    with pytest.raises(MedsegError, match="two targets"):
+        choose(curve, min_recall=0.5, max_fp_per_scan=1.0)
+
+
+def test_unreachable_fp_budget_takes_the_fewest_fp_with_one_warning(tuned_checkpoint, monkeypatch, capsys):
+    """A confident 6x6x6 false blob (216 mm3, above every minimum volume swept) in every scan: no
+    point reaches 0 FP per scan; one warning line, and the point with the fewest FP is taken."""
+    from medseg.calibration import tune
+
+    scans = budget_scans()
+    for s in scans:
+        s.prob[15:, 15:, 15:], s.ref[15:, 15:, 15:] = 0.0, False  # the corner cleared of lesions
+        s.prob[17:23, 17:23, 17:23] = 0.97
+    monkeypatch.setattr(tune, "validation_scans", lambda ckpts, device="auto": scans)
+    res = tune.run_tune(tuned_checkpoint, device="cpu", max_fp_per_scan=0.0)
+    curve = curve_rows(res["curve_csv"])
+    fewest = min(r["fp_per_scan"] for r in curve)
+    assert fewest >= 1.0 and res["chosen"]["fp_per_scan"] == pytest.approx(fewest)
+    assert res["chosen"]["lesion_recall"] == pytest.approx(
+        max(r["lesion_recall"] for r in curve if r["fp_per_scan"] == fewest)
+    )
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "no operating point has at most 0 FP per scan" in warnings[0]
+
+
+def test_min_recall_and_fp_budget_are_one_clear_error(tuned_checkpoint):
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+    from medseg.nn.checkpoint import load_checkpoint
+
+    before = tuned_checkpoint.read_bytes()
+    res = CliRunner().invoke(
+        app,
+        ["tune", str(tuned_checkpoint), "--min-recall", "0.9", "--max-fp-per-scan", "1", "--device", "cpu"],
+        prog_name="medseg",
+    )
+    assert res.exit_code == 2
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--min-recall" in errors[0] and "--max-fp-per-scan" in errors[0], res.stderr
+    assert "give one of them" in errors[0] and "Traceback" not in res.stderr
+    assert tuned_checkpoint.read_bytes() == before and load_checkpoint(tuned_checkpoint).operating_point.target is None

@@ -3,8 +3,9 @@
 ``medseg tune CHECKPOINT`` predicts the run's validation cases (the split is recomputed from the
 checkpoint's config), sweeps the probability threshold and the minimum lesion volume (lesions
 matched by the run's ``eval:`` rules; volumes up to twice the config's own minimum), picks the
-point for the target (max lesion F1, or the fewest FP per scan with recall >= R), writes it into
-the checkpoint (atomically) and logs the curve and the FROC to the run's MLflow record.
+point for the target (max lesion F1; the fewest FP per scan with recall >= R; or the highest
+recall with at most K FP per scan), writes it into the checkpoint (atomically) and logs the curve
+and the FROC to the run's MLflow record.
 
 Order: everything is computed first, then every member's checkpoint is written (all or none),
 then MLflow is told. A store that is down costs a ``warning:`` line, not the tuning. The store
@@ -15,7 +16,8 @@ one ``warning:`` line says so (a crafted checkpoint cannot make tune create a st
 ``--protocol brats2023`` (or another of :data:`medseg.evaluation.brats.PROTOCOLS`) counts as the
 BraTS 2023 challenge does instead (GT lesions merged by dilation, small GT unscored, every
 predicted component a lesion) and picks the point of the best mean lesion-wise Dice, the
-challenge's ranking figure (or, with R, the fewest false tumours per scan at tumour recall >= R).
+challenge's ranking figure (or, with R, the fewest false tumours per scan at tumour recall >= R;
+with K, the highest tumour recall at <= K false tumours per scan).
 
 ``medseg tune FOLDER`` (the folds of ``medseg train --folds``) pools the out-of-fold validation
 predictions of every fold, each predicted by its own fold's model, and writes the chosen point
@@ -41,6 +43,7 @@ from medseg.config.schema import EvalConfig
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
+from medseg.errors import MedsegError
 from medseg.evaluation.brats import PROTOCOLS, brats_case
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
@@ -137,10 +140,20 @@ def sweep_brats(
     return rows
 
 
-def choose(curve: list[dict[str, float]], min_recall: float | None = None) -> dict[str, float]:
+def choose(
+    curve: list[dict[str, float]], min_recall: float | None = None, max_fp_per_scan: float | None = None
+) -> dict[str, float]:
     """Max lesion F1 (a BraTS curve: max lesion-wise Dice; ties: higher recall), or with
     ``min_recall`` the fewest FP per scan among points reaching it (ties: higher recall; none
-    reaching it: the highest recall)."""
+    reaching it: the highest recall), or with ``max_fp_per_scan`` (:func:`choose_within_fp_budget`)
+    the highest recall among points within that budget.
+
+    Raises:
+        MedsegError: both ``min_recall`` and ``max_fp_per_scan``.
+    """
+    check_targets(min_recall, max_fp_per_scan)
+    if max_fp_per_scan is not None:
+        return choose_within_fp_budget(curve, max_fp_per_scan)
     if min_recall is None:
         key = "lesionwise_dice" if "lesionwise_dice" in curve[0] else "lesion_f1"
         return max(curve, key=lambda r: (r[key], r["lesion_recall"], -r["fp_per_scan"], -r["threshold"]))
@@ -148,6 +161,54 @@ def choose(curve: list[dict[str, float]], min_recall: float | None = None) -> di
     if not ok:
         return max(curve, key=lambda r: (r["lesion_recall"], -r["fp_per_scan"]))
     return min(ok, key=lambda r: (r["fp_per_scan"], -r["lesion_recall"]))
+
+
+def check_targets(min_recall: float | None, max_fp_per_scan: float | None) -> None:
+    """At most one target.
+
+    Raises:
+        MedsegError: both ``min_recall`` and ``max_fp_per_scan``.
+    """
+    if min_recall is not None and max_fp_per_scan is not None:
+        raise MedsegError(
+            f"--min-recall {min_recall:g} and --max-fp-per-scan {max_fp_per_scan:g}: two targets for one operating "
+            "point; give one of them"
+        )
+
+
+def choose_within_fp_budget(curve: list[dict[str, float]], max_fp_per_scan: float) -> dict[str, float]:
+    """The point with the highest lesion recall among those with FP per scan <= ``max_fp_per_scan``
+    (ties: higher lesion F1, then fewer FP per scan, then the higher threshold); when no point is
+    within the budget, the one with the fewest FP per scan (ties: higher recall, higher F1)."""
+    ok = [r for r in curve if r["fp_per_scan"] <= max_fp_per_scan]
+    if not ok:
+        return min(curve, key=lambda r: (r["fp_per_scan"], -r["lesion_recall"], -r["lesion_f1"]))
+    return max(ok, key=lambda r: (r["lesion_recall"], r["lesion_f1"], -r["fp_per_scan"], r["threshold"]))
+
+
+def tuning_target(protocol: str | None, min_recall: float | None, max_fp_per_scan: float | None) -> str:
+    """The target recorded in the checkpoint's operating point and the MLflow run name: ``max_f1``,
+    ``max_lesionwise_dice``, ``recall>=R`` or ``max_fp_per_scan<=K``, then ``:PROTOCOL`` for a
+    BraTS protocol."""
+    if max_fp_per_scan is not None:
+        target = f"max_fp_per_scan<={max_fp_per_scan:g}"
+    elif min_recall is not None:
+        target = f"recall>={min_recall}"
+    else:
+        target = "max_lesionwise_dice" if protocol else "max_f1"
+    return f"{target}:{protocol}" if protocol else target
+
+
+def warn_over_budget(chosen: dict[str, float], max_fp_per_scan: float | None) -> None:
+    """One ``warning:`` line when the point chosen for ``max_fp_per_scan`` is over that budget
+    (no point of the curve meets it: the one with the fewest FP per scan was taken)."""
+    if max_fp_per_scan is not None and chosen["fp_per_scan"] > max_fp_per_scan:
+        print(
+            f"warning: no operating point has at most {max_fp_per_scan:g} FP per scan on the validation cases; took "
+            f"the one with the fewest ({chosen['fp_per_scan']:.2f} FP per scan at threshold {chosen['threshold']:g}, "
+            f"min lesion {chosen['min_lesion_mm3']:g} mm3, lesion recall {chosen['lesion_recall']:.3f})",
+            file=sys.stderr,
+        )
 
 
 def validation_cases(ckpt: Checkpoint) -> list[Case]:
@@ -184,17 +245,23 @@ def run_tune(
     device: str = "auto",
     protocol: str | None = None,
     tracking_uri: str | None = None,
+    max_fp_per_scan: float | None = None,
 ) -> dict:
     """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
     runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
     every fold, each by its own model (out of fold), and the point is written into every fold.
     ``protocol``: a BraTS 2023 protocol name (:func:`sweep_brats`), None = the run's ``eval:`` rules.
     ``tracking_uri``: the MLflow store the user names (``--tracking-uri``); see :func:`log_tuning`.
+    ``min_recall``, ``max_fp_per_scan``: the target (at most one; see :func:`choose`).
+
+    Raises:
+        MedsegError: both targets given (before anything is predicted), or a bad checkpoint or dataset.
 
     Returns:
         {"chosen": row, "froc": froc result, "curve_csv": path, "froc_png": path, "checkpoints": paths,
         "logged": MLflow run ids that got the tuning}.
     """
+    check_targets(min_recall, max_fp_per_scan)  # before anything is predicted
     paths = [Path(p) for p in ensemble_members(checkpoint)]
     ckpts = [load_checkpoint(p) for p in paths]
     scans = validation_scans(ckpts, device)
@@ -206,15 +273,15 @@ def run_tune(
         if protocol
         else sweep(scans, min_volumes=volumes, rules=cfg.eval, fill=fill)
     )
-    chosen = choose(curve, min_recall)
+    chosen = choose(curve, min_recall, max_fp_per_scan)
+    warn_over_budget(chosen, max_fp_per_scan)
     result = froc(scans, connectivity=cfg.eval.connectivity)
     out = Path(checkpoint) if Path(checkpoint).is_dir() else Path(checkpoint).parent
     curve_csv, froc_png = out / "operating_curve.csv", out / "froc.png"
     write_csv(curve, curve_csv)
     plot_froc(result, froc_png)
-    target = ("max_lesionwise_dice" if protocol else "max_f1") if min_recall is None else f"recall>={min_recall}"
     point = OperatingPoint(
-        chosen["threshold"], chosen["min_lesion_mm3"], f"{target}:{protocol}" if protocol else target
+        chosen["threshold"], chosen["min_lesion_mm3"], tuning_target(protocol, min_recall, max_fp_per_scan)
     )
     tuned = [(ckpt.with_operating_point(point), path) for path, ckpt in zip(paths, ckpts)]
     save_checkpoints(tuned)  # every member before any logging: a store that fails cannot leave the folds disagreeing

@@ -1,5 +1,11 @@
 """Per-lesion table of a predicted mask: id, volume (mm^3), centroid in world (scanner) mm,
-bounding box (voxel indices), max and mean probability.
+bounding box (voxel indices), max and mean probability, confidence.
+
+``confidence`` is the lesion's maximum probability (``max_prob``): the lesion confidence of the
+design (a predicted component's peak), the score the FROC of :mod:`medseg.evaluation.froc` ranks
+candidates by (a candidate's peak probability) and the one ``predict --min-confidence`` filters on.
+It is not calibrated: a model's probabilities can be over- or under-confident, most of all on
+another site's scans; rank lesions by it, and pick a cut-off on validation cases (the FROC).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ FIELDS = (
     "bbox_max",
     "max_prob",
     "mean_prob",
+    "confidence",
 )
 
 
@@ -67,6 +74,7 @@ def lesion_rows(mask: np.ndarray, prob: np.ndarray, affine: np.ndarray, connecti
                 "bbox_max": [int(s.stop) - 1 for s in box],
                 "max_prob": round(float(maxima[i]), 4),
                 "mean_prob": round(float(means[i]), 4),
+                "confidence": round(float(maxima[i]), 4),
             }
         )
     return rows

@@ -44,24 +44,29 @@ def predict_classes(
     tta: bool | None = None,
     fill_holes: bool | None = None,
     min_lesion_voxels: int = 0,
+    region: np.ndarray | None = None,
+    min_confidence: float | None = None,
 ) -> list[Prediction]:
     """Predict one scan: a file (3D, or 4D with the channels last) or one file per channel, in
     the model's channel order. One :class:`Prediction` per lesion class (``lm.preprocess.classes``), each on
     the (first) file's own voxel grid. ``min_lesion_voxels``: also remove predicted lesions of
     fewer voxels (the larger of the two minimums wins). ``threshold``, ``min_lesion_mm3``, ``tta``, ``fill_holes``:
-    overrides of the model's settings (None = the checkpoint's)."""
+    overrides of the model's settings (None = the checkpoint's).
+
+    Args:
+        region: optional bool (X, Y, Z) region mask (e.g. the brain) on the scan's own grid: lesions
+            with more than half of their voxels outside it are removed (:func:`medseg.lesions.binarize`);
+            the probability map is left as the model gave it.
+        min_confidence: optional; lesions whose maximum probability is below it are removed.
+
+    Raises:
+        MedsegError: an unreadable scan, wrong channels, or a ``region`` of another shape than the scan.
+    """
     try:
         files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
         image_path = files[0]
         _same_grid(files)
-        steps = preprocess(
-            lm.preprocess.spacing,
-            lm.preprocess.normalize,
-            with_label=False,
-            check_finite=True,
-            ct_stats=lm.preprocess.ct_stats,
-            background=lm.preprocess.background,
-        )
+        steps = preprocess(lm.preprocess, with_label=False, check_finite=True)
         data = Compose(steps)({"image": image_entry(files)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
         root = _root(exc)
@@ -90,12 +95,12 @@ def predict_classes(
     thr = lm.operating_point.threshold if threshold is None else threshold
     min_mm3 = lm.operating_point.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
     fill = lm.icfg.fill_holes if fill_holes is None else fill_holes
+    inside = _region_on_grid(region, shape, image_path)
     out = []
     for c in range(probs.shape[0]):
         prob_np = restore_grid(probs[c : c + 1], np.asarray(img.affine, dtype=float), affine, shape)
-        mask = binarize(prob_np, thr, max(min_mm3 / voxel_mm3, min_lesion_voxels), lm.connectivity, fill).astype(
-            np.uint8
-        )
+        min_voxels = max(min_mm3 / voxel_mm3, min_lesion_voxels)
+        mask = binarize(prob_np, thr, min_voxels, lm.connectivity, fill, inside, min_confidence).astype(np.uint8)
         out.append(Prediction(prob_np, mask, affine))
     return out
 
@@ -107,8 +112,11 @@ def predict_volume(
     min_lesion_mm3: float | None = None,
     tta: bool | None = None,
     fill_holes: bool | None = None,
+    region: np.ndarray | None = None,
+    min_confidence: float | None = None,
 ) -> Prediction:
-    """:func:`predict_classes` for a one-class model (the common case).
+    """:func:`predict_classes` for a one-class model (the common case); ``region``,
+    ``min_confidence``: as there.
 
     Raises:
         MedsegError: a model with several lesion classes (use :func:`predict_classes`).
@@ -118,7 +126,26 @@ def predict_volume(
             f"this model predicts {len(lm.preprocess.classes)} lesion classes ({', '.join(lm.preprocess.classes)}); "
             "use medseg predict (one mask per class) or medseg.inference.predict_classes"
         )
-    return predict_classes(lm, image_path, threshold, min_lesion_mm3, tta, fill_holes)[0]
+    return predict_classes(
+        lm, image_path, threshold, min_lesion_mm3, tta, fill_holes, region=region, min_confidence=min_confidence
+    )[0]
+
+
+def _region_on_grid(region: np.ndarray | None, shape: Sequence[int], image_path: Path) -> np.ndarray | None:
+    """``region`` as bool (X, Y, Z), checked against the scan's grid ``shape`` (None stays None).
+
+    Raises:
+        MedsegError: another shape than the scan's.
+    """
+    if region is None:
+        return None
+    region = np.asarray(region)
+    if region.shape != tuple(shape):
+        raise MedsegError(
+            f"{image_path}: the region mask has shape {region.shape}, the scan {tuple(shape)}; pass a mask on the "
+            "scan's own grid (resample it with nearest-neighbour interpolation first)"
+        )
+    return region.astype(bool)
 
 
 def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:

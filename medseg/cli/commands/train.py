@@ -150,17 +150,31 @@ def tune(
         max=1,
         help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1).",
     ),
+    max_fp_per_scan: float | None = typer.Option(
+        None,
+        "--max-fp-per-scan",
+        metavar="K",
+        min=0,
+        help="Target: highest lesion recall with at most K false-positive lesions per validation scan (ties: higher "
+        "F1); none within K: the fewest FP per scan, with a warning. Not with --min-recall.",
+    ),
     device: str = device_option(),
     protocol: Protocol = protocol_option(),
     tracking_uri: str | None = tracking_uri_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (rewritten); FROC."""
-    from medseg.calibration.tune import run_tune
+    from medseg.calibration.tune import check_targets, run_tune
 
     check_device(device)
+    check_targets(min_recall, max_fp_per_scan)
     res = run_tune(
-        checkpoint, min_recall, device, None if protocol == Protocol.medseg else protocol.value, tracking_uri
+        checkpoint,
+        min_recall,
+        device,
+        None if protocol == Protocol.medseg else protocol.value,
+        tracking_uri,
+        max_fp_per_scan,
     )
     c = res["chosen"]
     brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol.value})" if "lesionwise_dice" in c else ""
