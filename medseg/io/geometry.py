@@ -4,6 +4,7 @@ and the one rule on scan size (:func:`check_scan_size`), checked on the header b
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 from nibabel.spatialimages import HeaderDataError
 
 from medseg.errors import MedsegError, shorten
+from medseg.io.dicom import DicomSeries, find_series
 from medseg.io.paths import check_data_files
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -92,7 +94,8 @@ def _gb(n_bytes: float) -> str:
 
 
 def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
-    """Shape and (4, 4) voxel-to-RAS affine from the header only; the scan's size is checked
+    """Shape and (4, 4) voxel-to-RAS affine from the header only (a folder: its DICOM series,
+    :func:`series_geometry`); the scan's size is checked
     (:func:`check_scan_size`) so that a caller may read its voxels next.
 
     Raises:
@@ -102,6 +105,8 @@ def read_geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
         raise MedsegError(f"{path}: is a symbolic link that points nowhere or loops; point it at the scan file")
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise MedsegError(f"{path}: is empty (0 bytes); copy or export the scan again")
+    if Path(path).is_dir():  # a folder of DICOM files (medseg.io.dicom)
+        return series_geometry(path)[:2]
     try:
         if str(path).endswith((".nii", ".nii.gz")):
             _raw_nifti_spacing(path, nifti_header(path))
@@ -272,3 +277,91 @@ def ras_spacing(affine: np.ndarray) -> tuple[float, float, float]:
 def voxel_volume(affine: np.ndarray) -> float:
     """Volume of one voxel (mm^3) of a (4, 4) voxel-to-world affine: ``|det(affine[:3, :3])|``."""
     return float(abs(np.linalg.det(np.asarray(affine)[:3, :3])))
+
+
+def series_geometry(folder: Path | str) -> tuple[tuple[int, int, int], np.ndarray, DicomSeries]:
+    """Shape (columns, rows, slices), (4, 4) RAS affine and files (in slice order) of the DICOM
+    series of ``folder`` (:func:`medseg.io.dicom.find_series`), from the headers of its files, as
+    ITK's ``ImageSeriesReader`` builds the image: the first file's origin, in-plane spacing and
+    direction (the slice axis along the normal of the planes), the slice spacing the distance from
+    the first origin to the last over ``slices - 1``. Read once per state of the folder; the size
+    is checked (:func:`check_scan_size`) before any voxel is read.
+
+    Raises:
+        MedsegError: no series; a multi-frame file; files of another size or orientation; slices
+            not evenly spaced along the normal (missing slices, several at one position, gantry tilt).
+    """
+    series = find_series(folder)
+    stamp = os.stat(os.path.realpath(folder)).st_mtime_ns
+    shape, affine = _series_geometry(series.files, stamp, str(folder))
+    return shape, affine.copy(), series  # a copy: the cached array stays as read
+
+
+@functools.lru_cache(maxsize=64)
+def _series_geometry(files: tuple[Path, ...], stamp: int, folder: str) -> tuple[tuple[int, int, int], np.ndarray]:
+    """:func:`series_geometry` of the files of one series (``stamp``: the folder's state, a cache key)."""
+    headers = [_slice_header(f, folder) for f in files]
+    first = headers[0]
+    size = first.GetSize()
+    shape = (int(size[0]), int(size[1]), len(files))
+    check_scan_size(folder, shape)
+    direction = np.array(first.GetDirection(), dtype=float).reshape(3, 3)
+    spacing = np.array(first.GetSpacing()[:3], dtype=float)
+    origins = np.array([h.GetOrigin() for h in headers], dtype=float)
+    if len(files) > 1:
+        spacing[2] = float(np.linalg.norm(origins[-1] - origins[0])) / (len(files) - 1)
+    for path, header in zip(files, headers):
+        if header.GetSize()[:2] != size[:2] or not np.allclose(header.GetDirection(), first.GetDirection(), atol=1e-4):
+            raise MedsegError(
+                f"{folder}: {path.name} has another size or orientation than {files[0].name}; "
+                "keep one series of parallel slices of one size in the folder"
+            )
+    _check_even(folder, origins, direction[:, 2] * spacing[2])
+    affine = np.eye(4)
+    affine[:3, :3] = direction @ np.diag(spacing)
+    affine[:3, 3] = origins[0]
+    return _sane(Path(folder), shape, LPS_TO_RAS @ affine)  # type: ignore[return-value]
+
+
+def _slice_header(path: Path, folder: str) -> sitk.ImageFileReader:
+    """The header of one file of a DICOM series (no voxels).
+
+    Raises:
+        MedsegError: unreadable, or a multi-frame file (several slices in one file).
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        first = (str(exc).strip().splitlines() or [""])[-1]
+        raise MedsegError(
+            f"{path}: cannot read its DICOM header ({shorten(first, 120)}); re-export the series"
+        ) from None
+    if reader.GetDimension() > 2 and reader.GetSize()[2] > 1:
+        raise MedsegError(
+            f"{folder}: {path.name} holds {reader.GetSize()[2]} frames (an enhanced multi-frame file); "
+            "export the series as one file per slice, or convert it to NIfTI (e.g. dcm2niix)"
+        )
+    return reader
+
+
+def _check_even(folder: str, origins: np.ndarray, step: np.ndarray) -> None:
+    """Slice ``k`` must lie at ``origins[0] + k * step`` within 1 % of the slice spacing (the
+    grid ITK builds assumes it): refuse missing slices, repeated positions and tilted stacks.
+
+    Raises:
+        MedsegError: naming the first slice that is off and by how much.
+    """
+    spacing = float(np.linalg.norm(step))
+    if len(origins) < 2:
+        return
+    expected = origins[0] + np.arange(len(origins))[:, None] * step
+    off = np.linalg.norm(origins - expected, axis=1)
+    if spacing <= 1e-6 or off.max() > 0.01 * spacing:
+        k = int(np.argmax(off))
+        raise MedsegError(
+            f"{folder}: its slices are not evenly spaced along the normal of their planes (slice {k + 1} of "
+            f"{len(origins)} lies {off[k]:.3g} mm off; missing slices, several images at one position, or a "
+            "tilted stack); keep one complete series in the folder, or convert it to NIfTI (e.g. dcm2niix)"
+        )

@@ -14,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.errors import MedsegError, shorten
-from medseg.io.geometry import nifti_header, open_sitk
+from medseg.io.geometry import nifti_header, open_sitk, read_geometry
 from medseg.io.readers import read_sitk
 from medseg.io.write import atomic_write
 from medseg.lesions import lesion_mask
@@ -89,11 +89,20 @@ def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float =
     """Write ``array`` (X, Y, Z) on the grid of ``reference``, atomically.
 
     The header (NIfTI: affine, qform/sform codes, units; other formats: origin, spacing,
-    direction) is copied from the reference; only the data type changes. ``scale`` is stored as
+    direction) is copied from the reference; only the data type changes. A DICOM folder gives a
+    NIfTI file with its series' affine (qform and sform codes 1, scanner). ``scale`` is stored as
     the NIfTI ``scl_slope`` (readers get ``array * scale``); other formats store ``array`` as is.
     """
     with atomic_write(out_path) as tmp:
-        if str(reference).endswith((".nii", ".nii.gz")):
+        if Path(reference).is_dir():
+            affine = read_geometry(reference)[1]
+            img = nib.Nifti1Image(array, affine)
+            img.set_qform(affine, code=1)
+            img.set_sform(affine, code=1)
+            img.header.set_xyzt_units("mm")
+            img.header.set_slope_inter(scale, 0.0)
+            nib.save(img, str(tmp))
+        elif str(reference).endswith((".nii", ".nii.gz")):
             ref = nib.load(str(reference))
             header = ref.header.copy()
             header.set_data_dtype(array.dtype)
