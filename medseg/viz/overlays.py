@@ -80,8 +80,10 @@ def draw_focus(
     ref: np.ndarray,
     spacing: Sequence[float],
     path: Path,
+    title: str | None = None,
 ) -> None:
-    """Write one overlay PNG (whole slice and crop) for ``focus``; volumes (X, Y, Z)."""
+    """Write one overlay PNG (whole slice and crop) for ``focus``; volumes (X, Y, Z); ``title``
+    replaces "<case>: largest <kind> lesion"."""
     z, aspect = focus.z, float(spacing[1]) / float(spacing[0])
     img, r, p = image[:, :, z], ref[:, :, z].astype(bool), pred[:, :, z].astype(bool)
     window = tuple(float(v) for v in np.percentile(img, (1, 99))) if img.size else (0.0, 1.0)
@@ -102,7 +104,7 @@ def draw_focus(
         Line2D([], [], color=PRED_COLOUR, linewidth=1.2, label="prediction"),
     ]
     fig.legend(handles=handles, loc="lower center", ncol=2, fontsize=9, frameon=False)
-    fig.suptitle(f"{case_id}: largest {kind.replace('_', ' ')} lesion", fontsize=10)
+    fig.suptitle(title or f"{case_id}: largest {kind.replace('_', ' ')} lesion", fontsize=10)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.86, bottom=0.1, wspace=0.05)
     save_figure(fig, path, dpi=fig.dpi)
 
