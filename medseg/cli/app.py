@@ -19,7 +19,9 @@ from typer.core import TyperGroup
 
 from medseg import __version__
 from medseg.cli.commands.data import check, plan, show, synth
+from medseg.cli.commands.export import export
 from medseg.cli.commands.predict import evaluate, predict
+from medseg.cli.commands.review import review
 from medseg.cli.commands.train import demo, runs, train, tune
 from medseg.cli.common import CLICK_ERROR, DEBUG_HELP, EXIT_CODES, USAGE_ERROR, cut, usage_error_line
 from medseg.cli.examples import examples_section
@@ -89,12 +91,14 @@ for command in (
     train,
     predict,
     evaluate,
+    review,
     tune,
     check,
     plan,
     show,
     demo,
     runs,
+    export,
 ):  # -h as --help; exit codes, then examples
     app.command(epilog=f"{EXIT_CODES}\n\n{examples_section(command.__name__)}", context_settings=CONTEXT_SETTINGS)(
         command
@@ -103,6 +107,7 @@ for command in (
 
 def main() -> None:
     """Console entry point."""
+    import logging
     import os
     import warnings
 
@@ -119,6 +124,10 @@ def main() -> None:
     # MONAI announces a future default of Orientationd; it does not change our RAS reorientation.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"monai\..*")
     warnings.filterwarnings("ignore", message="Num foregrounds 0", category=UserWarning)
+    # with pydicom installed (medseg[dicom]) MONAI builds its DICOM readers in every LoadImage; medseg reads DICOM
+    # with SimpleITK/GDCM (medseg.io.readers), so their missing GPU decoder is not the user's business
+    warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)  # the same, as a log line
     app()
 
 

@@ -21,6 +21,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "medseg evaluate masks/synth_020.nii.gz data/labelsTs/synth_020.nii.gz",
         "medseg evaluate masks/ configs/brats_wt.yaml --protocol brats2023 --out eval",
     ),
+    "review": (
+        "medseg review masks/ --images scans/ --ref labels/",
+        "medseg review masks/ --images data/imagesTs --ref data/labelsTs --out review_site --serve",
+    ),
     "tune": (
         "medseg tune runs/20261123-101500/best.pt",
         "medseg tune runs/cv5-s0 --min-recall 0.9",
@@ -41,6 +45,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "medseg show scan.nii.gz --pred masks/scan.nii.gz --ref labels/scan.nii.gz --out pictures",
     ),
     "demo": ("medseg demo", "medseg demo --out demo_small --cases 12 --test-cases 4 --set train.epochs=2 --quiet"),
+    "export": (
+        "medseg export runs/20261123-101500/best.pt --out exported",
+        "medseg export models:/lesions/3 --format onnx --out exported --tracking-uri http://localhost:5000",
+    ),
     "runs": (
         "medseg runs",
         "medseg runs --sort recall --limit 5",

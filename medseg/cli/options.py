@@ -84,6 +84,26 @@ class RunSort(str, Enum):
     heldback_recall = "heldback_recall"
 
 
+class Engine(str, Enum):
+    """``--engine`` of predict: what runs the network in the sliding window."""
+
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+class OutputFormat(str, Enum):
+    """``--output-format`` of predict: the masks alone, or also a DICOM SEG per DICOM scan."""
+
+    nifti = "nifti"
+    dicom_seg = "dicom-seg"
+
+
+class ExportFormat(str, Enum):
+    """``--format`` of export: the model file format."""
+
+    onnx = "onnx"
+
+
 DATASET_HELP = (
     "Dataset folder (MSD, nnU-Net raw), case list (.csv/.yaml), or an experiment config whose data: section is used."
 )
@@ -110,7 +130,8 @@ DEVICE_HELP = (
 )
 TRACKING_URI_HELP = (
     "MLflow tracking URI, e.g. sqlite:///runs/mlflow.db or http://host:5000 (default: $MLFLOW_TRACKING_URI). "
-    "train, demo: where the run is logged (sets tracking.uri). predict, tune: where runs:/ and models:/ URIs are "
+    "train, demo: where the run is logged (sets tracking.uri). predict, tune, export: where runs:/ and models:/ URIs "
+    "are "
     "found; tune logs its tuning there (a checkpoint's own store is written to only when given here). "
     "runs: the store listed (default: $MLFLOW_TRACKING_URI, else every store found under ./runs and ./demo_out)."
 )
@@ -135,6 +156,14 @@ PROTOCOL_HELP = (
 SEED_HELP = "Random seed: the same seed writes the same files (demo: the same data and run)."
 CASES_HELP = "Synthetic training cases (imagesTr/labelsTr)."
 TEST_CASES_HELP = "Synthetic held-back cases (imagesTs/labelsTs)."
+REF_HELP = (
+    "Reference (ground-truth) label on the scan's grid, drawn green: a label file (show; review beside one mask "
+    "file), or a folder of labels named as the masks (review)."
+)
+REVIEW_HELP = (
+    "Also write the review site into --out: review/index.html, a page per scan with a 3D viewer, the lesion table "
+    "and reviewer marks (see medseg review)."
+)
 
 
 def layout_option() -> Any:
@@ -201,6 +230,16 @@ def protocol_option() -> Any:
 def seed_option() -> Any:
     """``--seed``."""
     return typer.Option(0, "--seed", min=0, help=SEED_HELP)
+
+
+def ref_option() -> Any:
+    """``--ref``: a reference label file or folder (default None)."""
+    return typer.Option(None, "--ref", help=REF_HELP)
+
+
+def review_option() -> Any:
+    """``--review`` of predict and evaluate."""
+    return typer.Option(False, "--review", help=REVIEW_HELP)
 
 
 def value(choice: Enum | None) -> str | None:

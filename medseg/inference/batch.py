@@ -19,7 +19,11 @@ from medseg.data.case import Case
 from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows, write_table
 from medseg.inference.model import LoadedModel, load_model
+from medseg.inference.onnx_model import load_onnx_model
 from medseg.inference.predictor import Prediction, predict_classes
+from medseg.inference.region import RegionMasks
+from medseg.io.dicom import dicom_folders
+from medseg.io.dicom_seg import write_dicom_seg
 from medseg.io.geometry import voxel_volume
 from medseg.io.outputs import OutputPlan, folder_lock, refuse_input_folder
 from medseg.io.paths import IMAGE_SUFFIXES, output_suffix, strip_suffix
@@ -45,10 +49,15 @@ class PredictOptions:
     instances: bool = False  # <case>_lesions: each lesion numbered 1..n
     table: bool = True  # <case>_lesions.csv / .json
     skip_existing: bool = False
+    region: RegionMasks | None = None  # --mask: drop lesions mostly outside each scan's region mask
+    min_confidence: float | None = None  # drop lesions whose maximum probability is below it
+    output_format: str = "nifti"  # "dicom-seg": also <case>_seg.dcm, a DICOM SEG, per DICOM scan
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
-    """Files, folders (their image files, sorted) and globs -> image paths.
+    """Files, folders (their image files, sorted) and globs -> image paths. A folder that holds
+    DICOM files is one scan (its series, :func:`medseg.io.dicom.find_series`), and so is each
+    subfolder of a folder that does (:func:`medseg.io.dicom.dicom_folders`).
 
     Raises:
         MedsegError: an input that matches nothing.
@@ -58,12 +67,15 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         p = Path(item)
         if p.is_dir():
             found = sorted(f for f in p.iterdir() if f.name.endswith(IMAGE_SUFFIXES) and not f.name.startswith("."))
+            found = [*dicom_folders(p), *found]
         elif p.exists():
             found = [p]
         else:
             found = [Path(f) for f in sorted(glob.glob(item)) if f.endswith(IMAGE_SUFFIXES)]
         if not found:
-            raise MedsegError(f"{item}: no such file, or no .nii/.nii.gz/.nrrd/.mha scans in it; check the path")
+            raise MedsegError(
+                f"{item}: no such file, or no .nii/.nii.gz/.nrrd/.mha scans or DICOM series in it; check the path"
+            )
         paths.extend(found)
     return paths
 
@@ -82,8 +94,25 @@ def output_files(name: str, ext: str, opts: PredictOptions) -> dict[str, str]:
 
 
 def output_stem(item: Path | Case) -> tuple[str, Path]:
-    """(output name without suffix, the file whose grid and header the outputs take)."""
-    return (item.case_id, item.image) if isinstance(item, Case) else (strip_suffix(item), item)
+    """(output name without suffix, the file whose grid and header the outputs take); a DICOM
+    folder is named as the folder."""
+    if isinstance(item, Case):
+        return item.case_id, item.image
+    return (item.name if item.is_dir() else strip_suffix(item)), item
+
+
+def claim_seg(plan: OutputPlan, item: Path | Case, stem: str, owner: str) -> Path:
+    """``<case>_seg.dcm``: the DICOM SEG of a DICOM scan (``--output-format dicom-seg``).
+
+    Raises:
+        MedsegError: the scan is not a folder of DICOM files.
+    """
+    if isinstance(item, Case) or not item.is_dir():
+        raise MedsegError(
+            f"{owner}: --output-format dicom-seg needs DICOM input and this scan is not a folder of DICOM files; "
+            "predict it without --output-format, or pass its DICOM series"
+        )
+    return plan.claim(f"{stem}_seg.dcm", f"the DICOM SEG of {owner}")
 
 
 def plan_outputs(
@@ -112,6 +141,8 @@ def plan_outputs(
                 for mask in names
             ]
         )
+        if opts.output_format == "dicom-seg":  # one SEG per scan, every class a segment
+            planned[-1][0]["seg"] = claim_seg(plan, item, stem, owner)
     return planned
 
 
@@ -138,14 +169,34 @@ def _write_planned(
     dict per lesion class, see :func:`plan_outputs`). Returns one summary row per mask written."""
     start = time.perf_counter()
     images = item.images if isinstance(item, Case) else (item,)
-    _, reference = output_stem(item)  # the grid and header of every output
+    stem, reference = output_stem(item)  # the grid and header of every output
+    region = opts.region.read(stem, reference) if opts.region is not None else None
     preds = predict_classes(
-        lm, images, opts.threshold, opts.min_lesion_mm3, opts.tta, opts.fill_holes, opts.min_lesion_voxels
+        lm,
+        images,
+        opts.threshold,
+        opts.min_lesion_mm3,
+        opts.tta,
+        opts.fill_holes,
+        opts.min_lesion_voxels,
+        region=region,
+        min_confidence=opts.min_confidence,
     )
+    if "seg" in files[0]:  # before the masks: the last mask written marks a finished scan
+        write_dicom_seg(
+            [p.mask for p in preds], reference, lm.preprocess.classes, files[0]["seg"], seg_params(lm, opts)
+        )
     rows = [_write_outputs(lm, pred, reference, paths, opts) for pred, paths in zip(preds, files)]
     for row in rows:
         row["seconds"] = round(time.perf_counter() - start, 3)
     return rows
+
+
+def seg_params(lm: LoadedModel, opts: PredictOptions) -> dict[str, str]:
+    """The operating point a DICOM SEG records as its algorithm's parameters."""
+    threshold = lm.operating_point.threshold if opts.threshold is None else opts.threshold
+    min_mm3 = lm.operating_point.min_lesion_mm3 if opts.min_lesion_mm3 is None else opts.min_lesion_mm3
+    return {"threshold": f"{threshold:g}", "min_lesion_mm3": f"{min_mm3:g}"}
 
 
 def _write_outputs(
@@ -214,9 +265,12 @@ def predict_files(
     progress: bool = True,
     tracking_uri: str | None = None,
     cases: Sequence[Case] = (),
+    engine: str = "torch",
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """Predict every input scan and every case (multi-channel: one file per channel, outputs named
-    by case id) into ``out_dir`` and write ``out_dir/summary.csv``.
+    by case id) into ``out_dir`` and write ``out_dir/summary.csv``. ``engine``: ``torch``, or
+    ``onnxruntime`` (:func:`medseg.inference.onnx_model.load_onnx_model`: an exported .onnx, or a
+    checkpoint exported in memory).
 
     Under ``torchrun`` each rank takes every WORLD_SIZE-th scan and rank 0 merges the summary.
 
@@ -226,11 +280,24 @@ def predict_files(
     """
     items = [*expand_inputs(inputs), *cases]
     out = Path(out_dir)
-    refuse_input_folder(out, [i for i in inputs if Path(i).is_dir()])
-    lm = load_model(checkpoint, device, tracking_uri)
+    refuse_input_folder(
+        out, [*(i for i in inputs if Path(i).is_dir()), *(i for i in items if isinstance(i, Path) and i.is_dir())]
+    )
+    if engine == "onnxruntime":
+        lm = load_onnx_model(checkpoint, device, tracking_uri)
+    else:
+        lm = load_model(checkpoint, device, tracking_uri)
     members = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     planned = plan_outputs(
-        items, lm.preprocess.classes, out, opts, [*input_files(items), *(Path(m) for m in members if Path(m).is_file())]
+        items,
+        lm.preprocess.classes,
+        out,
+        opts,
+        [
+            *input_files(items),
+            *(Path(m) for m in members if Path(m).is_file()),
+            *(opts.region.files if opts.region is not None else ()),  # --mask files are inputs: never written
+        ],
     )
     rank, world = rank_and_world(lm.device)
     if rank == 0:

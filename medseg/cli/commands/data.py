@@ -20,6 +20,7 @@ from medseg.cli.options import (
     layout_option,
     lesion_labels_option,
     quiet_option,
+    ref_option,
     seed_option,
     set_option,
     value,
@@ -113,7 +114,7 @@ def plan(
     model_cfg, sampling, train_cfg = (
         (cfg.model, cfg.sampling, cfg.train) if cfg else (ModelConfig(), SamplingConfig(), TrainConfig())
     )
-    fp = fingerprint(ds, wanted)
+    fp = fingerprint(ds, wanted, preprocess=cfg.preprocess if cfg else None)
     batch = patches_per_step(train_cfg.batch_size, sampling.samples_per_volume)
     planned = make_plan(fp, model_cfg, batch, sampling.memory_gb if memory_gb is None else memory_gb)
     typer.echo(yaml.safe_dump({"plan": planned, "fingerprint": fp}, sort_keys=False, default_flow_style=None).rstrip())
@@ -126,9 +127,7 @@ def plan(
 def show(
     case: Path = typer.Argument(..., help="Scan file (.nii.gz, .nrrd, .mha); 4D: channel 0 is shown."),
     pred: Path | None = typer.Option(None, "--pred", help="Predicted mask on the scan's grid (red contour)."),
-    ref: Path | None = typer.Option(
-        None, "--ref", help="Reference (ground-truth) label on the scan's grid (green contour)."
-    ),
+    ref: Path | None = ref_option(),
     out: Path = typer.Option(
         Path("."), "--out", help="Folder to write <case>_show.png into (created if missing; default: here)."
     ),

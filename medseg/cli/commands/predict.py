@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from medseg.cli.commands.review import check_review, review_evaluation_step, review_predictions_step
 from medseg.cli.common import (
     check_device,
     check_exists,
@@ -27,8 +28,10 @@ from medseg.cli.options import (
     DATASET_HELP,
     Connectivity,
     EmptyDice,
+    Engine,
     Layout,
     Matching,
+    OutputFormat,
     Protocol,
     Split,
     channel_option,
@@ -40,6 +43,7 @@ from medseg.cli.options import (
     min_lesion_voxels_option,
     protocol_option,
     quiet_option,
+    review_option,
     set_option,
     split_option,
     tracking_uri_option,
@@ -57,11 +61,13 @@ def predict(
         ...,
         help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by "
         "commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble "
-        "averaging their probabilities.",
+        "averaging their probabilities. With --engine onnxruntime: the model.onnx of medseg export.",
     ),
     inputs: list[str] | None = typer.Argument(
         None,
-        help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last.",
+        help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last. "
+        "A folder of DICOM files is one scan (its series with the most slices), and so is each subfolder of a folder "
+        "that holds such folders.",
     ),
     out: Path = typer.Option(
         ...,
@@ -108,7 +114,37 @@ def predict(
     ),
     table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
+    mask: str | None = typer.Option(
+        None,
+        "--mask",
+        metavar="MASKS",
+        help="Region masks (e.g. brain masks), each on its scan's grid: a folder, file or glob of masks named as the "
+        "scans (case name, any image suffix), or a path with {case}, e.g. 'brain/{case}_mask.nii.gz'. Predicted "
+        "lesions with more than half of their voxels outside the region (voxels > 0) are removed.",
+    ),
+    min_confidence: float | None = typer.Option(
+        None,
+        "--min-confidence",
+        metavar="C",
+        min=0,
+        max=1,
+        help="Remove predicted lesions whose confidence (maximum probability) is below C; unlike a higher "
+        "--threshold, the lesions kept keep their whole extent.",
+    ),
+    engine: Engine = typer.Option(
+        Engine.torch,
+        "--engine",
+        help="What runs the network: torch, or onnxruntime (MODEL: the model.onnx of medseg export; CPU, or CUDA "
+        "where onnxruntime has it); needs medseg[onnx].",
+    ),
+    output_format: OutputFormat = typer.Option(
+        OutputFormat.nifti,
+        "--output-format",
+        help="nifti: the masks (NIfTI for DICOM scans). dicom-seg: also <case>_seg.dcm per DICOM scan, a DICOM "
+        "Segmentation referencing its series, one segment per lesion class; needs medseg[dicom].",
+    ),
     tracking_uri: str | None = tracking_uri_option(),
+    review: bool = review_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Segment scans; each mask has exactly its scan's shape, affine and orientation.
@@ -117,9 +153,11 @@ def predict(
     summary.csv into --out. A scan that fails is reported and skipped; the exit code is then 1.
     """
     from medseg.inference.batch import PredictOptions, predict_files
+    from medseg.inference.region import find_region_masks
 
     check_out_folder(out, "--out")
     check_device(device)
+    check_engine(model, value(engine), value(output_format))
     opts = PredictOptions(
         threshold=threshold,
         min_lesion_mm3=min_lesion_mm3,
@@ -130,12 +168,17 @@ def predict(
         instances=save_instances,
         table=table,
         skip_existing=skip_existing,
+        region=find_region_masks(mask) if mask is not None else None,
+        min_confidence=min_confidence,
+        output_format=value(output_format),
     )
     cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split))
     if not inputs and not cases:
         raise MedsegError("nothing to predict: give scan files/folders, or --dataset DATASET")
     members = [m for m in model.split(",") if m] if "," in model else model
-    rows, errors = predict_files(members, inputs or [], out, device, opts, not quiet, tracking_uri, cases)
+    rows, errors = predict_files(
+        members, inputs or [], out, device, opts, not quiet, tracking_uri, cases, engine=value(engine)
+    )
     if rank() > 0:
         return
     for row in rows if not quiet else []:
@@ -145,8 +188,29 @@ def predict(
     for line in errors:
         typer.echo(f"error: {line}", err=True)
     typer.echo(f"{len(rows)} scan(s) done, {len(errors)} failed")
+    if review:
+        review_predictions_step(out, inputs or [], cases)
     if errors:
         raise typer.Exit(1)
+
+
+def check_engine(model: str, engine: str, output_format: str) -> None:
+    """The optional extras that ``--engine`` and ``--output-format`` need are installed, and an
+    ONNX MODEL goes with ``--engine onnxruntime``.
+
+    Raises:
+        MedsegError: naming the option and the extra to install, or the option to add.
+    """
+    if engine == "onnxruntime":
+        from medseg.inference.onnx_model import require_onnxruntime
+
+        require_onnxruntime()
+    elif model.endswith(".onnx"):
+        raise MedsegError(f"{model}: an ONNX model runs with onnxruntime; add --engine onnxruntime")
+    if output_format == "dicom-seg":
+        from medseg.io.dicom_seg import require_highdicom
+
+        require_highdicom()
 
 
 def dataset_cases(
@@ -249,6 +313,7 @@ def evaluate(
     ),
     lesion_labels: str | None = lesion_labels_option(),
     protocol: Protocol = protocol_option(),
+    review: bool = review_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
@@ -266,6 +331,7 @@ def evaluate(
         bool(dilate or min_lesion_voxels or min_lesion_mm3 or one_to_one or matching != Matching.overlap),
     )
     cases, classes = reference_classes(pred, ref, (value(layout), channel, label, set_), value(split), lesion_labels)
+    check_review(review, out, classes)
     failed = []
     for group, values in classes:
         opts = EvalOptions(
@@ -283,6 +349,8 @@ def evaluate(
         summary, rows, errors = evaluate_dirs(pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group)
         print_evaluation([] if quiet else rows, summary)
         failed += errors
+    if review:
+        review_evaluation_step(pred, ref, cases, out, rule, dilate, classes[0][1])
     for line in failed:
         typer.echo(f"error: {line}", err=True)
     if failed:
