@@ -9,7 +9,11 @@ roi 96^3, overlap 0.25, Gaussian blending, sw_batch_size 4, no TTA.
 Reference: LoadImaged, EnsureChannelFirstd, Orientationd, Spacingd, NormalizeIntensityd,
 sliding_window_inference, Activationsd, Invertd, AsDiscreted, SaveImaged.
 medseg: the whole ``predict`` (load -> preprocess -> window -> restore geometry -> write mask and
-lesion table). Wall time and peak RSS above the idle process, medians of interleaved runs.
+lesion table) with the preprocessing of configs/brats_*.yaml (background: min, so the head is cropped
+before the window, as nnU-Net does), in bf16 where the CPU has it and in float32; and in float32
+without the crop (background: zero: the whole volume, as the reference). Wall time, CPU seconds
+(user + system, all threads: steadier than wall time on a shared machine) and peak RSS above the idle
+process, medians of interleaved runs.
 ``--extra`` also times medseg with overlap 0.5 and with mirror TTA (one run each).
 """
 
@@ -54,8 +58,9 @@ from medseg.nn.window import use_bf16
 ROI, OVERLAP, SW_BATCH = (96, 96, 96), 0.25, 4
 
 
-def measure(fn) -> tuple[float, float]:
-    """(seconds, peak RSS in MB above the RSS at the start), RSS sampled every 20 ms."""
+def measure(fn) -> tuple[float, float, float]:
+    """(wall seconds, peak RSS in MB above the RSS at the start, CPU seconds user + system of the
+    process's threads), RSS sampled every 20 ms."""
     base, peak, done = rss_mb(), [0.0], threading.Event()
 
     def poll():
@@ -65,12 +70,12 @@ def measure(fn) -> tuple[float, float]:
 
     thread = threading.Thread(target=poll, daemon=True)
     thread.start()
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), os.times()
     fn()
-    seconds = time.perf_counter() - start
+    seconds, cpu1 = time.perf_counter() - start, os.times()
     done.set()
     thread.join()
-    return seconds, max(peak[0], rss_mb()) - base
+    return seconds, max(peak[0], rss_mb()) - base, (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
 
 
 def volume(tmp: Path) -> Path:
@@ -94,7 +99,12 @@ def network() -> torch.nn.Module:
     return net
 
 
-def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool, amp: str = "auto") -> Path:
+def medseg_checkpoint(
+    net: torch.nn.Module, spacing, tmp: Path, overlap: float, tta: bool, amp: str = "auto", background: str = "min"
+) -> Path:
+    """A medseg checkpoint of ``net``. ``background="min"`` as configs/brats_*.yaml: the scan's minimum is
+    the background (z-scored BraTS scans), cropped away before the window (nnU-Net's crop); ``"zero"``
+    keeps the whole z-scored volume, as the MONAI reference does."""
     cfg = ExperimentConfig.model_validate(
         {
             "data": {"dataset": str(tmp)},
@@ -103,12 +113,17 @@ def medseg_checkpoint(net: torch.nn.Module, spacing, tmp: Path, overlap: float, 
             "inference": {"roi_size": list(ROI), "overlap": overlap, "sw_batch_size": SW_BATCH, "tta": tta, "amp": amp},
         }
     )
-    path = tmp / f"medseg_{overlap}_{tta}_{amp}.pt"
+    path = tmp / f"medseg_{overlap}_{tta}_{amp}_{background}.pt"
     write_payload(
         {
             "state_dict": net.state_dict(),
             "config": cfg.model_dump(mode="json"),
-            "preprocess": {"spacing": list(spacing), "normalize": "zscore_nonzero", "in_channels": 1},
+            "preprocess": {
+                "spacing": list(spacing),
+                "normalize": "zscore_nonzero",
+                "in_channels": 1,
+                "background": background,
+            },
             "operating_point": {"threshold": 0.5, "min_lesion_mm3": 0.0},
         },
         path,
@@ -165,6 +180,7 @@ def main() -> None:
     ckpts = {
         "medseg": medseg_checkpoint(net, spacing, tmp, OVERLAP, False),
         "medseg_fp32": medseg_checkpoint(net, spacing, tmp, OVERLAP, False, amp="off"),
+        "medseg_fp32_nocrop": medseg_checkpoint(net, spacing, tmp, OVERLAP, False, amp="off", background="zero"),
     }
     print(
         f"volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, "
@@ -172,10 +188,10 @@ def main() -> None:
     )
     # same outputs as the reference (the mask only); the lesion table is timed separately below
     mask_only = PredictOptions(table=False)
-    results: dict[str, list[tuple[float, float]]] = {"medseg": [], "medseg_fp32": [], "reference": []}
+    results: dict[str, list[tuple[float, float, float]]] = {name: [] for name in (*ckpts, "reference")}
     for i in range(args.runs + 1):  # run 0 warms caches up and is not counted
         line = []
-        for name in ("medseg", "medseg_fp32", "reference"):
+        for name in results:
             if name == "reference":
                 res = measure(lambda: reference(net, image, spacing, tmp / f"r{i}"))
             else:
@@ -184,38 +200,42 @@ def main() -> None:
                 )
             if i:
                 results[name].append(res)
-            line.append(f"{name} {res[0]:.1f} s {res[1]:.0f} MB")
+            line.append(f"{name} {res[0]:.1f} s (CPU {res[2]:.1f} s) {res[1]:.0f} MB")
         print(f"run {i}: " + " | ".join(line), flush=True)
-    med = {k: (statistics.median(s for s, _ in v), statistics.median(m for _, m in v)) for k, v in results.items()}
-    ref_s, ref_mb = med["reference"]
-    for name, (sec, mb) in med.items():
+    med = {k: tuple(statistics.median(r[j] for r in v) for j in range(3)) for k, v in results.items()}
+    ref_s, ref_mb, ref_cpu = med["reference"]
+    for name, (sec, mb, cpu) in med.items():
         print(
-            f"{name:12s} {sec:6.2f} s  peak +{mb:4.0f} MB   ratio to reference: time {sec / ref_s:.2f}x, peak RSS "
-            f"{mb / ref_mb:.2f}x"
+            f"{name:18s} {sec:6.2f} s  CPU {cpu:6.1f} s  peak +{mb:4.0f} MB   ratio to reference: time "
+            f"{sec / ref_s:.2f}x, CPU seconds {cpu / ref_cpu:.2f}x, peak RSS {mb / ref_mb:.2f}x"
         )
     rows = [
-        (name, f"{sec:.2f} s", f"{sec / ref_s:.2f}", f"+{mb:.0f} MB", f"{mb / ref_mb:.2f}")
-        for name, (sec, mb) in med.items()
+        (name, f"{sec:.2f} s", f"{sec / ref_s:.2f}", f"{cpu / ref_cpu:.2f}", f"+{mb:.0f} MB", f"{mb / ref_mb:.2f}")
+        for name, (sec, mb, cpu) in med.items()
     ]
     write_markdown(
         args.markdown,
         "Inference speed and memory",
-        table(("pipeline", "wall time", "ratio", "peak RSS", "ratio"), rows),
+        table(("pipeline", "wall time", "ratio", "CPU s ratio", "peak RSS", "ratio"), rows),
         [
             f"Volume {image.name} {shape}, spacing {spacing}, torch threads {torch.get_num_threads()}, medians of "
             f"{args.runs} "
             "interleaved runs; reference = plain MONAI (LoadImaged ... sliding_window_inference, Invertd, SaveImaged); "
-            "medseg_fp32 = inference.amp off."
+            "medseg = the BraTS configs' preprocessing (background: min, the head cropped before the window), "
+            "inference.amp auto; medseg_fp32 = amp off; medseg_fp32_nocrop = amp off, background zero (the whole "
+            "volume, as the reference)."
         ],
     )
-    s, _ = measure(lambda: predict_files(ckpts["medseg"], [str(image)], tmp / "table", "cpu", PredictOptions(), False))
+    s, _, _ = measure(
+        lambda: predict_files(ckpts["medseg"], [str(image)], tmp / "table", "cpu", PredictOptions(), False)
+    )
     print(f"medseg with the per-lesion table: {s:.2f} s")
     ours = np.asanyarray(nib.load(str(tmp / "medseg1" / image.name)).dataobj)
     print(f"mask voxels medseg {int(ours.sum())} of {ours.size}")
     if args.extra:
         for overlap, tta in ((0.5, False), (OVERLAP, True)):
             path = medseg_checkpoint(net, spacing, tmp, overlap, tta)
-            s, m = measure(
+            s, m, _ = measure(
                 lambda: predict_files(path, [str(image)], tmp / f"x{overlap}{tta}", "cpu", PredictOptions(), False)
             )
             print(f"medseg overlap {overlap} tta {tta}: {s:.1f} s, peak +{m:.0f} MB")
