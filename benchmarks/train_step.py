@@ -1,7 +1,7 @@
 """medseg's training step against a plain PyTorch/MONAI loop doing the same work, one process.
 
     .venv/bin/python benchmarks/train_step.py [--size 96] [--steps 4] [--runs 5] [--device auto]
-                                              [--peak-tflops 989]
+                                              [--peak-tflops 989] [--channels-last]
 
 Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
 1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
@@ -10,7 +10,9 @@ intensities with a random sparse binary label (a few spheres, about 1 % of the v
 pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader would give them).
 
 - medseg: ``medseg.training.step.run_epoch`` over that list (focal + Dice from
-  ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, no stop signal, no clipping,
+  ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, the precision policy of
+  ``medseg train`` (``precision_for(TrainConfig())``: float32 on CPU; with ``--channels-last``,
+  ``train.channels_last: true``: network and inputs in channels_last_3d), no stop signal, no clipping,
   a do-nothing progress bar).
 - plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only, as
   medseg does), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
@@ -63,11 +65,12 @@ from report import add_markdown_option, table, write_markdown
 from rss import rss_mb  # benchmarks/rss.py (the scripts run as python benchmarks/NAME.py)
 from torch.utils.flop_counter import FlopCounterMode
 
-from medseg.config.schema import LossConfig, ModelConfig
+from medseg.config.schema import LossConfig, ModelConfig, TrainConfig
 from medseg.nn.losses.registry import build_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.allocator import tune_allocator
 from medseg.training.guards import NonFiniteGuard
+from medseg.training.precision import precision_for
 from medseg.training.step import StepContext, lr_schedule, run_epoch
 
 BATCH = 2
@@ -112,22 +115,28 @@ def build(seed: int = 0) -> torch.nn.Module:
 class Pipeline:
     """One model + optimizer + scheduler and the function that runs one pass over the batches."""
 
-    def __init__(self, name: str, state: dict, device: torch.device, total_steps: int) -> None:
+    def __init__(
+        self, name: str, state: dict, device: torch.device, total_steps: int, channels_last: bool = False
+    ) -> None:
         self.name, self.device = name, device
         self.model = build().to(device)
         self.model.load_state_dict(state)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule("poly", total_steps))
-        if name == "medseg":
+        if name == "medseg":  # medseg's step as train runs it: its loss, guard and precision policy
             self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
             self.guard = NonFiniteGuard(5)
+            self.precision = precision_for(TrainConfig(channels_last=channels_last), device)
+            self.model = self.precision.apply(self.model)
         else:
             self.loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True, smooth_nr=0.0, smooth_dr=1e-5)
 
     def run(self, batches: list[dict]) -> float:
         """One pass; returns the mean loss."""
         if self.name == "medseg":
-            ctx = StepContext(self.model, self.loss_fn, self.optimizer, self.scheduler, self.device, guard=self.guard)
+            ctx = StepContext(
+                self.model, self.loss_fn, self.optimizer, self.scheduler, self.device, self.precision, guard=self.guard
+            )
             return run_epoch(ctx, batches, NoBar(), ("bench", float("nan")))
         return plain_epoch(self.model, batches, self.loss_fn, self.optimizer, self.scheduler, self.device)
 
@@ -176,11 +185,11 @@ def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def memory_child(name: str, size: int, steps: int) -> None:
+def memory_child(name: str, size: int, steps: int, channels_last: bool) -> None:
     """Hidden mode: one pipeline in this fresh process (CPU); prints its peak RSS as JSON."""
     batches = make_batches(steps, size)
     state = build().state_dict()
-    pipe = Pipeline(name, state, torch.device("cpu"), steps + 1)
+    pipe = Pipeline(name, state, torch.device("cpu"), steps + 1, channels_last)
     setup_mb = rss_mb()
     pipe.run(batches)  # one pass: the optimizer state is created at its first step
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -197,6 +206,7 @@ def cpu_peak_rss(name: str, args) -> dict:
         str(args.size),
         "--steps",
         str(args.steps),
+        *(["--channels-last"] if args.channels_last else []),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -236,6 +246,9 @@ def main() -> None:
     parser.add_argument(
         "--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)"
     )
+    parser.add_argument(
+        "--channels-last", action="store_true", help="medseg with train.channels_last: true (plain stays as it is)"
+    )
     add_markdown_option(parser)
     parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -249,13 +262,15 @@ def main() -> None:
     if args.size % 16:
         raise SystemExit(f"--size {args.size}: must be a multiple of 16 (the product of the strides)")
     if args._memory:
-        memory_child(args._memory, args.size, args.steps)
+        memory_child(args._memory, args.size, args.steps, args.channels_last)
         return
 
     batches = make_batches(args.steps, args.size)
     state = build().state_dict()
     total = (args.runs + 1) * args.steps + 1
-    pipes = {name: Pipeline(name, copy.deepcopy(state), device, total) for name in ("medseg", "plain")}
+    pipes = {
+        name: Pipeline(name, copy.deepcopy(state), device, total, args.channels_last) for name in ("medseg", "plain")
+    }
     gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
     print(
         f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "

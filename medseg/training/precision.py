@@ -17,6 +17,10 @@ class Precision:
     scaler: object | None = None
     channels_last: bool = False
 
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``model`` in the memory format of the step (channels_last_3d or as it is)."""
+        return model.to(memory_format=torch.channels_last_3d) if self.channels_last else model
+
 
 def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
     """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
