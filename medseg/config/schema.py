@@ -326,7 +326,9 @@ class TrainConfig(Section):
         False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more)."
     )
     channels_last: bool = Field(
-        False, description="channels_last_3d memory format for network and inputs (can help cuDNN on GPUs; measure)."
+        False,
+        description="channels_last_3d memory format for network and inputs (CPU: about 0.7-0.8x the CPU seconds per "
+        "UNet step in benchmarks/train_step.py --channels-last; can help cuDNN on GPUs; measure).",
     )
     grad_clip: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping."
@@ -341,6 +343,41 @@ class TrainConfig(Section):
     output_dir: Path = Field(
         Path("runs"), description="Run folders are created here (relative to the working directory)."
     )
+    init_from: str | None = Field(
+        None,
+        description="Fine-tune: start from this model's weights instead of a random initialisation: a checkpoint "
+        "(best.pt/last.pt), a run folder (its best.pt; relative to the working directory) or an MLflow model "
+        "(runs:/<id>/model, models:/<name>/<version>, in the store this config trains into). Tensors are matched by "
+        "name and shape; the first layer adapts to other input channels; init_report.txt in the run folder lists "
+        "what was loaded and skipped. --resume continues from the run's own last.pt, never from this.",
+    )
+    init_new_channels: Literal["zero", "mean"] = Field(
+        "zero",
+        description="init_from with an input channel the source model lacks: its first-layer kernels start at zero "
+        "(the new channel changes nothing until training moves them) or at the mean of the source's kernels over its "
+        "channels.",
+    )
+    freeze_encoder_epochs: int = Field(
+        0,
+        ge=0,
+        description="init_from: keep the encoder's parameters fixed for the first N epochs, then train everything "
+        "(unet: the down path and the bottom; dynunet: input block, down-sampling blocks and bottleneck; segresnet: "
+        "its encoder).",
+    )
+    init_keep_preprocessing: bool = Field(
+        False,
+        description="init_from: take the source model's spacing, normalisation, background and (for channels it "
+        "has) CT statistics and nyul landmarks instead of this config's preprocess keys; false = this config's, "
+        "with one warning line naming each difference.",
+    )
+
+    @model_validator(mode="after")
+    def _init_options(self) -> TrainConfig:
+        if self.init_from is None:
+            for key, default in (("freeze_encoder_epochs", 0), ("init_keep_preprocessing", False)):
+                if getattr(self, key) != default:
+                    raise ValueError(f"{key} needs init_from (the model to fine-tune); set train.init_from")
+        return self
 
 
 class InferenceConfig(Section):

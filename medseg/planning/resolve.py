@@ -3,7 +3,8 @@
 Order of precedence for the planned keys (``preprocess.target_spacing``, ``preprocess.normalize``,
 ``preprocess.ct_stats``, ``preprocess.landmarks``, ``sampling.patch_size``): the config, then
 ``data.plan`` (a ``plan.yaml``), then planning the dataset now (:mod:`medseg.planning.proposal`).
-The plan's ``origin`` records which one each came from. Then, once: the network's topology and
+The plan's ``origin`` records which one each came from (``init_from``: kept from a fine-tuned
+model's source, :mod:`medseg.planning.inherit`). Then, once: the network's topology and
 input multiples, the sliding window, the augmentation and the crop it needs, the batch composition
 and the loss terms.
 """
@@ -20,6 +21,7 @@ from medseg.errors import MedsegError
 from medseg.nn.losses.registry import blob_weight
 from medseg.nn.topology import input_multiples, with_topology
 from medseg.planning.fingerprint import fingerprint
+from medseg.planning.inherit import keep_preprocessing
 from medseg.planning.proposal import PLANNED, apply_plan, make_plan, needs_plan, read_plan
 from medseg.transforms.augment import crop_size
 from medseg.transforms.augment import resolve as resolve_augmentation
@@ -35,14 +37,21 @@ class Resolved:
     proposal: dict[str, Any] | None
 
 
-def resolve(cfg: ExperimentConfig, ds: Dataset, channels: tuple[str, ...]) -> Resolved:
-    """The plan of ``cfg`` on ``ds`` (whose input channels are ``channels``).
+def resolve(
+    cfg: ExperimentConfig, ds: Dataset, channels: tuple[str, ...], source: Preprocessing | None = None
+) -> Resolved:
+    """The plan of ``cfg`` on ``ds`` (whose input channels are ``channels``); ``source``: the
+    preprocessing of the ``train.init_from`` model, whose values replace the config's preprocess
+    keys first when ``train.init_keep_preprocessing`` is set (origin ``init_from``).
 
     Raises:
         MedsegError: an unreadable ``data.plan``, a CT plan without lesion voxels, or a patch or
             window that the network cannot take (not multiples of its strides).
     """
-    origin = dict.fromkeys(_planned_keys(cfg, set_only=True), "config")
+    kept: list[str] = []
+    if source is not None and cfg.train.init_keep_preprocessing:
+        cfg, kept = keep_preprocessing(cfg, source, channels)
+    origin = dict.fromkeys(_planned_keys(cfg, set_only=True), "config") | dict.fromkeys(kept, "init_from")
     proposal = None
     if cfg.data.plan is not None:
         proposal = read_plan(cfg.data.plan)

@@ -1,5 +1,5 @@
-"""What makes a run reproducible from its own record: code version, package versions, device and
-a fingerprint of the dataset.
+"""What makes a run reproducible from its own record: code version, package versions, device, a
+fingerprint of the dataset, and the model a fine-tuned run started from.
 """
 
 from __future__ import annotations
@@ -111,3 +111,10 @@ def dataset_input(root: Path, splits: dict[str, Sequence[str]], digest: str | No
         *(InputTag(f"cases.{split}", str(len(ids))) for split, ids in splits.items()),
     ]
     return DatasetInput(data._to_mlflow_entity(), tags)  # what mlflow.log_input sends, for a client-driven run
+
+
+def init_tags(source: str, run_id: str | None) -> dict[str, str]:
+    """MLflow tags naming a fine-tuned run's parent model (``train.init_from``): ``init_from``, the
+    checkpoint file or model URI it started from (without credentials), and ``init_from.run_id``,
+    the MLflow run that trained that model when the checkpoint records one."""
+    return {"init_from": redact_uri(source), **({"init_from.run_id": run_id} if run_id else {})}

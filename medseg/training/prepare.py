@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from monai.data import Dataset
 
-from medseg.config.plan import Plan
+from medseg.config.plan import Plan, Preprocessing
 from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
 from medseg.data.check import check_dataset, rules_for
@@ -31,10 +31,10 @@ class Prepared:
     proposal: dict[str, Any] | None  # the plan.yaml mapping the planned keys came from (None: all set by the config)
 
 
-def prepare(cfg: ExperimentConfig) -> Prepared:
+def prepare(cfg: ExperimentConfig, source: Preprocessing | None = None) -> Prepared:
     """List and check every case (all problems reported at once, as ``medseg check`` does), then
     resolve the plan (:func:`medseg.planning.resolve.resolve`: keys the config leaves null from
-    ``data.plan`` or planned now).
+    ``data.plan`` or planned now; ``source``: the preprocessing of the ``train.init_from`` model).
 
     Raises:
         MedsegError: listing every problem of the dataset, or a config that does not fit it.
@@ -52,7 +52,7 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
             )
         )
     channels = ds.channels or tuple(f"channel{i}" for i in range(rules_for(ds).n_channels))
-    resolved = resolve(cfg, ds, channels)
+    resolved = resolve(cfg, ds, channels, source)
     _warn_if_patch_exceeds(ds.cases, resolved.plan.patch_size, resolved.plan.preprocess.spacing)
     return Prepared(resolved.cfg, ds.cases, resolved.plan, resolved.proposal)
 

@@ -22,6 +22,7 @@ from medseg.runtime.device import pick_device
 from medseg.runtime.distributed import broadcast, finish, rank_and_world
 from medseg.tracking.store import live_uri
 from medseg.tracking.tracker import NullTracker, Tracker, make_tracker
+from medseg.training.finetune import read_init_source
 from medseg.training.prepare import load_datasets, prepare
 from medseg.training.state import RunContext, TrainResult
 from medseg.training.trainer import Trainer
@@ -32,16 +33,19 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
 
     With ``resume`` (a run folder), training continues from its ``last.pt`` exactly where it
     stopped (same batches, same MLflow run); a larger ``train.epochs`` extends a finished run.
+    ``train.init_from`` (fine-tuning) is read here, before the dataset is planned, and never on
+    resume: a resumed run continues from its own weights.
     """
     resumed = resume_checkpoint(resume) if resume is not None else None
-    prep = prepare(cfg)
+    init = read_init_source(cfg) if cfg.train.init_from is not None and resumed is None else None
+    prep = prepare(cfg, init.preprocess if init is not None else None)
     cfg = prep.cfg
     train_cases, val_cases = run_split(prep.cases, cfg)
     device, rank, world = _device_and_rank(cfg)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.plan)
     run_dir, tracker = _open_run(cfg, rank, world, resume, resumed)
-    trainer = Trainer(prep, datasets, device, RunContext(run_dir, tracker, rank, world, progress and rank == 0))
+    trainer = Trainer(prep, datasets, device, RunContext(run_dir, tracker, rank, world, progress and rank == 0), init)
     try:
         trainer.setup(resumed=resumed is not None)
         if resumed is not None:

@@ -5,6 +5,7 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,13 @@ def train(
         help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M "
         "extends a finished run.",
     ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        metavar="MODEL",
+        help="Fine-tune: start from this model's weights: a best.pt/last.pt, a run folder, runs:/<id>/model or "
+        "models:/<name>/<version> (sets train.init_from; see docs/how-to/finetune.md). Not with --resume.",
+    ),
     folds: int | None = typer.Option(
         None,
         "--folds",
@@ -72,6 +80,8 @@ def train(
 
     if (config is None) == (resume is None):
         raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
+    if init_from is not None and resume is not None:
+        raise MedsegError("--init-from: not with --resume (a resumed run continues from its own last.pt)")
     if resume is not None and not (resume / "last.pt").is_file():
         raise MedsegError(
             f"{resume}: no last.pt here; pass a run folder written by 'medseg train' (e.g. runs/20261123-101500)"
@@ -84,9 +94,10 @@ def train(
         raise MedsegError(
             "--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)"
         )
-    cfg = load_config(
-        resume / "config.yaml" if resume is not None else config, run_overrides(set_, device, tracking_uri)
-    )
+    overrides = run_overrides(set_, device, tracking_uri)
+    if init_from is not None:
+        overrides.append(f"train.init_from={json.dumps(init_from)}")  # a JSON string is a YAML string: as written
+    cfg = load_config(resume / "config.yaml" if resume is not None else config, overrides)
     if seeds is not None:
         _train_seeds(cfg, seeds, quiet)
         return
