@@ -3,6 +3,7 @@ description, best epoch and its figures, lesion-size bins, held-back metrics, th
 
 import base64
 import gzip
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -69,6 +70,29 @@ def test_size_bin_and_heldback_metrics(demo_run):
     assert {"heldback_dice", "heldback_lesion_recall", "heldback_fp_per_scan"} <= set(run.data.metrics)
     assert not [k for k in run.data.metrics if k.startswith("test_")]
     assert {a.path for a in client.list_artifacts(result.run_id, "heldback")} >= {"heldback/cases.csv"}
+
+
+@pytest.mark.slow
+def test_review_site_of_the_worst_validation_cases(demo_run):
+    result, client, run, out = demo_run
+    run_dir = next((out / "runs").glob("*/best.pt")).parent
+    overlaid = {
+        p.name.rsplit("_missed", 1)[0].rsplit("_false_positive", 1)[0]
+        for p in (run_dir / "report" / "overlays").glob("*.png")
+    }
+    kept = {p.name.split(".")[0] for p in (run_dir / "val_worst" / "pred").glob("*.nii.gz")}
+    assert len(kept) == min(2, int(run.data.params["data.n_val"])) and overlaid <= kept
+    site = (run_dir / "report" / "review" / "data" / "site.js").read_text()
+    assert sorted(s["name"] for s in json.loads(site[site.index("=") + 1 :].strip().rstrip(";"))["scans"]) == sorted(
+        kept
+    )
+    logged = {a.path for a in client.list_artifacts(result.run_id, "report/review")}
+    assert {"report/review/index.html", "report/review/data", "report/review/static"} <= logged
+    pages = {a.path for a in client.list_artifacts(result.run_id, "report/review/data")}
+    assert pages == {"report/review/data/site.js", *(f"report/review/data/case_{c}.js" for c in kept)}
+    note = run.data.tags["mlflow.note.content"]
+    assert "**Review site**" in note and f"--run-id {result.run_id} --artifact-path report/review" in note
+    assert str(run_dir / "report" / "review" / "index.html") in note
 
 
 @pytest.mark.slow

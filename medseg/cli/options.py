@@ -133,6 +133,7 @@ TRACKING_URI_HELP = (
     "train, demo: where the run is logged (sets tracking.uri). predict, tune, export: where runs:/ and models:/ URIs "
     "are "
     "found; tune logs its tuning there (a checkpoint's own store is written to only when given here). "
+    "evaluate: logs the evaluation (tables, metrics, the --review site) as a new run there, only when given. "
     "runs: the store listed (default: $MLFLOW_TRACKING_URI, else every store found under ./runs and ./demo_out)."
 )
 QUIET_HELP = "Print only the result and errors: no progress bars, no per-case or detail lines."

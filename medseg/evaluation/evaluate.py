@@ -5,7 +5,8 @@ Predictions and references are paired by file name and compared voxel by voxel o
 Outputs, four files in the output folder (:data:`OUTPUT_FILES`): ``cases.csv`` (per case: Dice,
 HD95 mm, volumes, lesion TP/FP/FN, recall, precision, F1), ``lesions.csv`` (every GT and predicted
 lesion, its volume and whether it matched), ``summary.json`` and, when every mask has its
-probability map, ``froc.png``.
+probability map, ``froc.png``. With reviewer marks (``--marks``) ``lesions.csv`` gains a ``review``
+column and ``summary.json`` a ``review`` section (:mod:`medseg.evaluation.reviewed`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import numpy as np
 from medseg.errors import MedsegError
 from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts
+from medseg.evaluation.reviewed import ReviewDecisions, apply_decisions, review_summary
 from medseg.evaluation.tables import EvalOptions, case_tables, summarize
 from medseg.io.geometry import voxel_volume
 from medseg.io.outputs import OutputPlan
@@ -88,10 +90,12 @@ def evaluate_dirs(
     cases: Sequence[Case] | None = None,
     suffix: str = "",
     group: str = "",
+    decisions: ReviewDecisions | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], list[str]]:
     """Compare every reference mask with the prediction of the same name (or, with ``cases``,
     every case's label with the prediction ``<case_id><suffix>.*`` in ``pred_dir``; or, given
-    two mask files, that one pair).
+    two mask files, that one pair). With reviewer ``decisions`` the lesion rows get a ``review``
+    column and the summary a ``review`` section (:mod:`medseg.evaluation.reviewed`).
 
     Returns:
         (summary, per-case rows, error lines for cases that could not be compared). With the
@@ -107,25 +111,26 @@ def evaluate_dirs(
         else None
     )
     rows, lesions, total, froc_scans = [], [], LesionCounts(scans=0), []
+    reviewed: tuple[list[str], set] = ([], set())  # masks with decisions applied, the decisions met
     for pred_path, ref_path in pairs:
         try:
-            pred, p_aff = read_lesion_mask(pred_path)
-            ref, r_aff = read_lesion_mask(ref_path, opts.lesion_labels)
-            if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
-                raise MedsegError(
-                    f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on "
-                    "the reference's scan"
-                )
+            pred, ref, r_aff = _read_pair(pred_path, ref_path, opts.lesion_labels)
         except MedsegError as err:
             errors.append(str(err))
             continue
         name = strip_suffix(pred_path) if cases is not None else strip_suffix(ref_path)
         row, case_lesions, counts = case_tables(pred, ref, r_aff, name, opts)
+        if decisions is not None:  # marks name the mask (the review site's scan name)
+            reviewed[0].append(strip_suffix(pred_path))
+            conn = opts.rule.connectivity
+            reviewed[1].update(apply_decisions(case_lesions, reviewed[0][-1], (pred, ref), r_aff, conn, decisions))
         rows.append(row)
         lesions += case_lesions
         total = total + counts
         froc_scans.append(_prob_scan(pred_path, ref, r_aff))
     summary = summarize(rows, lesions, total, opts)
+    if decisions is not None:
+        summary["review"] = review_summary(lesions, reviewed[0], decisions, reviewed[1])
     froc_result = _froc(froc_scans, opts, outputs)
     if froc_result:
         summary["froc"] = {"recall_at_fp_per_scan": froc_result["recall_at"], "cpm": froc_result["cpm"]}
@@ -135,6 +140,24 @@ def evaluate_dirs(
             write_csv(lesions, outputs["lesions"])
         write_text(json.dumps(summary, indent=2), outputs["summary"])
     return summary, rows, errors
+
+
+def _read_pair(
+    pred_path: Path, ref_path: Path, lesion_labels: tuple[int, ...] | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prediction, reference (its ``lesion_labels``), affine) of one pair, bool (X, Y, Z).
+
+    Raises:
+        MedsegError: an unreadable file, or the two on different grids.
+    """
+    pred, p_aff = read_lesion_mask(pred_path)
+    ref, r_aff = read_lesion_mask(ref_path, lesion_labels)
+    if pred.shape != ref.shape or not np.allclose(p_aff, r_aff, atol=1e-3):
+        raise MedsegError(
+            f"{pred_path}: grid {pred.shape} differs from reference {ref_path.name} {ref.shape}; predict on "
+            "the reference's scan"
+        )
+    return pred, ref, r_aff
 
 
 def output_paths(out: Path | str, inputs: Sequence[Path], group: str = "") -> dict[str, Path]:

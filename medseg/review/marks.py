@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import MedsegError, clip
+from medseg.evaluation.reviewed import ReviewDecisions, Verdict
 from medseg.io.write import write_text
 
 MARKS_FORMAT = "medseg-review-marks/1"
@@ -143,3 +144,14 @@ def write_marks(marks: list[Mark], path: Path) -> None:
 def decided(marks: list[Mark], decision: str, kind: str = "pred") -> list[tuple[str, int | None]]:
     """(case, id) of the marks of ``kind`` with ``decision``, e.g. the rejected predicted lesions."""
     return [(m.case, m.id) for m in marks if m.kind == kind and m.decision == decision]
+
+
+def lesion_decisions(marks: list[Mark], source: str) -> ReviewDecisions:
+    """The accept / reject marks on lesions as ``medseg evaluate --marks`` applies them (the last
+    mark on a lesion wins; scan marks and comments alone are left out)."""
+    verdicts = {
+        (m.case, m.kind, m.id): Verdict(m.decision, m.centroid_mm)
+        for m in marks
+        if m.kind != "scan" and m.decision and m.id is not None
+    }
+    return ReviewDecisions(source, verdicts)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from medseg.data.case import Case
@@ -50,6 +51,17 @@ def review_evaluation(
     return write_site(match_cases(mask_files(pred), images, refs), out, opts)
 
 
+def open_server(out: Path, cases: Sequence[ReviewCase], port: int = 0) -> ThreadingHTTPServer:
+    """A server (bound, not yet serving: call its ``serve_forever``, e.g. in a thread) of
+    ``out/review/`` on 127.0.0.1 that keeps marks in ``out/review_marks.json``.
+
+    Raises:
+        MedsegError: the marks file would replace an input, no site, or the port is taken.
+    """
+    marks = OutputPlan(out, [p for c in cases for p in c.inputs()]).claim(MARKS_FILE, "the review marks")
+    return make_server(out / SITE, marks, [c.name for c in cases], port)
+
+
 def serve_site(out: Path, cases: Sequence[ReviewCase], port: int, ready: Callable[[str], None]) -> None:
     """Serve ``out/review/`` on 127.0.0.1 until interrupted (Ctrl-C), keeping marks in
     ``out/review_marks.json``; ``ready(url)`` is called once the port is bound.
@@ -57,8 +69,7 @@ def serve_site(out: Path, cases: Sequence[ReviewCase], port: int, ready: Callabl
     Raises:
         MedsegError: the marks file would replace an input, no site, or the port is taken.
     """
-    marks = OutputPlan(out, [p for c in cases for p in c.inputs()]).claim(MARKS_FILE, "the review marks")
-    server = make_server(out / SITE, marks, [c.name for c in cases], port)
+    server = open_server(out, cases, port)
     ready(url_of(server))
     try:
         server.serve_forever()

@@ -8,7 +8,9 @@
 * ``data/site.js``, ``data/case_<name>.js``: the pages' data, volumes included (base64 ``.nii.gz``,
   :mod:`medseg.review.display`), defined by scripts so that the pages open from ``file://``;
 * ``img/``: thumbnails, crops and plots; ``static/``: the viewer (NiiVue, with its licence), the
-  pages' script and style sheet.
+  pages' script and style sheet;
+* ``manifest.json``: every file above that this writing produced; the next writing removes the
+  files of the previous one that it does not write again (:mod:`medseg.review.manifest`).
 
 Every file is claimed (:class:`medseg.io.outputs.OutputPlan`) inside ``out``, never over an input;
 the crops, named after lesions found while writing, are claimed as they are found. Reviewer marks
@@ -38,6 +40,7 @@ from medseg.io.write import atomic_write, write_text
 from medseg.review.analysis import Analysis, analyse, read_volumes
 from medseg.review.cases import ReviewCase
 from medseg.review.display import DEFAULT_MAX_VOXELS
+from medseg.review.manifest import MANIFEST, read_manifest, remove_listed, write_manifest
 from medseg.review.marks import MARKS_FILE, marks_document, read_marks
 from medseg.review.pages import display_volumes, lesion_record, scan_record, write_crops, write_thumbnail
 from medseg.viz.plots import plot_froc
@@ -61,11 +64,13 @@ class SiteOptions:
 
 @dataclass(frozen=True)
 class SiteResult:
-    """The index page written, the scans on it, and one line per scan that could not be shown."""
+    """The index page written, the scans on it, one line per scan that could not be shown, and
+    every file of the site (its manifest included)."""
 
     index: Path
     scans: int
     errors: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
 
 
 class SiteFiles:
@@ -73,14 +78,18 @@ class SiteFiles:
 
     def __init__(self, out: Path, cases: Sequence[ReviewCase]) -> None:
         self.plan = OutputPlan(out, [p for case in cases for p in case.inputs()])
+        self.claimed: list[Path] = []
         self.fixed = {name: self.claim(name, "the review index") for name in ("index.html", "data/site.js")}
+        self.fixed[MANIFEST] = self.claim(MANIFEST, "the review manifest")
         self.fixed |= {f"static/{n}": self.claim(f"static/{n}", "the review viewer") for n in STATIC_FILES}
         self.fixed |= {name: self.claim(name, "a review picture") for name in PICTURES.values()}
         self.scans = {case.name: self._scan_files(case) for case in cases}
 
     def claim(self, name: str, owner: str) -> Path:
         """The path ``<out>/review/<name>`` for ``owner``."""
-        return self.plan.claim(f"{SITE}/{name}", owner)
+        path = self.plan.claim(f"{SITE}/{name}", owner)
+        self.claimed.append(path)
+        return path
 
     def _scan_files(self, case: ReviewCase) -> dict[str, str]:
         names = {
@@ -229,12 +238,14 @@ def write_site(cases: Sequence[ReviewCase], out: Path, opts: SiteOptions = SiteO
 
     Raises:
         MedsegError: no cases, a file that would leave ``out`` or replace an input, an unreadable
-            ``review_marks.json``.
+            ``review_marks.json``. Checked before anything is written or removed.
     """
     if not cases:
         raise MedsegError(f"{out}: no masks to review; pass the folder of masks 'medseg predict --out' wrote")
     files = SiteFiles(Path(out), cases)
     marks = read_marks(Path(out) / MARKS_FILE, {c.name for c in cases})
+    folder = Path(out) / SITE
+    remove_listed(folder, read_manifest(folder), [p for c in cases for p in c.inputs()])
     rows, errors, done, pairs = write_scans(cases, files, opts)
     pictures = write_pictures(done, rows, pairs, files, opts)
     site = {
@@ -251,4 +262,5 @@ def write_site(cases: Sequence[ReviewCase], out: Path, opts: SiteOptions = SiteO
     write_text(_script("MEDSEG_SITE", site), files.fixed["data/site.js"])
     write_text(_page("index.html", opts.title, "data/site.js"), files.fixed["index.html"])
     copy_static(files)
-    return SiteResult(files.fixed["index.html"], len(rows), errors)
+    written = write_manifest(files.fixed[MANIFEST], [p for p in files.claimed if p != files.fixed[MANIFEST]])
+    return SiteResult(files.fixed["index.html"], len(rows), errors, written)

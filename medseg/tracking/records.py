@@ -1,5 +1,6 @@
 """Records on runs that already exist: what ``medseg tune``, the ensembles (``--folds``,
-``--seeds``) and the demo add to a training run or a parent run after it ended.
+``--seeds``) and the demo add to a training run or a parent run after it ended; and whole runs
+logged at once (``medseg evaluate --tracking-uri``, :func:`record_run`).
 
 Every MLflow call of those stages goes through here (the live training run has
 :class:`medseg.tracking.tracker.MlflowTracker`); the store is opened with
@@ -8,13 +9,16 @@ Every MLflow call of those stages goes through here (the live training run has
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from medseg.tracking.store import open_client
-from medseg.tracking.tracker import child_run
+from mlflow.entities import Param
+
+from medseg.tracking.store import fail_fast, open_client
+from medseg.tracking.tracker import child_run, ensure_experiment
 
 NOTE_TAG = "mlflow.note.content"  # the run page's description (Markdown)
 
@@ -57,6 +61,38 @@ def record_child(
     child = child_run(open_client(uri), parent_id, name, dict(tags))
     record(uri, child, metrics, None, artifacts, status="FINISHED")
     return child
+
+
+def record_run(
+    uri: str,
+    experiment: str,
+    name: str,
+    output_dir: Path,
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    artifacts: Sequence[tuple[Path, str]],
+    note: Callable[[str], str],
+) -> str:
+    """A new finished run ``name`` in ``experiment`` (created when missing; a SQLite store keeps
+    its artifacts beside it, see :func:`medseg.tracking.tracker.ensure_experiment`) holding
+    ``params``, ``metrics``, ``artifacts`` and the description ``note(run_id)``; returns its id.
+
+    Raises:
+        Exception: what MLflow raises for a store it cannot reach.
+    """
+    fail_fast()
+    client = open_client(uri)
+    run_id = client.create_run(ensure_experiment(client, experiment, output_dir), run_name=name).info.run_id
+    try:
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[i : i + 100])
+        record(uri, run_id, metrics, {NOTE_TAG: note(run_id)}, artifacts, status="FINISHED")
+    except Exception:  # the run holds part of it: say so in its status, and report the failure
+        with contextlib.suppress(Exception):
+            client.set_terminated(run_id, "FAILED")
+        raise
+    return run_id
 
 
 def replace_model_checkpoint(uri: str, run_id: str, checkpoint: Path) -> None:

@@ -40,7 +40,7 @@ def best_metrics(epoch: int, val: dict[str, float], select: str) -> dict[str, fl
 
 def run_description(cfg: ExperimentConfig, best_epoch: int, best: dict[str, float], run_id: str | None) -> str:
     """Markdown for the MLflow run page: selection, best epoch and its figures, the size bins,
-    how to predict with the model."""
+    how to predict with the model, and the model a fine-tuned run started from."""
     rows = [f"| {k} | {best[k]:.3f} |" for k in DESCRIBED if k in best]
     bins = [
         f"| recall {name} | {best[f'val_lesion_recall_{name}']:.3f} |"
@@ -67,5 +67,13 @@ def run_description(cfg: ExperimentConfig, best_epoch: int, best: dict[str, floa
             f"Lesions matched by the `{cfg.eval.matching}` rule, {cfg.eval.connectivity}-connected.",
             "",
             f"Predict: `medseg predict {model} SCANS... --out masks/` (add `--tracking-uri` for an MLflow URI).",
+            *(
+                [
+                    "",
+                    f"Fine-tuned from `{cfg.train.init_from}` (`train.init_from`; details: init_report.txt).",
+                ]
+                if cfg.train.init_from
+                else []
+            ),
         ]
     )

@@ -36,12 +36,14 @@ from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
 from medseg.tracking.lineage import dataset_input, lineage_tags
 from medseg.tracking.store import redact_config, redact_uri
+from medseg.training.finetune import EncoderFreeze, InitSource, initialise, record_init
 from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal, TimeBudget
 from medseg.training.loaders import make_loader
 from medseg.training.precision import precision_for
 from medseg.training.prepare import Prepared
 from medseg.training.reports import best_metrics, run_description, write_best_report
 from medseg.training.resume import capture_rng, restore_rng
+from medseg.training.review_site import WORST, keep_worst_volumes, review_note, write_review_site
 from medseg.training.state import RunContext, TrainResult, TrainState
 from medseg.training.step import EpochProgress, StepContext, lr_schedule, run_epoch
 from medseg.training.validation import validate
@@ -49,14 +51,20 @@ from medseg.viz.plots import training_curve
 
 
 class Trainer:
-    """Train the network of ``prep.cfg`` on ``datasets`` (train, validation) into ``run``."""
+    """Train the network of ``prep.cfg`` on ``datasets`` (train, validation) into ``run``; with
+    ``init`` (``train.init_from``), starting from that model's weights."""
 
     def __init__(
-        self, prep: Prepared, datasets: tuple[Dataset, Dataset], device: torch.device, run: RunContext
+        self,
+        prep: Prepared,
+        datasets: tuple[Dataset, Dataset],
+        device: torch.device,
+        run: RunContext,
+        init: InitSource | None = None,
     ) -> None:
         self.cfg: ExperimentConfig = prep.cfg
         self.recorded_cfg = redact_config(self.cfg)  # what is written down: config.yaml, checkpoints, MLflow params
-        self.prep, self.device, self.run = prep, device, run
+        self.prep, self.device, self.run, self.init = prep, device, run, init
         self.train_ds, self.val_ds = datasets
         self.state = TrainState()
         self.early = EarlyStopping(self.cfg.train.early_stop_patience)
@@ -69,7 +77,8 @@ class Trainer:
         return self.last_epoch * self.per_epoch
 
     def setup(self, resumed: bool = False) -> None:
-        """Record the run, then build loader, network, precision, loss, optimiser and schedule."""
+        """Record the run, then build loader, network (from ``init``'s weights unless resumed),
+        precision, loss, optimiser and schedule."""
         cfg, run = self.cfg, self.run
         if run.main:
             self._record_run(resumed)
@@ -78,13 +87,17 @@ class Trainer:
         self.net = build_model(
             plan.network, in_channels=plan.preprocess.in_channels, out_channels=len(plan.preprocess.classes)
         ).to(self.device)
+        if self.init is not None and not resumed and run.main:  # other ranks get rank 0's weights from DDP
+            record_init(run, self.init, plan, initialise(self.net, plan, self.init, cfg.train.init_new_channels))
+        self.freeze = EncoderFreeze(self.net, plan.network.name, cfg.train.freeze_encoder_epochs)
         precision = precision_for(cfg.train, self.device)
-        if precision.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last_3d)
+        self.net = precision.apply(self.net)
         model = self.net
         if run.world > 1:
             model = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.net,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.freeze.active,  # a frozen encoder gets no gradients
             )
         if cfg.train.compile:
             model = torch.compile(model)
@@ -215,6 +228,7 @@ class Trainer:
 
         if self.run.world > 1:
             self.loader.sampler.set_epoch(epoch)
+        frozen = self.freeze.apply(epoch)
         step_state, self.state.partial = self.state.partial, EpochProgress()
         try:
             train_loss = run_epoch(self.ctx, self.loader, bar, status, stop, step_state, periodic)
@@ -227,7 +241,7 @@ class Trainer:
                 f"everything to continue: medseg train --resume {self.run.run_dir}",
                 exit_code=143,
             ) from None
-        return {"train_loss": mean_over_ranks(train_loss), "lr": self.ctx.scheduler.get_last_lr()[0]}
+        return {"train_loss": mean_over_ranks(train_loss), "lr": self.ctx.scheduler.get_last_lr()[0], **frozen}
 
     def validate_and_select(self, epoch: int, metrics: dict[str, float]) -> None:
         """Validate (on the schedule, rank 0); a selection metric at least as good as the best so
@@ -244,6 +258,7 @@ class Trainer:
             st.best, st.best_epoch = score, epoch
             save_checkpoint(self.checkpoint(epoch, metrics), self.run.best_path)
             write_best_report(val, self.run.run_dir / "report")
+            keep_worst_volumes(val, self.run.run_dir / WORST)
             metrics.update(best_metrics(epoch, val.metrics, cfg.train.select_metric))
 
     def fit_to_budget(self, budget: TimeBudget, epoch: int, bar: tqdm) -> None:
@@ -311,6 +326,7 @@ class Trainer:
             return result
         report = run.run_dir / "report"
         training_curve(st.history, report / "training_curve.png")
+        site = write_review_site(run.run_dir, self.cfg, st.best_epoch)
         for path in sorted(report.rglob("*")):
             if path.is_file():
                 run.tracker.log_artifact(path, str(path.parent.relative_to(run.run_dir)))
@@ -322,7 +338,8 @@ class Trainer:
         run.tracker.set_tags(
             {
                 "best_epoch": str(st.best_epoch),
-                "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id),
+                "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id)
+                + review_note(site, run.run_dir, run.tracker.run_id, getattr(run.tracker, "uri", None)),
             }
         )
         result.run_id = run.tracker.run_id

@@ -10,7 +10,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from medseg.cli.commands.review import check_review, review_evaluation_step, review_predictions_step
+from medseg.cli.commands.review import (
+    check_review,
+    check_tracking,
+    log_evaluation_step,
+    print_review,
+    read_decisions,
+    review_evaluation_step,
+    review_predictions_step,
+)
 from medseg.cli.common import (
     check_device,
     check_exists,
@@ -189,7 +197,7 @@ def predict(
         typer.echo(f"error: {line}", err=True)
     typer.echo(f"{len(rows)} scan(s) done, {len(errors)} failed")
     if review:
-        review_predictions_step(out, inputs or [], cases)
+        review_predictions_step(out, inputs or [], cases, quiet)
     if errors:
         raise typer.Exit(1)
 
@@ -313,7 +321,15 @@ def evaluate(
     ),
     lesion_labels: str | None = lesion_labels_option(),
     protocol: Protocol = protocol_option(),
+    marks: Path | None = typer.Option(
+        None,
+        "--marks",
+        help="Reviewer marks (the review_marks.json of medseg review): lesions.csv gets a review column (accept, "
+        "reject, stale) and summary.json the rejected false positives and FP per scan after review. Lesion ids are "
+        "the whole masks': not with --min-lesion-voxels, --min-lesion-mm3 or a BraTS --protocol.",
+    ),
     review: bool = review_option(),
+    tracking_uri: str | None = tracking_uri_option(),
     quiet: bool = quiet_option(),
 ) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
@@ -332,7 +348,9 @@ def evaluate(
     )
     cases, classes = reference_classes(pred, ref, (value(layout), channel, label, set_), value(split), lesion_labels)
     check_review(review, out, classes)
-    failed = []
+    check_tracking(tracking_uri, out)
+    decisions = read_decisions(marks, protocol.value, bool(min_lesion_voxels or min_lesion_mm3))
+    failed, summaries = [], []
     for group, values in classes:
         opts = EvalOptions(
             rule,
@@ -346,11 +364,18 @@ def evaluate(
         )
         if group:
             typer.echo(f"class {group} (label values {list(values or ())}):")
-        summary, rows, errors = evaluate_dirs(pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group)
+        summary, rows, errors = evaluate_dirs(
+            pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group, decisions
+        )
         print_evaluation([] if quiet else rows, summary)
+        if decisions is not None:
+            print_review(summary)
         failed += errors
-    if review:
-        review_evaluation_step(pred, ref, cases, out, rule, dilate, classes[0][1])
+        summaries.append((group, summary))
+    site = review_evaluation_step(pred, ref, cases, out, rule, dilate, classes[0][1], quiet) if review else None
+    if tracking_uri is not None and out is not None:
+        sources = {"pred": str(pred), "ref": str(ref), **({"marks": str(marks)} if marks else {})}
+        log_evaluation_step(tracking_uri, out, sources, summaries, site)
     for line in failed:
         typer.echo(f"error: {line}", err=True)
     if failed:

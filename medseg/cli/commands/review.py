@@ -1,5 +1,6 @@
 """``review``: the interactive review site of a folder of masks; and the ``--review`` step of
-``predict`` and ``evaluate``.
+``predict`` and ``evaluate``, evaluate's ``--marks`` (reviewer marks into its tables) and its
+``--tracking-uri`` (the evaluation and its site as an MLflow run).
 
 Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --help`` is instant.
 """
@@ -18,6 +19,7 @@ from medseg.errors import MedsegError
 if TYPE_CHECKING:
     from medseg.config.schema import EvalConfig
     from medseg.data.case import Case
+    from medseg.evaluation.reviewed import ReviewDecisions
     from medseg.review.site import SiteResult
 
 
@@ -88,11 +90,11 @@ def report(site: SiteResult, quiet: bool = False) -> None:
     typer.echo(f"wrote the review of {site.scans} scan(s): {site.index}")
 
 
-def review_predictions_step(out: Path, inputs: list[str], cases: list[Case]) -> None:
+def review_predictions_step(out: Path, inputs: list[str], cases: list[Case], quiet: bool = False) -> None:
     """``predict --review``: the site of the masks just written into ``out``."""
     from medseg.review.run import review_predictions
 
-    report(review_predictions(out, inputs, cases))
+    report(review_predictions(out, inputs, cases), quiet)
 
 
 def check_review(review: bool, out: Path | None, classes: list) -> None:
@@ -110,12 +112,89 @@ def check_review(review: bool, out: Path | None, classes: list) -> None:
 
 
 def review_evaluation_step(
-    pred: Path, ref: str, cases: list[Case] | None, out: Path, rule: EvalConfig, dilate: int, values: tuple | None
-) -> None:
+    pred: Path,
+    ref: str,
+    cases: list[Case] | None,
+    out: Path,
+    rule: EvalConfig,
+    dilate: int,
+    values: tuple | None,
+    quiet: bool = False,
+) -> SiteResult:
     """``evaluate --review``: the site of ``pred`` against ``ref`` under evaluate's matching rule."""
     from medseg.evaluation.tables import EvalOptions
     from medseg.review.run import review_evaluation
     from medseg.review.site import SiteOptions
 
     opts = SiteOptions(EvalOptions(rule, dilate, lesion_labels=values))
-    report(review_evaluation(pred, Path(ref), cases, out, opts))
+    site = review_evaluation(pred, Path(ref), cases, out, opts)
+    report(site, quiet)
+    return site
+
+
+def read_decisions(marks: Path | None, protocol: str, size_filter: bool) -> ReviewDecisions | None:
+    """``evaluate --marks FILE``: its accept / reject marks on lesions (None without it).
+
+    Raises:
+        MedsegError: a missing or invalid marks file, or options that renumber lesions.
+    """
+    from medseg.review.marks import lesion_decisions, read_marks
+
+    if marks is None:
+        return None
+    if protocol != "medseg" or size_filter:
+        raise MedsegError(
+            "--marks: reviewer marks name the lesions of the whole masks (the review site's ids); drop "
+            "--min-lesion-voxels / --min-lesion-mm3 and --protocol, which renumber them"
+        )
+    if not marks.is_file():
+        raise MedsegError(f"{marks}: no such marks file (--marks); medseg review --serve saves review_marks.json")
+    return lesion_decisions(read_marks(marks), str(marks))
+
+
+def print_review(summary: dict) -> None:
+    """One line on the reviewer marks applied to an evaluation, and a warning for marks not applied."""
+    r = summary["review"]
+    typer.echo(
+        f"review marks {r['marks']}: {r['pred_rejected']} predicted lesion(s) rejected "
+        f"({r['rejected_false_positives']} false positive(s)), {r['accepted_false_positives']} false positive(s) "
+        f"accepted; FP/scan after review {r['fp_per_scan_after_review']:.2f} (before {summary['fp_per_scan']:.2f})"
+    )
+    if r["stale"] or r["not_found"]:
+        typer.echo(
+            f"warning: {r['stale']} mark(s) on lesions that moved since they were marked and {r['not_found']} on "
+            "lesion ids these masks do not have were not applied (review column 'stale'); mark these masks again",
+            err=True,
+        )
+
+
+def check_tracking(tracking_uri: str | None, out: Path | None) -> None:
+    """``evaluate --tracking-uri`` logs what it writes into ``--out``.
+
+    Raises:
+        MedsegError: no ``--out``.
+    """
+    if tracking_uri is not None and out is None:
+        raise MedsegError("--tracking-uri: evaluate logs the files it writes into --out; give --out FOLDER")
+
+
+def log_evaluation_step(
+    uri: str, out: Path, sources: dict[str, str], summaries: list[tuple[str, dict]], site: SiteResult | None
+) -> None:
+    """``evaluate --tracking-uri``: the evaluation as a new MLflow run; prints its id.
+
+    Raises:
+        MedsegError: the store cannot be reached (the files in --out are written already).
+    """
+    from medseg.review.logged import log_evaluation
+    from medseg.tracking.store import redact_uri
+
+    try:
+        run_id = log_evaluation(uri, out, sources, summaries, site)
+    except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
+        first = (str(exc).strip().splitlines() or [""])[0].replace(uri, redact_uri(uri))[:120]
+        raise MedsegError(
+            f"MLflow at {redact_uri(uri)}: the evaluation was not logged ({type(exc).__name__}: {first}); its files "
+            f"are in {out}; start the server or fix --tracking-uri, then run evaluate again"
+        ) from None
+    typer.echo(f"logged to MLflow at {redact_uri(uri)}: run {run_id}")

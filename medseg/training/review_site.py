@@ -1,0 +1,82 @@
+"""The review site of a training run: the worst validation cases of the best epoch (the cases of
+``report/overlays``), in ``report/review/`` and, through the report, in the MLflow run.
+
+At each new best epoch the worst cases' image, prediction and reference are kept as NIfTI files
+in ``<run>/val_worst/`` (a few small files, replacing the previous best's: no re-prediction is
+ever needed, and a resumed run still has them); at the end of training the site is written once
+from them. The volumes are on the model's grid (target spacing, RAS axes, normalised intensities),
+as the ``val_*`` metrics: world coordinates on the pages are that grid's, ``voxel * spacing`` mm.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from medseg.config.schema import ExperimentConfig
+from medseg.errors import MedsegError
+from medseg.evaluation.tables import EvalOptions
+from medseg.io.write import atomic_write
+from medseg.review.cases import ReviewCase
+from medseg.review.logged import site_note
+from medseg.review.site import SITE, SiteOptions, SiteResult, write_site
+from medseg.training.validation import Validation
+
+WORST = "val_worst"  # in the run folder: the best epoch's worst validation cases (not logged)
+KINDS = ("image", "pred", "ref")
+
+
+def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_write(path) as tmp:
+        nib.save(img, str(tmp))
+
+
+def keep_worst_volumes(val: Validation, folder: Path) -> None:
+    """Write ``val.worst`` (image (X, Y, Z) float32, prediction and reference as uint8) into
+    ``folder/{image,pred,ref}/<case>.nii.gz``, affine ``diag(val.spacing)``, replacing what an
+    earlier best epoch left there."""
+    shutil.rmtree(folder, ignore_errors=True)
+    affine = np.diag([*val.spacing, 1.0])
+    for case_id, image, pred, ref in val.worst:
+        arrays = (np.asarray(image, np.float32), np.asarray(pred, np.uint8), np.asarray(ref, np.uint8))
+        for kind, data in zip(KINDS, arrays):
+            _save(data, affine, folder / kind / f"{case_id}.nii.gz")
+
+
+def worst_cases(folder: Path) -> list[ReviewCase]:
+    """The cases :func:`keep_worst_volumes` left in ``folder`` ([] when there are none)."""
+    masks = sorted((folder / "pred").glob("*.nii.gz")) if (folder / "pred").is_dir() else []
+    return [ReviewCase(p.name[: -len(".nii.gz")], p, folder / "image" / p.name, folder / "ref" / p.name) for p in masks]
+
+
+def write_review_site(run_dir: Path, cfg: ExperimentConfig, best_epoch: int) -> SiteResult | None:
+    """Write ``<run_dir>/report/review/`` from ``<run_dir>/val_worst/`` (matching rule: the
+    config's ``eval`` section, as validation). None, with a warning on stderr, when there is
+    nothing to show or the site cannot be written: training's results never depend on it."""
+    cases = worst_cases(run_dir / WORST)
+    if not cases:
+        return None
+    title = f"{run_dir.name}: worst validation cases at epoch {best_epoch}"
+    try:
+        site = write_site(cases, run_dir / "report", SiteOptions(EvalOptions(cfg.eval), title=title))
+    except (MedsegError, OSError) as err:
+        print(f"warning: the review site of the validation was not written: {err}", file=sys.stderr)
+        return None
+    for line in site.errors:
+        print(f"warning: review site: {line}", file=sys.stderr)
+    return site
+
+
+def review_note(site: SiteResult | None, run_dir: Path, run_id: str | None, uri: str | None) -> str:
+    """The run description's section on the site ("" without a site or an MLflow run)."""
+    if site is None or run_id is None:
+        return ""
+    what = f"the {site.scans} validation cases with the lowest Dice at the best epoch, on the model's grid"
+    return site_note(run_id, f"report/{SITE}", (run_dir / "report" / SITE).absolute(), uri, what)
