@@ -41,14 +41,15 @@ class Verdict:
 
 @dataclass(frozen=True)
 class ReviewDecisions:
-    """Reviewer decisions by (mask name, ``pred`` or ``gt``, lesion id), read from ``source``."""
+    """Reviewer decisions, read from ``source``: ``verdicts[mask name][(kind, lesion id)]``,
+    kind ``pred`` or ``gt``."""
 
     source: str
-    verdicts: Mapping[tuple[str, str, int], Verdict]
+    verdicts: Mapping[str, Mapping[tuple[str, int], Verdict]]
 
-    def of_case(self, case: str) -> dict[tuple[str, int], Verdict]:
+    def of_case(self, case: str) -> Mapping[tuple[str, int], Verdict]:
         """The verdicts on the lesions of the mask ``case``, by (kind, id)."""
-        return {(kind, i): v for (c, kind, i), v in self.verdicts.items() if c == case}
+        return self.verdicts.get(case, {})
 
 
 def lesion_centroids(mask: np.ndarray, affine: np.ndarray, connectivity: int) -> np.ndarray:
@@ -57,9 +58,10 @@ def lesion_centroids(mask: np.ndarray, affine: np.ndarray, connectivity: int) ->
     labels, n = label_lesions(mask, connectivity)
     if n == 0:
         return np.zeros((0, 3))
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    where = np.indices(mask.shape).reshape(3, -1)
-    voxel = np.stack([np.bincount(labels.ravel(), weights=w, minlength=n + 1)[1:] / sizes for w in where], axis=1)
+    coords = np.nonzero(labels)  # lesion voxels only: memory follows the lesions, not the scan
+    ids = labels[coords]
+    sizes = np.bincount(ids, minlength=n + 1)[1:]
+    voxel = np.stack([np.bincount(ids, weights=c, minlength=n + 1)[1:] / sizes for c in coords], axis=1)
     return voxel @ np.asarray(affine)[:3, :3].T + np.asarray(affine)[:3, 3]
 
 
@@ -101,7 +103,7 @@ def review_summary(
     gt = [row for row in lesions if row["kind"] == "gt"]
     rejected_fp = sum(1 for row in pred if row["review"] == "reject" and not row["matched"])
     fp = sum(1 for row in pred if not row["matched"])
-    missing = [k for k in decisions.verdicts if k[0] in scans and k not in found]
+    missing = [(c, *key) for c in set(scans) for key in decisions.of_case(c) if (c, *key) not in found]
     return {
         "marks": decisions.source,
         "pred_accepted": sum(1 for row in pred if row["review"] == "accept"),

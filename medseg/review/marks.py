@@ -149,9 +149,8 @@ def decided(marks: list[Mark], decision: str, kind: str = "pred") -> list[tuple[
 def lesion_decisions(marks: list[Mark], source: str) -> ReviewDecisions:
     """The accept / reject marks on lesions as ``medseg evaluate --marks`` applies them (the last
     mark on a lesion wins; scan marks and comments alone are left out)."""
-    verdicts = {
-        (m.case, m.kind, m.id): Verdict(m.decision, m.centroid_mm)
-        for m in marks
-        if m.kind != "scan" and m.decision and m.id is not None
-    }
+    verdicts: dict[str, dict[tuple[str, int], Verdict]] = {}
+    for m in marks:
+        if m.kind != "scan" and m.decision and m.id is not None:
+            verdicts.setdefault(m.case, {})[(m.kind, m.id)] = Verdict(m.decision, m.centroid_mm)
     return ReviewDecisions(source, verdicts)
