@@ -79,3 +79,11 @@ def yaml_syntax_error(path: object, exc: Exception) -> MedsegError:
     hint = "; quote values that start with ${ inside [...]" if "flow" in str(exc) else ""
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return MedsegError(f"{where}: not a readable YAML file ({shorten(first)}); fix its syntax{hint}")
+
+
+def missing_extra(option: str, packages: str, extra: str) -> MedsegError:
+    """The one-line error of an ``option`` whose optional ``packages`` (an extra of medseg) are not
+    installed, naming the ``pip install 'medseg[extra]'`` that brings them."""
+    return MedsegError(
+        f"{option}: needs {packages}, which are not installed; install the extra: pip install 'medseg[{extra}]'"
+    )

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medseg.errors import MedsegError
+from medseg.errors import MedsegError, missing_extra
 from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.onnx_model import INPUT, OUTPUT, OnnxMetadata, OnnxWindows, open_session
 from medseg.io.outputs import OutputPlan
@@ -54,10 +54,7 @@ def require_onnx(option: str = "medseg export") -> None:
         MedsegError: exit code 2.
     """
     if onnx is None:
-        raise MedsegError(
-            f"{option}: needs onnx and onnxruntime, which are not installed; install the extra: pip install "
-            "'medseg[onnx]'"
-        )
+        raise missing_extra(option, "onnx and onnxruntime", "onnx")
 
 
 def onnx_bytes(model: torch.nn.Module, window: Sequence[int], opset: int = OPSET) -> bytes:

@@ -27,7 +27,7 @@ import torch
 from medseg import __version__
 from medseg.config.plan import Plan
 from medseg.config.schema import InferenceConfig
-from medseg.errors import MedsegError, shorten
+from medseg.errors import MedsegError, missing_extra, shorten
 from medseg.inference.model import LoadedModel
 from medseg.nn.checkpoint import OperatingPoint
 from medseg.runtime.device import pick_device
@@ -38,7 +38,6 @@ except ImportError:
     ort = None
 
 FORMAT = "medseg-onnx/1"
-INSTALL_ONNX = "pip install 'medseg[onnx]'"
 INPUT, OUTPUT = "image", "logits"
 MAX_ONNX_BYTES = 2**31  # protobuf's limit on one file; larger models need external data, which is refused
 CONNECTIVITIES = (6, 18, 26)
@@ -51,7 +50,7 @@ def require_onnxruntime(option: str = "--engine onnxruntime") -> None:
         MedsegError: exit code 2.
     """
     if ort is None:
-        raise MedsegError(f"{option}: needs onnxruntime, which is not installed; install the extra: {INSTALL_ONNX}")
+        raise missing_extra(option, "onnxruntime", "onnx")
 
 
 def _refuse(source: Path | str, key: str, problem: str) -> NoReturn:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg import __version__
-from medseg.errors import MedsegError, shorten
+from medseg.errors import MedsegError, missing_extra, shorten
 from medseg.io.geometry import series_geometry
 from medseg.io.write import atomic_write
 
@@ -29,7 +29,6 @@ try:  # the optional extra medseg[dicom]; require_highdicom() names it when miss
 except ImportError:
     hd = pydicom = codes = None
 
-INSTALL_DICOM = "pip install 'medseg[dicom]'"
 NEOPLASM_WORDS = ("tumor", "tumour", "neoplas", "cancer", "metasta")
 SEG_SERIES_OFFSET = 1000  # the SEG's series number: the source's plus this
 
@@ -41,9 +40,7 @@ def require_highdicom(option: str = "--output-format dicom-seg") -> None:
         MedsegError: exit code 2.
     """
     if hd is None:
-        raise MedsegError(
-            f"{option}: needs highdicom and pydicom, which are not installed; install the extra: {INSTALL_DICOM}"
-        )
+        raise missing_extra(option, "highdicom and pydicom", "dicom")
 
 
 def segment_description(number: int, name: str, parameters: Mapping[str, str]) -> hd.seg.SegmentDescription:
