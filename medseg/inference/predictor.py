@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from monai.transforms import Compose
 
 from medseg.data.case import image_entry
@@ -76,18 +77,7 @@ def predict_classes(
             return blank_prediction(files[0], len(lm.preprocess.classes))
         raise MedsegError(f"{image_path}: cannot be read as a 3D scan ({_last_line(exc)}); check the file") from None
     img = data["image"]
-    if img.ndim != 4:
-        raise MedsegError(
-            f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments "
-            "3D scans"
-        )
-    if img.shape[0] != lm.preprocess.in_channels:
-        names = f" ({', '.join(lm.preprocess.channels)})" if lm.preprocess.channels else ""
-        raise MedsegError(
-            f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.preprocess.in_channels}{names}; "
-            "pass one file per channel in that order (or a 4D file)"
-        )
-
+    _check_input(img, lm, image_path)
     probs = sliding_window_probs(lm.model, img[None], lm.icfg, lm.plan.roi_size, lm.device, tta)[0]
     affine = np.asarray(img.meta["original_affine"], dtype=float)
     shape = [int(s) for s in img.meta["spatial_shape"]][:3]
@@ -146,6 +136,25 @@ def _region_on_grid(region: np.ndarray | None, shape: Sequence[int], image_path:
             "scan's own grid (resample it with nearest-neighbour interpolation first)"
         )
     return region.astype(bool)
+
+
+def _check_input(img: torch.Tensor, lm: LoadedModel, image_path: Path) -> None:
+    """The preprocessed ``img`` (C, X, Y, Z) is 3D with the model's channel count.
+
+    Raises:
+        MedsegError: naming the scan: another number of spatial dimensions or of channels.
+    """
+    if img.ndim != 4:
+        raise MedsegError(
+            f"{image_path}: has {img.ndim - 1} spatial dimension(s) (shape {tuple(img.shape[1:])}); medseg segments "
+            "3D scans"
+        )
+    if img.shape[0] != lm.preprocess.in_channels:
+        names = f" ({', '.join(lm.preprocess.channels)})" if lm.preprocess.channels else ""
+        raise MedsegError(
+            f"{image_path}: has {img.shape[0]} channel(s), the model expects {lm.preprocess.in_channels}{names}; "
+            "pass one file per channel in that order (or a 4D file)"
+        )
 
 
 def _same_grid(files: Sequence[Path], atol: float = 1e-3) -> None:
