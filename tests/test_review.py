@@ -34,9 +34,9 @@ from medseg.cli.app import app
 from medseg.data.case import Case
 from medseg.data.synthetic import make_case
 from medseg.inference.lesion_table import lesion_rows
+from medseg.io.review_marks import MARKS_FILE, MARKS_FORMAT, read_marks
 from medseg.lesions import label_lesions
 from medseg.review.display import coarse_mask, display_grid, encode_mask
-from medseg.review.marks import MARKS_FILE, MARKS_FORMAT, read_marks
 from medseg.review.run import review_predictions
 from medseg.review.serve import make_server
 from medseg.viz.show import to_ras

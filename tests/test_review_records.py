@@ -16,13 +16,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from medseg.config.load import load_config
 from medseg.demo import DEMO_CONFIG
+from medseg.io.review_marks import MARKS_FORMAT
 from medseg.review.manifest import MANIFEST
-from medseg.review.marks import MARKS_FORMAT
 from medseg.training.review_site import keep_worst_volumes, worst_cases, write_review_site
 from medseg.training.validation import Validation
 from tests.test_review import invoke, site_data, write_case
@@ -176,7 +177,8 @@ def test_evaluate_tracking_needs_out_and_a_store(data, tmp_path):
 
 def test_training_site_shows_the_kept_worst_cases(data, tmp_path):
     a, b = data.cases
-    val = Validation({}, worst=[(c.name, c.image, c.pred, c.label) for c in (b, a)], spacing=(1.5, 1.5, 2.0))
+    worst = [(c.name, c.image, c.pred, c.label, np.where(c.pred, 0.9, 0.02).astype(np.float16)) for c in (b, a)]
+    val = Validation({}, worst=worst, spacing=(1.5, 1.5, 2.0))
     run_dir = tmp_path / "run"
     keep_worst_volumes(val, run_dir / "val_worst")
     assert [c.name for c in worst_cases(run_dir / "val_worst")] == ["synth_a", "synth_b"]
@@ -186,6 +188,10 @@ def test_training_site_shows_the_kept_worst_cases(data, tmp_path):
     scans = {s["name"]: s for s in site_data(run_dir / "report")["scans"]}
     assert (scans["synth_a"]["missed"], scans["synth_a"]["false_positives"]) == (1, 1)
     assert "epoch 3" in site_data(run_dir / "report")["title"]
+    page = site_data(run_dir / "report", "data/case_synth_a.js")
+    assert page["space"].startswith("model grid")  # not the scanner's coordinates
+    predicted = [les for les in page["lesions"] if les["kind"] == "pred"]
+    assert predicted and all(les["max_prob"] == pytest.approx(0.9, abs=1e-3) for les in predicted)
     assert write_review_site(tmp_path / "empty_run", cfg, 1) is None
 
 

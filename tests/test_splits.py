@@ -7,6 +7,7 @@ training and validation cases of a pattern layout: the first test below failed t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,8 @@ import pytest
 from medseg.data.sources.discover import from_argument
 from medseg.data.synthetic import write_dataset
 from medseg.errors import MedsegError
+from medseg.io.review_marks import MARKS_FORMAT
+from medseg.training.prepare import prepare
 from tests.conftest import oblique_affine, save_nifti
 from tests.robustness.conftest import SPACING, good_dataset, good_image, lesion_label, robust_root, tiny_checkpoint  # noqa: F401 (fixtures)
 
@@ -43,6 +46,28 @@ def test_a_config_test_split_is_its_held_out_cases(tree, split):
 def test_a_config_training_split_leaves_the_held_out_cases_out(tree):
     ds, _ = from_argument(str(tree / "cfg.yaml"), split="training")
     assert [c.case_id for c in ds.cases] == ["p1", "p2"]
+
+
+def test_scans_a_reviewer_rejected_are_left_out_of_training(tree, capsys):
+    marks = [
+        {"case": "p1", "kind": "scan", "id": None, "decision": "reject", "comment": "label drawn on the wrong scan"},
+        {"case": "p2", "kind": "scan", "id": None, "decision": "reject"},
+        {"case": "p2", "kind": "scan", "id": None, "decision": "accept"},  # the last mark on a scan wins
+        {"case": "p2", "kind": "pred", "id": 1, "decision": "reject"},  # lesion marks do not drop a scan
+    ]
+    (tree / "marks").mkdir()
+    (tree / "marks" / "review_marks.json").write_text(json.dumps({"format": MARKS_FORMAT, "marks": marks}))
+    text = (tree / "cfg.yaml").read_text() + "  review_marks: marks/review_marks.json\n"  # relative to the config
+    (tree / "cfg.yaml").write_text(text)
+    ds, cfg = from_argument(str(tree / "cfg.yaml"), split="training")
+    assert [c.case_id for c in ds.cases] == ["p2"]
+    assert [c.case_id for c in from_argument(str(tree / "cfg.yaml"), split="test")[0].cases] == ["p3", "p4"]
+    prepared = prepare(cfg)
+    assert [c.case_id for c in prepared.cases] == ["p2"]
+    assert "1 scan(s) the reviewer rejected left out: p1" in capsys.readouterr().out
+    (tree / "marks" / "review_marks.json").write_text("{}")
+    with pytest.raises(MedsegError, match="review_marks.json: not a review marks file"):
+        from_argument(str(tree / "cfg.yaml"), split="training")
 
 
 def test_a_pattern_folder_has_no_test_split(tree):

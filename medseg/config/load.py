@@ -123,7 +123,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
     if not isinstance(raw, dict):
         raise MedsegError(f"{path}: expected a mapping of sections (data:, train:, ...) at the top level")
     data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    for key in ("dataset", "plan", "cache_dir"):
+    for key in ("dataset", "plan", "cache_dir", "review_marks"):
         value = data.get(key)
         if isinstance(value, str):
             value = expand(value)

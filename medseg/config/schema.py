@@ -66,6 +66,12 @@ class DataConfig(Section):
     val_cases: tuple[str, ...] | None = Field(
         None, description="Case ids used for validation; null = a seeded random val_fraction."
     )
+    review_marks: Path | None = Field(
+        None,
+        description="A review_marks.json of 'medseg review' (e.g. a review of the training labels): the scans the "
+        "reviewer rejected are left out of training and validation, and listed when training starts. $VARS are "
+        "expanded; a relative path is relative to the config file.",
+    )
     group_pattern: str | None = Field(
         None,
         description="Regular expression whose match in the case id (its first group if it has one) names the case's "

@@ -1,6 +1,6 @@
 """Reviewer decisions in ``medseg evaluate``'s tables (``--marks review_marks.json``).
 
-A reviewer accepts or rejects lesions on the review site (:mod:`medseg.review.marks`). Rejecting a
+A reviewer accepts or rejects lesions on the review site (:mod:`medseg.io.review_marks`). Rejecting a
 predicted lesion says "this is not a lesion": a rejected false positive is a detection the
 reviewer agrees is wrong; accepting a false positive says the reference missed a real lesion.
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from medseg.data.case import Case
 from medseg.io.outputs import OutputPlan
+from medseg.io.review_marks import MARKS_FILE
 from medseg.review.cases import ReviewCase, by_name, expand_images, find_cases, mask_files, match_cases
-from medseg.review.marks import MARKS_FILE
 from medseg.review.serve import make_server, url_of
 from medseg.review.site import SITE, SiteOptions, SiteResult, write_site
 

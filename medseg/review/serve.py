@@ -6,7 +6,7 @@ reviewer marks.
   (:class:`http.server.SimpleHTTPRequestHandler` with that directory); ``GET /api/marks``: the
   current marks document.
 * ``POST /api/marks``: a whole marks document (``Content-Type: application/json``, at most
-  :data:`MAX_BODY` bytes), validated (:func:`medseg.review.marks.parse_marks`, only scans of this
+  :data:`MAX_BODY` bytes), validated (:func:`medseg.io.review_marks.parse_marks`, only scans of this
   site) and written atomically to the one path claimed at start (``<out>/review_marks.json``). A
   request whose ``Host`` is not this server's own address is refused, so a web page elsewhere
   cannot post marks through the browser (a JSON post from another origin needs a CORS preflight,
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import MedsegError
-from medseg.review.marks import MARKS_FORMAT, marks_document, parse_marks, read_marks, write_marks
+from medseg.io.review_marks import MARKS_FORMAT, marks_document, parse_marks, read_marks, write_marks
 
 MAX_BODY = 8 * 2**20  # bytes of one marks document
 API = "/api/marks"

@@ -14,7 +14,7 @@
 
 Every file is claimed (:class:`medseg.io.outputs.OutputPlan`) inside ``out``, never over an input;
 the crops, named after lesions found while writing, are claimed as they are found. Reviewer marks
-(``<out>/review_marks.json``, :mod:`medseg.review.marks`) found there are shown in the pages.
+(``<out>/review_marks.json``, :mod:`medseg.io.review_marks`) found there are shown in the pages.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.tables import EvalOptions
 from medseg.io.geometry import voxel_volume
 from medseg.io.outputs import OutputPlan
+from medseg.io.review_marks import MARKS_FILE, marks_document, read_marks
 from medseg.io.write import atomic_write, write_text
 from medseg.review.analysis import Analysis, analyse, read_volumes
 from medseg.review.cases import ReviewCase
 from medseg.review.display import DEFAULT_MAX_VOXELS
 from medseg.review.manifest import MANIFEST, read_manifest, remove_listed, write_manifest
-from medseg.review.marks import MARKS_FILE, marks_document, read_marks
 from medseg.review.pages import display_volumes, lesion_record, scan_record, write_crops, write_thumbnail
 from medseg.viz.plots import plot_froc
 from medseg.viz.review_plots import plot_case_dice, plot_lesion_volumes
@@ -55,11 +55,14 @@ PICTURES = {"froc": "img/froc.png", "volumes": "img/volumes.png", "dice": "img/d
 @dataclass(frozen=True)
 class SiteOptions:
     """How the site is written: the matching rule of the statuses (``evaluation``: its rule,
-    dilation and reference label values), the display voxel limit, the title."""
+    dilation and reference label values), the display voxel limit, the title, and what the world
+    coordinates on the pages are (``space``: the masks' own affine for predictions; training's
+    validation volumes are on the model's grid)."""
 
     evaluation: EvalOptions = EvalOptions()
     max_display_voxels: int = DEFAULT_MAX_VOXELS
     title: str = "medseg review"
+    space: str = "world, scanner RAS"
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,7 @@ def write_scan(analysis: Analysis, files: SiteFiles, opts: SiteOptions) -> dict[
         "lesions": [lesion_record(lesion) for lesion in analysis.lesions],
         "metrics": analysis.metrics,
         "crops": crops,
+        "space": opts.space,
     }
     write_text(_script("MEDSEG_SCAN", data), files.path(names["data"]))
     write_text(_page("case.html", f"{case.name} - {opts.title}", names["data"]), files.path(names["page"]))

@@ -14,7 +14,7 @@ from medseg.config.plan import Plan, Preprocessing
 from medseg.config.schema import ExperimentConfig, all_lesion_values
 from medseg.data.case import Case
 from medseg.data.check import check_dataset, rules_for
-from medseg.data.sources.discover import from_config
+from medseg.data.sources.discover import from_config, rejected_scans
 from medseg.errors import MedsegError
 from medseg.io.geometry import ras_order, ras_spacing, read_geometry
 from medseg.planning.resolve import resolve
@@ -40,6 +40,10 @@ def prepare(cfg: ExperimentConfig, source: Preprocessing | None = None) -> Prepa
         MedsegError: listing every problem of the dataset, or a config that does not fit it.
     """
     ds = from_config(cfg.data)
+    rejected = sorted(rejected_scans(cfg.data))
+    if rejected:
+        shown = ", ".join(rejected[:10]) + (f" and {len(rejected) - 10} more" if len(rejected) > 10 else "")
+        print(f"{cfg.data.review_marks}: {len(rejected)} scan(s) the reviewer rejected left out: {shown}")
     problems = check_dataset(ds, all_lesion_values(cfg.data))
     if problems:
         raise MedsegError(

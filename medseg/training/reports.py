@@ -27,7 +27,7 @@ def write_best_report(val: Validation, folder: Path) -> None:
     write_csv(val.cases, folder / "val_best_cases.csv")
     if val.lesions:
         write_csv(val.lesions, folder / "val_best_lesions.csv")
-    for case_id, image, pred, ref in val.worst:
+    for case_id, image, pred, ref, _ in val.worst:
         overlays(case_id, image, pred, ref, folder / "overlays", val.spacing)
 
 

@@ -5,7 +5,8 @@ At each new best epoch the worst cases' image, prediction and reference are kept
 in ``<run>/val_worst/`` (a few small files, replacing the previous best's: no re-prediction is
 ever needed, and a resumed run still has them); at the end of training the site is written once
 from them. The volumes are on the model's grid (target spacing, RAS axes, normalised intensities),
-as the ``val_*`` metrics: world coordinates on the pages are that grid's, ``voxel * spacing`` mm.
+as the ``val_*`` metrics: world coordinates on the pages are that grid's, ``voxel * spacing`` mm
+(:data:`SPACE`), not the scanner's.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from medseg.review.site import SITE, SiteOptions, SiteResult, write_site
 from medseg.training.validation import Validation
 
 WORST = "val_worst"  # in the run folder: the best epoch's worst validation cases (not logged)
-KINDS = ("image", "pred", "ref")
+KINDS = ("image", "pred", "ref", "prob")
+SPACE = "model grid: voxel x spacing from the corner of the preprocessed volume, axes RAS"
 
 
 def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
@@ -39,13 +41,15 @@ def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
 
 
 def keep_worst_volumes(val: Validation, folder: Path) -> None:
-    """Write ``val.worst`` (image (X, Y, Z) float32, prediction and reference as uint8) into
-    ``folder/{image,pred,ref}/<case>.nii.gz``, affine ``diag(val.spacing)``, replacing what an
-    earlier best epoch left there."""
+    """Write ``val.worst`` (image (X, Y, Z) float32, prediction and reference as uint8, the
+    probability as float32) into ``folder/{image,pred,ref,prob}/<case>.nii.gz``, affine
+    ``diag(val.spacing)``, replacing what an earlier best epoch left there."""
     shutil.rmtree(folder, ignore_errors=True)
     affine = np.diag([*val.spacing, 1.0])
-    for case_id, image, pred, ref in val.worst:
-        arrays = (np.asarray(image, np.float32), np.asarray(pred, np.uint8), np.asarray(ref, np.uint8))
+    for case_id, image, pred, ref, prob in val.worst:
+        arrays = [
+            np.asarray(a, t) for a, t in zip((image, pred, ref, prob), (np.float32, np.uint8, np.uint8, np.float32))
+        ]
         for kind, data in zip(KINDS, arrays):
             _save(data, affine, folder / kind / f"{case_id}.nii.gz")
 
@@ -53,7 +57,15 @@ def keep_worst_volumes(val: Validation, folder: Path) -> None:
 def worst_cases(folder: Path) -> list[ReviewCase]:
     """The cases :func:`keep_worst_volumes` left in ``folder`` ([] when there are none)."""
     masks = sorted((folder / "pred").glob("*.nii.gz")) if (folder / "pred").is_dir() else []
-    return [ReviewCase(p.name[: -len(".nii.gz")], p, folder / "image" / p.name, folder / "ref" / p.name) for p in masks]
+    return [
+        ReviewCase(p.name[: -len(".nii.gz")], p, *[_kept(folder / kind / p.name) for kind in ("image", "ref", "prob")])
+        for p in masks
+    ]
+
+
+def _kept(path: Path) -> Path | None:
+    """``path`` when it exists (a run folder of an older medseg kept no probability maps)."""
+    return path if path.exists() else None
 
 
 def write_review_site(run_dir: Path, cfg: ExperimentConfig, best_epoch: int) -> SiteResult | None:
@@ -65,7 +77,7 @@ def write_review_site(run_dir: Path, cfg: ExperimentConfig, best_epoch: int) -> 
         return None
     title = f"{run_dir.name}: worst validation cases at epoch {best_epoch}"
     try:
-        site = write_site(cases, run_dir / "report", SiteOptions(EvalOptions(cfg.eval), title=title))
+        site = write_site(cases, run_dir / "report", SiteOptions(EvalOptions(cfg.eval), title=title, space=SPACE))
     except (MedsegError, OSError) as err:
         print(f"warning: the review site of the validation was not written: {err}", file=sys.stderr)
         return None

@@ -25,7 +25,8 @@ SMALL_MM3 = 100.0  # val_lesion_recall_small: GT lesions below this volume
 @dataclass
 class Validation:
     """Metrics (``val_*``), per-case and per-lesion rows, and the worst cases for pictures:
-    ``worst`` holds (case id, image (X, Y, Z), prediction, reference) by ascending Dice."""
+    ``worst`` holds (case id, image (X, Y, Z), prediction, reference, probability of the first
+    class (X, Y, Z) float16) by ascending Dice."""
 
     metrics: dict[str, float]
     cases: list[dict] = field(default_factory=list)
@@ -115,9 +116,10 @@ def validate(
             result.cases.append({"class": cls, **row} if len(names) > 1 else row)
             result.lesions += [{"class": cls, **lesion} for lesion in lesions] if len(names) > 1 else lesions
             if c == 0:
-                scored.append((row["dice"], name, np.asarray(item["image"][0]), pred, ref))
+                prob = probs[0].astype(np.float16)  # half the memory; the site shows 2 decimals
+                scored.append((row["dice"], name, np.asarray(item["image"][0]), pred, ref, prob))
     model.train()
     scored.sort(key=lambda t: t[0])
-    result.worst = [(name, img, pred, ref) for _, name, img, pred, ref in scored[:keep_worst]]
+    result.worst = [entry[1:] for entry in scored[:keep_worst]]
     result.metrics = _merge_classes({cls: class_metrics(rows[cls], gt[cls], counts[cls]) for cls in names})
     return result

@@ -138,7 +138,8 @@ def read_decisions(marks: Path | None, protocol: str, size_filter: bool) -> Revi
     Raises:
         MedsegError: a missing or invalid marks file, or options that renumber lesions.
     """
-    from medseg.review.marks import lesion_decisions, read_marks
+    from medseg.io.review_marks import read_marks
+    from medseg.review.marks import lesion_decisions
 
     if marks is None:
         return None

@@ -42,6 +42,7 @@ from medseg.data.sources.nnunet import read_nnunet
 from medseg.data.sources.pattern import pattern_channel_name, read_pattern
 from medseg.errors import MedsegError, clip, yaml_syntax_error
 from medseg.io.paths import expand
+from medseg.io.review_marks import read_marks
 
 
 def detect_layout(source: Path) -> str:
@@ -153,7 +154,8 @@ def _select_channels(ds: Dataset, wanted: Sequence[str]) -> Dataset:
 def from_config(data_cfg: Any, split: str = "training") -> Dataset:
     """:func:`discover` with the ``data`` section of an experiment config.
 
-    ``training``: the dataset's training cases without ``data.exclude_cases``. ``test`` (and
+    ``training``: the dataset's training cases without ``data.exclude_cases`` and without the scans
+    rejected in ``data.review_marks`` (:func:`rejected_scans`). ``test`` (and
     ``test_labeled``): the config's held-out cases: ``data.exclude_cases`` when set, else the
     dataset's own test split (MSD / nnU-Net ``imagesTs``; a case list or pattern layout has none:
     an error).
@@ -170,7 +172,25 @@ def from_config(data_cfg: Any, split: str = "training") -> Dataset:
     if unknown and not ds.problems:
         raise MedsegError(f"data.exclude_cases: {sorted(unknown)[0]!r} is not a case of {ds.root}")
     ds.cases = [c for c in ds.cases if (c.case_id in excluded) == (split != "training")]
+    if split == "training":
+        rejected = rejected_scans(data_cfg)
+        ds.cases = [c for c in ds.cases if c.case_id not in rejected]
     return ds
+
+
+def rejected_scans(data_cfg: Any) -> set[str]:
+    """The case ids whose last scan mark in ``data.review_marks`` is a reject (empty without the key).
+
+    Raises:
+        MedsegError: the marks file is missing or invalid.
+    """
+    path = data_cfg.review_marks
+    if path is None:
+        return set()
+    if not Path(path).is_file():
+        raise MedsegError(f"data.review_marks: {path} not found; pass the review_marks.json 'medseg review' saved")
+    last = {m.case: m.decision for m in read_marks(Path(path)) if m.kind == "scan" and m.decision}
+    return {case for case, decision in last.items() if decision == "reject"}
 
 
 def with_held_out(ds: Dataset, data_cfg: Any) -> Dataset:

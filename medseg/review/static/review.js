@@ -221,7 +221,7 @@
     var viewer = document.getElementById("viewer");
     viewer.dataset.crosshairMm = JSON.stringify(mm.map(function (v) { return Math.round(v * 1000) / 1000; }));
     document.getElementById("location").textContent = "crosshair at " + mm.map(function (v) { return v.toFixed(2); })
-      .join(", ") + " mm (world, scanner RAS)";
+      .join(", ") + " mm (" + (SCAN.space || "world, scanner RAS") + ")";
   }
   function goTo(mm) {
     nv.scene.crosshairPos = nv.mm2frac(mm, 0, true);
