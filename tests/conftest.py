@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -103,3 +104,10 @@ def real_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("MEDSEG_REAL_DATA not set")
     return Path(root)
+
+
+def how_to_commands(page: str) -> list[list[str]]:
+    """The ``medseg`` lines of the first bash block of a docs page (``docs/PAGE``), as argument lists."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
+    block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
+    return [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("medseg ")]

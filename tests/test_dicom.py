@@ -6,7 +6,6 @@ with several series; the extra named when highdicom is missing."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from medseg.io.geometry import LPS_TO_RAS, ras_spacing, read_geometry
 from medseg.io.volumes import read_array
 from medseg.nn.checkpoint import OperatingPoint, write_payload
 from medseg.planning.resolve import assemble
-from tests.conftest import cli, oblique_affine, save_nifti
+from tests.conftest import cli, how_to_commands, oblique_affine, save_nifti
 from tests.robustness.conftest import tiny_payload
 
 AFFINES = {
@@ -275,13 +274,6 @@ def test_missing_highdicom_names_the_extra(tmp_path, checkpoint):
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.returncode == 2 and len(lines) == 1 and "pip install 'medseg[dicom]'" in lines[0], res.stderr
     assert "--output-format dicom-seg" in lines[0] and not (tmp_path / "out").exists()
-
-
-def how_to_commands(page: str) -> list[list[str]]:
-    """The ``medseg`` lines of the first bash block of a docs page, as argument lists."""
-    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
-    block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
-    return [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("medseg ")]
 
 
 def test_the_how_to_commands_run_as_written(tmp_path, checkpoint):

@@ -27,6 +27,7 @@ from medseg.planning.inherit import preprocessing_differences
 from medseg.training import trainer as trainer_module
 from medseg.training.prepare import prepare
 from medseg.training.run import train
+from tests.conftest import how_to_commands
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACING = [1.2, 0.9, 2.5]
@@ -313,13 +314,6 @@ def test_errors_are_one_line_with_exit_2(dataset, source, tmp_path):
     assert not (tmp_path / "runs").exists()
     res = cli("train", "--resume", tmp_path, "--init-from", "x.pt")
     assert res.returncode == 2 and "--init-from: not with --resume" in res.stderr
-
-
-def how_to_commands(page: str) -> list[list[str]]:
-    """The ``medseg`` lines of the first bash block of a docs page, as argument lists."""
-    text = (ROOT / "docs" / page).read_text()
-    block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
-    return [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("medseg ")]
 
 
 def test_the_how_to_commands_run_as_written(dataset, source, tmp_path):

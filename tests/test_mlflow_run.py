@@ -140,6 +140,14 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     models = client.search_logged_models(experiment_ids=[run.info.experiment_id])
     (model,) = [m for m in models if m.source_run_id == result.run_id]
     assert model.name == "lesion-segmenter" and str(model.status).endswith("READY")
+    model = client.get_logged_model(model.model_id)  # its page: params, metrics on the dataset, description
+    assert model.params["loss.name"] == "focal_dice" and model.tags["mlflow.note.content"].strip()
+    metrics = {m.key: m for m in model.metrics or []}
+    best_epoch = int(run.data.tags["best_epoch"])
+    assert "val_dice" in metrics and metrics["val_dice"].step == best_epoch
+    history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_dice")}
+    assert metrics["val_dice"].value == pytest.approx(history[best_epoch])
+    assert metrics["val_dice"].dataset_name == run.inputs.dataset_inputs[0].dataset.name
     files = {a.path for a in client.list_artifacts(result.run_id, "model")}
     assert "model/MLmodel" in files and not [f for f in files if f.endswith(".pkl")]
 
@@ -155,7 +163,11 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     )  # undone after the test (mlflow.set_tracking_uri is not)
     monkeypatch.setenv("MLFLOW_REGISTRY_URI", client.tracking_uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{model.model_id}")
-    assert [(s.name, s.required) for s in loaded.metadata.signature.inputs.inputs] == [("scan", False), ("path", False)]
+    assert [(s.name, s.required) for s in loaded.metadata.signature.inputs.inputs] == [
+        ("scan", False),
+        ("path", False),
+        ("mask", False),
+    ]
     scan = next((out / "data" / "imagesTs").glob("*.nii.gz"))
     table = loaded.predict(pd.DataFrame({"scan": [base64.b64encode(scan.read_bytes()).decode("ascii")]}))
     mask = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(table["mask"][0])))

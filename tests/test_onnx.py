@@ -5,7 +5,6 @@ foreign files and missing extras are one clear error line."""
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from medseg.inference.onnx_model import OnnxMetadata, OnnxWindows, load_onnx_mod
 from medseg.inference.predictor import predict_classes
 from medseg.nn.checkpoint import write_payload
 from medseg.nn.window import sliding_window_probs
-from tests.conftest import cli, oblique_affine, save_nifti
+from tests.conftest import cli, how_to_commands, oblique_affine, save_nifti
 from tests.robustness.conftest import good_image, tiny_payload
 
 
@@ -136,13 +135,6 @@ def test_missing_extra_is_named(tmp_path, checkpoint, missing, args, extra):
     lines = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
     assert extra in lines[0] and "pip install 'medseg[onnx]'" in lines[0] and not (tmp_path / "out").exists()
-
-
-def how_to_commands(page: str) -> list[list[str]]:
-    """The ``medseg`` lines of the first bash block of a docs page, as argument lists."""
-    text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text()
-    block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
-    return [line.split("#")[0].split()[1:] for line in block.splitlines() if line.startswith("medseg ")]
 
 
 def test_the_how_to_commands_run_as_written(tmp_path, checkpoint, scan):

@@ -48,6 +48,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "export": (
         "medseg export runs/20261123-101500/best.pt --out exported",
         "medseg export models:/lesions/3 --format onnx --out exported --tracking-uri http://localhost:5000",
+        "medseg export runs/20261123-101500/best.pt --format mlflow --out served",
     ),
     "runs": (
         "medseg runs",

@@ -102,6 +102,7 @@ class ExportFormat(str, Enum):
     """``--format`` of export: the model file format."""
 
     onnx = "onnx"
+    mlflow = "mlflow"
 
 
 DATASET_HELP = (

@@ -14,6 +14,8 @@ row per scan, holding the scan itself, never a place on the server:
   (``.nrrd`` with attached data) file, 3D, or 4D with the channels last; or, for a model with C > 1
   input channels, ``channel0`` ... ``channel<C-1>``: one 3D file per channel, in the model's
   channel order, all on one grid.
+* ``mask`` (optional): a region mask on the scan's grid (e.g. its brain mask), base64 like the
+  scan: lesions with more than half of their voxels outside it are removed, as ``predict --mask``.
 * ``path`` (or ``path0`` ... ``path<C-1>``): a file on the server instead of its bytes, accepted
   only when the server was started with ``MEDSEG_SERVE_ROOT=/folder``: relative paths are taken
   inside that folder, and the path must resolve (symlinks followed) inside it. It is read, never
@@ -27,9 +29,11 @@ returns ``mask_<class>`` and ``lesions_<class>`` per class instead.
 
 Uploaded bytes are written into a temporary folder of the request (``medseg-serve-*`` in the
 system's temporary directory), where the masks are written too; it is removed when the request
-ends, and nothing is written anywhere else. There are no parameters: a client cannot choose where
-the server writes. A bad request raises an ``MlflowException`` (HTTP 400) with one line naming the
-row and column, what is wrong and the fix.
+ends, and nothing is written anywhere else. Request parameters (``params``) are the operating
+point only, numbers checked here, as ``medseg predict``'s options: ``threshold``, ``min_lesion_mm3``,
+``min_confidence`` and ``tta`` (absent or null: the model's own). No parameter names a file: a
+client cannot choose where the server reads or writes. A bad request raises an ``MlflowException``
+(HTTP 400) with one line naming the row and column, what is wrong and the fix.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import os
 import re
 import shutil
 import tempfile
+import uuid
 import zlib
 from pathlib import Path
 from typing import Any
@@ -53,7 +58,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types.schema import ColSpec, DataType, Schema
+from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from medseg import __version__
 from medseg.config.plan import Preprocessing
@@ -61,6 +66,7 @@ from medseg.errors import MedsegError
 from medseg.inference.lesion_table import lesion_rows
 from medseg.inference.model import LoadedModel, load_model
 from medseg.inference.predictor import Prediction, predict_classes
+from medseg.inference.region import read_region
 from medseg.io.paths import data_files_in_header, output_suffix
 from medseg.io.volumes import save_like
 from medseg.nn.checkpoint import load_checkpoint
@@ -69,6 +75,12 @@ ROOT_ENV = "MEDSEG_SERVE_ROOT"  # the folder whose files clients may name by pat
 NIFTI1_MAGIC = b"n+1\0"  # single-file NIfTI-1 at byte 344 (the header/image pair "ni1" names a second file: refused)
 NIFTI2_MAGIC = b"n+2\0\r\n\x1a\n"  # single-file NIfTI-2 at byte 4
 MAX_NRRD_HEADER = 1 << 20  # bytes; a NRRD header ends at its first empty line, long before this
+PARAMS = {  # request parameter -> (MLflow type, lowest, highest allowed): predict's operating-point options
+    "threshold": (DataType.double, 0.0, 1.0),
+    "min_lesion_mm3": (DataType.double, 0.0, 1e9),
+    "min_confidence": (DataType.double, 0.0, 1.0),
+    "tta": (DataType.boolean, None, None),
+}
 FIX_SEND = "send the scan file's bytes base64-encoded in 'scan' (a NIfTI .nii/.nii.gz or NRRD .nrrd file)"
 
 
@@ -97,22 +109,21 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
             a NIfTI/NRRD file, a path outside ``MEDSEG_SERVE_ROOT`` or without it, an unreadable scan).
         """
         try:
-            if params:
-                raise MedsegError(
-                    f"request parameters {sorted(params)[:5]}: this model takes none (it writes nothing where "
-                    f"a client says); {FIX_SEND} and read the mask from the response"
-                )
+            options = request_options(params)
             table = request_table(model_input)
             if table.empty:  # also what MLflow leaves of a table without any column of the signature
                 raise MedsegError(f"request: holds no row with a scan column; {FIX_SEND}, one row per scan")
             with tempfile.TemporaryDirectory(prefix="medseg-serve-") as tmp:
-                rows = [self._one(row, i, Path(tmp) / str(i)) for i, row in enumerate(table.to_dict("records"))]
+                rows = [
+                    self._one(row, i, Path(tmp) / str(i), options) for i, row in enumerate(table.to_dict("records"))
+                ]
         except MedsegError as exc:  # a request's mistake: HTTP 400 with the one line, not a 500 with a traceback
             raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
         return pd.DataFrame(rows, columns=output_columns(self.lm.preprocess.classes))
 
-    def _one(self, row: dict[str, Any], index: int, folder: Path) -> dict[str, str]:
-        """The response row of one request row; uploads are written into ``folder``."""
+    def _one(self, row: dict[str, Any], index: int, folder: Path, options: dict[str, Any]) -> dict[str, str]:
+        """The response row of one request row (``options``: :func:`request_options`); uploads are
+        written into ``folder``."""
         folder.mkdir()
         files, names = [], {}
         for column in row_layout(row, index, self.lm.preprocess.in_channels):
@@ -123,8 +134,13 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
                 else write_upload(value, where, folder / column)
             )
             names[str(files[-1])] = where
+        region = None
         try:
-            preds = predict_classes(self.lm, files[0] if len(files) == 1 else files)
+            if isinstance(row.get("mask"), str) and row["mask"]:
+                upload = write_upload(row["mask"], f"request row {index}, column 'mask'", folder / "mask")
+                names[str(upload)] = f"request row {index}, column 'mask'"
+                region = read_region(upload, files[0])
+            preds = predict_classes(self.lm, files[0] if len(files) == 1 else files, region=region, **options)
         except (
             MedsegError
         ) as exc:  # it names the file it read: the client knows the row and column, not our temporary path
@@ -133,6 +149,35 @@ class MedsegModel(mlflow.pyfunc.PythonModel):
                 message = message.replace(path, where)
             raise MedsegError(message, exc.exit_code) from None
         return encode_outputs(preds, files[0], folder, self.lm)
+
+
+def request_options(params: dict[str, Any] | None) -> dict[str, Any]:
+    """``predict_classes`` keyword arguments from the request's ``params`` (:data:`PARAMS`; null or
+    absent: the model's own setting).
+
+    Raises:
+        MedsegError: an unknown parameter (a path above all: never taken), a value of another type
+            or out of its range.
+    """
+    options: dict[str, Any] = {}
+    for name, value in (params or {}).items():
+        if name not in PARAMS:
+            raise MedsegError(
+                f"request parameter {str(name)[:40]!r}: not one of {', '.join(PARAMS)} (the operating point; this "
+                f"model writes nothing where a client says); {FIX_SEND} and read the mask from the response"
+            )
+        if value is None:
+            continue
+        kind, low, high = PARAMS[name]
+        if kind == DataType.boolean:
+            ok = isinstance(value, (bool, np.bool_))
+        else:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= float(value) <= high
+        if not ok:
+            span = "true or false" if kind == DataType.boolean else f"a number from {low:g} to {high:g}"
+            raise MedsegError(f"request parameter {name!r}: {str(value)[:40]!r} is not {span}")
+        options[name] = bool(value) if kind == DataType.boolean else float(value)
+    return options
 
 
 def serve_root() -> Path | None:
@@ -307,13 +352,15 @@ def output_columns(classes: tuple[str, ...]) -> list[str]:
 
 
 def signature(pre: Preprocessing) -> ModelSignature:
-    """Inputs: ``scan`` (and ``channel0..`` for C > 1 channels), ``path`` (``path0..``), all
-    optional strings (a row uses one layout); outputs: the mask and lesion columns."""
+    """Inputs: ``scan`` (and ``channel0..`` for C > 1 channels), ``path`` (``path0..``), ``mask``,
+    all optional strings (a row uses one layout); outputs: the mask and lesion columns; params:
+    :data:`PARAMS`, null by default (the model's own)."""
     c = pre.in_channels
     names = ["scan", *(f"channel{k}" for k in range(c) if c > 1), "path", *(f"path{k}" for k in range(c) if c > 1)]
     return ModelSignature(
-        inputs=Schema([ColSpec(DataType.string, n, required=False) for n in names]),
+        inputs=Schema([ColSpec(DataType.string, n, required=False) for n in [*names, "mask"]]),
         outputs=Schema([ColSpec(DataType.string, n) for n in output_columns(pre.classes)]),
+        params=ParamSchema([ParamSpec(name, kind, None) for name, (kind, _, _) in PARAMS.items()]),
     )
 
 
@@ -351,4 +398,37 @@ def save_pyfunc(checkpoint: Path, dest: Path) -> Path:
         input_example=input_example(pre),
         pip_requirements=[f"medseg=={__version__}"],
     )
+    return dest
+
+
+MLFLOW_FOLDER = "mlflow_model"  # the folder ``medseg export --format mlflow`` writes inside ``--out``
+
+
+def export_pyfunc(checkpoint: Path, out: Path) -> Path:
+    """``medseg export --format mlflow``: the MLflow model of one checkpoint as ``out/mlflow_model/``
+    (:func:`save_pyfunc`), for ``mlflow models serve -m out/mlflow_model`` without a tracking
+    store. Written beside and renamed into place; an earlier export there is replaced.
+
+    Raises:
+        MedsegError: not one checkpoint file, or ``out/mlflow_model`` is something else (not an
+            MLflow model folder) or holds the checkpoint.
+    """
+    if not checkpoint.is_file():
+        raise MedsegError(
+            f"{checkpoint}: --format mlflow exports one checkpoint file (e.g. runs/<run>/best.pt); an MLflow URI "
+            "already is an MLflow model (serve it as it is), and an ensemble has no MLflow model: pick one member"
+        )
+    dest = out / MLFLOW_FOLDER
+    if dest.exists() and not (dest.is_dir() and (dest / "MLmodel").is_file()):
+        raise MedsegError(f"{dest}: exists and is not an MLflow model folder; move it away or pick another --out")
+    if checkpoint.resolve().is_relative_to(dest.resolve()):
+        raise MedsegError(f"{checkpoint}: lies inside {dest}, which the export replaces; copy it elsewhere first")
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{MLFLOW_FOLDER}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        save_pyfunc(checkpoint, tmp)
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return dest

@@ -64,17 +64,25 @@ class RegionMasks:
         Raises:
             MedsegError: no mask (:meth:`path_for`), a mask on another grid or without any voxel inside.
         """
-        path = self.path_for(case, scan)
-        shape, affine = read_geometry(path)
-        check_grid(path, shape, affine, scan)
-        data, _ = read_array(path)
-        region = np.asarray(data).reshape(shape[:3]) > 0
-        if not region.any():
-            raise MedsegError(
-                f"{path}: region mask has no voxel > 0, so every lesion of {scan} would be removed; pass the scan's "
-                "brain mask (voxels > 0 inside)"
-            )
-        return region
+        return read_region(self.path_for(case, scan), scan)
+
+
+def read_region(path: Path, scan: Path) -> np.ndarray:
+    """The region mask file ``path`` as bool (X, Y, Z), True where > 0, on ``scan``'s grid.
+
+    Raises:
+        MedsegError: naming the mask: on another grid than ``scan`` or without any voxel inside.
+    """
+    shape, affine = read_geometry(path)
+    check_grid(path, shape, affine, scan)
+    data, _ = read_array(path)
+    region = np.asarray(data).reshape(shape[:3]) > 0
+    if not region.any():
+        raise MedsegError(
+            f"{path}: region mask has no voxel > 0, so every lesion of {scan} would be removed; pass the scan's "
+            "brain mask (voxels > 0 inside)"
+        )
+    return region
 
 
 def check_grid(path: Path, shape: tuple[int, ...], affine: np.ndarray, scan: Path) -> None:

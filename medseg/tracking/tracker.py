@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from mlflow.entities import DatasetInput, LoggedModelOutput, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, LoggedModelOutput, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
@@ -40,7 +42,7 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path, subdir: str | None = None) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, dataset: DatasetInput) -> None: ...
-    def log_model(self, folder: Path, register_as: str | None) -> None: ...
+    def log_model(self, folder: Path, register_as: str | None, card: ModelCard | None = None) -> None: ...
     def end(self, status: str = "FINISHED") -> None: ...
 
 
@@ -64,7 +66,7 @@ class NullTracker:
     def log_dataset(self, dataset: DatasetInput) -> None:
         return None
 
-    def log_model(self, folder: Path, register_as: str | None) -> None:
+    def log_model(self, folder: Path, register_as: str | None, card: ModelCard | None = None) -> None:
         return None
 
     def end(self, status: str = "FINISHED") -> None:
@@ -96,6 +98,16 @@ def resolve_uri(cfg_uri: str | None, output_dir: Path) -> str:
 LOGGED_MODEL_NAME = "lesion-segmenter"
 
 
+@dataclass(frozen=True)
+class ModelCard:
+    """What the logged model's page shows beside its files: metrics (e.g. the best epoch's
+    validation figures) at ``step``, and a description (Markdown)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    step: int = 0
+    description: str = ""
+
+
 class MlflowTracker:
     """One MLflow run, driven through ``MlflowClient``."""
 
@@ -115,6 +127,8 @@ class MlflowTracker:
         self._pending: list[tuple[str, tuple]] = []  # (method, args) not yet accepted by the server
         self.spool = output_dir / f"unsent-mlflow-{run_name}.jsonl"
         self._logged_steps: set[int] = set()
+        self._params: dict[str, str] = {}
+        self._dataset: Dataset | None = None  # the run's training dataset, once logged
         try:
             self.client = open_client(uri)
         except Exception as exc:  # MLflow raises MlflowException, requests errors, sqlalchemy errors; filelock.Timeout
@@ -139,6 +153,9 @@ class MlflowTracker:
             run = self.client.get_run(run_id)
             self.client.update_run(run_id, status="RUNNING")
             self._logged_steps = {m.step for m in self.client.get_metric_history(run_id, "train_loss")}
+            self._params = dict(run.data.params)
+            inputs = run.inputs.dataset_inputs if run.inputs else []
+            self._dataset = inputs[0].dataset if inputs else None
         except Exception as exc:  # MlflowException, store errors
             raise MedsegError(
                 f"MLflow run {run_id} at {self.shown_uri} cannot be reopened ({type(exc).__name__}: {str(exc)[:120]}); "
@@ -157,6 +174,7 @@ class MlflowTracker:
         self._system.start()
 
     def log_params(self, params: dict[str, str]) -> None:
+        self._params.update({k: v[:6000] for k, v in params.items()})  # also the logged model's
         items = [Param(k, v[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
@@ -207,15 +225,17 @@ class MlflowTracker:
     def log_dataset(self, dataset: DatasetInput) -> None:
         """The run's training dataset (fills the Dataset column of the runs table); under the
         store's lock, as parallel folds log the same dataset."""
+        self._dataset = dataset.dataset
         with store_lock(self.uri):
             self.client.log_inputs(self.run_id, datasets=[dataset])
 
-    def log_model(self, folder: Path, register_as: str | None) -> None:
+    def log_model(self, folder: Path, register_as: str | None, card: ModelCard | None = None) -> None:
         """Log an MLflow model folder (``MLmodel`` and its files) under the run's ``model/``
         (``runs:/<id>/model``, what ``medseg predict`` and ``mlflow.pyfunc.load_model`` read) and as
-        a logged model of the run (MLflow's "Logged models" and Models tab; ``models:/<model_id>``).
-        Registration under ``register_as`` (``models:/<name>/<version>``) happens at :meth:`end`,
-        once everything is sent."""
+        a logged model of the run (MLflow's "Logged models" and Models tab; ``models:/<model_id>``)
+        with the run's params, the ``card``'s metrics (linked to the run's dataset) and description,
+        so its page reads like the run's. Registration under ``register_as``
+        (``models:/<name>/<version>``) happens at :meth:`end`, once everything is sent."""
         for path in sorted(folder.rglob("*")):
             if path.is_file():
                 rel = path.parent.relative_to(folder)
@@ -223,11 +243,19 @@ class MlflowTracker:
         self._register_as = register_as
         try:
             # not named "model": MLflow 3 would then take runs:/<id>/model for this entry, not the run's model/ folder
+            card = card or ModelCard()
+            tags = {"mlflow.note.content": card.description} if card.description else None
             model = self.client.create_logged_model(
-                self.experiment_id, name=LOGGED_MODEL_NAME, source_run_id=self.run_id, model_type="medseg"
+                self.experiment_id,
+                name=LOGGED_MODEL_NAME,
+                source_run_id=self.run_id,
+                tags=tags,
+                params=self._params or None,
+                model_type="medseg",
             )
             self.client.log_model_artifacts(model.model_id, str(folder))
             self.client.finalize_logged_model(model.model_id, "READY")
+            self._model_metrics(model.model_id, card)
             self.client.log_outputs(self.run_id, [LoggedModelOutput(model.model_id, step=0)])
             self.model_id: str | None = model.model_id
         except Exception as exc:  # the run's own model/ artifacts are what predict needs; this is a view on them
@@ -236,6 +264,20 @@ class MlflowTracker:
                 f"({type(exc).__name__}: {str(exc)[:120]})",
                 file=sys.stderr,
             )
+
+    def _model_metrics(self, model_id: str, card: ModelCard) -> None:
+        """The card's metrics logged to the run at its step, linked to ``model_id`` and to the
+        run's dataset (the logged model's Metrics and Datasets)."""
+        ds = self._dataset
+        where = {"dataset_name": ds.name, "dataset_digest": ds.digest} if ds is not None else {}
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(k, float(v), now, card.step, model_id=model_id, **where)
+            for k, v in card.metrics.items()
+            if math.isfinite(float(v))
+        ]
+        for i in range(0, len(metrics), 100):
+            self.client.log_batch(self.run_id, metrics=metrics[i : i + 100])
 
     def _register(self) -> None:
         name = getattr(self, "_register_as", None)

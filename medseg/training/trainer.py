@@ -36,6 +36,7 @@ from medseg.nn.registry import build_model
 from medseg.runtime.distributed import broadcast, mean_over_ranks
 from medseg.tracking.lineage import dataset_input, lineage_tags
 from medseg.tracking.store import redact_config, redact_uri
+from medseg.tracking.tracker import ModelCard
 from medseg.training.finetune import EncoderFreeze, InitSource, initialise, record_init
 from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal, TimeBudget
 from medseg.training.loaders import make_loader
@@ -330,15 +331,16 @@ class Trainer:
         for path in sorted(report.rglob("*")):
             if path.is_file():
                 run.tracker.log_artifact(path, str(path.parent.relative_to(run.run_dir)))
-        if run.best_path.exists():
-            run.tracker.log_model(
-                save_pyfunc(run.best_path, run.run_dir / "mlflow_model"), self.cfg.tracking.register_model
-            )
         best = next((h for h in st.history if h["epoch"] == st.best_epoch), {})
+        description = run_description(self.cfg, st.best_epoch, best, run.tracker.run_id)
+        if run.best_path.exists():
+            card = ModelCard({k: v for k, v in best.items() if k.startswith("val_")}, st.best_epoch, description)
+            folder = save_pyfunc(run.best_path, run.run_dir / "mlflow_model")
+            run.tracker.log_model(folder, self.cfg.tracking.register_model, card)
         run.tracker.set_tags(
             {
                 "best_epoch": str(st.best_epoch),
-                "mlflow.note.content": run_description(self.cfg, st.best_epoch, best, run.tracker.run_id)
+                "mlflow.note.content": description
                 + review_note(site, run.run_dir, run.tracker.run_id, getattr(run.tracker, "uri", None)),
             }
         )

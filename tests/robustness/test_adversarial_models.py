@@ -292,9 +292,9 @@ def test_served_model_takes_bytes_and_writes_nothing_outside_its_temp_folder(tin
     assert np.array_equal(sitk.GetArrayFromImage(got), np.asanyarray(mask.dataobj).transpose(2, 1, 0))
 
 
-def refused(model: MedsegModel, request, *words: str) -> str:
+def refused(model: MedsegModel, request, *words: str, params: dict | None = None) -> str:
     with pytest.raises(MlflowException) as caught:
-        model.predict(None, request)
+        model.predict(None, request, params=params)
     message = caught.value.message
     assert "\n" not in message and all(w in message for w in words), message
     return message
@@ -343,9 +343,36 @@ def test_bad_requests_are_refused(tiny_checkpoint, good_scans, tmp_path, monkeyp
     message = refused(model, pd.DataFrame({"scan": [b64(flat)]}), "request row 0, column 'scan'", "3D")
     assert "medseg-serve" not in message  # the client is told its row and column, not the server's temporary path
     target = tmp_path / "written_here"
-    with pytest.raises(MlflowException, match="takes none"):
+    with pytest.raises(MlflowException, match="not one of threshold"):
         model.predict(None, pd.DataFrame({"scan": [b64(good_scans[0])]}), params={"out_dir": str(target)})
     assert not target.exists()
+    request = pd.DataFrame({"scan": [b64(good_scans[0])]})
+    for bad in ({"threshold": 1.5}, {"threshold": "0.5"}, {"tta": "yes"}, {"min_confidence": -0.1}):
+        refused(model, request, f"request parameter {next(iter(bad))!r}", params=bad)
+    flat_mask = save_nifti(np.ones(SHAPE[:2], np.uint8), oblique_affine(SPACING), tmp_path / "flat_mask.nii.gz")
+    message = refused(model, request.assign(mask=[b64(flat_mask)]), "request row 0, column 'mask'", "grid")
+    assert "medseg-serve" not in message
+
+
+def test_operating_point_and_region_mask_in_a_request(tiny_checkpoint, good_scans, tmp_path, monkeypatch):
+    """params move the operating point as predict's options do; a ``mask`` column removes lesions
+    outside the region, as ``predict --mask``."""
+    model = served(tiny_checkpoint, monkeypatch)
+    request = pd.DataFrame({"scan": [b64(good_scans[0])]})
+
+    def voxels(out) -> int:
+        mask = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(out["mask"][0])))
+        return int(np.asanyarray(mask.dataobj).sum())
+
+    default = voxels(model.predict(None, request))
+    low = voxels(model.predict(None, request, params={"threshold": 0.01, "min_lesion_mm3": 0.0, "tta": False}))
+    high = voxels(model.predict(None, request, params={"threshold": 0.99, "min_confidence": None}))
+    assert low > default >= high and low > 0
+    empty = np.zeros(SHAPE, np.uint8)
+    empty[:2, :2, :2] = 1  # a region in a corner: every lesion lies outside it
+    corner = save_nifti(empty, nib.load(str(good_scans[0])).affine, tmp_path / "corner.nii.gz")
+    low_request = {"threshold": 0.01, "min_lesion_mm3": 0.0}
+    assert voxels(model.predict(None, request.assign(mask=[b64(corner)]), params=low_request)) == 0
 
 
 def test_one_file_per_channel(good_dataset, good_scans, tmp_path, monkeypatch):
@@ -367,7 +394,13 @@ def test_logged_model_takes_base64_through_mlflow(tiny_checkpoint, good_scans, t
     folder = save_pyfunc(tiny_checkpoint, tmp_path / "model")
     loaded = mlflow.pyfunc.load_model(str(folder))
     inputs = {spec.name: spec.required for spec in loaded.metadata.signature.inputs.inputs}
-    assert inputs == {"scan": False, "path": False}
+    assert inputs == {"scan": False, "path": False, "mask": False}
+    assert [p.name for p in loaded.metadata.signature.params.params] == [
+        "threshold",
+        "min_lesion_mm3",
+        "min_confidence",
+        "tta",
+    ]
     example = pd.read_json(folder / "input_example.json", orient="split")
     assert list(example.columns) == ["scan"]
     out = loaded.predict(pd.DataFrame({"scan": [b64(good_scans[0])]}))

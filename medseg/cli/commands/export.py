@@ -1,4 +1,5 @@
-"""``export``: a trained model as a file for other runtimes (ONNX, for onnxruntime).
+"""``export``: a trained model for other runtimes (ONNX, for onnxruntime; an MLflow model folder,
+for ``mlflow models serve``).
 
 Heavy imports (torch, onnx) happen inside the command so ``medseg --help`` is instant.
 """
@@ -23,25 +24,33 @@ def export(
     format_: ExportFormat = typer.Option(
         ExportFormat.onnx,
         "--format",
-        help="Model file format: onnx (batch and spatial axes dynamic; needs medseg[onnx]).",
+        help="onnx: model.onnx (batch and spatial axes dynamic; needs medseg[onnx]); mlflow: the MLflow model "
+        "folder mlflow_model/ of one checkpoint, for 'mlflow models serve -m OUT/mlflow_model --env-manager local'.",
     ),
     out: Path = typer.Option(
         ...,
         "--out",
         help="Folder for model.onnx (the network, with the preprocessing, window, operating point, class names "
-        "and spacing as metadata); created when missing.",
+        "and spacing as metadata) or mlflow_model/; created when missing.",
     ),
     tracking_uri: str | None = tracking_uri_option(),
     quiet: bool = quiet_option(),
 ) -> None:
-    """Export a trained model to ONNX, for medseg predict --engine onnxruntime or any ONNX runtime.
+    """Export a trained model to ONNX (for medseg predict --engine onnxruntime or any ONNX runtime)
+    or as an MLflow model folder (for mlflow models serve).
 
-    onnxruntime then runs the file on a random window and the largest difference from the torch
-    logits is printed; an export that differs by more than 1e-3 is refused.
+    ONNX: onnxruntime then runs the file on a random window and the largest difference from the
+    torch logits is printed; an export that differs by more than 1e-3 is refused.
     """
+    check_out_folder(out, "--out")
+    if format_ == ExportFormat.mlflow:
+        from medseg.inference.pyfunc import export_pyfunc
+
+        folder = export_pyfunc(Path(model), out)
+        typer.echo(f"{folder}: MLflow model; serve it with: mlflow models serve -m {folder} --env-manager local")
+        return
     from medseg.inference.export import export_onnx
 
-    check_out_folder(out, "--out")
     members = [m for m in model.split(",") if m] if "," in model else model
     done = export_onnx(members, out, tracking_uri)
     if not quiet:
