@@ -27,7 +27,8 @@ from mlflow.exceptions import MlflowException
 
 from medseg.errors import MedsegError
 from medseg.inference.model import load_model
-from medseg.inference.pyfunc import ROOT_ENV, MedsegModel, save_pyfunc
+from medseg.inference.pyfunc import MedsegModel, save_pyfunc
+from medseg.inference.uploads import ROOT_ENV
 from medseg.nn.checkpoint import load_checkpoint, write_payload
 from tests.conftest import oblique_affine, save_nifti
 from tests.robustness.conftest import SHAPE, SPACING, assert_clean_error, good_image, run_many, tiny_payload
