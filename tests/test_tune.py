@@ -164,6 +164,24 @@ def test_fp_budget_takes_the_max_recall_point_within_it(tuned_checkpoint, budget
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_point_that_merges_lesions_into_one_blob_is_never_chosen():
+    """Three lesions joined by a low-probability bridge: at threshold 0.2 one blob covers them all,
+    which the overlap rule scores as recall 1 with no false positive. Every target skips it."""
+    prob, ref = np.zeros((40, 12, 12)), np.zeros((40, 12, 12), bool)
+    for x in (4, 18, 32):
+        ref[x : x + 4, 4:8, 4:8] = True
+    prob[2:38, 5:7, 5:7] = 0.25  # the bridge
+    prob[ref] = 0.9
+    prob[32:36, 4:8, 4:8] = 0.45  # the third lesion is found at 0.2 only
+    prob[20:23, 1:3, 1:3] = 0.9  # a false positive at every threshold
+    curve = sweep([Scan(prob, ref, 1.0)], (0.2, 0.5), (0.0,))
+    blob, separate = curve
+    assert (blob["merged"], blob["lesion_recall"], blob["fp_per_scan"]) == (3.0, 1.0, 1.0)
+    assert separate["merged"] == 1.0 and separate["lesion_recall"] == pytest.approx(2 / 3)  # blob "wins" on paper
+    for target in ({}, {"max_fp_per_scan": 3.0}, {"min_recall": 0.9}):
+        assert choose(curve, **target)["threshold"] == 0.5
+
+
 def test_fp_budget_differs_from_the_other_targets():
     curve = sweep(budget_scans(), min_volumes=MIN_VOLUMES)
     by_budget = choose(curve, max_fp_per_scan=0.5)

@@ -64,6 +64,10 @@ from medseg.tracking.store import fail_fast, redact_uri
 from medseg.viz.plots import plot_froc
 
 THRESHOLDS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Reference lesions per matched predicted lesion above which a point merges lesions into blobs: by the
+# overlap rule one blob over many lesions finds them all with no false positive (recall 1, Dice near
+# 0), so such points are never chosen while another point is left.
+MERGE_LIMIT = 2.0
 
 
 MIN_VOLUMES_MM3 = (0.0, 5.0, 10.0, 20.0, 50.0, 100.0)
@@ -85,7 +89,8 @@ def sweep(
     fill: bool = False,
 ) -> list[dict[str, float]]:
     """Pooled lesion recall/precision/F1/FP-per-scan for every (threshold, min volume) pair,
-    lesions matched as ``rules`` (the run's ``eval:`` section) says; ``fill``: the run's
+    lesions matched as ``rules`` (the run's ``eval:`` section) says, and ``merged``: reference
+    lesions found per matched predicted lesion (see :data:`MERGE_LIMIT`); ``fill``: the run's
     ``inference.fill_holes``."""
     c = rules.connectivity
     rows = []
@@ -102,7 +107,8 @@ def sweep(
                     connectivity=c,
                     one_to_one=rules.one_to_one,
                 )
-            rows.append({"threshold": t, "min_lesion_mm3": v, **total.summary()})
+            merged = total.found / total.tp_pred if total.tp_pred else 0.0
+            rows.append({"threshold": t, "min_lesion_mm3": v, **total.summary(), "merged": merged})
     return rows
 
 
@@ -146,12 +152,14 @@ def choose(
     """Max lesion F1 (a BraTS curve: max lesion-wise Dice; ties: higher recall), or with
     ``min_recall`` the fewest FP per scan among points reaching it (ties: higher recall; none
     reaching it: the highest recall), or with ``max_fp_per_scan`` (:func:`choose_within_fp_budget`)
-    the highest recall among points within that budget.
+    the highest recall among points within that budget. Points that merge lesions into blobs
+    (``merged`` above :data:`MERGE_LIMIT`) are left out while any other point remains.
 
     Raises:
         MedsegError: both ``min_recall`` and ``max_fp_per_scan``.
     """
     check_targets(min_recall, max_fp_per_scan)
+    curve = [r for r in curve if r.get("merged", 1.0) <= MERGE_LIMIT] or curve
     if max_fp_per_scan is not None:
         return choose_within_fp_budget(curve, max_fp_per_scan)
     if min_recall is None:
