@@ -29,7 +29,8 @@ epochs whatever the time: the same work for every recipe on a machine shared wit
 
 Rows are scored lesion-wise as ``medseg evaluate`` does (overlap matching, 26-connected lesions),
 at the config's operating point; with ``--fp-budget K`` each medseg row also at the point
-``medseg tune --max-fp-per-scan K`` picks on the row's validation cases (row ``... @KFP``). Rows already in OUT/site_shift.json are kept and not run again.
+``medseg tune --max-fp-per-scan K`` picks on the row's validation cases (row ``... @KFP``). Rows
+already in OUT/site_shift.json are kept and not run again.
 """
 
 from __future__ import annotations

@@ -144,10 +144,10 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     assert model.params["loss.name"] == "focal_dice" and model.tags["mlflow.note.content"].strip()
     metrics = {m.key: m for m in model.metrics or []}
     best_epoch = int(run.data.tags["best_epoch"])
-    assert "val_dice" in metrics and metrics["val_dice"].step == best_epoch
+    assert "best/val_dice" in metrics and metrics["best/val_dice"].step == best_epoch
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val_dice")}
-    assert metrics["val_dice"].value == pytest.approx(history[best_epoch])
-    assert metrics["val_dice"].dataset_name == run.inputs.dataset_inputs[0].dataset.name
+    assert metrics["best/val_dice"].value == pytest.approx(history[best_epoch])
+    assert metrics["best/val_dice"].dataset_name == run.inputs.dataset_inputs[0].dataset.name
     files = {a.path for a in client.list_artifacts(result.run_id, "model")}
     assert "model/MLmodel" in files and not [f for f in files if f.endswith(".pkl")]
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.types.schema import DataType
 
 from medseg.errors import MedsegError
 from medseg.io.paths import data_files_in_header
@@ -25,11 +24,11 @@ ROOT_ENV = "MEDSEG_SERVE_ROOT"  # the folder whose files clients may name by pat
 NIFTI1_MAGIC = b"n+1\0"  # single-file NIfTI-1 at byte 344 (the header/image pair "ni1" names a second file: refused)
 NIFTI2_MAGIC = b"n+2\0\r\n\x1a\n"  # single-file NIfTI-2 at byte 4
 MAX_NRRD_HEADER = 1 << 20  # bytes; a NRRD header ends at its first empty line, long before this
-PARAMS = {  # request parameter -> (MLflow type, lowest, highest allowed): predict's operating-point options
-    "threshold": (DataType.double, 0.0, 1.0),
-    "min_lesion_mm3": (DataType.double, 0.0, 1e9),
-    "min_confidence": (DataType.double, 0.0, 1.0),
-    "tta": (DataType.boolean, None, None),
+PARAMS = {  # request parameter -> (MLflow param type, lowest, highest allowed): predict's operating-point options
+    "threshold": ("double", 0.0, 1.0),
+    "min_lesion_mm3": ("double", 0.0, 1e9),
+    "min_confidence": ("double", 0.0, 1.0),
+    "tta": ("boolean", None, None),
 }
 FIX_SEND = "send the scan file's bytes base64-encoded in 'scan' (a NIfTI .nii/.nii.gz or NRRD .nrrd file)"
 
@@ -52,14 +51,14 @@ def request_options(params: dict[str, Any] | None) -> dict[str, Any]:
         if value is None:
             continue
         kind, low, high = PARAMS[name]
-        if kind == DataType.boolean:
+        if kind == "boolean":
             ok = isinstance(value, (bool, np.bool_))
         else:
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= float(value) <= high
         if not ok:
-            span = "true or false" if kind == DataType.boolean else f"a number from {low:g} to {high:g}"
+            span = "true or false" if kind == "boolean" else f"a number from {low:g} to {high:g}"
             raise MedsegError(f"request parameter {name!r}: {str(value)[:40]!r} is not {span}")
-        options[name] = bool(value) if kind == DataType.boolean else float(value)
+        options[name] = bool(value) if kind == "boolean" else float(value)
     return options
 
 

@@ -266,13 +266,13 @@ class MlflowTracker:
             )
 
     def _model_metrics(self, model_id: str, card: ModelCard) -> None:
-        """The card's metrics logged to the run at its step, linked to ``model_id`` and to the
-        run's dataset (the logged model's Metrics and Datasets)."""
+        """The card's metrics logged to the run as ``best/<key>`` at its step, linked to ``model_id``
+        and to the run's dataset (the logged model's Metrics and Datasets)."""
         ds = self._dataset
         where = {"dataset_name": ds.name, "dataset_digest": ds.digest} if ds is not None else {}
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(k, float(v), now, card.step, model_id=model_id, **where)
+        metrics = [  # keys of their own: the run's val_* histories keep one point per epoch
+            Metric(f"best/{k}", float(v), now, card.step, model_id=model_id, **where)
             for k, v in card.metrics.items()
             if math.isfinite(float(v))
         ]
