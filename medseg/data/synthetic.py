@@ -14,12 +14,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from medseg.errors import MedsegError
-from medseg.io.write import atomic_write, write_text
+from medseg.io.volumes import save_nifti
+from medseg.io.write import write_text
 
 SYNTH_NAME = "medseg-synthetic"  # dataset.json 'name' of what synth writes (it may write over its own datasets only)
 SHAPE = (96, 96, 64)
@@ -142,14 +142,6 @@ def make_case(
     return SynthCase(img, label, oblique_affine(rng, spacing, shape), placed)
 
 
-def _save(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(array, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_write(path) as tmp:
-        nib.save(img, str(tmp))
-
-
 def refuse_foreign_folder(out: Path) -> None:
     """``synth`` writes into an empty (or new) folder, or over a synthetic dataset it wrote
     before (``make demo`` again); never into a folder holding anything else.
@@ -194,8 +186,8 @@ def write_dataset(
         for i in range(offset, offset + count):
             case = make_case(np.random.default_rng([seed, i]), shape, spacing)
             name = f"synth_{i:03d}.nii.gz"
-            _save(case.image, case.affine, out / f"images{sub}" / name)
-            _save(case.label, case.affine, out / f"labels{sub}" / name)
+            save_nifti(case.image, case.affine, out / f"images{sub}" / name)
+            save_nifti(case.label, case.affine, out / f"labels{sub}" / name)
             entries[split].append({"image": f"./images{sub}/{name}", "label": f"./labels{sub}/{name}"})
     meta = {
         "name": SYNTH_NAME,

@@ -85,6 +85,15 @@ def read_lesion_mask(path: Path, lesion_labels: Sequence[int] | None = None) -> 
     return lesion_mask(label.reshape(label.shape[:3]), lesion_labels), affine
 
 
+def save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """Write ``array`` (X, Y, Z) as NIfTI with ``affine`` (4, 4) as qform and sform (code 1, scanner), atomically."""
+    img = nib.Nifti1Image(array, affine)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_write(path) as tmp:
+        nib.save(img, str(tmp))
+
+
 def save_like(array: np.ndarray, reference: Path, out_path: Path, scale: float = 1.0) -> None:
     """Write ``array`` (X, Y, Z) on the grid of ``reference``, atomically.
 

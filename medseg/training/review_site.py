@@ -15,13 +15,12 @@ import shutil
 import sys
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from medseg.config.schema import ExperimentConfig
 from medseg.errors import MedsegError
 from medseg.evaluation.tables import EvalOptions
-from medseg.io.write import atomic_write
+from medseg.io.volumes import save_nifti
 from medseg.review.cases import ReviewCase
 from medseg.review.logged import site_note
 from medseg.review.site import SITE, SiteOptions, SiteResult, write_site
@@ -30,14 +29,6 @@ from medseg.training.validation import Validation
 WORST = "val_worst"  # in the run folder: the best epoch's worst validation cases (not logged)
 KINDS = ("image", "pred", "ref", "prob")
 SPACE = "model grid: voxel x spacing from the corner of the preprocessed volume, axes RAS"
-
-
-def _save(data: np.ndarray, affine: np.ndarray, path: Path) -> None:
-    img = nib.Nifti1Image(data, affine)
-    img.set_qform(affine, code=1)
-    img.set_sform(affine, code=1)
-    with atomic_write(path) as tmp:
-        nib.save(img, str(tmp))
 
 
 def keep_worst_volumes(val: Validation, folder: Path) -> None:
@@ -51,7 +42,7 @@ def keep_worst_volumes(val: Validation, folder: Path) -> None:
             np.asarray(a, t) for a, t in zip((image, pred, ref, prob), (np.float32, np.uint8, np.uint8, np.float32))
         ]
         for kind, data in zip(KINDS, arrays):
-            _save(data, affine, folder / kind / f"{case_id}.nii.gz")
+            save_nifti(data, affine, folder / kind / f"{case_id}.nii.gz")
 
 
 def worst_cases(folder: Path) -> list[ReviewCase]:
