@@ -17,7 +17,8 @@ MEDSEG = [str(Path(sys.executable).with_name("medseg"))]
 # cli() forks each call from a fork server that has imported them once (multiprocessing's
 # forkserver: the server never runs torch, so no OpenMP threads exist when it forks). Calls that
 # need a fresh interpreter (resource limits, signals, torchrun, start-up time) use subprocess.
-PRELOAD = ["medseg.cli.app", "medseg.training.run", "medseg.inference.batch", "medseg.evaluation.evaluate", "mlflow"]
+# What the server imports and warms once: tests/preload.py.
+PRELOAD = ["tests.preload"]
 _SERVER: list = []
 
 
@@ -35,12 +36,14 @@ def _server():
     return _SERVER[0]
 
 
-def _cli_child(argv: list[str], env: dict, cwd: str | None, out: str, err: str) -> None:
-    """In the forked process: the environment, folder and output files of a fresh ``medseg`` run."""
+def _cli_child(argv: list[str], env: dict, cwd: str | None, out: str, err: str, umask: int | None) -> None:
+    """In the forked process: the environment, folder, umask and output files of a fresh ``medseg`` run."""
     os.environ.clear()
     os.environ.update(env)
     if cwd is not None:
         os.chdir(cwd)
+    if umask is not None:
+        os.umask(umask)
     for fd, path in ((1, out), (2, err)):
         handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         os.dup2(handle, fd)
@@ -51,24 +54,62 @@ def _cli_child(argv: list[str], env: dict, cwd: str | None, out: str, err: str) 
     main()
 
 
-def cli(*args, timeout: float = 600, cwd=None, env: dict | None = None):
-    """``medseg ARGS...`` in its own process (forked from the preloaded server, see :data:`PRELOAD`);
-    a ``subprocess.CompletedProcess`` with the exit code and the text of stdout and stderr."""
-    import subprocess
-    import tempfile
+class Forked:
+    """``medseg ARGS...`` forked from the preloaded server (see :data:`PRELOAD`) and left running, with
+    the part of ``subprocess.Popen``'s interface the tests use: ``pid``, ``returncode`` (negative:
+    the signal that ended it), ``poll``, ``wait``, ``send_signal``, ``kill``, ``communicate``."""
 
-    argv = [str(a) for a in args]
-    with tempfile.TemporaryDirectory(prefix="medseg-cli-") as tmp:
-        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
-        proc = _server().Process(target=_cli_child, args=(argv, dict(env or os.environ), cwd and str(cwd), out, err))
-        proc.start()
-        proc.join(timeout)
-        if proc.is_alive():
-            proc.kill()
-            proc.join()
-            raise subprocess.TimeoutExpired([*MEDSEG, *argv], timeout)
-        texts = [Path(p).read_text(errors="replace") if Path(p).exists() else "" for p in (out, err)]
-    return subprocess.CompletedProcess([*MEDSEG, *argv], proc.exitcode, *texts)
+    def __init__(self, argv: list[str], env: dict | None = None, cwd=None, umask: int | None = None) -> None:
+        import tempfile
+
+        self.args = [*MEDSEG, *argv]
+        self._tmp = tempfile.TemporaryDirectory(prefix="medseg-cli-")
+        self._files = [os.path.join(self._tmp.name, name) for name in ("out", "err")]
+        context = (argv, dict(env or os.environ), cwd and str(cwd), *self._files, umask)
+        self._proc = _server().Process(target=_cli_child, args=context)
+        self._proc.start()
+        self.pid = self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.exitcode
+
+    def poll(self) -> int | None:
+        return self._proc.exitcode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import subprocess
+
+        self._proc.join(timeout)
+        if self._proc.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout)
+        return self._proc.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self._proc.kill()
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        """Wait for the end (``subprocess.TimeoutExpired`` after ``timeout`` s); its stdout and stderr."""
+        self.wait(timeout)
+        return tuple(Path(p).read_text(errors="replace") if Path(p).exists() else "" for p in self._files)
+
+
+def cli(*args, timeout: float = 600, cwd=None, env: dict | None = None, umask: int | None = None):
+    """``medseg ARGS...`` in its own process (:class:`Forked`), with file-creation mask ``umask`` if
+    given; a ``subprocess.CompletedProcess`` with the exit code and the text of stdout and stderr."""
+    import subprocess
+
+    proc = Forked([str(a) for a in args], env, cwd, umask)
+    try:
+        out, err = proc.communicate(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def oblique_affine(spacing=(1.2, 0.9, 2.5), angle_deg: float = 7.0) -> np.ndarray:

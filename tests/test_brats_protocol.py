@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import nibabel as nib
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ from scipy import ndimage
 from medseg.evaluation.brats import PROTOCOLS, brats_case, merged_gt_lesions
 from medseg.evaluation.evaluate import evaluate_dirs
 from medseg.evaluation.tables import EvalOptions
+from tests.conftest import cli
 
 
 def _scene():
@@ -95,38 +93,10 @@ def test_evaluate_names_the_protocol(tmp_path):
     assert not errors and summary["protocol"] == "brats2023 (glioma)"
     assert summary["lesionwise_dice"] == pytest.approx(rows[0]["lesionwise_dice"])
     assert (summary["tp"], summary["fn"], summary["fp"]) == (1, 1, 1)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medseg.cli.app",
-            "evaluate",
-            str(tmp_path / "p"),
-            str(tmp_path / "r"),
-            "--protocol",
-            "brats2023",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    out = cli("evaluate", tmp_path / "p", tmp_path / "r", "--protocol", "brats2023")
     assert out.returncode == 0, out.stderr
     assert "protocol brats2023 (glioma): lesion-wise dice 0.222" in out.stdout
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medseg.cli.app",
-            "evaluate",
-            str(tmp_path / "p"),
-            str(tmp_path / "r"),
-            "--protocol",
-            "brats2023",
-            "--dilate",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    bad = cli("evaluate", tmp_path / "p", tmp_path / "r", "--protocol", "brats2023", "--dilate", "2")
     assert bad.returncode != 0 and "fixes the matching" in bad.stderr and "Traceback" not in bad.stderr
 
 

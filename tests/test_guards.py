@@ -4,13 +4,12 @@ early stopping, gradient clipping."""
 import math
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import MEDSEG
+from conftest import Forked, cli
 
 from medseg.errors import MedsegError
 from medseg.training.guards import EarlyStopping, NonFiniteGuard, Stopped, StopSignal
@@ -106,14 +105,8 @@ def test_stop_signal_and_early_stopping():
 
 def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
     data = tmp_path / "data"
-    assert (
-        subprocess.run(
-            [*MEDSEG, "synth", "--out", str(data), "--cases", "4", "--shape", "32,32,24"], capture_output=True
-        ).returncode
-        == 0
-    )
+    assert cli("synth", "--out", data, "--cases", 4, "--shape", "32,32,24").returncode == 0
     args = [
-        *MEDSEG,
         "train",
         DEMO,
         "--set",
@@ -132,7 +125,7 @@ def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
         "tracking.enabled=false",
         "--quiet",
     ]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = Forked(args)
     deadline = time.time() + 300
     while not list((tmp_path / "runs").glob("*/last.pt")) and time.time() < deadline:
         time.sleep(0.5)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tests.conftest import MEDSEG
+from tests.conftest import MEDSEG, Forked
 from tests.test_cli_e2e import DEMO, TINY, run
 
 MLFLOW = str(Path(MEDSEG[0]).with_name("mlflow"))
@@ -64,11 +64,13 @@ def stop_server(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-@pytest.fixture
-def server(tmp_path):
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """One server for the module (starting one takes ~20 s); the outage test restarts it in place."""
+    root = tmp_path_factory.mktemp("mlflow")
     port = free_port()
-    proc = start_server(tmp_path / "mlflow", port)
-    info = {"uri": f"http://127.0.0.1:{port}", "root": tmp_path / "mlflow", "port": port, "proc": [proc]}
+    proc = start_server(root, port)
+    info = {"uri": f"http://127.0.0.1:{port}", "root": root, "port": port, "proc": [proc]}
     yield info
     if info["proc"][0].poll() is None:
         stop_server(info["proc"][0])
@@ -128,9 +130,8 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
     data = tmp_path / "data"
     assert run("synth", "--out", data, "--cases", 4, "--shape", "32,32,24", "--seed", 6).returncode == 0
     epochs = 12
-    train = subprocess.Popen(
+    train = Forked(
         [
-            *MEDSEG,
             "train",
             DEMO,
             "--set",
@@ -142,18 +143,17 @@ def test_server_outage_mid_run_loses_nothing(server, tmp_path):
             *TINY,
             "--set",
             f"train.epochs={epochs}",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+            "--set",
+            "tracking.experiment=outage",
+        ]
     )
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(server["uri"])
     for _ in range(400):  # wait until the run has logged its first epoch
         runs = (
-            client.search_runs([client.get_experiment_by_name("e2e").experiment_id])
-            if client.get_experiment_by_name("e2e")
+            client.search_runs([client.get_experiment_by_name("outage").experiment_id])
+            if client.get_experiment_by_name("outage")
             else []
         )
         if runs and runs[0].data.metrics.get("train_loss") is not None:

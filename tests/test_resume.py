@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MEDSEG, cli
+from conftest import MEDSEG, Forked, cli
 
 DEMO = str(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
 EPOCHS = 4
@@ -63,19 +63,12 @@ def read_resume(path):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_matches_the_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
-    assert (
-        subprocess.run(
-            [*MEDSEG, "synth", "--out", data, "--cases", "4", "--shape", "40,40,28", "--seed", "2"]
-        ).returncode
-        == 0
-    )
+    assert cli("synth", "--out", data, "--cases", "4", "--shape", "40,40,28", "--seed", "2").returncode == 0
     ref = cli("train", DEMO, *settings(data, tmp_path / "ref"))
     assert ref.returncode == 0, ref.stderr
     ref_last = torch.load(next((tmp_path / "ref").glob("*/last.pt")), weights_only=False)
 
-    proc = subprocess.Popen(
-        [*MEDSEG, "train", DEMO, *settings(data, tmp_path / "crash")], stderr=subprocess.PIPE, text=True
-    )
+    proc = Forked(["train", DEMO, *settings(data, tmp_path / "crash")])
     seen, deadline = None, time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         last = next((tmp_path / "crash").glob("*/last.pt"), None)
@@ -124,12 +117,7 @@ def test_resume_errors_are_one_line(tmp_path):
 def test_torchrun_two_processes_train_one_run(tmp_path):
     """DDP on CPU (gloo), 2 processes: one checkpoint set, one MLflow run, both ranks exit 0."""
     data = tmp_path / "data"
-    assert (
-        subprocess.run(
-            [*MEDSEG, "synth", "--out", data, "--cases", "5", "--shape", "32,32,24", "--seed", "4"]
-        ).returncode
-        == 0
-    )
+    assert cli("synth", "--out", data, "--cases", "5", "--shape", "32,32,24", "--seed", "4").returncode == 0
     torchrun = str(Path(MEDSEG[0]).with_name("torchrun"))
     out = tmp_path / "runs"
     args = settings(data, out)

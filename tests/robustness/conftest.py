@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import MEDSEG, cli, oblique_affine, save_nifti
+from tests.conftest import MEDSEG, Forked, cli, oblique_affine, save_nifti
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = str(ROOT / "configs" / "demo.yaml")
@@ -116,11 +116,9 @@ def run_cli(*args, timeout: float = 300, cwd: Path | None = None, preexec_fn=Non
     )
 
 
-def start_cli(*args, cwd: Path | None = None) -> subprocess.Popen:
+def start_cli(*args, cwd: Path | None = None) -> Forked:
     """``medseg ARGS...`` started in the background (for the fault-injection cases)."""
-    return subprocess.Popen(
-        [*MEDSEG, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=cli_env()
-    )
+    return Forked([str(a) for a in args], env=cli_env(), cwd=cwd)
 
 
 def run_many(calls: Sequence[tuple], workers: int = 2) -> list[subprocess.CompletedProcess]:

@@ -274,7 +274,7 @@ def test_two_predicts_into_one_folder_both_finish_with_every_row(tmp_path, tiny_
     left, right = scans(tmp_path / "l", ["l0", "l1", "l2"]), scans(tmp_path / "r", ["r0", "r1", "r2"])
     out = tmp_path / "out"
     procs = [start_cli("predict", tiny_checkpoint, *files, "--out", out, "--quiet") for files in (left, right)]
-    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     assert [code for code, _ in results] == [0, 0], results
     with (out / "summary.csv").open() as fh:
         assert sorted(Path(r["scan"]).name for r in csv.DictReader(fh)) == sorted(p.name for p in left + right)

@@ -33,7 +33,7 @@ from tests.robustness.conftest import (
 )
 
 
-def _wait_for(predicate, proc: subprocess.Popen, timeout: float, what: str):
+def _wait_for(predicate, proc, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         found = predicate()

@@ -3,15 +3,14 @@ says how to make its data, two inputs never share one output, outputs are readab
 
 import os
 import stat
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 
-from tests.conftest import oblique_affine, save_nifti
-from tests.robustness.conftest import DEMO, SHAPE, SPACING, TRACEBACK, good_image, mask_path, run_cli
+from tests.conftest import cli, oblique_affine, save_nifti
+from tests.robustness.conftest import DEMO, SHAPE, SPACING, TRACEBACK, cli_env, good_image, mask_path, run_cli
 
 
 def test_blank_scan_gets_an_empty_mask_on_its_own_grid(robust_root, tiny_checkpoint, good_scans):
@@ -51,12 +50,7 @@ def test_two_inputs_never_share_an_output(tmp_path, tiny_checkpoint):
 @pytest.mark.parametrize("umask,mode", [(0o022, 0o644), (0o027, 0o640)])
 def test_outputs_have_plain_write_permissions(tmp_path, tiny_checkpoint, good_scans, umask, mode):
     out = tmp_path / "out"
-    res = subprocess.run(
-        ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *run_cli_args(tiny_checkpoint, good_scans[0], out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    res = cli(*predict_args(tiny_checkpoint, good_scans[0], out), env=cli_env(), umask=umask)
     assert res.returncode == 0, res.stderr
     for path in [
         mask_path(out, good_scans[0]),
@@ -79,18 +73,5 @@ def test_checkpoints_have_plain_write_permissions(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "best.pt").st_mode) == 0o644
 
 
-def run_cli_args(checkpoint: Path, scan: Path, out: Path) -> list[str]:
-    from tests.conftest import MEDSEG
-
-    return [
-        *MEDSEG,
-        "predict",
-        str(checkpoint),
-        str(scan),
-        "--out",
-        str(out),
-        "--device",
-        "cpu",
-        "--quiet",
-        "--save-prob",
-    ]
+def predict_args(checkpoint: Path, scan: Path, out: Path) -> list[str]:
+    return ["predict", str(checkpoint), str(scan), "--out", str(out), "--device", "cpu", "--quiet", "--save-prob"]

@@ -1,0 +1,22 @@
+"""What the test fork server (:func:`tests.conftest.cli`) does once, so that no forked ``medseg``
+repeats it: import torch, MONAI, MLflow and medseg's stages, and fill two caches that every
+training would otherwise fill again on its own (about 6 s per training on 2 cores):
+
+- ``torch._dynamo``, imported by the first ``torch.optim`` optimiser a process builds (~3 s);
+- MLflow's map of installed packages (``importlib_metadata.packages_distributions``, ~3 s), read
+  when the logged model's requirements are checked against this environment. The fork server
+  lives for one test session, in which nothing installs or removes packages.
+
+The fork server never runs torch, so no OpenMP threads exist when it forks.
+"""
+
+import mlflow  # noqa: F401
+import torch._dynamo  # noqa: F401
+from mlflow.utils.requirements_utils import _init_packages_to_modules_map
+
+import medseg.cli.app  # noqa: F401
+import medseg.evaluation.evaluate  # noqa: F401
+import medseg.inference.batch  # noqa: F401
+import medseg.training.run  # noqa: F401
+
+_init_packages_to_modules_map()
