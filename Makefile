@@ -20,9 +20,10 @@ demo: $(STAMP)
 	$(BIN)/medseg demo --out demo_out
 
 # two pytest workers (pytest-xdist), a test file per worker: most tests start medseg in a subprocess,
-# whose single-threaded start-up (torch, monai, mlflow imports) leaves a core idle otherwise
+# whose single-threaded start-up (torch, monai, mlflow imports) leaves a core idle otherwise;
+# files in the order tests/conftest.py gives them (the long ones first), not by their test count
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 clean:
 	rm -rf $(VENV) demo_out runs
