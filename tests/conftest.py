@@ -16,7 +16,8 @@ MEDSEG = [str(Path(sys.executable).with_name("medseg"))]
 # anything; most CLI tests only need a separate process with the CLI's own exit code and output.
 # cli() forks each call from a fork server that has imported them once (multiprocessing's
 # forkserver: the server never runs torch, so no OpenMP threads exist when it forks). Calls that
-# need a fresh interpreter (resource limits, signals, torchrun, start-up time) use subprocess.
+# need a fresh interpreter (resource limits, torchrun, start-up time, an optional extra made
+# unimportable) use subprocess; :class:`Forked` leaves one running for the signal tests.
 # What the server imports and warms once: tests/preload.py.
 PRELOAD = ["tests.preload"]
 _SERVER: list = []

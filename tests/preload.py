@@ -1,6 +1,7 @@
 """What the test fork server (:func:`tests.conftest.cli`) does once, so that no forked ``medseg``
 repeats it: import torch, MONAI, MLflow and medseg's stages, and fill two caches that every
-training would otherwise fill again on its own (about 6 s per training on 2 cores):
+training would otherwise fill again on its own (a tiny training through ``cli()``: 7.8 s -> 5.5 s
+on 2 cores):
 
 - ``torch._dynamo``, imported by the first ``torch.optim`` optimiser a process builds (~3 s);
 - MLflow's map of installed packages (``importlib_metadata.packages_distributions``, ~3 s), read
