@@ -49,7 +49,7 @@ def pytest_collection_modifyitems(items: list) -> None:
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FILES)))
 
 
-def _server():
+def fork_context():
     """The forkserver context, started once per test process with the heavy modules preloaded."""
     import multiprocessing
 
@@ -93,7 +93,7 @@ class Forked:
         self._tmp = tempfile.TemporaryDirectory(prefix="medseg-cli-")
         self._files = [os.path.join(self._tmp.name, name) for name in ("out", "err")]
         context = (argv, dict(env or os.environ), cwd and str(cwd), *self._files, umask)
-        self._proc = _server().Process(target=_cli_child, args=context)
+        self._proc = fork_context().Process(target=_cli_child, args=context)
         self._proc.start()
         self.pid = self._proc.pid
 

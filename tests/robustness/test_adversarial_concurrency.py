@@ -3,15 +3,14 @@
 the same second, two ``medseg predict`` on one ``--out``, a ``kill -9`` in the middle of a write;
 and no tracking credentials in what is written down.
 
-Processes that must start together wait on a ``multiprocessing.Barrier`` (spawned: the children
-share nothing with pytest's process).
+Processes that must start together wait on a ``multiprocessing.Barrier``; they are forked from the
+test fork server (``tests.conftest.fork_context``), so they share nothing with pytest's process.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import multiprocessing
 import os
 import re
 import socket
@@ -34,9 +33,9 @@ from medseg.planning.resolve import plan_of_config
 from medseg.tracking.store import live_uri, open_client, redact_config, redact_uri
 from medseg.training.state import TrainResult
 from medseg.training.trainer import Trainer
+from tests.conftest import fork_context
 from tests.robustness.conftest import DEMO, TINY_TRAIN, describe, partial_files, run_many
 
-SPAWN = multiprocessing.get_context("spawn")
 HOST = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname().split(".")[0])  # as medseg.io.write names temporary files
 SECRET_URI = "https://alice:s3cret@mlflow.example.org:5000/base?token=abc&workspace=lab&api_key=k1"
 
@@ -72,8 +71,9 @@ def test_two_processes_create_one_fresh_sqlite_store(tmp_path):
     """Without the lock, one of two processes opening a fresh store dies in MLflow's schema
     migration (``duplicate column name: step``); with it both succeed, round after round."""
     uris = [f"sqlite:///{tmp_path / f'round{i}' / 'mlflow.db'}" for i in range(3)]  # folders made by open_client
-    barrier, answers = SPAWN.Barrier(2), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_open_stores, args=(uris, barrier, answers)) for _ in range(2)]
+    ctx = fork_context()  # children forked from the preloaded server, not fresh interpreters
+    barrier, answers = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_open_stores, args=(uris, barrier, answers)) for _ in range(2)]
     for proc in procs:
         proc.start()
     got = [answers.get(timeout=240) for _ in range(2 * len(uris))]
@@ -107,8 +107,9 @@ def test_parallel_folds_share_cv_json_and_one_parent_run(tmp_path, good_dataset)
     and which ends FINISHED with the mean of both folds; cv.json keeps both folds' results."""
     out = tmp_path / "runs"
     overrides = [f"data.dataset={good_dataset}", f"train.output_dir={out}", "tracking.experiment=cv"]
-    barrier, answers = SPAWN.Barrier(2), SPAWN.Queue()
-    procs = [SPAWN.Process(target=_one_fold, args=(overrides, k, barrier, answers)) for k in (0, 1)]
+    ctx = fork_context()  # children forked from the preloaded server, not fresh interpreters
+    barrier, answers = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_one_fold, args=(overrides, k, barrier, answers)) for k in (0, 1)]
     for proc in procs:
         proc.start()
     parents = {answers.get(timeout=240) for _ in procs}
