@@ -19,8 +19,9 @@ from typer.core import TyperGroup
 
 from medseg import __version__
 from medseg.cli.commands.data import check, plan, show, synth
+from medseg.cli.commands.evaluate import evaluate
 from medseg.cli.commands.export import export
-from medseg.cli.commands.predict import evaluate, predict
+from medseg.cli.commands.predict import predict
 from medseg.cli.commands.review import review
 from medseg.cli.commands.train import demo, runs, train, tune
 from medseg.cli.common import CLICK_ERROR, DEBUG_HELP, EXIT_CODES, USAGE_ERROR, cut, usage_error_line
