@@ -1,7 +1,7 @@
 """medseg's training step against a plain PyTorch/MONAI loop doing the same work, one process.
 
     .venv/bin/python benchmarks/train_step.py [--size 96] [--steps 4] [--runs 5] [--device auto]
-                                              [--peak-tflops 989] [--channels-last]
+                                              [--peak-tflops 989] [--channels-last auto|true|false]
 
 Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
 1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
@@ -11,8 +11,9 @@ pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader w
 
 - medseg: ``medseg.training.step.run_epoch`` over that list (focal + Dice from
   ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, the precision policy of
-  ``medseg train`` (``precision_for(TrainConfig())``: float32 on CPU; with ``--channels-last``,
-  ``train.channels_last: true``: network and inputs in channels_last_3d), no stop signal, no clipping,
+  ``medseg train`` (``precision_for(TrainConfig())``: float32 on CPU; ``train.channels_last`` as
+  ``--channels-last`` says, default auto: network and inputs in channels_last_3d on CPU, the default
+  of ``medseg train``; ``false``: the plain layout), no stop signal, no clipping,
   a do-nothing progress bar).
 - plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only, as
   medseg does), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
@@ -116,7 +117,7 @@ class Pipeline:
     """One model + optimizer + scheduler and the function that runs one pass over the batches."""
 
     def __init__(
-        self, name: str, state: dict, device: torch.device, total_steps: int, channels_last: bool = False
+        self, name: str, state: dict, device: torch.device, total_steps: int, channels_last: str = "auto"
     ) -> None:
         self.name, self.device = name, device
         self.model = build().to(device)
@@ -126,7 +127,8 @@ class Pipeline:
         if name == "medseg":  # medseg's step as train runs it: its loss, guard and precision policy
             self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
             self.guard = NonFiniteGuard(5)
-            self.precision = precision_for(TrainConfig(channels_last=channels_last), device)
+            layout = channels_last if channels_last == "auto" else channels_last == "true"
+            self.precision = precision_for(TrainConfig(channels_last=layout), device)
             self.model = self.precision.apply(self.model)
         else:
             self.loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True, smooth_nr=0.0, smooth_dr=1e-5)
@@ -185,7 +187,7 @@ def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def memory_child(name: str, size: int, steps: int, channels_last: bool) -> None:
+def memory_child(name: str, size: int, steps: int, channels_last: str) -> None:
     """Hidden mode: one pipeline in this fresh process (CPU); prints its peak RSS as JSON."""
     batches = make_batches(steps, size)
     state = build().state_dict()
@@ -206,7 +208,8 @@ def cpu_peak_rss(name: str, args) -> dict:
         str(args.size),
         "--steps",
         str(args.steps),
-        *(["--channels-last"] if args.channels_last else []),
+        "--channels-last",
+        args.channels_last,
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -247,7 +250,10 @@ def main() -> None:
         "--peak-tflops", type=float, default=989.0, help="the GPU's dense bf16 peak (H100/H200 SXM: 989)"
     )
     parser.add_argument(
-        "--channels-last", action="store_true", help="medseg with train.channels_last: true (plain stays as it is)"
+        "--channels-last",
+        choices=("auto", "true", "false"),
+        default="auto",
+        help="medseg's train.channels_last (auto: as medseg train, channels_last_3d on CPU); plain stays as it is",
     )
     add_markdown_option(parser)
     parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
@@ -276,7 +282,7 @@ def main() -> None:
         f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "
         f"{args.steps} steps per pass, {args.runs} timed passes, device {device}{gpu}, "
         f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}, malloc "
-        f"{applied or 'glibc defaults'}"
+        f"{applied or 'glibc defaults'}, medseg channels_last_3d {pipes['medseg'].precision.channels_last}"
     )
 
     gflop = flops_per_patch(state, args.size, device) / 1e9
@@ -350,7 +356,7 @@ def main() -> None:
         table(("pipeline", "ms per step", "patches/s", "ratio", "TFLOP/s", "peak memory"), rows),
         [
             f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, device "
-            f"{device}, "
+            f"{device}, medseg channels_last_3d {pipes['medseg'].precision.channels_last}, "
             f"medians of {args.runs} passes of {args.steps} steps; {gflop:.1f} GFLOP per patch forward + backward."
         ],
     )

@@ -133,7 +133,9 @@ def test_sigterm_during_training_writes_last_and_exits_cleanly(tmp_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "stopped by SIGTERM" in err and "Traceback" not in err
     last = next((tmp_path / "runs").glob("*/last.pt"))
-    assert "state_dict" in torch.load(last, weights_only=False)
+    weights = torch.load(last, weights_only=False)["state_dict"]
+    kernels = [w for w in weights.values() if w.dim() == 5]  # channels_last_3d in training (train.channels_last auto)
+    assert kernels and all(w.is_contiguous() for w in weights.values())  # the checkpoint: plain layout
     assert not [p for p in last.parent.iterdir() if p.name.startswith(".")]
 
 
@@ -162,3 +164,13 @@ def test_mixed_precision_and_memory_format_steps(amp, channels_last):
     )
     assert math.isfinite(mean) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     assert precision_for(TrainConfig(), torch.device("cpu")).dtype is None  # auto on CPU = float32
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only():
+    from medseg.config.schema import TrainConfig
+    from medseg.training.precision import precision_for
+
+    assert precision_for(TrainConfig(), torch.device("cpu")).channels_last
+    assert not precision_for(TrainConfig(amp="off"), torch.device("cuda")).channels_last
+    assert precision_for(TrainConfig(amp="off", channels_last=True), torch.device("cuda")).channels_last
+    assert not precision_for(TrainConfig(channels_last=False), torch.device("cpu")).channels_last

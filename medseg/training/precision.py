@@ -24,12 +24,14 @@ class Precision:
 
 def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
     """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
-    on CPU (bf16 training on CPU is slower than float32 on most CPUs)."""
+    on CPU (bf16 training on CPU is slower than float32 on most CPUs). ``train.channels_last``:
+    auto = channels_last_3d on CPU only."""
     mode = train_cfg.amp
     if mode == "auto":
         mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "off"
+    last = device.type == "cpu" if train_cfg.channels_last == "auto" else bool(train_cfg.channels_last)
     if mode == "off":
-        return Precision(channels_last=train_cfg.channels_last)
+        return Precision(channels_last=last)
     if mode == "fp16":
-        return Precision(torch.float16, torch.amp.GradScaler(device.type), train_cfg.channels_last)
-    return Precision(torch.bfloat16, None, train_cfg.channels_last)
+        return Precision(torch.float16, torch.amp.GradScaler(device.type), last)
+    return Precision(torch.bfloat16, None, last)

@@ -178,7 +178,7 @@ class Trainer:
         cfg, plan = self.cfg, self.prep.plan
         uri = getattr(self.run.tracker, "uri", None)
         return Checkpoint(
-            self.net.state_dict(),
+            {k: v.contiguous() for k, v in self.net.state_dict().items()},  # the same file whatever the memory format
             self.recorded_cfg,
             plan.preprocess,
             OperatingPoint(cfg.inference.threshold, cfg.inference.min_lesion_mm3),
