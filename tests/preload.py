@@ -8,14 +8,27 @@ on 2 cores):
   when the logged model's requirements are checked against this environment. The fork server
   lives for one test session, in which nothing installs or removes packages;
 - matplotlib's font cache and Agg canvas, loaded by a process's first PNG (the review site's
-  plots; ~0.3 s).
+  plots; ~0.3 s);
+- a fresh MLflow SQLite store: MLflow builds one by replaying its schema migrations (alembic,
+  ~2 s each time). The server builds one template that way; a forked process whose store file is
+  new gets a copy of it (SQLite's backup API) instead: the same tables and schema version, before
+  MLflow adds the store's own rows (its Default experiment, with this store's artifact folder).
+  ``fresh_store_template = False`` in a child restores the real replay (the test of two processes
+  creating one store at once).
 
 The fork server never runs torch, so no OpenMP threads exist when it forks.
 """
 
+import atexit
 import io
+import os
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
 
-import mlflow  # noqa: F401
+import mlflow.store.db.utils
+import sqlalchemy
 import torch._dynamo  # noqa: F401
 from matplotlib.figure import Figure
 from mlflow.utils.requirements_utils import _init_packages_to_modules_map
@@ -30,3 +43,27 @@ _init_packages_to_modules_map()
 _warm = Figure()
 _warm.add_subplot().plot([0, 1], label="warm-up")
 _warm.savefig(io.BytesIO(), format="png")
+
+
+_replay_migrations = mlflow.store.db.utils._initialize_tables
+fresh_store_template = True
+_folder = tempfile.mkdtemp(prefix="medseg-test-store-")
+atexit.register(lambda pid=os.getpid(): os.getpid() == pid and shutil.rmtree(_folder, ignore_errors=True))
+TEMPLATE = os.path.join(_folder, "template.db")
+_engine = sqlalchemy.create_engine(f"sqlite:///{TEMPLATE}")
+_replay_migrations(_engine)
+_engine.dispose()
+
+
+def _initialize_from_template(engine: sqlalchemy.engine.Engine) -> None:
+    """MLflow's ``_initialize_tables``: a copy of :data:`TEMPLATE` into a new SQLite file store,
+    the real migrations for any other database or when :data:`fresh_store_template` is off."""
+    db = engine.url.database
+    if not fresh_store_template or engine.url.get_backend_name() != "sqlite" or not db or db == ":memory:":
+        _replay_migrations(engine)
+        return
+    with closing(sqlite3.connect(TEMPLATE)) as source, closing(sqlite3.connect(db)) as target:
+        source.backup(target)
+
+
+mlflow.store.db.utils._initialize_tables = _initialize_from_template
