@@ -334,8 +334,9 @@ class TrainConfig(Section):
     channels_last: bool | Literal["auto"] = Field(
         "auto",
         description="channels_last_3d memory format for network and inputs: auto = on CPU (oneDNN's 3D convolutions, "
-        "above all the 1-channel ones at full resolution, run faster: 0.89x the UNet step of benchmarks/train_step.py, "
-        "0.82-0.93x for unet, dynunet, segresnet), off on CUDA (not measured there); true/false force it.",
+        "above all the 1-channel ones at full resolution, run faster: 0.89-0.94x the UNet step of "
+        "benchmarks/train_step.py, 0.82-0.93x for unet, dynunet, segresnet), off on CUDA (not measured there); "
+        "true/false force it.",
     )
     grad_clip: float | None = Field(
         None, gt=0, description="Clip the gradient norm to this value (nnU-Net uses 12); null = no clipping."
