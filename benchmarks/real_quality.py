@@ -13,7 +13,8 @@ Groups (config, held-out cases = its data.exclude_cases):
   brats_flair  configs/brats_wt_flair.yaml; also scored on deepmedic_brats2015 (BraTS 2015, z-scored:
                another release and intensity scale, never seen in training)
   brats4       configs/brats_wt.yaml (FLAIR, T1, T1ce, T2)
-  ms           configs/ms_flair.yaml (held-out patient P39)
+  ms           configs/ms_flair.yaml (held-out MSLesSeg patient P39; its Tabriz held-out patients, skull
+               on, in a row of their own)
   brats_flair_2rel  configs/brats_wt_flair.yaml on two releases (benchmarks/cases/brats_flair_two_releases.yaml):
                BraTS 2015's train/validation folders train and validate beside the raw cases; held out: the
                raw held-out cases and BraTS 2015's test folder (pat0001, pat0002), scored apart
@@ -74,7 +75,11 @@ GROUPS = {
 # BraTS 2015's DeepMedic train/validation folders join training and validation, its test folder is held out
 # beside the raw BraTS 2021 held-out cases (split fixed before its first run)
 BRATS2015_TEST = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
-SCORED_APART = {"brats_flair_2rel": {"BraTS2015 test pair": BRATS2015_TEST}}  # held-out cases with a row of their own
+TABRIZ_TEST = ["tabriz_107130", "tabriz_110218", "tabriz_111008"]  # configs/ms_flair.yaml's second site
+SCORED_APART = {  # held-out cases with a row of their own
+    "brats_flair_2rel": {"BraTS2015 test pair": BRATS2015_TEST},
+    "ms": {"Tabriz": TABRIZ_TEST},
+}
 EXTERNAL = {"brats_flair": ROOT / "configs/brats_flair.yaml"}  # BraTS 2015 (z-scored) cases, FLAIR
 BRATS_GROUPS = {"brats_flair", "brats4", "brats_flair_2rel"}  # also scored under the BraTS 2023 glioma protocol
 # medseg tune under the run's overlap rule counts every GT speck as a lesion: right for MS lesions,

@@ -4,12 +4,12 @@
         [--minutes 8 | --epochs 100] [--recipes today whitestripe site ...] [--directions msl tabriz both] \
         [--fp-budget 3] [--markdown FILE]
 
-Data: benchmarks/cases/ms_two_sites.yaml, MSLesSeg (3D FLAIR, MNI space, skull-stripped) and Tabriz
-(axial 2D FLAIR, 6-8 mm slices, skull on). Held-out splits, fixed before any training: MSLesSeg
-P39_T1 (its validation case P14_T3, as configs/ms_flair.yaml); Tabriz 107130, 110218, 111008 (its
-validation case 106639). Directions: ``msl`` trains on MSLesSeg's training cases, ``tabriz`` on
-Tabriz's, ``both`` on both (validated on both validation cases). Every model is scored on both
-sites' held-out cases and, for MSLesSeg's held-out patient, under each simulated shift:
+Data: configs/cases/ms_two_sites.yaml (the case list of configs/ms_flair.yaml), MSLesSeg (3D FLAIR, MNI
+space, skull-stripped) and Tabriz (axial 2D FLAIR, 6-8 mm slices, skull on). Held-out splits, fixed
+before any training: MSLesSeg P39_T1 (its validation case P14_T3); Tabriz 107130, 110218, 111008 (its
+validation case 106639), as configs/ms_flair.yaml. Directions: ``msl`` trains on MSLesSeg's training
+cases, ``tabriz`` on Tabriz's, ``both`` on both (validated on both validation cases; configs/ms_flair.yaml).
+Every model is scored on both sites' held-out cases and, for MSLesSeg's held-out patient, under each simulated shift:
 
   bias     a smooth multiplicative bias field (x0.7-1.4 across the head)
   contrast gamma 0.7 on the body's intensities
@@ -57,7 +57,7 @@ from medseg.training.run import train
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = ROOT.parent / "configs" / "ms_flair.yaml"
-CASES = ROOT / "cases" / "ms_two_sites.yaml"
+CASES = ROOT.parent / "configs" / "cases" / "ms_two_sites.yaml"
 HELD_OUT = {"msl": ["msl_P39_T1"], "tabriz": ["tabriz_107130", "tabriz_110218", "tabriz_111008"]}
 VALIDATION = {"msl": ["msl_P14_T3"], "tabriz": ["tabriz_106639"]}
 SITES = {"msl": "msl_", "tabriz": "tabriz_"}

@@ -1,7 +1,7 @@
 """The shipped real-data configs (BraTS whole tumour from FLAIR / four channels, MS lesions) build
 the network their model section names, with the topology planned for their own patch and
-spacing, and take one training step at that patch size. No data is read (the full training runs
-are in benchmarks/real_quality.py)."""
+spacing, and take one training step at that patch size. No scan is read (a case list, yes; the
+full training runs are in benchmarks/real_quality.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from medseg.config.load import load_config
+from medseg.data.sources.discover import from_config
 from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
 from medseg.planning.resolve import plan_of_config
@@ -23,8 +24,9 @@ REAL = {"brats_wt_flair.yaml": 1, "brats_wt.yaml": 4, "ms_flair.yaml": 1}  # con
 def test_real_config_network_trains_at_its_patch(name, monkeypatch, tmp_path):
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(tmp_path))
     cfg = load_config(CONFIGS / name)
-    assert len(cfg.data.channels) == REAL[name]
-    plan = plan_of_config(cfg, tuple(cfg.data.channels))
+    channels = tuple(cfg.data.channels or from_config(cfg.data).channels)  # a case list names its own channels
+    assert len(channels) == REAL[name]
+    plan = plan_of_config(cfg, channels)
     torch.manual_seed(0)
     net = build_model(plan.network, in_channels=REAL[name], out_channels=1)
     loss_fn = build_training_loss(cfg.loss, plan.blob_weight, plan.network.deep_supervision)
