@@ -25,8 +25,8 @@ by line, are templates: `configs/demo.yaml` (synthetic MRI lesions, CPU, minutes
 `configs/brats_wt_flair.yaml` (BraTS-like folder, whole tumour from FLAIR, pattern layout),
 `configs/brats_wt.yaml` (the same from four channels), `configs/brats_flair.yaml` (BraTS 2015
 FLAIR, pattern layout, label mapping, already-normalised intensities), `configs/ms_flair.yaml`
-(MS lesions from FLAIR) and `configs/lesion_ct.yaml` (CT lesions: nnU-Net raw layout, CT windowing
-and spacing left to `medseg plan`).
+(MS lesions from FLAIR, two sites in a case list) and `configs/lesion_ct.yaml` (CT lesions: nnU-Net
+raw layout, CT windowing and spacing left to `medseg plan`).
 
 Every key is validated (pydantic, `extra="forbid"`): an unknown key is rejected with the list of
 valid keys of its section, e.g.
