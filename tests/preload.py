@@ -16,6 +16,9 @@ on 2 cores):
   ``fresh_store_template = False`` in a child restores the real replay (the test of two processes
   creating one store at once).
 
+The private MLflow names are imported by name: if MLflow renames one, the import fails and
+multiprocessing's fork server skips this preload (the tests run slower, not wrong).
+
 The fork server never runs torch, so no OpenMP threads exist when it forks.
 """
 
@@ -31,6 +34,7 @@ import mlflow.store.db.utils
 import sqlalchemy
 import torch._dynamo  # noqa: F401
 from matplotlib.figure import Figure
+from mlflow.store.db.utils import _initialize_tables as _replay_migrations
 from mlflow.utils.requirements_utils import _init_packages_to_modules_map
 
 import medseg.cli.app  # noqa: F401
@@ -45,7 +49,6 @@ _warm.add_subplot().plot([0, 1], label="warm-up")
 _warm.savefig(io.BytesIO(), format="png")
 
 
-_replay_migrations = mlflow.store.db.utils._initialize_tables
 fresh_store_template = True
 _folder = tempfile.mkdtemp(prefix="medseg-test-store-")
 atexit.register(lambda pid=os.getpid(): os.getpid() == pid and shutil.rmtree(_folder, ignore_errors=True))

@@ -59,9 +59,9 @@ def _dead_pid() -> int:
 def _open_stores(uris: list[str], barrier, answers) -> None:
     """Child: for each store, wait for the other child, then open it and read it (MLflow's own
     migrations, not the test server's template copy: they are what races)."""
-    import tests.preload  # loaded in the fork server already; at the top it would also run in the pytest worker
-
-    tests.preload.fresh_store_template = False
+    preload = sys.modules.get("tests.preload")  # the fork server's preload (tests/conftest.py PRELOAD)
+    if preload is not None:
+        preload.fresh_store_template = False
     for uri in uris:
         barrier.wait()
         try:
