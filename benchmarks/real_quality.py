@@ -75,7 +75,7 @@ GROUPS = {
 # BraTS 2015's DeepMedic train/validation folders join training and validation, its test folder is held out
 # beside the raw BraTS 2021 held-out cases (split fixed before its first run)
 BRATS2015_TEST = ["brats_2013_pat0001_1", "brats_2013_pat0002_1"]
-TABRIZ_TEST = ["tabriz_107130", "tabriz_110218", "tabriz_111008"]  # configs/ms_flair.yaml's second site
+TABRIZ_TEST = [c for c in load_config(GROUPS["ms"]).data.exclude_cases if c.startswith("tabriz_")]  # second site
 SCORED_APART = {  # held-out cases with a row of their own
     "brats_flair_2rel": {"BraTS2015 test pair": BRATS2015_TEST},
     "ms": {"Tabriz": TABRIZ_TEST},

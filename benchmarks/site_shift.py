@@ -57,10 +57,17 @@ from medseg.training.run import train
 
 ROOT = Path(__file__).resolve().parent
 CONFIG = ROOT.parent / "configs" / "ms_flair.yaml"
-CASES = ROOT.parent / "configs" / "cases" / "ms_two_sites.yaml"
-HELD_OUT = {"msl": ["msl_P39_T1"], "tabriz": ["tabriz_107130", "tabriz_110218", "tabriz_111008"]}
-VALIDATION = {"msl": ["msl_P14_T3"], "tabriz": ["tabriz_106639"]}
 SITES = {"msl": "msl_", "tabriz": "tabriz_"}
+
+
+def by_site(case_ids: list[str]) -> dict[str, list[str]]:
+    """``case_ids`` grouped by their site prefix (:data:`SITES`)."""
+    return {site: [c for c in case_ids if c.startswith(prefix)] for site, prefix in SITES.items()}
+
+
+_SPLIT = load_config(CONFIG).data  # the held-out and validation cases are the config's, fixed before any training
+HELD_OUT = by_site(list(_SPLIT.exclude_cases))
+VALIDATION = by_site(list(_SPLIT.val_cases))
 RECIPES: dict[str, list[str]] = {
     "today": [],
     "robust": ["preprocess.normalize=robust", "preprocess.background=otsu"],
@@ -73,9 +80,6 @@ RECIPES: dict[str, list[str]] = {
 SHIFTS = ("bias", "contrast", "thick", "mask", "noise")
 
 
-LIST = [f"data.dataset={CASES}", "data.layout=list", "data.channels=null", "data.label=null", "data.exclude_cases=null"]
-
-
 def direction_overrides(direction: str, out: Path, minutes: float | None, epochs: int | None = None) -> list[str]:
     """The config's data section for one direction: the two-site case list, the other site (or
     nothing, for ``both``) and every held-out case excluded, the direction's validation cases."""
@@ -85,7 +89,6 @@ def direction_overrides(direction: str, out: Path, minutes: float | None, epochs
         other = "tabriz" if direction == "msl" else "msl"
         excluded += [c for c in all_cases() if c.startswith(SITES[other]) and c not in excluded]
     return [
-        *LIST[:4],
         "data.group_pattern=null",
         f"data.exclude_cases={json.dumps(excluded)}",
         f"data.val_cases={json.dumps([c for s in sites for c in VALIDATION[s]])}",
@@ -97,7 +100,7 @@ def direction_overrides(direction: str, out: Path, minutes: float | None, epochs
 
 def all_cases() -> dict[str, Case]:
     """Every case of the two-site list by id."""
-    cfg = load_config(CONFIG, LIST)
+    cfg = load_config(CONFIG, ["data.exclude_cases=null"])
     return {c.case_id: c for c in from_config(cfg.data).cases}
 
 

@@ -49,13 +49,20 @@ _warm.add_subplot().plot([0, 1], label="warm-up")
 _warm.savefig(io.BytesIO(), format="png")
 
 
+def _migrated_template() -> str:
+    """A new SQLite file with MLflow's tables, built by MLflow's own migrations once; removed when
+    the fork server exits (not when a forked child does)."""
+    folder = tempfile.mkdtemp(prefix="medseg-test-store-")
+    atexit.register(lambda pid=os.getpid(): os.getpid() == pid and shutil.rmtree(folder, ignore_errors=True))
+    path = os.path.join(folder, "template.db")
+    engine = sqlalchemy.create_engine(f"sqlite:///{path}")
+    _replay_migrations(engine)
+    engine.dispose()
+    return path
+
+
 fresh_store_template = True
-_folder = tempfile.mkdtemp(prefix="medseg-test-store-")
-atexit.register(lambda pid=os.getpid(): os.getpid() == pid and shutil.rmtree(_folder, ignore_errors=True))
-TEMPLATE = os.path.join(_folder, "template.db")
-_engine = sqlalchemy.create_engine(f"sqlite:///{TEMPLATE}")
-_replay_migrations(_engine)
-_engine.dispose()
+TEMPLATE = _migrated_template()
 
 
 def _initialize_from_template(engine: sqlalchemy.engine.Engine) -> None:
