@@ -42,9 +42,10 @@ def run_demo(
     """Run the whole pipeline on fresh synthetic data in ``out`` and log the held-back figures."""
     start = time.perf_counter()
     data = out / "data"
+    # the overrides are checked before anything is written: a mistyped --set costs no synthesis
+    cfg = load_config(DEMO_CONFIG, [f"data.dataset={data}", f"train.output_dir={out / 'runs'}", *overrides])
     print(f"[1/4] synthesising {cases} training + {test_cases} held-back cases in {data}")
     write_dataset(data, cases, seed=seed, test_cases=test_cases)
-    cfg = load_config(DEMO_CONFIG, [f"data.dataset={data}", f"train.output_dir={out / 'runs'}", *overrides])
     print(f"[2/4] training ({cfg.train.epochs} epochs, run folder under {cfg.train.output_dir})")
     result = train(cfg, progress=progress)
     print(f"[3/4] predicting {data / 'imagesTs'}")

@@ -207,6 +207,12 @@ def test_unknown_key(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_demo_checks_its_overrides_before_writing_anything(tmp_path):
+    res = run("demo", "--out", tmp_path / "d", "--set", "train.epoch=3")
+    assert_user_error(res, "train.epoch", "epochs")
+    assert not (tmp_path / "d").exists()  # no synthetic data written for a run that cannot start
+
+
 def test_dataset_json_names_missing_file(tiny_dataset, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

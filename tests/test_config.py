@@ -66,3 +66,15 @@ def test_config_is_frozen(tmp_path):
     cfg = load_config(write(tmp_path, "data: {dataset: d}\n"))
     with pytest.raises(ValidationError):
         cfg.train.epochs = 3
+
+
+def test_on_off_yes_no_are_words_where_a_key_takes_words(tmp_path):
+    # YAML 1.1 (PyYAML's default) reads off/on/yes/no as booleans: train.amp: off arrived as False
+    path = write(tmp_path, "data: {dataset: d}\ntrain: {amp: off}\ninference: {amp: on, tta: yes}\n")
+    cfg = load_config(path)
+    assert cfg.train.amp == "off" and cfg.inference.amp == "on" and cfg.inference.tta is True
+    cfg = load_config(path, ["train.amp=off", "inference.amp=off", "inference.tta=no", "tracking.enabled=False"])
+    assert cfg.train.amp == "off" and cfg.inference.amp == "off"
+    assert cfg.inference.tta is False and cfg.tracking.enabled is False
+    with pytest.raises(MedsegError, match=r"train\.amp.*'auto', 'bf16', 'fp16' or 'off' \(got 'on'\)"):
+        load_config(path, ["train.amp=on"])

@@ -1,13 +1,14 @@
 """Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
 
-Flow: ``yaml.safe_load(file)`` -> relative data paths resolved against the YAML file's folder ->
-``--set a.b=value`` overrides (values parsed as YAML scalars; paths relative to the working
-directory) -> :class:`ExperimentConfig` validation. Unknown keys are rejected and the message
-lists the valid ones.
+Flow: YAML file (read with YAML 1.2's booleans: ``off`` is a word) -> relative data paths resolved
+against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed as YAML scalars;
+paths relative to the working directory) -> :class:`ExperimentConfig` validation. Unknown keys
+are rejected and the message lists the valid ones.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,27 @@ MOVED_KEYS = {
     ("sampling", "flip_prob"): ("augment", "mirror_prob"),
     ("sampling", "intensity_prob"): ("augment", "intensity_prob"),
 }
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's booleans: only true and false (any case as YAML 1.2
+    writes them). YAML 1.1, PyYAML's default, also reads on/off/yes/no as booleans, so ``amp: off``
+    would arrive as False and fail a choice of words; boolean keys still take yes/no/on/off, which
+    pydantic reads as booleans."""
+
+
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """A YAML document or scalar as a config reads it (:class:`ConfigLoader`)."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def migrate(raw: dict[str, Any]) -> list[str]:
@@ -68,7 +90,7 @@ def apply_override(raw: dict[str, Any], assignment: str) -> None:
                 f"set the value itself: --set {shorten('.'.join(parts[: i + 1]), 120)}=VALUE"
             )
         node = child
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    node[parts[-1]] = parse_yaml(value) if value.strip() else None
 
 
 def _model_for(path: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -140,7 +162,7 @@ def load_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def _read_yaml(path: Path) -> Any:
-    """``yaml.safe_load`` of a config file, at most :data:`MAX_CONFIG_BYTES` of it read. Aliases
+    """:func:`parse_yaml` of a config file, at most :data:`MAX_CONFIG_BYTES` of it read. Aliases
     stay shared references (safe_load does not copy them), so a small file of nested aliases loads
     small; every later echo of it goes through :func:`medseg.errors.clip`.
 
@@ -155,7 +177,7 @@ def _read_yaml(path: Path) -> Any:
                 f"{path}: is larger than {MAX_CONFIG_BYTES // 1000} kB, not an experiment config; "
                 "pass the path of a YAML file such as configs/demo.yaml"
             )
-        return yaml.safe_load(data.decode("utf-8")) or {}
+        return parse_yaml(data.decode("utf-8")) or {}
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise yaml_syntax_error(path, exc) from None
 

@@ -1,9 +1,9 @@
 """Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
 
-Flow: ``yaml.safe_load(file)`` -> relative data paths resolved against the YAML file's folder ->
-``--set a.b=value`` overrides (values parsed as YAML scalars; paths relative to the working
-directory) -> :class:`ExperimentConfig` validation. Unknown keys are rejected and the message
-lists the valid ones.
+Flow: YAML file (read with YAML 1.2's booleans: ``off`` is a word) -> relative data paths resolved
+against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed as YAML scalars;
+paths relative to the working directory) -> :class:`ExperimentConfig` validation. Unknown keys
+are rejected and the message lists the valid ones.
 """
 
 from __future__ import annotations
