@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/train_step.py [--size 96] [--steps 4] [--runs 5] [--device auto]
                                               [--peak-tflops 989] [--channels-last auto|true|false]
+                                              [--amp auto|bf16|off]
 
 Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
 1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
@@ -11,12 +12,13 @@ pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader w
 
 - medseg: ``medseg.training.step.run_epoch`` over that list (focal + Dice from
   ``build_loss(LossConfig(), mode="sigmoid")``, ``NonFiniteGuard(5)``, the precision policy of
-  ``medseg train`` (``precision_for(TrainConfig())``: float32 on CPU; ``train.channels_last`` as
+  ``medseg train`` (``precision_for(TrainConfig())``; ``--amp`` as ``train.amp``, default auto: bf16
+  autocast on CPUs with native bf16, float32 on others; ``off``: float32; ``train.channels_last`` as
   ``--channels-last`` says, default auto: network and inputs in channels_last_3d on CPU, the default
   of ``medseg train``; ``false``: the plain layout), no stop signal, no clipping,
   a do-nothing progress bar).
-- plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only, as
-  medseg does), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
+- plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only: the
+  MONAI tutorials train in float32 on a CPU), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
   smooth_nr=0, smooth_dr=1e-5)`` (the same terms and settings as medseg's default loss, MONAI's
   implementation), backward, optimizer.step, scheduler.step, and ``loss.item()`` for logging (medseg
   reads the loss value every step too).
@@ -117,7 +119,13 @@ class Pipeline:
     """One model + optimizer + scheduler and the function that runs one pass over the batches."""
 
     def __init__(
-        self, name: str, state: dict, device: torch.device, total_steps: int, channels_last: str = "auto"
+        self,
+        name: str,
+        state: dict,
+        device: torch.device,
+        total_steps: int,
+        channels_last: str = "auto",
+        amp: str = "auto",
     ) -> None:
         self.name, self.device = name, device
         self.model = build().to(device)
@@ -128,7 +136,7 @@ class Pipeline:
             self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
             self.guard = NonFiniteGuard(5)
             layout = channels_last if channels_last == "auto" else channels_last == "true"
-            self.precision = precision_for(TrainConfig(channels_last=layout), device)
+            self.precision = precision_for(TrainConfig(channels_last=layout, amp=amp), device)
             self.model = self.precision.apply(self.model)
         else:
             self.loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True, smooth_nr=0.0, smooth_dr=1e-5)
@@ -187,11 +195,11 @@ def flops_per_patch(state: dict, size: int, device: torch.device) -> float:
     return float(counter.get_total_flops())
 
 
-def memory_child(name: str, size: int, steps: int, channels_last: str) -> None:
+def memory_child(name: str, size: int, steps: int, channels_last: str, amp: str) -> None:
     """Hidden mode: one pipeline in this fresh process (CPU); prints its peak RSS as JSON."""
     batches = make_batches(steps, size)
     state = build().state_dict()
-    pipe = Pipeline(name, state, torch.device("cpu"), steps + 1, channels_last)
+    pipe = Pipeline(name, state, torch.device("cpu"), steps + 1, channels_last, amp)
     setup_mb = rss_mb()
     pipe.run(batches)  # one pass: the optimizer state is created at its first step
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -210,6 +218,8 @@ def cpu_peak_rss(name: str, args) -> dict:
         str(args.steps),
         "--channels-last",
         args.channels_last,
+        "--amp",
+        args.amp,
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if res.returncode != 0:
@@ -255,6 +265,13 @@ def main() -> None:
         default="auto",
         help="medseg's train.channels_last (auto: as medseg train, channels_last_3d on CPU); plain stays as it is",
     )
+    parser.add_argument(
+        "--amp",
+        choices=("auto", "bf16", "off"),
+        default="auto",
+        help="medseg's train.amp (auto: as medseg train, bf16 on GPUs and on CPUs with native bf16); plain: "
+        "float32 on CPU",
+    )
     add_markdown_option(parser)
     parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -268,21 +285,23 @@ def main() -> None:
     if args.size % 16:
         raise SystemExit(f"--size {args.size}: must be a multiple of 16 (the product of the strides)")
     if args._memory:
-        memory_child(args._memory, args.size, args.steps, args.channels_last)
+        memory_child(args._memory, args.size, args.steps, args.channels_last, args.amp)
         return
 
     batches = make_batches(args.steps, args.size)
     state = build().state_dict()
     total = (args.runs + 1) * args.steps + 1
     pipes = {
-        name: Pipeline(name, copy.deepcopy(state), device, total, args.channels_last) for name in ("medseg", "plain")
+        name: Pipeline(name, copy.deepcopy(state), device, total, args.channels_last, args.amp)
+        for name in ("medseg", "plain")
     }
     gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
     print(
         f"UNet {'-'.join(map(str, CHANNELS))}, {RES_UNITS} res units, batch {BATCH} x {args.size}^3, "
         f"{args.steps} steps per pass, {args.runs} timed passes, device {device}{gpu}, "
         f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.2f}, malloc "
-        f"{applied or 'glibc defaults'}, medseg channels_last_3d {pipes['medseg'].precision.channels_last}"
+        f"{applied or 'glibc defaults'}, medseg channels_last_3d {pipes['medseg'].precision.channels_last}, "
+        f"medseg autocast {pipes['medseg'].precision.dtype or 'off (float32)'}"
     )
 
     gflop = flops_per_patch(state, args.size, device) / 1e9

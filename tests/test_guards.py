@@ -163,7 +163,17 @@ def test_mixed_precision_and_memory_format_steps(amp, channels_last):
         ("e", 0.0),
     )
     assert math.isfinite(mean) and any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
-    assert precision_for(TrainConfig(), torch.device("cpu")).dtype is None  # auto on CPU = float32
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_amp_auto_on_the_cpu_is_bf16_only_where_it_is_native(monkeypatch, native):
+    from medseg.config.schema import TrainConfig
+    from medseg.training import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    chosen = precision.precision_for(TrainConfig(), torch.device("cpu"))
+    assert chosen.dtype is (torch.bfloat16 if native else None) and chosen.scaler is None
+    assert precision.precision_for(TrainConfig(amp="off"), torch.device("cpu")).dtype is None
 
 
 def test_channels_last_auto_is_on_for_the_cpu_only():

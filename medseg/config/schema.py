@@ -326,7 +326,8 @@ class TrainConfig(Section):
     )
     amp: Literal["auto", "bf16", "fp16", "off"] = Field(
         "auto",
-        description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; float32 on CPU.",
+        description="Mixed precision: auto = bf16 on GPUs that have it, else fp16 with a GradScaler; on the CPU bf16 "
+        "where it is native (AVX512-BF16, AMX), else float32.",
     )
     compile: bool = Field(
         False, description="torch.compile the network (GPU: faster steps after a compile of a minute or more)."

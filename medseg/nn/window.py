@@ -8,6 +8,7 @@ import torch
 from monai.inferers import SlidingWindowInfererAdapt, sliding_window_inference
 
 from medseg.config.schema import InferenceConfig
+from medseg.runtime.device import cpu_has_native_bf16
 
 MIRRORS = [(), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)]
 
@@ -37,7 +38,7 @@ def use_bf16(device: torch.device, amp: str) -> bool:
         return amp == "on"
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return device.type == "cpu" and cpu_has_native_bf16()
 
 
 def sliding_window_probs(

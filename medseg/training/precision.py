@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medseg.config.schema import TrainConfig
+from medseg.runtime.device import cpu_has_native_bf16
 
 
 @dataclass(frozen=True)
@@ -23,12 +24,15 @@ class Precision:
 
 
 def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
-    """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; float32
-    on CPU (bf16 training on CPU is slower than float32 on most CPUs). ``train.channels_last``:
-    auto = channels_last_3d on CPU only."""
+    """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; on the
+    CPU bf16 where oneDNN runs it natively (a step about a quarter faster there), else float32
+    (emulated bf16 is slower than float32). ``train.channels_last``: auto = channels_last_3d on
+    the CPU only."""
     mode = train_cfg.amp
-    if mode == "auto":
-        mode = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "off"
+    if mode == "auto" and device.type == "cuda":
+        mode = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    elif mode == "auto":
+        mode = "bf16" if cpu_has_native_bf16() else "off"
     last = device.type == "cpu" if train_cfg.channels_last == "auto" else bool(train_cfg.channels_last)
     if mode == "off":
         return Precision(channels_last=last)
