@@ -2,12 +2,13 @@
 loader costs in a training epoch. One process, CPU.
 
     .venv/bin/python benchmarks/dataloader.py [--cases 16] [--runs 3] [--workers N] [--data DIR]
-        [--set augment.preset=nnunet]
+        [--set augment.preset=nnunet] [--config configs/brats_wt_flair.yaml]
 
 Data: ``--cases`` synthetic cases (96x96x64 at 1.5x1.5x2.0 mm, ``medseg.synthetic``) written to a
 temporary folder, or to / read from ``--data DIR``; config ``medseg/configs/demo.yaml`` with
 ``data.dataset`` pointed there (``--workers`` overrides ``data.num_workers``), split as
-``medseg train`` splits it.
+``medseg train`` splits it; or ``--config`` with its own cases (the BraTS FLAIR config: its
+dynunet with deep supervision, 64³ patches and nnU-Net augmentation on the real cases).
 
 1. Loader throughput, patches per second: medseg's ``make_datasets`` + ``make_loader`` (cached
    preprocessing, lesion-balanced crops, flips) against the MONAI tutorial recipe written out here
@@ -16,7 +17,8 @@ temporary folder, or to / read from ``--data DIR``; config ``medseg/configs/demo
    CacheDataset + monai DataLoader, same batch size, patches per volume, workers). The cache is
    built first and timed on its own (train + validation cache for both); then one warm-up epoch and
    ``--runs`` timed epochs of iterating the loader only. Patches are counted from the batches.
-2. Epoch ratio: ``medseg.training.step.run_epoch`` (demo UNet, focal + Dice, AdamW, poly LambdaLR)
+2. Epoch ratio: ``medseg.training.step.run_epoch`` (the config's network and loss, AdamW, poly LambdaLR,
+   the precision and memory format of ``medseg train``)
    over medseg's loader against the same function over the batches of one epoch drawn once from
    that loader and kept in memory (same shapes, same number of steps), so the difference is the
    time spent loading. One warm-up epoch, then ``--runs`` interleaved epochs each (order alternating);
@@ -74,6 +76,7 @@ from medseg.nn.losses.registry import build_training_loss
 from medseg.nn.registry import build_model
 from medseg.runtime.allocator import tune_allocator
 from medseg.training.loaders import make_datasets, make_loader
+from medseg.training.precision import precision_for
 from medseg.training.prepare import prepare
 from medseg.training.step import StepContext, lr_schedule, run_epoch
 
@@ -166,19 +169,20 @@ def print_usage(use: dict[str, list[Usage]], unit: str) -> None:
 
 
 def setup(args: argparse.Namespace) -> tuple[ExperimentConfig, Plan, list[Case], list[Case]]:
-    """The demo config on ``--data`` (synthetic cases written there first if it has none), resolved
-    as ``medseg train`` resolves it (its plan), and its split."""
+    """``--config`` on its own cases, or the demo config on ``--data`` (synthetic cases written there
+    first if it has none), resolved as ``medseg train`` resolves it (its plan), and its split."""
+    own = args.config is not None and args.data is None  # e.g. configs/brats_wt_flair.yaml on the real cases
     data = args.data or Path(tempfile.mkdtemp(prefix="medseg-bench-loader-")) / "data"
-    if not (data / "dataset.json").is_file():
+    if not own and not (data / "dataset.json").is_file():
         start = time.perf_counter()
         write_dataset(data, args.cases, seed=0, test_cases=0, shape=(96, 96, 64), spacing=(1.5, 1.5, 2.0))
         print(f"wrote {args.cases} synthetic cases to {data} in {time.perf_counter() - start:.1f} s")
     overrides = (
-        [f"data.dataset={data}"]
+        ([] if own else [f"data.dataset={data}"])
         + ([f"data.num_workers={args.workers}"] if args.workers is not None else [])
         + args.overrides
     )
-    prep = prepare(load_config(CONFIG, overrides))
+    prep = prepare(load_config(args.config or CONFIG, overrides))
     cfg, plan = prep.cfg, prep.plan
     train_cases, val_cases = run_split(prep.cases, cfg)
     print(
@@ -232,12 +236,15 @@ def timed_epochs(
     device = torch.device("cpu")
     torch.manual_seed(cfg.train.seed)
     p = plan.preprocess
-    model = build_model(plan.network, in_channels=p.in_channels, out_channels=len(p.classes)).to(device)
+    precision = precision_for(cfg.train, device)  # as medseg train: channels_last_3d, bf16 where native
+    model = precision.apply(
+        build_model(plan.network, in_channels=p.in_channels, out_channels=len(p.classes)).to(device)
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     total = len(sources) * (runs + 1) * len(next(iter(sources.values())))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_schedule(cfg.optim.schedule, total))
     loss = build_training_loss(cfg.loss, plan.blob_weight, plan.network.deep_supervision)
-    step = StepContext(model, loss, optimizer, scheduler, device)
+    step = StepContext(model, loss, optimizer, scheduler, device, precision)
     bar, status = tqdm(total=total, disable=True), ("bench", float("nan"))
     wall: dict[str, list[float]] = {name: [] for name in sources}
     cpu: dict[str, list[float]] = {name: [] for name in sources}
@@ -264,6 +271,9 @@ def timed_epochs(
 def main() -> None:
     warnings.filterwarnings("ignore")
     parser = argparse.ArgumentParser()
+    parser.add_argument(
+        "--config", type=Path, default=None, help="an experiment config on its own cases (default: the demo's)"
+    )
     parser.add_argument("--cases", type=int, default=16)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="overrides data.num_workers")
