@@ -1,9 +1,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
-from medseg.config.load import flatten, load_config
+from medseg.config.load import flatten, load_config, parse_yaml
 from medseg.config.schema import ExperimentConfig
 from medseg.errors import MedsegError
 
@@ -78,3 +79,22 @@ def test_on_off_yes_no_are_words_where_a_key_takes_words(tmp_path):
     assert cfg.inference.tta is False and cfg.tracking.enabled is False
     with pytest.raises(MedsegError, match=r"train\.amp.*'auto', 'bf16', 'fp16' or 'off' \(got 'on'\)"):
         load_config(path, ["train.amp=on"])
+
+
+def test_case_ids_and_numbers_are_read_as_written(tmp_path):
+    path = write(
+        tmp_path, "data: {dataset: d, val_cases: [0012, 104252], exclude_cases: [7, 12:30]}\noptim: {lr: 1e-3}\n"
+    )
+    cfg = load_config(path)
+    assert cfg.data.val_cases == ("0012", "104252") and cfg.data.exclude_cases == ("7", "12:30")
+    assert cfg.optim.lr == 0.001
+    assert load_config(path, ["data.val_cases=[0099]"]).data.val_cases == ("0099",)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["1e3", "1.5e3", "0012", "no", "Off", "1_000", "12:30", "0x1F", "0o17", "-", "~", 0.001, 1e20, -2, True, None],
+)
+def test_what_a_run_writes_reads_back_the_same(value):
+    # a run's config.yaml is yaml.safe_dump (YAML 1.1 quoting); the config loader must read it back unchanged
+    assert parse_yaml(yaml.safe_dump({"x": value}))["x"] == value

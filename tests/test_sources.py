@@ -134,6 +134,15 @@ def test_yaml_list(tmp_path, affine):
         discover(tmp_path / "cases.yaml")
 
 
+def test_yaml_list_case_ids_are_the_text_written(tmp_path, affine):
+    # YAML 1.1 read 0012 as octal 10 and no as False: the ids must be what the user wrote
+    for name in ("0012", "10", "no"):
+        save_nifti(vol(), affine, tmp_path / f"{name}.nii")
+    entries = "".join(f"  - {{case_id: {name}, images: [{name}.nii]}}\n" for name in ("0012", "10", "no"))
+    (tmp_path / "cases.yaml").write_text("cases:\n" + entries)
+    assert [c.case_id for c in discover(tmp_path / "cases.yaml").cases] == ["0012", "10", "no"]
+
+
 def test_bids_like_pattern(tmp_path, affine):
     for sub in ("sub-01", "sub-02"):
         save_nifti(vol(), affine, tmp_path / "rawdata" / sub / "ses-1" / f"{sub}_ses-1_dwi.nii.gz")

@@ -1,9 +1,9 @@
 """Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
 
-Flow: YAML file (read with YAML 1.2's booleans: ``off`` is a word) -> relative data paths resolved
-against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed as YAML scalars;
-paths relative to the working directory) -> :class:`ExperimentConfig` validation. Unknown keys
-are rejected and the message lists the valid ones.
+Flow: YAML file (YAML 1.2's booleans and numbers: ``off`` is a word, ``0012`` is text) -> relative
+data paths resolved against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed
+as YAML scalars; paths relative to the working directory) -> :class:`ExperimentConfig`
+validation. Unknown keys are rejected and the message lists the valid ones.
 """
 
 from __future__ import annotations
@@ -30,23 +30,35 @@ MOVED_KEYS = {
 
 
 class ConfigLoader(yaml.SafeLoader):
-    """PyYAML's safe loader with YAML 1.2's booleans: only true and false (any case as YAML 1.2
-    writes them). YAML 1.1, PyYAML's default, also reads on/off/yes/no as booleans, so ``amp: off``
-    would arrive as False and fail a choice of words; boolean keys still take yes/no/on/off, which
-    pydantic reads as booleans."""
+    """PyYAML's safe loader with YAML 1.2's booleans and integers. YAML 1.1, PyYAML's default, reads
+    on/off/yes/no as booleans (``amp: off`` arrived as False and failed a choice of words), a number
+    with a leading zero as octal (case id ``0012`` became 10), ``1_000`` and ``12:30`` as numbers.
+    Here only true/false are booleans (boolean keys still take yes/no/on/off, which pydantic reads)
+    and a number that is not written as its value (leading zeros, ``_``, ``:``) stays text. Every
+    scalar this loader reads as a number or boolean, YAML 1.1 does too, so what ``yaml.safe_dump``
+    writes (a run's config.yaml) reads back the same; ``1e-3`` stays text, as in YAML 1.1, and
+    pydantic reads it into a float key."""
 
 
+_IMPLICIT = {  # the YAML 1.1 forms that are also YAML 1.2 core: no octal, sexagesimal, _ or yes/no/on/off
+    "tag:yaml.org,2002:bool": (r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    "tag:yaml.org,2002:int": (r"^(?:[-+]?(?:0|[1-9][0-9]*)|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    "tag:yaml.org,2002:float": (
+        r"^(?:[-+]?(?:\.[0-9]+|(?:0|[1-9][0-9]*)\.[0-9]*)(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+        r"|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+}
 ConfigLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _IMPLICIT]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
+for _tag, (_regexp, _first) in _IMPLICIT.items():
+    ConfigLoader.add_implicit_resolver(_tag, re.compile(_regexp), list(_first))
 
 
 def parse_yaml(text: str) -> Any:
-    """A YAML document or scalar as a config reads it (:class:`ConfigLoader`)."""
+    """A YAML document or scalar as configs and case lists read it (:class:`ConfigLoader`)."""
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader subclass
 
 

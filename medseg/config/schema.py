@@ -1,9 +1,9 @@
 """Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
 
-Flow: YAML file (read with YAML 1.2's booleans: ``off`` is a word) -> relative data paths resolved
-against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed as YAML scalars;
-paths relative to the working directory) -> :class:`ExperimentConfig` validation. Unknown keys
-are rejected and the message lists the valid ones.
+Flow: YAML file (YAML 1.2's booleans and numbers: ``off`` is a word, ``0012`` is text) -> relative
+data paths resolved against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed
+as YAML scalars; paths relative to the working directory) -> :class:`ExperimentConfig`
+validation. Unknown keys are rejected and the message lists the valid ones.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Triple = tuple[float, float, float]
 
@@ -66,6 +66,16 @@ class DataConfig(Section):
     val_cases: tuple[str, ...] | None = Field(
         None, description="Case ids used for validation; null = a seeded random val_fraction."
     )
+
+    @field_validator("exclude_cases", "val_cases", mode="before")
+    @classmethod
+    def _numeric_ids(cls, value: object) -> object:
+        """Case ids written as plain numbers (``[104252]``) are the ids ``"104252"``: the config
+        loader keeps a number's text whenever it differs from the number's (``0012``)."""
+        if isinstance(value, list | tuple):
+            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
+        return value
+
     review_marks: Path | None = Field(
         None,
         description="A review_marks.json of 'medseg review' (e.g. a review of the training labels): the scans the "

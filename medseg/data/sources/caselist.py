@@ -7,6 +7,7 @@ from pathlib import Path
 
 import yaml
 
+from medseg.config.load import parse_yaml
 from medseg.data.case import Case
 from medseg.data.sources.common import case_name, declared_labels, inside_root
 from medseg.errors import MedsegError, clip, yaml_syntax_error
@@ -32,7 +33,7 @@ def read_case_list(
                 {"case_id": r["case_id"], "images": [r[c] for c in channels], "label": r.get("label")} for r in rows
             ]
         else:
-            raw = yaml.safe_load(path.read_text())
+            raw = parse_yaml(path.read_text())  # YAML 1.2: case id 0012 stays 0012
             raw = {"cases": raw} if isinstance(raw, list) else raw
             if not isinstance(raw, dict) or not isinstance(raw.get("cases"), list):
                 raise MedsegError(

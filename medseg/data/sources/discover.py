@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from medseg.config.load import load_config
+from medseg.config.load import load_config, parse_yaml
 from medseg.config.schema import ExperimentConfig
 from medseg.data.case import Case
 from medseg.data.sources.caselist import read_case_list
@@ -241,7 +241,7 @@ def from_argument(
     path = Path(expand(arg))
     if path.is_file() and path.suffix in (".yaml", ".yml"):
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = parse_yaml(path.read_text())
         except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
             raise yaml_syntax_error(path, exc) from None
         if isinstance(raw, dict) and isinstance(raw.get("data"), dict):
