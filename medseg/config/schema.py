@@ -1,6 +1,6 @@
 """Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
 
-Flow: YAML file (YAML 1.2's booleans and numbers: ``off`` is a word, ``0012`` is text) -> relative
+Flow: YAML file (YAML 1.2's booleans and integers: ``off`` is a word, ``0012`` is text) -> relative
 data paths resolved against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed
 as YAML scalars; paths relative to the working directory) -> :class:`ExperimentConfig`
 validation. Unknown keys are rejected and the message lists the valid ones.

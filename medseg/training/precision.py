@@ -25,7 +25,7 @@ class Precision:
 
 def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
     """``train.amp``: auto = bf16 on CUDA GPUs that have it, else fp16 with a GradScaler; on the
-    CPU bf16 where oneDNN runs it natively (a step about a quarter faster there), else float32
+    CPU bf16 where oneDNN runs it natively (a step in about two thirds of float32's time), else float32
     (emulated bf16 is slower than float32). ``train.channels_last``: auto = channels_last_3d on
     the CPU only."""
     mode = train_cfg.amp
