@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Triple = tuple[float, float, float]
 
@@ -30,6 +30,10 @@ class Section(BaseModel):
 
 class DataConfig(Section):
     """Where the cases are, which channels and label values are used, how they are split and cached."""
+
+    # case ids written as plain numbers ([104252]) are the ids "104252"; the config loader keeps a
+    # number's text whenever it differs from the number's (0012)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
     dataset: Path = Field(
         description="Dataset folder (MSD or nnU-Net raw, with dataset.json; or the root of a pattern layout) or a "
@@ -66,15 +70,6 @@ class DataConfig(Section):
     val_cases: tuple[str, ...] | None = Field(
         None, description="Case ids used for validation; null = a seeded random val_fraction."
     )
-
-    @field_validator("exclude_cases", "val_cases", mode="before")
-    @classmethod
-    def _numeric_ids(cls, value: object) -> object:
-        """Case ids written as plain numbers (``[104252]``) are the ids ``"104252"``: the config
-        loader keeps a number's text whenever it differs from the number's (``0012``)."""
-        if isinstance(value, list | tuple):
-            return [str(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
-        return value
 
     review_marks: Path | None = Field(
         None,
