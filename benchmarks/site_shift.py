@@ -3,6 +3,8 @@
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/site_shift.py --out /tmp/ss \\
         [--minutes 8 | --epochs 100] [--recipes today whitestripe site ...] [--directions msl tabriz both] \
         [--fp-budget 3] [--markdown FILE]
+    # or score models already trained (a checkpoint, or a folder of runs = their ensemble), no training:
+    ... benchmarks/site_shift.py --out /tmp/ss --models ensemble=runs/ms_flair/seeds3-s0 seed0=RUN/best.pt
 
 Data: configs/cases/ms_two_sites.yaml (the case list of configs/ms_flair.yaml), MSLesSeg (3D FLAIR, MNI
 space, skull-stripped) and Tabriz (axial 2D FLAIR, 6-8 mm slices, skull on). Held-out splits, fixed
@@ -26,6 +28,10 @@ epochs whatever the time: the same work for every recipe on a machine shared wit
   site         augment.preset=site
   ws_site      whitestripe + site
   monai        benchmarks/monai_recipe.py (MONAI tutorial recipe, same budget, split, patch and spacing)
+
+With ``--models NAME=PATH`` nothing is trained: each model (``best.pt``, or a folder of training
+runs, which ``medseg predict`` averages as an ensemble, e.g. ``medseg train --seeds 3``'s) is scored
+on the same sets, in row ``NAME``.
 
 Rows are scored lesion-wise as ``medseg evaluate`` does (overlap matching, 26-connected lesions),
 at the config's operating point; with ``--fp-budget K`` each medseg row also at the point
@@ -172,6 +178,18 @@ def run_fp_budget(folder: Path, budget: float, sets: dict[str, list[Case]]) -> d
     return {name: evaluate_checkpoints([tuned], cs) | point for name, cs in sets.items()}
 
 
+def run_models(models: list[str], rows: dict[str, dict], sets: dict[str, list[Case]], save) -> None:
+    """Score each ``NAME=PATH`` of ``--models`` (module docstring) into ``rows[NAME]``, unless there."""
+    for spec in models:
+        name, sep, path = spec.partition("=")
+        if not sep or not Path(path).exists():
+            raise SystemExit(f"--models {spec}: give NAME=PATH, PATH a best.pt or a folder of training runs")
+        if name not in rows:
+            rows[name] = {label: evaluate_checkpoints([Path(path)], cs) for label, cs in sets.items()}
+            save()
+        print(name, {s: round(r["lesion_f1"], 3) for s, r in rows[name].items()}, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -185,12 +203,26 @@ def main() -> None:
         default=None,
         help="also score each medseg row at the point 'medseg tune --max-fp-per-scan K' picks on its validation",
     )
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        metavar="NAME=PATH",
+        help="score these trained models (best.pt, or a folder of runs: their ensemble) instead of training",
+    )
     add_markdown_option(parser)
     args = parser.parse_args()
     saved = args.out / "site_shift.json"
     rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
     sets = eval_sets(all_cases(), args.out)
-    for direction in args.directions:
+
+    def save() -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(rows, indent=1, default=float))
+
+    if args.models:
+        run_models(args.models, rows, sets, save)
+    for direction in [] if args.models else args.directions:
         for recipe in args.recipes:
             key = f"{direction}/{recipe}"
             if key in rows and (args.fp_budget is None or recipe == "monai" or f"{key} @{args.fp_budget:g}FP" in rows):
@@ -202,22 +234,26 @@ def main() -> None:
                     if recipe == "monai"
                     else run_medseg(direction, recipe, folder, (args.minutes, args.epochs), sets)
                 )
-            args.out.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(rows, indent=1, default=float))
+            save()
             print(key, {s: round(r["lesion_f1"], 3) for s, r in rows[key].items()}, flush=True)
             if args.fp_budget is not None and recipe != "monai" and f"{key} @{args.fp_budget:g}FP" not in rows:
                 rows[f"{key} @{args.fp_budget:g}FP"] = run_fp_budget(folder, args.fp_budget, sets)
-                saved.write_text(json.dumps(rows, indent=1, default=float))
+                save()
     text = tables(rows)
     print(text)
     budget = f"{args.epochs} epochs" if args.epochs else f"{args.minutes:g} min"
+    trained = (
+        f"Models scored as given ({', '.join(args.models)})."
+        if args.models
+        else f"Each model trained {budget} on 2 CPU cores (configs/ms_flair.yaml with the recipe's overrides), "
+        "one seed."
+    )
     write_markdown(
         args.markdown,
         "Site shift: MS lesions at another hospital and under simulated shifts",
         text,
         [
-            f"Each model trained {budget} on 2 CPU cores (configs/ms_flair.yaml with the recipe's overrides), one "
-            "seed. Held-out: msl = MSLesSeg P39_T1 (31 lesions), tabriz = Tabriz 107130, 110218, 111008 (71 "
+            f"{trained} Held-out: msl = MSLesSeg P39_T1 (31 lesions), tabriz = Tabriz 107130, 110218, 111008 (71 "
             "lesions); msl+SHIFT = P39_T1 under a simulated shift (benchmarks/site_shift.py). Lesion-wise, overlap "
             "matching, 26-connected lesions, at the config's operating point (threshold 0.5, lesions >= 3 mm3)."
         ],
