@@ -86,6 +86,17 @@ def binarize(
     return keep[labels]
 
 
+def keep_inside(mask: np.ndarray, region: np.ndarray | None, connectivity: int = 26) -> np.ndarray:
+    """``mask`` (X, Y, Z) without the lesions that :func:`binarize` drops for ``region`` (bool
+    (X, Y, Z), e.g. a brain mask: more than half of a lesion's voxels outside); unchanged without one."""
+    if region is None:
+        return mask
+    labels, n = label_lesions(mask, connectivity)
+    keep = _kept_by_region(labels, n, region)
+    keep[0] = False
+    return keep[labels]
+
+
 def _kept_by_region(labels: np.ndarray, n: int, region: np.ndarray | None) -> np.ndarray:
     """(n + 1,) bool: lesion ``i`` of ``labels`` (X, Y, Z) has at most :data:`MAX_OUTSIDE` of its
     voxels outside ``region`` (bool (X, Y, Z)); all True without a region."""

@@ -75,7 +75,7 @@ CHOICE_OPTIONS = {
     "--format": "onnx",
 }  # option -> one of its choices
 LAYOUT_FLAGS = ("--layout", "--channel", "--label")
-DATASET_COMMANDS = {"check", "plan", "predict", "evaluate"}
+DATASET_COMMANDS = {"check", "plan", "predict", "evaluate", "tune"}
 CONFIG_COMMANDS = {"train", "demo", "check", "plan", "predict", "evaluate"}
 
 

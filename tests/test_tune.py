@@ -131,7 +131,7 @@ def tuned_checkpoint(tmp_path, tiny_checkpoint, monkeypatch):
     ckpt.parent.mkdir()
     shutil.copy(tiny_checkpoint, ckpt)
     scans = budget_scans()
-    monkeypatch.setattr(tune, "validation_scans", lambda ckpts, device="auto": scans)
+    monkeypatch.setattr(tune, "validation_scans", lambda *args, **kwargs: scans)
     return ckpt
 
 
@@ -200,7 +200,7 @@ def test_unreachable_fp_budget_takes_the_fewest_fp_with_one_warning(tuned_checkp
     for s in scans:
         s.prob[15:, 15:, 15:], s.ref[15:, 15:, 15:] = 0.0, False  # the corner cleared of lesions
         s.prob[17:23, 17:23, 17:23] = 0.97
-    monkeypatch.setattr(tune, "validation_scans", lambda ckpts, device="auto": scans)
+    monkeypatch.setattr(tune, "validation_scans", lambda *args, **kwargs: scans)
     res = tune.run_tune(tuned_checkpoint, device="cpu", max_fp_per_scan=0.0)
     curve = curve_rows(res["curve_csv"])
     fewest = min(r["fp_per_scan"] for r in curve)
@@ -229,3 +229,82 @@ def test_min_recall_and_fp_budget_are_one_clear_error(tuned_checkpoint):
     assert len(errors) == 1 and "--min-recall" in errors[0] and "--max-fp-per-scan" in errors[0], res.stderr
     assert "give one of them" in errors[0] and "Traceback" not in res.stderr
     assert tuned_checkpoint.read_bytes() == before and load_checkpoint(tuned_checkpoint).operating_point.target is None
+
+
+# ------------------------------------------------------------------------------- --dataset, --mask
+
+
+def test_a_region_drops_the_lesions_mostly_outside_it_as_predict_does():
+    """The sweep and the FROC count what ``medseg predict --mask`` keeps: the false blob outside the
+    region is gone, a lesion with half of its voxels inside stays (binarize's rule)."""
+    from medseg.lesions import binarize
+
+    base = scans()[0]
+    region = np.ones(base.prob.shape, bool)
+    region[15:, :, :] = False  # the false blob at x 16-17 lies outside
+    region[2:4, 2:6, 2:6] = False  # half of the strong lesion (x 2-5) outside: still kept
+    inside = Scan(base.prob, base.ref, 1.0, region=region)
+    row = sweep([inside], (0.5,), (0.0,))[0]
+    assert (row["lesion_recall"], row["fp_per_scan"]) == (0.5, 0.0)
+    assert sweep([base], (0.5,), (0.0,))[0]["fp_per_scan"] == 1.0
+    assert binarize(base.prob, 0.5, 0, region=region).sum() == 4 * 4 * 4  # predict keeps the same lesions
+    assert max(froc([inside])["fp_per_scan"]) == 0.0  # FROC candidates: the 0.6 blob is gone
+    assert max(froc([base])["fp_per_scan"]) == 1.0
+
+
+@pytest.mark.parametrize("masks_given", ["all", "none", "one missing"])
+def test_tune_on_a_dataset_with_region_masks(tmp_path, tiny_checkpoint, good_dataset, monkeypatch, masks_given):
+    """``tune --dataset D --mask M``: the point is chosen on D's cases (not the run's validation),
+    each with its own region mask found by case id; a confident false blob outside the masks
+    leaves the 0-FP budget reachable with them and out of reach without them. A case without its
+    mask stops tune with one error line before anything is predicted, the checkpoint untouched."""
+    import nibabel as nib
+    from typer.testing import CliRunner
+
+    from medseg.calibration import tune
+    from medseg.cli.app import app
+    from medseg.inference.predictor import Prediction
+
+    ckpt = tmp_path / "run" / "best.pt"
+    ckpt.parent.mkdir()
+    shutil.copy(tiny_checkpoint, ckpt)
+    before, seen = ckpt.read_bytes(), []
+
+    def fake_predict(lm, images):
+        label = nib.load(str(images[0]).replace("imagesTr", "labelsTr").replace("_0000", ""))
+        prob = np.asarray(label.dataobj, np.float32) * 0.9
+        prob[18:24, 18:24, 10:16] = 0.95  # 216 voxels, 972 mm3: above every minimum volume swept
+        seen.append(str(images[0]))
+        return Prediction(prob, (prob >= 0.5).astype(np.uint8), label.affine)
+
+    monkeypatch.setattr(tune, "predict_volume", fake_predict)
+    masks = tmp_path / "brain"
+    masks.mkdir()
+    scans = sorted((good_dataset / "imagesTr").glob("*.nii.gz"))
+    for img in scans[1:] if masks_given == "one missing" else scans:
+        ref = nib.load(str(img))
+        region = np.ones(ref.shape[:3], np.uint8)
+        region[16:, 16:, 8:] = 0
+        nib.save(nib.Nifti1Image(region, ref.affine), str(masks / img.name))
+    args = ["tune", str(ckpt), "--dataset", str(good_dataset), "--split", "training", "--max-fp-per-scan", "0"]
+    mask_args = [] if masks_given == "none" else ["--mask", str(masks)]
+    res = CliRunner().invoke(app, [*args, *mask_args], prog_name="medseg")
+    if masks_given == "one missing":
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert res.exit_code != 0 and len(errors) == 1 and "no region mask named c0" in errors[0], res.output
+        assert seen == [] and ckpt.read_bytes() == before and "Traceback" not in res.output
+        return
+    assert res.exit_code == 0, res.output
+    assert len(seen) == len(scans) == 4  # every case of D, once
+    chosen = next(line for line in res.stdout.splitlines() if line.startswith("operating point"))
+    with_mask = masks_given == "all"
+    assert ("FP/scan 0.00" in chosen) == with_mask and "lesion recall 1.000" in chosen, chosen
+    assert ("no operating point has at most 0 FP" in res.stderr) != with_mask
+
+
+def test_tune_on_cases_without_labels_is_one_clear_error(tmp_path):
+    from medseg.calibration.tune import labelled
+    from medseg.data.case import Case
+
+    with pytest.raises(MedsegError, match="case p1 has no label; tune --dataset needs the reference masks"):
+        labelled([Case("p1", (tmp_path / "p1.nii.gz",), None)])

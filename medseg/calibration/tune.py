@@ -49,10 +49,11 @@ from medseg.evaluation.froc import Scan, froc
 from medseg.evaluation.matching import LesionCounts, match_lesions
 from medseg.inference.model import ensemble_members, from_checkpoint, from_checkpoints
 from medseg.inference.predictor import predict_volume
+from medseg.inference.region import RegionMasks
 from medseg.io.geometry import voxel_volume
 from medseg.io.volumes import read_lesion_mask
 from medseg.io.write import write_csv
-from medseg.lesions import above, remove_small
+from medseg.lesions import above, keep_inside, remove_small
 from medseg.nn.checkpoint import (
     Checkpoint,
     OperatingPoint,
@@ -95,7 +96,7 @@ def sweep(
     c = rules.connectivity
     rows = []
     for t in thresholds:
-        masks = [above(s.prob, t, c, fill) for s in scans]
+        masks = [keep_inside(above(s.prob, t, c, fill), s.region, c) for s in scans]
         for v in min_volumes:
             total = LesionCounts(scans=0)
             for s, m in zip(scans, masks):
@@ -121,7 +122,7 @@ def sweep_brats(
     ``fill``: the run's ``inference.fill_holes``."""
     spec, rows = PROTOCOLS[protocol], []
     for t in thresholds:
-        masks = [above(s.prob, t, 26, fill) for s in scans]
+        masks = [keep_inside(above(s.prob, t, 26, fill), s.region, 26) for s in scans]
         for v in min_volumes:
             cases = [
                 brats_case(remove_small(m, v / s.voxel_mm3, 26), s.ref, s.axis_spacing(), spec, with_hd95=False)
@@ -226,25 +227,56 @@ def validation_cases(ckpt: Checkpoint) -> list[Case]:
     return run_split(cases, cfg)[1]
 
 
-def validation_scans(ckpts: Sequence[Checkpoint], device: str = "auto") -> list[Scan]:
+def validation_scans(
+    ckpts: Sequence[Checkpoint],
+    device: str = "auto",
+    cases: Sequence[Case] | None = None,
+    region: RegionMasks | None = None,
+) -> list[Scan]:
     """Every member's validation cases on their own grids, each predicted by the members that
     validate on exactly the same cases, together (their mean probability): the folds of
     ``--folds`` each predict their own fold (out of fold), runs that differ only in seed predict
-    their shared validation as the ensemble they form."""
+    their shared validation as the ensemble they form. ``cases`` (``tune --dataset``): these
+    labelled cases instead, predicted by every member together (the ensemble ``medseg predict``
+    runs); ``region`` (``tune --mask``): each scan's region mask, by case id.
+
+    Raises:
+        MedsegError: a case of ``cases`` without a label, or a missing or misplaced region mask.
+    """
     by_cases: dict[tuple[str, ...], tuple[list[Case], list[Checkpoint]]] = {}
-    for ckpt in ckpts:
-        cases = validation_cases(ckpt)
-        by_cases.setdefault(tuple(c.case_id for c in cases), (cases, []))[1].append(ckpt)
-    scans = []
-    for cases, members in by_cases.values():
+    if cases is not None:
+        by_cases[()] = (labelled(cases), list(ckpts))
+    else:
+        for ckpt in ckpts:
+            own = validation_cases(ckpt)
+            by_cases.setdefault(tuple(c.case_id for c in own), (own, []))[1].append(ckpt)
+    every = [c for group, _ in by_cases.values() for c in group]
+    regions = {c.case_id: region.read(c.case_id, Path(c.images[0])) for c in every} if region is not None else {}
+    scans = []  # the masks were all read first: a missing one stops tune before anything is predicted
+    for group, members in by_cases.values():
         lm = from_checkpoint(members[0], device) if len(members) == 1 else from_checkpoints(members, device)
-        for case in cases:
+        for case in group:
+            inside = regions.get(case.case_id)
             pred = predict_volume(lm, case.images)
             ref, _ = read_lesion_mask(case.label, members[0].config.data.lesion_labels)
-            scans.append(
-                Scan(pred.prob, ref, voxel_volume(pred.affine), tuple(np.linalg.norm(pred.affine[:3, :3], axis=0)))
-            )
+            spacing = tuple(np.linalg.norm(pred.affine[:3, :3], axis=0))
+            scans.append(Scan(pred.prob, ref, voxel_volume(pred.affine), spacing, inside))
     return scans
+
+
+def labelled(cases: Sequence[Case]) -> list[Case]:
+    """``cases`` as a list, each with a reference label (tuning scores against it).
+
+    Raises:
+        MedsegError: naming the first case without a label.
+    """
+    for case in cases:
+        if case.label is None:
+            raise MedsegError(
+                f"{case.images[0]}: case {case.case_id} has no label; tune --dataset needs the reference masks of "
+                "its cases (a dataset with labels, or a case list with a label per case)"
+            )
+    return list(cases)
 
 
 def run_tune(
@@ -254,10 +286,14 @@ def run_tune(
     protocol: str | None = None,
     tracking_uri: str | None = None,
     max_fp_per_scan: float | None = None,
+    cases: Sequence[Case] | None = None,
+    region: RegionMasks | None = None,
 ) -> dict:
     """Tune and store the operating point of ``checkpoint`` (see module docstring); a folder of
     runs (the folds of ``medseg train --folds``) is tuned on the pooled validation predictions of
     every fold, each by its own model (out of fold), and the point is written into every fold.
+    ``cases``, ``region``: labelled cases to tune on instead of the validation cases, and region
+    masks (:func:`validation_scans`; ``tune --dataset``, ``--mask``).
     ``protocol``: a BraTS 2023 protocol name (:func:`sweep_brats`), None = the run's ``eval:`` rules.
     ``tracking_uri``: the MLflow store the user names (``--tracking-uri``); see :func:`log_tuning`.
     ``min_recall``, ``max_fp_per_scan``: the target (at most one; see :func:`choose`).
@@ -272,7 +308,7 @@ def run_tune(
     check_targets(min_recall, max_fp_per_scan)  # before anything is predicted
     paths = [Path(p) for p in ensemble_members(checkpoint)]
     ckpts = [load_checkpoint(p) for p in paths]
-    scans = validation_scans(ckpts, device)
+    scans = validation_scans(ckpts, device, cases, region)
     cfg = ckpts[0].config
     volumes = min_volume_grid(cfg.inference.min_lesion_mm3)
     fill = cfg.inference.fill_holes

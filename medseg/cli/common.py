@@ -26,6 +26,7 @@ from medseg.errors import MedsegError, clip
 
 if TYPE_CHECKING:  # the commands import these lazily, to keep `medseg --help` fast
     from medseg.config.schema import EvalConfig, ExperimentConfig
+    from medseg.data.case import Case
     from medseg.data.sources.common import Dataset
 
 
@@ -380,3 +381,36 @@ def eval_rule(matching: str, match_threshold: float | None, connectivity: int, o
         raise MedsegError(
             f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)"
         ) from None
+
+
+def dataset_cases(
+    dataset: str | None,
+    layout: str,
+    channel: list[str] | None,
+    label: str | None,
+    set_: list[str] | None,
+    split: str | None,
+) -> list[Case]:
+    """``--dataset``'s cases (predict, tune) ([] without it), read with the layout flags and ``--set``.
+
+    Raises:
+        MedsegError: layout flags, --set or --split without --dataset, or a problem of the dataset.
+    """
+    if dataset is None:
+        given = [
+            o
+            for o, v in (
+                ("--layout", layout != "auto"),
+                ("--channel", channel),
+                ("--label", label),
+                ("--set", set_),
+                ("--split", split),
+            )
+            if v
+        ]
+        if given:
+            raise MedsegError(
+                f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them"
+            )
+        return []
+    return dataset_argument(dataset, layout, channel, label, set_, split)[0].require_clean()

@@ -188,6 +188,30 @@ def split_option() -> Any:
     return typer.Option(None, "--split", help=SPLIT_HELP)
 
 
+def dataset_option() -> Any:
+    """``--dataset`` of predict (cases to segment too) and tune (cases to choose the point on)."""
+    return typer.Option(
+        None,
+        "--dataset",
+        help="The cases of a dataset (multi-channel cases: one file per channel): predict segments them too (masks "
+        "named <case_id>); tune chooses the operating point on them, with their labels, instead of on the run's "
+        "validation cases (e.g. one site's validation scans). " + DATASET_HELP,
+    )
+
+
+def mask_option() -> Any:
+    """``--mask MASKS``: region masks (:mod:`medseg.inference.region`) of predict and tune."""
+    return typer.Option(
+        None,
+        "--mask",
+        metavar="MASKS",
+        help="Region masks (e.g. brain masks), each on its scan's grid: a folder, file or glob of masks named as the "
+        "scans (case name or --dataset case id, any image suffix), or a path with {case}, e.g. "
+        "'brain/{case}_mask.nii.gz'. Predicted lesions with more than half of their voxels outside the region "
+        "(voxels > 0) are removed (tune: before it counts them).",
+    )
+
+
 def set_option() -> Any:
     """``--set KEY=VALUE`` (repeatable)."""
     return typer.Option(None, "--set", metavar="KEY=VALUE", help=SET_HELP)

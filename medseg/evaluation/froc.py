@@ -32,7 +32,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
 
-from medseg.lesions import label_lesions
+from medseg.lesions import keep_inside, label_lesions
 
 FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
@@ -40,12 +40,14 @@ FP_RATES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 @dataclass
 class Scan:
     """Probabilities (X, Y, Z), reference mask (X, Y, Z), voxel volume (mm^3) and spacing of the
-    array axes (mm; None = isotropic voxels of that volume) of one scan."""
+    array axes (mm; None = isotropic voxels of that volume) of one scan; ``region``: optional bool
+    (X, Y, Z) region mask (``medseg tune --mask``): lesions mostly outside it are not predictions."""
 
     prob: np.ndarray
     ref: np.ndarray
     voxel_mm3: float
     spacing: tuple[float, ...] | None = None
+    region: np.ndarray | None = None
 
     def axis_spacing(self) -> np.ndarray:
         """(3,) mm per array axis."""
@@ -151,10 +153,13 @@ def froc(
     max_candidates: int = 50,
 ) -> dict:
     """FROC of ``scans`` (see module docstring): FP per scan and recall per threshold, recall at
-    the standard FP rates and CPM."""
+    the standard FP rates and CPM. A scan's ``region`` drops the candidates mostly outside it."""
     results = []
     for s in scans:
-        results += lesion_results(detection_map(s.prob, max_candidates), s.ref, min_overlap, overlap, connectivity)
+        det = detection_map(s.prob, max_candidates)
+        if s.region is not None:
+            det = np.where(keep_inside(det > 0, s.region, connectivity), det, 0)
+        results += lesion_results(det, s.ref, min_overlap, overlap, connectivity)
     fps, recall = curve(results, len(scans))
     at = {r: float(recall[fps <= r][-1]) if (fps <= r).any() else 0.0 for r in FP_RATES}
     finite = np.isfinite(fps)

@@ -6,7 +6,6 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,20 +15,21 @@ from medseg.cli.commands.review import (
 from medseg.cli.common import (
     check_device,
     check_out_folder,
-    dataset_argument,
+    dataset_cases,
     rank,
     user_errors,
 )
 from medseg.cli.options import (
-    DATASET_HELP,
     Engine,
     Layout,
     OutputFormat,
     Split,
     channel_option,
+    dataset_option,
     device_option,
     label_option,
     layout_option,
+    mask_option,
     min_lesion_mm3_option,
     min_lesion_voxels_option,
     quiet_option,
@@ -40,9 +40,6 @@ from medseg.cli.options import (
     value,
 )
 from medseg.errors import MedsegError
-
-if TYPE_CHECKING:
-    from medseg.data.case import Case
 
 
 @user_errors
@@ -67,14 +64,7 @@ def predict(
             "tables and summary.csv; created when missing."
         ),
     ),
-    dataset: str | None = typer.Option(
-        None,
-        "--dataset",
-        help=(
-            "Also predict the cases of a dataset (multi-channel cases: one file per channel; masks named <case_id>). "
-            + DATASET_HELP
-        ),
-    ),
+    dataset: str | None = dataset_option(),
     layout: Layout = layout_option(),
     channel: list[str] | None = channel_option(),
     label: str | None = label_option(),
@@ -104,14 +94,7 @@ def predict(
     ),
     table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
     skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
-    mask: str | None = typer.Option(
-        None,
-        "--mask",
-        metavar="MASKS",
-        help="Region masks (e.g. brain masks), each on its scan's grid: a folder, file or glob of masks named as the "
-        "scans (case name, any image suffix), or a path with {case}, e.g. 'brain/{case}_mask.nii.gz'. Predicted "
-        "lesions with more than half of their voxels outside the region (voxels > 0) are removed.",
-    ),
+    mask: str | None = mask_option(),
     min_confidence: float | None = typer.Option(
         None,
         "--min-confidence",
@@ -201,36 +184,3 @@ def check_engine(model: str, engine: str, output_format: str) -> None:
         from medseg.io.dicom_seg import require_highdicom
 
         require_highdicom()
-
-
-def dataset_cases(
-    dataset: str | None,
-    layout: str,
-    channel: list[str] | None,
-    label: str | None,
-    set_: list[str] | None,
-    split: str | None,
-) -> list[Case]:
-    """``predict --dataset``'s cases ([] without it), read with the layout flags and ``--set``.
-
-    Raises:
-        MedsegError: layout flags, --set or --split without --dataset, or a problem of the dataset.
-    """
-    if dataset is None:
-        given = [
-            o
-            for o, v in (
-                ("--layout", layout != "auto"),
-                ("--channel", channel),
-                ("--label", label),
-                ("--set", set_),
-                ("--split", split),
-            )
-            if v
-        ]
-        if given:
-            raise MedsegError(
-                f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them"
-            )
-        return []
-    return dataset_argument(dataset, layout, channel, label, set_, split)[0].require_clean()

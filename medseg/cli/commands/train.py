@@ -11,18 +11,35 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from medseg.cli.common import check_device, check_out_folder, print_summary, rank, run_overrides, user_errors
+from medseg.cli.common import (
+    check_device,
+    check_out_folder,
+    dataset_cases,
+    print_summary,
+    rank,
+    run_overrides,
+    user_errors,
+)
 from medseg.cli.options import (
     CASES_HELP,
     TEST_CASES_HELP,
+    Layout,
     Protocol,
     RunSort,
+    Split,
+    channel_option,
+    dataset_option,
     device_option,
+    label_option,
+    layout_option,
+    mask_option,
     protocol_option,
     quiet_option,
     seed_option,
     set_option,
+    split_option,
     tracking_uri_option,
+    value,
 )
 from medseg.errors import MedsegError
 
@@ -169,6 +186,13 @@ def tune(
         help="Target: highest lesion recall with at most K false-positive lesions per validation scan (ties: higher "
         "F1); none within K: the fewest FP per scan, with a warning. Not with --min-recall.",
     ),
+    dataset: str | None = dataset_option(),
+    layout: Layout = layout_option(),
+    channel: list[str] | None = channel_option(),
+    label: str | None = label_option(),
+    set_: list[str] | None = set_option(),
+    split: Split | None = split_option(),
+    mask: str | None = mask_option(),
     device: str = device_option(),
     protocol: Protocol = protocol_option(),
     tracking_uri: str | None = tracking_uri_option(),
@@ -176,9 +200,14 @@ def tune(
 ) -> None:
     """Choose threshold and minimum lesion volume on validation; store them in the checkpoint (rewritten); FROC."""
     from medseg.calibration.tune import check_targets, run_tune
+    from medseg.inference.region import find_region_masks
 
     check_device(device)
     check_targets(min_recall, max_fp_per_scan)
+    region = find_region_masks(mask) if mask is not None else None
+    cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split)) if dataset else None
+    if dataset and not cases:
+        raise MedsegError(f"--dataset {dataset}: no cases to tune on; choose them with --split or --set")
     res = run_tune(
         checkpoint,
         min_recall,
@@ -186,6 +215,8 @@ def tune(
         None if protocol == Protocol.medseg else protocol.value,
         tracking_uri,
         max_fp_per_scan,
+        cases,
+        region,
     )
     c = res["chosen"]
     brats = f" lesion-wise Dice {c['lesionwise_dice']:.3f} ({protocol.value})" if "lesionwise_dice" in c else ""
