@@ -56,7 +56,7 @@ class RegionMasks:
             if found is not None:
                 return found
             missing = f"no region mask named {case} (e.g. {case}.nii.gz) in --mask {self.spec}"
-        raise MedsegError(f"{scan}: {missing}; add its mask on the scan's grid, or predict this scan without --mask")
+        raise MedsegError(f"{scan}: {missing}; add its mask on the scan's grid, or run without --mask")
 
     def read(self, case: str, scan: Path) -> np.ndarray:
         """The region of ``case``: bool (X, Y, Z), True where its mask is > 0, on ``scan``'s grid.
