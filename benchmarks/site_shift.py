@@ -45,6 +45,7 @@ import argparse
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
@@ -178,7 +179,7 @@ def run_fp_budget(folder: Path, budget: float, sets: dict[str, list[Case]]) -> d
     return {name: evaluate_checkpoints([tuned], cs) | point for name, cs in sets.items()}
 
 
-def run_models(models: list[str], rows: dict[str, dict], sets: dict[str, list[Case]], save) -> None:
+def run_models(models: list[str], rows: dict[str, dict], sets: dict[str, list[Case]], save: Callable[[], None]) -> None:
     """Score each ``NAME=PATH`` of ``--models`` (module docstring) into ``rows[NAME]``, unless there."""
     for spec in models:
         name, sep, path = spec.partition("=")
