@@ -130,6 +130,31 @@ def test_tune_logs_a_child_run(demo_run):
 
 
 @pytest.mark.slow
+def test_tuning_on_other_cases_is_a_child_run_only(demo_run, tmp_path):
+    """A point chosen with ``tune --dataset`` (a site's copy of the model) is logged as a child run
+    naming its cases; the training run keeps its own tuned point (no new ``tuned_*`` values)."""
+    import shutil
+
+    from medseg.calibration.tune import run_tune, validation_cases
+    from medseg.nn.checkpoint import load_checkpoint
+
+    result, client, run, out = demo_run
+    copy = tmp_path / "site_b" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy(next((out / "runs").glob("*/best.pt")), copy)
+    cases = validation_cases(load_checkpoint(copy))
+    before = len(client.get_metric_history(result.run_id, "tuned_threshold"))
+    run_tune(copy, device="cpu", tracking_uri=client.tracking_uri, max_fp_per_scan=2, cases=cases)
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{result.run_id}'")
+    site = [c for c in children if "tuning.cases" in c.data.tags]
+    assert len(site) == 1 and site[0].info.run_name == "tune-max_fp_per_scan<=2"
+    assert site[0].data.tags["tuning.cases"] == ",".join(c.case_id for c in cases)
+    assert "tuned_threshold" in site[0].data.metrics
+    assert len(client.get_metric_history(result.run_id, "tuned_threshold")) == before
+    assert load_checkpoint(copy).operating_point.target == "max_fp_per_scan<=2"
+
+
+@pytest.mark.slow
 def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkeypatch):
     import pickle
 

@@ -329,7 +329,8 @@ def run_tune(
     )
     tuned = [(ckpt.with_operating_point(point), path) for path, ckpt in zip(paths, ckpts)]
     save_checkpoints(tuned)  # every member before any logging: a store that fails cannot leave the folds disagreeing
-    logged = log_tuning(tuned, chosen, result, (curve_csv, froc_png), tracking_uri)
+    on = tuned_on(cases, region) if cases is not None or region is not None else None
+    logged = log_tuning(tuned, chosen, result, (curve_csv, froc_png), tracking_uri, on)
     return {
         "chosen": chosen,
         "froc": result,
@@ -350,16 +351,26 @@ def user_store(stored: str, tracking_uri: str | None) -> str | None:
     return None
 
 
+def tuned_on(cases: Sequence[Case] | None, region: RegionMasks | None) -> dict[str, str]:
+    """MLflow tags naming what a point was chosen on: the cases of ``tune --dataset`` (None:
+    the run's validation cases) and the region masks of ``--mask``."""
+    ids = ",".join(c.case_id for c in cases) if cases is not None else "validation"
+    named = {"tuning.cases": ids[:480] + ("..." if len(ids) > 480 else "")}
+    return named | ({"tuning.mask": region.spec} if region is not None else {})
+
+
 def log_tuning(
     tuned: Sequence[tuple[Checkpoint, Path]],
     chosen: dict,
     result: dict,
     files: Sequence[Path],
     tracking_uri: str | None,
+    on: dict[str, str] | None = None,
 ) -> list[str]:
     """Log the tuning into each member's MLflow run (:func:`_log`) whose store the user named
     (:func:`user_store`). Members whose store the user did not name are left alone, with one
     ``warning:`` line; a store that fails gets one ``warning:`` line and is not tried again.
+    ``on``: :func:`tuned_on` for a point chosen on other cases or with region masks.
 
     Returns:
         The run ids that got the tuning.
@@ -384,7 +395,7 @@ def log_tuning(
         if uri is None or uri in failed:
             continue
         try:
-            _log(uri, ckpt, path, chosen, result, files)
+            _log(uri, ckpt, path, chosen, result, files, on)
             logged.append(ckpt.mlflow_run_id)
         except Exception as exc:  # MlflowException, requests and sqlalchemy errors, filelock.Timeout
             failed.add(uri)
@@ -397,10 +408,20 @@ def log_tuning(
     return logged
 
 
-def _log(uri: str, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dict, files: Sequence[Path]) -> None:
+def _log(
+    uri: str,
+    ckpt: Checkpoint,
+    checkpoint: Path,
+    chosen: dict,
+    result: dict,
+    files: Sequence[Path],
+    on: dict[str, str] | None = None,
+) -> None:
     """Record the tuning as a child run of the checkpoint's MLflow run (target, curve, FROC), put
     the chosen point on the training run too (``tuned_*``, for the runs table) and replace the
-    logged model's checkpoint with the tuned one."""
+    logged model's checkpoint with the tuned one. A point chosen on other cases or with region
+    masks (``on``: a site's copy of the model) is the child run only, with what it was chosen on
+    in its tags: the training run and its logged model keep their own point."""
     run_id = ckpt.mlflow_run_id
     metrics = {
         "tuned_threshold": chosen["threshold"],
@@ -414,6 +435,8 @@ def _log(uri: str, ckpt: Checkpoint, checkpoint: Path, chosen: dict, result: dic
     }
     target = ckpt.operating_point.target or "max_f1"
     artifacts = [(path, "tuning") for path in files]
-    record_child(uri, run_id, f"tune-{target}", {"tuning.target": target}, metrics, artifacts)
+    record_child(uri, run_id, f"tune-{target}", {"tuning.target": target, **(on or {})}, metrics, artifacts)
+    if on is not None:
+        return
     record(uri, run_id, metrics, artifacts=artifacts)
     replace_model_checkpoint(uri, run_id, checkpoint)
