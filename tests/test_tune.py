@@ -308,3 +308,15 @@ def test_tune_on_cases_without_labels_is_one_clear_error(tmp_path):
 
     with pytest.raises(MedsegError, match="case p1 has no label; tune --dataset needs the reference masks"):
         labelled([Case("p1", (tmp_path / "p1.nii.gz",), None)])
+
+
+def test_dataset_flags_without_dataset_are_one_clear_error(tuned_checkpoint):
+    from typer.testing import CliRunner
+
+    from medseg.cli.app import app
+
+    before = tuned_checkpoint.read_bytes()
+    res = CliRunner().invoke(app, ["tune", str(tuned_checkpoint), "--split", "training"], prog_name="medseg")
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and "--split: describe the cases of --dataset" in errors[0]
+    assert tuned_checkpoint.read_bytes() == before

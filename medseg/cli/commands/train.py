@@ -205,8 +205,8 @@ def tune(
     check_device(device)
     check_targets(min_recall, max_fp_per_scan)
     region = find_region_masks(mask) if mask is not None else None
-    cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split)) if dataset else None
-    if dataset and not cases:
+    cases = dataset_cases(dataset, value(layout), channel, label, set_, value(split))  # checks the flags too
+    if dataset is not None and not cases:
         raise MedsegError(f"--dataset {dataset}: no cases to tune on; choose them with --split or --set")
     res = run_tune(
         checkpoint,
@@ -215,7 +215,7 @@ def tune(
         None if protocol == Protocol.medseg else protocol.value,
         tracking_uri,
         max_fp_per_scan,
-        cases,
+        cases if dataset is not None else None,
         region,
     )
     c = res["chosen"]
