@@ -25,6 +25,11 @@ into every fold's checkpoint (the ensemble uses it). Runs in the folder that val
 cases (the same config trained with several seeds) predict them together, as the ensemble they
 form, so the point is the ensemble's.
 
+``medseg tune CHECKPOINT --dataset D [--mask MASKS]`` chooses the point on D's labelled cases
+instead (e.g. one site's validation scans; every member predicts them together), with each scan's
+region mask applied as ``medseg predict --mask`` applies it (lesions mostly outside dropped); such
+a point is logged as a child run only, tagged with its cases (:func:`tuned_on`).
+
 FROC: one candidate per probability peak, matched as picai_eval does (see
 :mod:`medseg.evaluation.froc`). Reported: recall at 1/8, 1/4, 1/2, 1, 2, 4, 8 FP per scan and their
 mean (the LUNA16 competition performance metric, CPM).
