@@ -26,8 +26,6 @@ from medseg.errors import MedsegError, clip
 
 if TYPE_CHECKING:  # the commands import these lazily, to keep `medseg --help` fast
     from medseg.config.schema import EvalConfig, ExperimentConfig
-    from medseg.data.case import Case
-    from medseg.data.sources.common import Dataset
 
 
 EXIT_CODES = (
@@ -309,31 +307,6 @@ def check_protocol(protocol: str, rule_options_set: bool) -> None:
         )
 
 
-def dataset_argument(
-    dataset: str,
-    layout: str,
-    channels: list[str] | None,
-    label: str | None,
-    overrides: list[str] | None = None,
-    split: str | None = "training",
-) -> tuple[Dataset, ExperimentConfig | None]:
-    """A command's dataset argument (:func:`medseg.data.sources.discover.from_argument`), ``--set``
-    applied when it is an experiment config.
-
-    Args:
-        dataset: dataset folder, case list or experiment config.
-        layout, channels, label: ``--layout``, ``--channel``, ``--label`` (a config's data: section wins).
-        overrides: ``--set KEY=VALUE`` assignments; only with a config.
-        split: ``training``, ``test``, ``test_labeled`` or None (the source's held-out cases).
-
-    Raises:
-        MedsegError: ``--set`` with an argument that is not a YAML config, or any error of the source.
-    """
-    from medseg.data.sources.discover import from_argument
-
-    return from_argument(dataset, layout, channels or None, label, split, overrides or ())
-
-
 def print_summary(s: dict) -> None:
     if "lesionwise_dice" in s:
         ps = s["protocol_settings"]
@@ -381,36 +354,3 @@ def eval_rule(matching: str, match_threshold: float | None, connectivity: int, o
         raise MedsegError(
             f"--match-threshold {match_threshold}: {err.errors()[0]['msg']} (an IoU or Dice between 0 and 1)"
         ) from None
-
-
-def dataset_cases(
-    dataset: str | None,
-    layout: str,
-    channel: list[str] | None,
-    label: str | None,
-    set_: list[str] | None,
-    split: str | None,
-) -> list[Case]:
-    """``--dataset``'s cases (predict, tune) ([] without it), read with the layout flags and ``--set``.
-
-    Raises:
-        MedsegError: layout flags, --set or --split without --dataset, or a problem of the dataset.
-    """
-    if dataset is None:
-        given = [
-            o
-            for o, v in (
-                ("--layout", layout != "auto"),
-                ("--channel", channel),
-                ("--label", label),
-                ("--set", set_),
-                ("--split", split),
-            )
-            if v
-        ]
-        if given:
-            raise MedsegError(
-                f"{'/'.join(given)}: describe the cases of --dataset; give --dataset DATASET or drop them"
-            )
-        return []
-    return dataset_argument(dataset, layout, channel, label, set_, split)[0].require_clean()

@@ -1,9 +1,6 @@
-"""Experiment configuration: YAML -> dot-path overrides -> validated, frozen pydantic models.
-
-Flow: YAML file (YAML 1.2's booleans and integers: ``off`` is a word, ``0012`` is text) -> relative
-data paths resolved against the YAML file's folder -> ``--set a.b=value`` overrides (values parsed
-as YAML scalars; paths relative to the working directory) -> :class:`ExperimentConfig`
-validation. Unknown keys are rejected and the message lists the valid ones.
+"""Experiment configuration: the validated, frozen pydantic models of every section. Unknown keys
+are rejected and the message lists the valid ones; how a YAML file and ``--set`` overrides become
+an :class:`ExperimentConfig`: :mod:`medseg.config.load`.
 """
 
 from __future__ import annotations
@@ -70,7 +67,6 @@ class DataConfig(Section):
     val_cases: tuple[str, ...] | None = Field(
         None, description="Case ids used for validation; null = a seeded random val_fraction."
     )
-
     review_marks: Path | None = Field(
         None,
         description="A review_marks.json of 'medseg review' (e.g. a review of the training labels): the scans the "

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from medseg.cli.common import check_out_folder, dataset_argument, ints, lesion_values, triple, user_errors
+from medseg.cli.common import check_out_folder, ints, lesion_values, triple, user_errors
+from medseg.cli.datasets import dataset_argument
 from medseg.cli.options import (
     CASES_HELP,
     DATASET_HELP,

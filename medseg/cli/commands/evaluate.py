@@ -22,13 +22,13 @@ from medseg.cli.common import (
     check_exists,
     check_out_folder,
     check_protocol,
-    dataset_argument,
     eval_rule,
     ints,
     lesion_values,
     print_summary,
     user_errors,
 )
+from medseg.cli.datasets import dataset_argument
 from medseg.cli.options import (
     DATASET_HELP,
     Connectivity,

@@ -15,10 +15,10 @@ from medseg.cli.commands.review import (
 from medseg.cli.common import (
     check_device,
     check_out_folder,
-    dataset_cases,
     rank,
     user_errors,
 )
+from medseg.cli.datasets import dataset_cases
 from medseg.cli.options import (
     Engine,
     Layout,

@@ -14,12 +14,12 @@ import typer
 from medseg.cli.common import (
     check_device,
     check_out_folder,
-    dataset_cases,
     print_summary,
     rank,
     run_overrides,
     user_errors,
 )
+from medseg.cli.datasets import dataset_cases
 from medseg.cli.options import (
     CASES_HELP,
     TEST_CASES_HELP,
