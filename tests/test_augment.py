@@ -58,7 +58,7 @@ def test_spatial_transforms_keep_image_and_label_aligned(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma", "bias", "thick", "motion", "ghost"]
+    "name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma", "bias", "thick", "motion", "ghost", "faint"]
 )
 def test_intensity_transforms_change_the_image_only(name):
     plain, changed = _patches(_only(name, 0.0)), _patches(_only(name, 1.0))
@@ -92,6 +92,8 @@ def test_presets():
     site = resolve(AugmentConfig(preset="site"))
     assert all(site.probs[k] >= nn.probs[k] for k in NAMES)  # nnunet's set, nothing taken away
     assert site.probs["bias"] > 0 and site.probs["thick"] > 0 and site.probs["edge"] > 0 and site.probs["ghost"] > 0
+    assert site.probs["faint"] == nn.probs["faint"] == 0  # off unless asked for
+    assert resolve(AugmentConfig(preset="nnunet", faint_prob=0.25)).probs["faint"] == 0.25
     assert site.gamma_range[0] < nn.gamma_range[0] and site.intensity_range > nn.intensity_range
     assert site.noise_variance > nn.noise_variance
 
@@ -139,6 +141,42 @@ def test_body_edge_erodes_image_and_labels_together():
             assert int(body.sum()) > 1000 and torch.equal(lab, label[0])
             assert float(out["image"][0][body & (image[0] == 0)].max()) <= 20.0
     assert outcomes == {True, False}
+
+
+def test_faint_lesions_lose_contrast_to_their_surroundings_only():
+    """Inside a lesion the image moves towards the tissue around it by the factor; far from it, and
+    in the background, nothing changes; a patch without lesions is returned as it was."""
+    from medseg.transforms.site import RandFaintLesionsd, faint_lesions
+
+    image = torch.zeros(1, 32, 32, 32)
+    image[0, 2:30, 2:30, 2:30] = 1.0  # tissue at 1, background 0
+    lesion = torch.zeros(32, 32, 32, dtype=torch.bool)
+    lesion[12:18, 12:18, 12:18] = True
+    image[0][lesion] = 3.0
+    out = faint_lesions(image, lesion, 0.6)
+    assert torch.allclose(out[0][lesion], torch.full((216,), 1.0 + 0.6 * 2.0))  # contrast 2 -> 1.2 to the tissue
+    far = torch.ones(32, 32, 32, dtype=torch.bool)
+    far[8:22, 8:22, 8:22] = False
+    assert torch.equal(out[0][far], image[0][far]) and torch.equal(out[0][image[0] == 0], image[0][image[0] == 0])
+    assert torch.equal(faint_lesions(image, torch.zeros_like(lesion), 0.5), image)
+    tr = RandFaintLesionsd(["image", "label"], prob=1.0)
+    factors = set()
+    for seed in range(6):
+        tr.set_random_state(seed)
+        d = tr({"image": image, "label": lesion[None].float()})
+        factors.add(round(tr.factor, 3))
+        assert 0.5 <= tr.factor <= 1.0
+        assert torch.allclose(d["image"][0][lesion].mean(), torch.tensor(1.0 + tr.factor * 2.0))
+    assert len(factors) == 6
+
+
+@pytest.mark.parametrize("radius", [1, 3])
+def test_separable_dilation_is_the_cube_max_pool(radius):
+    from medseg.transforms.site import dilate
+
+    mask = torch.rand(20, 18, 16) > 0.97
+    cube = torch.nn.functional.max_pool3d(mask[None, None].float(), 2 * radius + 1, stride=1, padding=radius)
+    assert torch.equal(dilate(mask, radius), cube[0, 0] > 0)
 
 
 def test_old_flip_and_intensity_keys_move_to_augment():

@@ -46,6 +46,7 @@ AUGMENTATIONS = (
     "edge",
     "motion",
     "ghost",
+    "faint",
 )
 
 

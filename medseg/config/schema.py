@@ -179,6 +179,7 @@ class AugmentConfig(Section):
     mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
     ``site``: nnunet plus what changes between hospitals: bias fields, wider brightness, contrast,
     gamma and noise, thick slices, a tighter or looser body mask, motion and ghosting.
+    ``faint_prob``, off in every preset, makes the labelled lesions fainter.
     """
 
     preset: Literal["none", "light", "nnunet", "site"] = Field(
@@ -224,6 +225,14 @@ class AugmentConfig(Section):
     )
     motion_prob: float | None = Field(None, ge=0, le=1, description="TorchIO RandomMotion (site: 0.1).")
     ghost_prob: float | None = Field(None, ge=0, le=1, description="TorchIO RandomGhosting (site: 0.1).")
+    faint_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Fainter lesions: inside the labelled lesions the image is pulled towards the tissue around "
+        "them, keeping 50-100 % of their contrast, as at a site where lesions are less conspicuous (off in every "
+        "preset).",
+    )
     intensity_prob: float | None = Field(
         None,
         ge=0,

@@ -22,8 +22,12 @@ mirroring     flip   0.5 per axis                             (RandFlipd's draws
 0.3 (MONAI RandBiasField, degree 3, coefficients 0-0.3), thick slices 0.25 (2-6 voxels along one
 axis, :class:`medseg.transforms.site.RandThickSlicesd`), a body mask eroded or dilated by 1-3
 voxels 0.2 (:class:`medseg.transforms.site.RandBodyEdged`), motion 0.1 and ghosting 0.1 (TorchIO
-RandomMotion and RandomGhosting through MONAI's RandTorchIO). The mask edge comes first (it needs
-the zero background), then the scanner effects, then nnU-Net's intensity transforms.
+RandomMotion and RandomGhosting through MONAI's RandTorchIO).
+
+``augment.faint_prob`` (off in every preset) makes lesions fainter: their contrast to the tissue
+around them x0.5-1 (:class:`medseg.transforms.site.RandFaintLesionsd`). Fainter lesions come first
+(they need the labels as drawn), then the mask edge (it needs the zero background), then the
+scanner effects, then nnU-Net's intensity transforms.
 
 ``light`` is medseg 0.2's augmentation: flips with ``augment.mirror_prob`` and, with
 ``augment.intensity_prob``, a +-10 % intensity scale and shift.
@@ -64,7 +68,7 @@ from medseg.config.plan import AUGMENTATIONS, Augmentation
 from medseg.config.schema import AugmentConfig
 from medseg.runtime.device import plain_tensor
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
-from medseg.transforms.site import RandBodyEdged, RandThickSlicesd
+from medseg.transforms.site import RandBodyEdged, RandFaintLesionsd, RandThickSlicesd
 
 NNUNET = {
     "rotate": 0.2,
@@ -309,8 +313,11 @@ def _intensity(aug: Augmentation) -> list:
 
 
 def _site(keys: list[str], aug: Augmentation) -> list:
-    """Site shifts: body mask edge (image and labels), bias field, thick slices, motion, ghosting."""
+    """Site shifts: fainter lesions, body mask edge (image and labels), bias field, thick slices,
+    motion, ghosting."""
     p, steps = aug.probs, []
+    if p["faint"] > 0:
+        steps.append(RandFaintLesionsd(["image", "label"], p["faint"]))
     if p["edge"] > 0:
         steps.append(RandBodyEdged(keys, p["edge"]))
     if p["bias"] > 0:
