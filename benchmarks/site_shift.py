@@ -278,8 +278,8 @@ def main() -> None:
 
 def tables(rows: dict[str, dict]) -> str:
     """Two Markdown tables: the held-out sites (recall, FP per scan, F1, Dice) and the simulated
-    shifts of MSLesSeg's held-out patient (F1 and FP per scan), a row per direction/recipe; "-" for
-    a set a row was not scored on."""
+    shifts of MSLesSeg's held-out patient (F1 and FP per scan, and their means with the mean Dice), a
+    row per direction/recipe; "-" for a set a row was not scored on."""
     sites = [s for s in HELD_OUT if any(s in r for r in rows.values())]
     shifts = sorted({s for r in rows.values() for s in r if "+" in s}, key=lambda s: SHIFTS.index(s.split("+")[1]))
     header = ["trained on / recipe", *[f"{s} {c}" for s in sites for c in ("recall", "FP/scan", "F1", "Dice")]]
@@ -294,12 +294,25 @@ def tables(rows: dict[str, dict]) -> str:
         ]
         for key, r in rows.items()
     ]
-    header2 = ["trained on / recipe", *[f"{s.split('+')[1]} F1 (FP)" for s in shifts]]
+    header2 = ["trained on / recipe", *[f"{s.split('+')[1]} F1 (FP)" for s in shifts], "mean F1 (FP), Dice"]
     body2 = [
-        [key, *[f"{r[s]['lesion_f1']:.2f} ({r[s]['fp_per_scan']:.0f})" if s in r else "-" for s in shifts]]
+        [
+            key,
+            *[f"{r[s]['lesion_f1']:.2f} ({r[s]['fp_per_scan']:.0f})" if s in r else "-" for s in shifts],
+            mean(r, shifts),
+        ]
         for key, r in rows.items()
     ]
     return table(header, body) + "\n\nMSLesSeg P39_T1 under simulated shifts:\n\n" + table(header2, body2)
+
+
+def mean(row: dict, shifts: list[str]) -> str:
+    """Mean F1 (FP per scan), Dice of ``row`` over the ``shifts`` it was scored on."""
+    done = [row[s] for s in shifts if s in row]
+    if not done:
+        return "-"
+    f1, fp, dice = (float(np.mean([r[k] for r in done])) for k in ("lesion_f1", "fp_per_scan", "dice"))
+    return f"{f1:.2f} ({fp:.1f}), {dice:.2f}"
 
 
 if __name__ == "__main__":
