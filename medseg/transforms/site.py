@@ -90,23 +90,18 @@ class RandBodyEdged(RandomizableTransform, MapTransform):
             return data
         d = dict(data)
         image = torch.as_tensor(d[self.keys[0]])
-        body = (image != 0).any(0, keepdim=True).float()[None]
+        body = (image != 0).any(0)
         if not body.any() or body.all():
             return data
-        k = 2 * self.radius + 1
-        if self.erode:  # erosion = 1 - dilation of the outside
-            new = 1 - F.max_pool3d(1 - body, k, stride=1, padding=self.radius)
-        else:
-            new = F.max_pool3d(body, k, stride=1, padding=self.radius)
-        new = new[0].bool()
+        new = ~dilate(~body, self.radius) if self.erode else dilate(body, self.radius)  # erosion: the outside grown
         for key in self.keys:
             img = d[key].clone() if isinstance(d[key], torch.Tensor) else torch.as_tensor(d[key]).clone()
             if self.erode:
-                img[:, ~new[0]] = 0
+                img[:, ~new] = 0
             elif key == self.keys[0]:
-                shell = new[0] & ~body[0, 0].bool()
+                shell = new & ~body
                 for c in range(img.shape[0]):
-                    img[c][shell] = torch.quantile(img[c][body[0, 0].bool()].float(), 0.05).to(img.dtype)
+                    img[c][shell] = torch.quantile(img[c][body].float(), 0.05).to(img.dtype)
             d[key] = img
         return d
 
@@ -125,23 +120,25 @@ def faint_lesions(image: torch.Tensor, lesion: torch.Tensor, factor: float) -> t
     tissue around them scaled by ``factor``: each channel moves towards the median of the body
     voxels (non-zero) 2-3 voxels outside the lesions, fully inside them and partly over a
     1-voxel Gaussian edge. Background voxels stay 0. Unchanged without lesions or surroundings."""
+    if not lesion.any():  # a background patch: nothing to compute
+        return image
     body = (image != 0).any(0)
     grown = [dilate(lesion, r) for r in RING_VOXELS]
     ring = grown[1] & ~grown[0] & body
-    if not lesion.any() or int(ring.sum()) < 8:
+    if int(ring.sum()) < 8:
         return image
-    soft = torch.maximum(GaussianSmooth(sigma=1.0)(lesion[None].float())[0], lesion.float()) * body
+    soft = (torch.maximum(GaussianSmooth(sigma=1.0)(lesion[None].float())[0], lesion.float()) * body).to(image.dtype)
     out = image.clone()
     for c in range(image.shape[0]):
         level = image[c][ring].float().median().to(image.dtype)
-        out[c] = image[c] - (1.0 - factor) * soft.to(image.dtype) * (image[c] - level)
+        out[c] = image[c] - (1.0 - factor) * soft * (image[c] - level)
     return out
 
 
 class RandFaintLesionsd(RandomizableTransform, MapTransform):
     """With probability ``prob``: :func:`faint_lesions` on ``image`` (C, X, Y, Z) with a factor drawn
-    from ``factors``; the lesions are the voxels non-zero in any channel of ``label``. Keys:
-    ``image``, ``label``; the label is not changed."""
+    from ``factors``; the lesions are the voxels non-zero in any channel of the label. Keys: the
+    image, then the label (not changed)."""
 
     def __init__(self, keys: Sequence[str], prob: float, factors: tuple[float, float] = FAINT_FACTORS) -> None:
         RandomizableTransform.__init__(self, prob)
@@ -158,7 +155,7 @@ class RandFaintLesionsd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return data
         d = dict(data)
-        image = torch.as_tensor(d["image"])
-        lesion = (torch.as_tensor(d["label"]) != 0).any(0)
-        d["image"] = faint_lesions(image, lesion, self.factor)
+        image_key, label_key = self.keys[0], self.keys[1]
+        lesion = (torch.as_tensor(d[label_key]) != 0).any(0)
+        d[image_key] = faint_lesions(torch.as_tensor(d[image_key]), lesion, self.factor)
         return d
