@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/train_step.py [--size 96] [--steps 4] [--runs 5] [--device auto]
                                               [--peak-tflops 989] [--channels-last auto|true|false]
-                                              [--amp auto|bf16|off]
+                                              [--amp auto|bf16|off] [--torch-norms]
 
 Work: MONAI UNet 16-32-64-128-256, strides 2, 2 residual units (``medseg.models.build_model``),
 1 -> 1 channels; batch 2 of ``--size``^3 patches (default 96 on CPU, 128 on CUDA) of random
@@ -17,6 +17,9 @@ pre-made batches (``MetaTensor`` image/label, kept on the host as a DataLoader w
   ``--channels-last`` says, default auto: network and inputs in channels_last_3d on CPU, the default
   of ``medseg train``; ``false``: the plain layout), no stop signal, no clipping,
   a do-nothing progress bar).
+- torchnorm (with ``--torch-norms``): medseg's step with PyTorch's own ``nn.InstanceNorm3d`` instead
+  of the layout-keeping one ``medseg train`` swaps in for channels_last_3d (``medseg.nn.norms``): what
+  that change removes, in the same process.
 - plain: the textbook loop written out below: zero_grad, forward (bf16 autocast on CUDA only: the
   MONAI tutorials train in float32 on a CPU), MONAI ``DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True,
   smooth_nr=0, smooth_dr=1e-5)`` (the same terms and settings as medseg's default loss, MONAI's
@@ -77,6 +80,7 @@ from medseg.training.precision import precision_for
 from medseg.training.step import StepContext, lr_schedule, run_epoch
 
 BATCH = 2
+PIPELINES = ("medseg", "plain", "torchnorm")
 CHANNELS, STRIDES, RES_UNITS = (16, 32, 64, 128, 256), (2, 2, 2, 2), 2
 LR, WEIGHT_DECAY = 3e-3, 1e-4
 
@@ -132,18 +136,21 @@ class Pipeline:
         self.model.load_state_dict(state)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_schedule("poly", total_steps))
-        if name == "medseg":  # medseg's step as train runs it: its loss, guard and precision policy
+        if name != "plain":  # medseg's step as train runs it: its loss, guard and precision policy
             self.loss_fn = build_loss(LossConfig(), mode="sigmoid")
             self.guard = NonFiniteGuard(5)
             layout = channels_last if channels_last == "auto" else channels_last == "true"
             self.precision = precision_for(TrainConfig(channels_last=layout, amp=amp), device)
-            self.model = self.precision.apply(self.model)
+            if name == "medseg":
+                self.model = self.precision.apply(self.model)
+            elif self.precision.channels_last:  # torchnorm: the layout without medseg's norms
+                self.model = self.model.to(memory_format=torch.channels_last_3d)
         else:
             self.loss_fn = DiceFocalLoss(sigmoid=True, gamma=2.0, alpha=0.25, batch=True, smooth_nr=0.0, smooth_dr=1e-5)
 
     def run(self, batches: list[dict]) -> float:
         """One pass; returns the mean loss."""
-        if self.name == "medseg":
+        if self.name != "plain":
             ctx = StepContext(
                 self.model, self.loss_fn, self.optimizer, self.scheduler, self.device, self.precision, guard=self.guard
             )
@@ -242,11 +249,13 @@ def print_cpu_usage(use: dict[str, list[Usage]], steps: int) -> None:
     print(f"{'pipeline':8s} {'user s':>8s} {'sys s':>8s} {'sys/user':>8s} {'minor faults':>13s}")
     for name, u in med.items():
         print(f"{name:8s} {u.user:8.3f} {u.sys:8.3f} {100 * u.sys / max(u.user, 1e-9):7.1f}% {u.faults:13d}")
-    m, p = med["medseg"], med["plain"]
-    print(
-        f"ratio medseg / plain: user {ratio_text(m.user, p.user)}, sys {ratio_text(m.sys, p.sys)}, user + sys "
-        f"{ratio_text(m.user + m.sys, p.user + p.sys)}, minor faults {ratio_text(m.faults, p.faults)}"
-    )
+    p = med["plain"]
+    for name, m in med.items():
+        if name != "plain":
+            print(
+                f"ratio {name} / plain: user {ratio_text(m.user, p.user)}, sys {ratio_text(m.sys, p.sys)}, user + "
+                f"sys {ratio_text(m.user + m.sys, p.user + p.sys)}, minor faults {ratio_text(m.faults, p.faults)}"
+            )
 
 
 def main() -> None:
@@ -272,8 +281,13 @@ def main() -> None:
         help="medseg's train.amp (auto: as medseg train, bf16 on GPUs and on CPUs with native bf16); plain: "
         "float32 on CPU",
     )
+    parser.add_argument(
+        "--torch-norms",
+        action="store_true",
+        help="a third pipeline: medseg's step with PyTorch's InstanceNorm3d (what medseg.nn.norms removes)",
+    )
     add_markdown_option(parser)
-    parser.add_argument("--_memory", choices=("medseg", "plain"), default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_memory", choices=PIPELINES, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     applied = tune_allocator()  # as the CLI does at start-up; MEDSEG_MALLOC=default keeps glibc's settings
     if args.device == "auto":
@@ -293,7 +307,7 @@ def main() -> None:
     total = (args.runs + 1) * args.steps + 1
     pipes = {
         name: Pipeline(name, copy.deepcopy(state), device, total, args.channels_last, args.amp)
-        for name in ("medseg", "plain")
+        for name in ("medseg", "plain", "torchnorm")[: 3 if args.torch_norms else 2]
     }
     gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
     print(
@@ -328,14 +342,14 @@ def main() -> None:
 
     if cuda:
         memory = {name: f"{peak_alloc[name]:8.0f} MB allocated" for name in pipes}
-        mem_ratio = peak_alloc["medseg"] / peak_alloc["plain"]
+        mem_ratio = {name: peak_alloc[name] / peak_alloc["plain"] for name in pipes}
     else:
         rss = {name: cpu_peak_rss(name, args) for name in pipes}
         memory = {
             name: f"{r['peak_mb']:6.0f} MB RSS (+{r['peak_mb'] - r['setup_mb']:5.0f} over setup)"
             for name, r in rss.items()
         }
-        mem_ratio = rss["medseg"]["peak_mb"] / rss["plain"]["peak_mb"]
+        mem_ratio = {name: rss[name]["peak_mb"] / rss["plain"]["peak_mb"] for name in pipes}
 
     med = {name: statistics.median(v) for name, v in times.items()}
     patches = args.steps * BATCH
@@ -350,13 +364,16 @@ def main() -> None:
             f"{name:8s} {patches / sec:10.2f} {sec / args.steps * 1000:9.1f} {lo:7.0f}-{hi:<8.0f} "
             f"{gflop * patches / sec / 1000:8.3f}  {memory[name]}"
         )
-    ratio = med["medseg"] / med["plain"]
-    target = " (CPU target <= 1.05: " + ("ok)" if ratio <= 1.05 else "above target)") if not cuda else ""
-    cpu_ratio = statistics.median(cpu["medseg"]) / statistics.median(cpu["plain"])
-    print(
-        f"ratio medseg / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
-        f"peak memory {mem_ratio:.2f}"
-    )
+    for name in med:
+        if name == "plain":
+            continue
+        ratio = med[name] / med["plain"]
+        target = " (CPU target <= 1.05: " + ("ok)" if ratio <= 1.05 else "above target)") if not cuda else ""
+        cpu_ratio = statistics.median(cpu[name]) / statistics.median(cpu["plain"])
+        print(
+            f"ratio {name} / plain: time per step {ratio:.3f}{target}, process cpu {cpu_ratio:.3f}, "
+            f"peak memory {mem_ratio[name]:.2f}"
+        )
     print_cpu_usage(use, args.steps)
     rows = [
         (

@@ -344,9 +344,10 @@ class TrainConfig(Section):
     )
     channels_last: bool | Literal["auto"] = Field(
         "auto",
-        description="channels_last_3d memory format for network and inputs: auto = on CPU (oneDNN's 3D convolutions, "
-        "above all the 1-channel ones at full resolution, run faster: 0.89-0.94x the UNet step of "
-        "benchmarks/train_step.py, 0.82-0.93x for unet, dynunet, segresnet), off on CUDA (not measured there); "
+        description="channels_last_3d memory format for network and inputs, with instance norms that keep it "
+        "(medseg.nn.norms; the same function and state dict): auto = on CPU (oneDNN's 3D convolutions, above all "
+        "the 1-channel ones at full resolution, run faster, and no layout copies around the norms: 0.83x the "
+        "float32 UNet step of benchmarks/train_step.py in the default layout), off on CUDA (not measured there); "
         "true/false force it.",
     )
     grad_clip: float | None = Field(

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from medseg.config.schema import TrainConfig
+from medseg.nn.norms import layout_instance_norms
 from medseg.runtime.device import cpu_has_native_bf16
 
 
@@ -19,8 +20,11 @@ class Precision:
     channels_last: bool = False
 
     def apply(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` in the memory format of the step (channels_last_3d or as it is)."""
-        return model.to(memory_format=torch.channels_last_3d) if self.channels_last else model
+        """``model`` in the memory format of the step: channels_last_3d, with instance norms that keep
+        that layout (:mod:`medseg.nn.norms`: the same function and state dict), or as it is."""
+        if not self.channels_last:
+            return model
+        return layout_instance_norms(model).to(memory_format=torch.channels_last_3d)
 
 
 def precision_for(train_cfg: TrainConfig, device: torch.device) -> Precision:
