@@ -346,7 +346,7 @@ class TrainConfig(Section):
         "auto",
         description="channels_last_3d memory format for network and inputs, with instance norms that keep it "
         "(medseg.nn.norms; the same function and state dict): auto = on CPU (oneDNN's 3D convolutions, above all "
-        "the 1-channel ones at full resolution, run faster, and no layout copies around the norms: 0.83x the "
+        "the 1-channel ones at full resolution, run faster, and no layout copies around the norms: 0.73-0.81x the "
         "float32 UNet step of benchmarks/train_step.py in the default layout), off on CUDA (not measured there); "
         "true/false force it.",
     )
