@@ -60,7 +60,9 @@ class _InstanceNorm(torch.autograd.Function):
     """y = (x - mean) * rstd * weight + bias per (sample, channel); x (B, C, X, Y, Z) channels_last_3d."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float):
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float
+    ) -> torch.Tensor:
         mean, rstd, exact = _stats(x, eps)
         scale = rstd if weight is None else rstd * weight
         shift = -mean * scale if bias is None else bias - mean * scale
@@ -70,10 +72,11 @@ class _InstanceNorm(torch.autograd.Function):
         return torch.addcmul(shift.view(b, c, 1, 1, 1), x, scale.view(b, c, 1, 1, 1))
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor):
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, None]:
         x, mean, rstd, weight = ctx.saved_tensors
         b, c = x.shape[:2]
-        g = _rows(grad.contiguous(memory_format=torch.channels_last_3d))
+        grad = grad.contiguous(memory_format=torch.channels_last_3d)
+        g = _rows(grad)
         n = g.shape[1]
         g_mean = g.sum(1) / n
         if ctx.exact:  # mean(g * xhat) from xhat itself when the sums cancel
