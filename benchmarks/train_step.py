@@ -307,7 +307,7 @@ def main() -> None:
     total = (args.runs + 1) * args.steps + 1
     pipes = {
         name: Pipeline(name, copy.deepcopy(state), device, total, args.channels_last, args.amp)
-        for name in ("medseg", "plain", "torchnorm")[: 3 if args.torch_norms else 2]
+        for name in PIPELINES[: 3 if args.torch_norms else 2]
     }
     gpu = f", {torch.cuda.get_device_name(device)}, bf16 autocast" if cuda else ""
     print(
