@@ -87,3 +87,16 @@ def test_swapping_keeps_the_network_and_its_state_dict(cfg):
     net = net.to(memory_format=LAST)
     out = net(x.contiguous(memory_format=LAST))
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_compile_traces_torchs_norm():
+    """train.compile: the swapped network compiles (inductor fuses the norm itself) and gives the same output."""
+    torch.manual_seed(0)
+    net = build_model(ModelConfig(channels=[8, 16, 32], strides=[2, 2], num_res_units=1))
+    x = torch.randn(2, 1, 32, 32, 32)
+    expected = net(x)
+    net = layout_instance_norms(net).to(memory_format=LAST)
+    x = x.contiguous(memory_format=LAST)
+    out = torch.compile(net)(x)
+    out.mean().backward()
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)

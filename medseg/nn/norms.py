@@ -96,9 +96,11 @@ class _InstanceNorm(torch.autograd.Function):
 
 class LayoutInstanceNorm3d(nn.InstanceNorm3d):
     """``nn.InstanceNorm3d`` (no running statistics) that keeps a channels_last_3d float32 input in
-    that layout; any other input goes to PyTorch's implementation."""
+    that layout; any other input, and any under ``torch.compile``, goes to PyTorch's implementation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling():  # train.compile: inductor writes its own fused norm
+            return super().forward(x)
         if x.dim() == 5 and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last_3d):
             return _InstanceNorm.apply(x, self.weight, self.bias, self.eps)
         return super().forward(x)
