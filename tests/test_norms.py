@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+
 import pytest
 import torch
 from torch import nn
@@ -89,6 +92,9 @@ def test_swapping_keeps_the_network_and_its_state_dict(cfg):
     torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.skipif(
+    shutil.which(os.environ.get("CXX", "g++")) is None, reason="torch.compile on the CPU needs a C++ compiler"
+)
 def test_torch_compile_traces_torchs_norm():
     """train.compile: the swapped network compiles (inductor fuses the norm itself) and gives the same output."""
     torch.manual_seed(0)
