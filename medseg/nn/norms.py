@@ -44,6 +44,11 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(torch.bmm(a.transpose(1, 2), b), dim1=1, dim2=2)
 
 
+def _per_channel(t: torch.Tensor) -> torch.Tensor:
+    """(B, C) -> (B, C, 1, 1, 1): a per-(sample, channel) value broadcast over the voxels."""
+    return t[:, :, None, None, None]
+
+
 def _stats(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, bool]:
     """Mean and 1/std of each (sample, channel), both (B, C), and whether the two-pass way was used."""
     rows = _rows(x)
@@ -68,27 +73,25 @@ class _InstanceNorm(torch.autograd.Function):
         shift = -mean * scale if bias is None else bias - mean * scale
         ctx.save_for_backward(x, mean, rstd, weight)
         ctx.exact, ctx.has_bias = exact, bias is not None
-        b, c = x.shape[:2]
-        return torch.addcmul(shift.view(b, c, 1, 1, 1), x, scale.view(b, c, 1, 1, 1))
+        return torch.addcmul(_per_channel(shift), x, _per_channel(scale))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, None]:
         x, mean, rstd, weight = ctx.saved_tensors
-        b, c = x.shape[:2]
         grad = grad.contiguous(memory_format=torch.channels_last_3d)
         g = _rows(grad)
         n = g.shape[1]
         g_mean = g.sum(1) / n
         if ctx.exact:  # mean(g * xhat) from xhat itself when the sums cancel
-            gx_mean = _dot(g, _rows((x - mean.view(b, c, 1, 1, 1)) * rstd.view(b, c, 1, 1, 1))) / n
+            gx_mean = _dot(g, _rows((x - _per_channel(mean)) * _per_channel(rstd))) / n
         else:
             gx_mean = (_dot(g, _rows(x)) / n - mean * g_mean) * rstd  # mean over voxels of g * xhat
         scale = rstd if weight is None else rstd * weight
         # dx = scale * (g - mean(g) - xhat * mean(g * xhat)), xhat = (x - mean) * rstd
         coef_x = -scale * rstd * gx_mean
         const = -scale * g_mean - coef_x * mean
-        dx = torch.addcmul(const.view(b, c, 1, 1, 1), x, coef_x.view(b, c, 1, 1, 1))
-        dx.addcmul_(grad, scale.view(b, c, 1, 1, 1))
+        dx = torch.addcmul(_per_channel(const), x, _per_channel(coef_x))
+        dx.addcmul_(grad, _per_channel(scale))
         d_weight = (gx_mean * n).sum(0) if weight is not None and ctx.needs_input_grad[1] else None
         d_bias = (g_mean * n).sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, d_weight, d_bias, None

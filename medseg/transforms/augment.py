@@ -317,7 +317,7 @@ def _site(keys: list[str], aug: Augmentation) -> list:
     motion, ghosting."""
     p, steps = aug.probs, []
     if p["faint"] > 0:
-        steps.append(RandFaintLesionsd(["image", "label"], p["faint"]))
+        steps.append(RandFaintLesionsd(keys[:2], p["faint"]))  # the image, then the label
     if p["edge"] > 0:
         steps.append(RandBodyEdged(keys, p["edge"]))
     if p["bias"] > 0:
