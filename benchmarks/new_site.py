@@ -1,0 +1,144 @@
+"""A new site with a few labelled scans: an MS model trained at one hospital fine-tuned on N scans
+of another, against a model trained on those N scans alone and the first model as it is.
+
+    MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/new_site.py --out /tmp/ns \\
+        [--source RUN/best.pt | --source-minutes 20] [--scans 2] [--minutes 5] [--markdown FILE]
+
+Source: configs/ms_flair.yaml trained on MSLesSeg alone (benchmarks/site_shift.py's ``msl``
+direction: its training cases, validated on P14_T3), for ``--source-minutes``, or the checkpoint
+given with ``--source``. New site: Tabriz (1.5 T, axial 2D FLAIR, 6-8 mm slices, skull on). Its
+labelled scans: the first N of its training patients by case id (fixed before any training);
+it validates on tabriz_106639, as configs/ms_flair.yaml. Rows:
+
+  source       the MSLesSeg model as it is
+  fine-tuned   train.init_from = the source, the N Tabriz scans, ``--minutes``
+  scratch      the same N scans from a random initialisation, ``--minutes``
+
+Each is scored on Tabriz's held-out patients (107130, 110218, 111008) with their brain masks at
+predict time (as ``medseg predict --mask``), and on MSLesSeg's held-out patient P39_T1 (what the
+model keeps of the first site). Lesion-wise, overlap matching, 26-connected lesions, at the
+config's operating point. Rows already in OUT/new_site.json are kept and not run again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from heldout import score
+from report import add_markdown_option, table, write_markdown
+from site_shift import CONFIG, HELD_OUT, SITES, VALIDATION, all_cases, direction_overrides
+
+from medseg.config.load import load_config
+from medseg.data.case import Case
+from medseg.inference.model import load_model
+from medseg.inference.predictor import predict_volume
+from medseg.inference.region import read_region
+from medseg.training.run import train
+
+SOURCE = "source (MSLesSeg only)"
+SHOWN = (("lesion_recall", "recall"), ("fp_per_scan", "FP/scan"), ("lesion_f1", "F1"), ("dice", "Dice"))
+
+
+def brain_mask(case: Case) -> Path:
+    """The brain mask beside a Tabriz scan (``<id>_brainmask.nii.gz``, in the data's folder)."""
+    scan = Path(case.images[0])
+    return scan.parent / scan.name.replace("_FLAIR", "_brainmask")
+
+
+def scored(checkpoint: Path, cases: list[Case], masked: bool) -> dict:
+    """:func:`heldout.score` of ``checkpoint``'s masks on ``cases``; with ``masked``, each scan's
+    lesions outside its brain mask removed (``medseg predict --mask``)."""
+    lm = load_model(checkpoint, "cpu")
+    masks = []
+    for case in cases:
+        region = read_region(brain_mask(case), Path(case.images[0])) if masked else None
+        masks.append(predict_volume(lm, case.images, region=region).mask)
+    return score(masks, cases)
+
+
+def new_site_overrides(scans: list[str], out: Path, minutes: float) -> list[str]:
+    """configs/ms_flair.yaml trained on ``scans`` alone, validated on Tabriz's validation case."""
+    keep = {*scans, *VALIDATION["tabriz"]}
+    return [
+        "data.group_pattern=null",
+        f"data.exclude_cases={json.dumps([c for c in all_cases() if c not in keep])}",
+        f"data.val_cases={json.dumps(VALIDATION['tabriz'])}",
+        f"train.output_dir={out}",
+        f"train.max_minutes={minutes}",
+        "tracking.experiment=new-site",
+    ]
+
+
+def trained(overrides: list[str]) -> tuple[Path, float]:
+    """Train configs/ms_flair.yaml with ``overrides``: its best.pt and the minutes it took."""
+    start = time.perf_counter()
+    best = train(load_config(CONFIG, overrides), progress=False).best_path
+    return best, (time.perf_counter() - start) / 60
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--source", type=Path, default=None, help="the MSLesSeg model (best.pt); default: train one")
+    parser.add_argument("--source-minutes", type=float, default=20.0)
+    parser.add_argument("--scans", type=int, default=2, help="labelled scans of the new site to train on")
+    parser.add_argument("--minutes", type=float, default=5.0, help="training budget of the fine-tuned and scratch rows")
+    add_markdown_option(parser)
+    args = parser.parse_args()
+    saved = args.out / "new_site.json"
+    rows: dict[str, dict] = json.loads(saved.read_text()) if saved.exists() else {}
+    cases = all_cases()
+    held = {"tabriz + brain masks": [cases[c] for c in HELD_OUT["tabriz"]], "msl": [cases[c] for c in HELD_OUT["msl"]]}
+    pool = sorted(
+        c for c in cases if c.startswith(SITES["tabriz"]) and c not in {*HELD_OUT["tabriz"], *VALIDATION["tabriz"]}
+    )
+    scans = pool[: args.scans]
+
+    source, source_minutes = args.source, 0.0
+    if source is None and SOURCE in rows:  # trained by an earlier run of this script
+        source = Path(rows[SOURCE]["checkpoint"])
+    if source is None:
+        source, source_minutes = trained(direction_overrides("msl", args.out / "source", args.source_minutes, None))
+    runs = {
+        SOURCE: lambda: (source, source_minutes),
+        f"fine-tuned on {len(scans)} Tabriz scans": lambda: trained(
+            [*new_site_overrides(scans, args.out / "finetuned", args.minutes), f"train.init_from={source}"]
+        ),
+        f"scratch on {len(scans)} Tabriz scans": lambda: trained(
+            new_site_overrides(scans, args.out / "scratch", args.minutes)
+        ),
+    }
+    for name, run in runs.items():
+        if name in rows:
+            continue
+        best, minutes = run()
+        rows[name] = {"checkpoint": str(best), "train_min": minutes} | {
+            s: scored(best, cs, s.startswith("tabriz")) for s, cs in held.items()
+        }
+        args.out.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(rows, indent=1, default=float))
+    header = ["model", *[f"{s} {label}" for s in held for _, label in SHOWN]]
+    body = [
+        [name, *[f"{r[s][k]:.2f}" if np.isfinite(r[s][k]) else "-" for s in held for k, _ in SHOWN]]
+        for name, r in rows.items()
+    ]
+    text = table(header, body)
+    print(text)
+    write_markdown(
+        args.markdown,
+        "A new site with a few labelled scans",
+        text,
+        [
+            f"Tabriz scans trained on: {', '.join(scans)}; {args.minutes:g} min per row on 2 CPU cores, one seed. "
+            "Held-out: Tabriz 107130, 110218, 111008 (71 lesions, brain masks at predict time), MSLesSeg P39_T1 "
+            "(31 lesions). Lesion-wise, overlap matching, 26-connected lesions, threshold 0.5, lesions >= 3 mm3."
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
