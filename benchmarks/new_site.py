@@ -12,6 +12,8 @@ it validates on tabriz_106639, as configs/ms_flair.yaml. Rows:
 
   source       the MSLesSeg model as it is
   fine-tuned   train.init_from = the source, the N Tabriz scans, ``--minutes``
+  fine-tuned on both  the same, with MSLesSeg's training scans in the training set too (rehearsal:
+               what the model keeps of the first site), validated on both sites' validation cases
   scratch      the same N scans from a random initialisation, ``--minutes``
 
 Each is scored on Tabriz's held-out patients (107130, 110218, 111008) with their brain masks at
@@ -60,13 +62,16 @@ def scored(checkpoint: Path, cases: list[Case], masked: bool) -> dict:
     return score(masks, cases)
 
 
-def new_site_overrides(scans: list[str], out: Path, minutes: float) -> list[str]:
-    """configs/ms_flair.yaml trained on ``scans`` alone, validated on Tabriz's validation case."""
-    keep = {*scans, *VALIDATION["tabriz"]}
+def new_site_overrides(scans: list[str], out: Path, minutes: float, rehearse: bool = False) -> list[str]:
+    """configs/ms_flair.yaml trained on ``scans``, validated on Tabriz's validation case; with
+    ``rehearse`` also on MSLesSeg's training cases, validated on both sites' validation cases."""
+    sites = ["tabriz", "msl"] if rehearse else ["tabriz"]
+    source_site = [c for c in all_cases() if rehearse and c.startswith(SITES["msl"]) and c not in HELD_OUT["msl"]]
+    keep = {*scans, *source_site, *VALIDATION["tabriz"]}
     return [
         "data.group_pattern=null",
         f"data.exclude_cases={json.dumps([c for c in all_cases() if c not in keep])}",
-        f"data.val_cases={json.dumps(VALIDATION['tabriz'])}",
+        f"data.val_cases={json.dumps([c for site in sites for c in VALIDATION[site]])}",
         f"train.output_dir={out}",
         f"train.max_minutes={minutes}",
         "tracking.experiment=new-site",
@@ -107,6 +112,9 @@ def main() -> None:
         SOURCE: lambda: (source, source_minutes),
         f"fine-tuned on {len(scans)} Tabriz scans": lambda: trained(
             [*new_site_overrides(scans, args.out / "finetuned", args.minutes), f"train.init_from={source}"]
+        ),
+        f"fine-tuned on {len(scans)} Tabriz scans and MSLesSeg's": lambda: trained(
+            [*new_site_overrides(scans, args.out / "rehearsed", args.minutes, True), f"train.init_from={source}"]
         ),
         f"scratch on {len(scans)} Tabriz scans": lambda: trained(
             new_site_overrides(scans, args.out / "scratch", args.minutes)

@@ -177,3 +177,27 @@ def test_tagged_rows_pair_with_the_reference_at_their_tag(monkeypatch):
     assert rq.reference_row("medseg [60 min]") == "monai_tutorial [60 min]"
     assert rq.reference_row("medseg, 3-seed ensemble [60 min]") == "monai_tutorial, 3 x minutes [60 min]"
     assert rq.reference_row("medseg + mirror TTA [60 min]") is None and rq.reference_row("monai_tutorial") is None
+
+
+@pytest.mark.real
+def test_new_site_rows_train_on_the_chosen_scans_and_never_on_a_held_out_one(real_data, monkeypatch):
+    """benchmarks/new_site.py: the fine-tuned and scratch rows train on the N Tabriz scans alone
+    (validated on Tabriz's validation case); the rehearsed row adds MSLesSeg's training scans and
+    validates on both sites; no row trains or validates on a case either site holds out."""
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import new_site
+    from site_shift import CONFIG, HELD_OUT
+
+    from medseg.data.split import run_split
+
+    scans = ["tabriz_104252", "tabriz_104670"]
+    held = {c for ids in HELD_OUT.values() for c in ids}
+    for rehearse, n_msl in ((False, 0), (True, 3)):
+        cfg = load_config(CONFIG, new_site.new_site_overrides(scans, Path("/tmp/unused"), 5.0, rehearse))
+        train, val = run_split(from_config(cfg.data).require_clean(), cfg)
+        trained = {c.case_id for c in train}
+        assert set(scans) <= trained and len(trained) == len(scans) + n_msl and not held & trained
+        assert {c.case_id for c in val} == ({"tabriz_106639", "msl_P14_T3"} if rehearse else {"tabriz_106639"})
+    assert new_site.brain_mask(from_config(cfg.data).cases[0]).name.endswith("_brainmask.nii.gz")
