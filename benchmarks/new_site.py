@@ -2,18 +2,18 @@
 of another, against a model trained on those N scans alone and the first model as it is.
 
     MEDSEG_REAL_DATA=../shared/data/real-lesions .venv/bin/python benchmarks/new_site.py --out /tmp/ns \\
-        [--source RUN/best.pt | --source-minutes 20] [--scans 2] [--minutes 5] [--markdown FILE]
+        [--source RUN/best.pt | --source-minutes 20] [--scans 2] [--skip 0] [--minutes 5] [--markdown FILE]
 
 Source: configs/ms_flair.yaml trained on MSLesSeg alone (benchmarks/site_shift.py's ``msl``
 direction: its training cases, validated on P14_T3), for ``--source-minutes``, or the checkpoint
 given with ``--source``. New site: Tabriz (1.5 T, axial 2D FLAIR, 6-8 mm slices, skull on). Its
-labelled scans: the first N of its training patients by case id (fixed before any training);
-it validates on tabriz_106639, as configs/ms_flair.yaml. Rows:
+labelled scans: N of its training patients in case-id order, after the first K with ``--skip K``
+(fixed before any training); it validates on tabriz_106639, as configs/ms_flair.yaml. Rows:
 
   source       the MSLesSeg model as it is
   fine-tuned   train.init_from = the source, the N Tabriz scans, ``--minutes``
-  fine-tuned on both  the same, with MSLesSeg's training scans in the training set too (rehearsal:
-               what the model keeps of the first site), validated on both sites' validation cases
+  rehearsed    the same, with MSLesSeg's training scans in the training set too (what the model
+               keeps of the first site), validated on both sites' validation cases
   scratch      the same N scans from a random initialisation, ``--minutes``
 
 Each is scored on Tabriz's held-out patients (107130, 110218, 111008) with their brain masks at
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--source", type=Path, default=None, help="the MSLesSeg model (best.pt); default: train one")
     parser.add_argument("--source-minutes", type=float, default=20.0)
     parser.add_argument("--scans", type=int, default=2, help="labelled scans of the new site to train on")
+    parser.add_argument("--skip", type=int, default=0, help="take them after the first K training patients by id")
     parser.add_argument("--minutes", type=float, default=5.0, help="training budget of the fine-tuned and scratch rows")
     add_markdown_option(parser)
     args = parser.parse_args()
@@ -101,7 +102,7 @@ def main() -> None:
     pool = sorted(
         c for c in cases if c.startswith(SITES["tabriz"]) and c not in {*HELD_OUT["tabriz"], *VALIDATION["tabriz"]}
     )
-    scans = pool[: args.scans]
+    scans = pool[args.skip : args.skip + args.scans]
 
     source, source_minutes = args.source, 0.0
     if source is None and SOURCE in rows:  # trained by an earlier run of this script
