@@ -85,6 +85,38 @@ def trained(overrides: list[str]) -> tuple[Path, float]:
     return best, (time.perf_counter() - start) / 60
 
 
+def run_rows(
+    args: argparse.Namespace, scans: list[str], rows: dict[str, dict], held: dict[str, list[Case]], saved: Path
+) -> None:
+    """Train and score each row (module docstring) that ``rows`` lacks, saving ``rows`` to ``saved``
+    after each."""
+    source, source_minutes = args.source, 0.0
+    if source is None and SOURCE in rows:  # trained by an earlier run of this script
+        source = Path(rows[SOURCE]["checkpoint"])
+    if source is None:
+        source, source_minutes = trained(direction_overrides("msl", args.out / "source", args.source_minutes, None))
+    n = len(scans)
+    runs = {
+        SOURCE: lambda: (source, source_minutes),
+        f"fine-tuned on {n} Tabriz scans": lambda: trained(
+            [*new_site_overrides(scans, args.out / "finetuned", args.minutes), f"train.init_from={source}"]
+        ),
+        f"fine-tuned on {n} Tabriz scans and MSLesSeg's": lambda: trained(
+            [*new_site_overrides(scans, args.out / "rehearsed", args.minutes, True), f"train.init_from={source}"]
+        ),
+        f"scratch on {n} Tabriz scans": lambda: trained(new_site_overrides(scans, args.out / "scratch", args.minutes)),
+    }
+    for name, run in runs.items():
+        if name in rows:
+            continue
+        best, minutes = run()
+        rows[name] = {"checkpoint": str(best), "train_min": minutes} | {
+            s: scored(best, cs, s.startswith("tabriz")) for s, cs in held.items()
+        }
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(rows, indent=1, default=float))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
@@ -104,32 +136,7 @@ def main() -> None:
     )
     scans = pool[args.skip : args.skip + args.scans]
 
-    source, source_minutes = args.source, 0.0
-    if source is None and SOURCE in rows:  # trained by an earlier run of this script
-        source = Path(rows[SOURCE]["checkpoint"])
-    if source is None:
-        source, source_minutes = trained(direction_overrides("msl", args.out / "source", args.source_minutes, None))
-    runs = {
-        SOURCE: lambda: (source, source_minutes),
-        f"fine-tuned on {len(scans)} Tabriz scans": lambda: trained(
-            [*new_site_overrides(scans, args.out / "finetuned", args.minutes), f"train.init_from={source}"]
-        ),
-        f"fine-tuned on {len(scans)} Tabriz scans and MSLesSeg's": lambda: trained(
-            [*new_site_overrides(scans, args.out / "rehearsed", args.minutes, True), f"train.init_from={source}"]
-        ),
-        f"scratch on {len(scans)} Tabriz scans": lambda: trained(
-            new_site_overrides(scans, args.out / "scratch", args.minutes)
-        ),
-    }
-    for name, run in runs.items():
-        if name in rows:
-            continue
-        best, minutes = run()
-        rows[name] = {"checkpoint": str(best), "train_min": minutes} | {
-            s: scored(best, cs, s.startswith("tabriz")) for s, cs in held.items()
-        }
-        args.out.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(rows, indent=1, default=float))
+    run_rows(args, scans, rows, held, saved)
     header = ["model", *[f"{s} {label}" for s in held for _, label in SHOWN]]
     body = [
         [name, *[f"{r[s][k]:.2f}" if np.isfinite(r[s][k]) else "-" for s in held for k, _ in SHOWN]]

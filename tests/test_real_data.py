@@ -188,7 +188,7 @@ def test_new_site_rows_train_on_the_chosen_scans_and_never_on_a_held_out_one(rea
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
     monkeypatch.syspath_prepend(str(root / "benchmarks"))
     import new_site
-    from site_shift import CONFIG, HELD_OUT
+    from site_shift import CONFIG, HELD_OUT, all_cases
 
     from medseg.data.split import run_split
 
@@ -200,4 +200,5 @@ def test_new_site_rows_train_on_the_chosen_scans_and_never_on_a_held_out_one(rea
         trained = {c.case_id for c in train}
         assert set(scans) <= trained and len(trained) == len(scans) + n_msl and not held & trained
         assert {c.case_id for c in val} == ({"tabriz_106639", "msl_P14_T3"} if rehearse else {"tabriz_106639"})
-    assert new_site.brain_mask(from_config(cfg.data).cases[0]).name.endswith("_brainmask.nii.gz")
+    held_out_tabriz = [all_cases()[c] for c in HELD_OUT["tabriz"]]
+    assert len(held_out_tabriz) == 3 and all(new_site.brain_mask(c).is_file() for c in held_out_tabriz)
