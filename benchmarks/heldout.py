@@ -6,7 +6,7 @@ probabilities averaged), score it lesion-wise with ``medseg.evaluation.tables`` 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,15 +86,18 @@ def evaluate_checkpoints(
     brats: bool = False,
     tta: bool | None = None,
     fill_holes: bool | None = None,
+    region_of: Callable[[Case], np.ndarray] | None = None,
 ) -> dict[str, float]:
     """:func:`score` of the predictions of a checkpoint (several: their ensemble), with the median
     prediction seconds per case; ``tta``, ``fill_holes`` True/False override the checkpoint's
-    mirror TTA and hole filling."""
+    mirror TTA and hole filling; ``region_of`` gives a case's region mask (X, Y, Z bool, e.g. its
+    brain mask), outside which lesions are removed, as ``medseg predict --mask``."""
     lm = load_model(checkpoints[0] if len(checkpoints) == 1 else list(checkpoints), "cpu")
     masks, seconds = [], []
     for case in cases:
         start = time.perf_counter()
-        masks.append(predict_volume(lm, case.images, tta=tta, fill_holes=fill_holes).mask)
+        region = region_of(case) if region_of else None
+        masks.append(predict_volume(lm, case.images, tta=tta, fill_holes=fill_holes, region=region).mask)
         seconds.append(time.perf_counter() - start)
     return score(masks, cases, lesion_labels, brats) | {"predict_s_per_case": float(np.median(seconds))}
 

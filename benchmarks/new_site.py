@@ -30,14 +30,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from heldout import score
+from heldout import evaluate_checkpoints
 from report import add_markdown_option, table, write_markdown
 from site_shift import CONFIG, HELD_OUT, SITES, VALIDATION, all_cases, direction_overrides
 
 from medseg.config.load import load_config
 from medseg.data.case import Case
-from medseg.inference.model import load_model
-from medseg.inference.predictor import predict_volume
 from medseg.inference.region import read_region
 from medseg.training.run import train
 
@@ -51,26 +49,21 @@ def brain_mask(case: Case) -> Path:
     return scan.parent / scan.name.replace("_FLAIR", "_brainmask")
 
 
-def scored(checkpoint: Path, cases: list[Case], masked: bool) -> dict:
-    """:func:`heldout.score` of ``checkpoint``'s masks on ``cases``; with ``masked``, each scan's
-    lesions outside its brain mask removed (``medseg predict --mask``)."""
-    lm = load_model(checkpoint, "cpu")
-    masks = []
-    for case in cases:
-        region = read_region(brain_mask(case), Path(case.images[0])) if masked else None
-        masks.append(predict_volume(lm, case.images, region=region).mask)
-    return score(masks, cases)
+def brain_region(case: Case) -> np.ndarray:
+    """The brain mask of a Tabriz case on its scan's grid (X, Y, Z bool)."""
+    return read_region(brain_mask(case), Path(case.images[0]))
 
 
 def new_site_overrides(scans: list[str], out: Path, minutes: float, rehearse: bool = False) -> list[str]:
     """configs/ms_flair.yaml trained on ``scans``, validated on Tabriz's validation case; with
     ``rehearse`` also on MSLesSeg's training cases, validated on both sites' validation cases."""
     sites = ["tabriz", "msl"] if rehearse else ["tabriz"]
-    source_site = [c for c in all_cases() if rehearse and c.startswith(SITES["msl"]) and c not in HELD_OUT["msl"]]
+    ids = list(all_cases())  # reads the case list once
+    source_site = [c for c in ids if rehearse and c.startswith(SITES["msl"]) and c not in HELD_OUT["msl"]]
     keep = {*scans, *source_site, *VALIDATION["tabriz"]}
     return [
         "data.group_pattern=null",
-        f"data.exclude_cases={json.dumps([c for c in all_cases() if c not in keep])}",
+        f"data.exclude_cases={json.dumps([c for c in ids if c not in keep])}",
         f"data.val_cases={json.dumps([c for site in sites for c in VALIDATION[site]])}",
         f"train.output_dir={out}",
         f"train.max_minutes={minutes}",
@@ -111,7 +104,8 @@ def run_rows(
             continue
         best, minutes = run()
         rows[name] = {"checkpoint": str(best), "train_min": minutes} | {
-            s: scored(best, cs, s.startswith("tabriz")) for s, cs in held.items()
+            s: evaluate_checkpoints([best], cs, region_of=brain_region if s.startswith("tabriz") else None)
+            for s, cs in held.items()
         }
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_text(json.dumps(rows, indent=1, default=float))

@@ -102,9 +102,11 @@ class LayoutInstanceNorm3d(nn.InstanceNorm3d):
     that layout; any other input, and any under ``torch.compile``, goes to PyTorch's implementation."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.compiler.is_compiling():  # train.compile: inductor writes its own fused norm
-            return super().forward(x)
-        if x.dim() == 5 and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last_3d):
+        keeps_layout = (
+            x.dim() == 5 and x.dtype == torch.float32 and x.is_contiguous(memory_format=torch.channels_last_3d)
+        )
+        # under train.compile, inductor writes its own fused norm
+        if keeps_layout and not torch.compiler.is_compiling():
             return _InstanceNorm.apply(x, self.weight, self.bias, self.eps)
         return super().forward(x)
 
