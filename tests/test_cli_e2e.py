@@ -68,11 +68,14 @@ def test_train_predict_evaluate_mlflow(tiny_dataset, tmp_path):
         "predict", best, tiny_dataset / "imagesTs", corrupt, "--out", tmp_path / "pred", "--device", "cpu", "--quiet"
     )
     assert res.returncode == 1 and "corrupt.nii.gz" in res.stderr and "Traceback" not in res.stderr
+    assert "unlike the model's training scans" not in res.stderr  # test scans of the training scans' kind
     scans = sorted(p.name for p in (tiny_dataset / "imagesTs").iterdir())
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.nii.gz")) == scans
     assert not [p for p in (tmp_path / "pred").iterdir() if p.name.startswith(".")]  # no temporary leftovers
     summary = (tmp_path / "pred" / "summary.csv").read_text().splitlines()
-    assert summary[0] == "scan,mask,lesions,lesion_volume_mm3,seconds" and len(summary) == 1 + len(scans)
+    assert summary[0] == "scan,mask,lesions,lesion_volume_mm3,seconds,unlike_training" and len(summary) == 1 + len(
+        scans
+    )
     assert all((tmp_path / "pred" / n.replace(".nii.gz", "_lesions.json")).exists() for n in scans)
     for scan in sorted((tiny_dataset / "imagesTs").iterdir()):
         src, mask = nib.load(str(scan)), nib.load(str(tmp_path / "pred" / scan.name))

@@ -197,6 +197,7 @@ def test_logged_model_with_signature_loads_without_pickled_code(demo_run, monkey
     table = loaded.predict(pd.DataFrame({"scan": [base64.b64encode(scan.read_bytes()).decode("ascii")]}))
     mask = nib.Nifti1Image.from_bytes(gzip.decompress(base64.b64decode(table["mask"][0])))
     assert mask.shape == nib.load(str(scan)).shape
+    assert list(table.columns) == ["mask", "lesions", "unlike_training"] and table["unlike_training"][0] == ""
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import glob
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from medseg.lesions import label_lesions
 from medseg.runtime.distributed import finish, gather, rank_and_world
 
 SUMMARY = "summary.csv"
-SUMMARY_FIELDS = ("scan", "mask", "lesions", "lesion_volume_mm3", "seconds")
+SUMMARY_FIELDS = ("scan", "mask", "lesions", "lesion_volume_mm3", "seconds", "unlike_training")
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,16 @@ def _write_planned(
             [p.mask for p in preds], reference, lm.preprocess.classes, files[0]["seg"], seg_params(lm, opts)
         )
     rows = [_write_outputs(lm, pred, reference, paths, opts) for pred, paths in zip(preds, files)]
+    unlike = "; ".join(preds[0].unlike_training)
+    if unlike:  # one line per scan, however many classes
+        print(
+            f"warning: {reference}: unlike the model's training scans: {unlike}; expect missed and false lesions "
+            "(docs/how-to/other-site.md)",
+            file=sys.stderr,
+        )
     for row in rows:
         row["seconds"] = round(time.perf_counter() - start, 3)
+        row["unlike_training"] = unlike
     return rows
 
 
@@ -275,7 +284,7 @@ def predict_files(
     Under ``torchrun`` each rank takes every WORLD_SIZE-th scan and rank 0 merges the summary.
 
     Returns:
-        (one summary row per scan done: scan, mask, lesions, lesion_volume_mm3, seconds;
+        (one summary row per scan done: scan, mask, lesions, lesion_volume_mm3, seconds, unlike_training;
         one error line per scan that failed) — on rank 0, for all ranks.
     """
     items = [*expand_inputs(inputs), *cases]

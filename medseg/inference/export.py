@@ -112,7 +112,7 @@ def export_onnx(
     path = OutputPlan(out, [Path(m) for m in members if Path(m).is_file()]).claim(MODEL_FILE, "the ONNX model")
     lm = load_model(source, "cpu", tracking_uri)
     window = (1, lm.preprocess.in_channels, *lm.plan.roi_size)
-    metadata = OnnxMetadata(lm.plan, lm.operating_point, lm.icfg, lm.connectivity)
+    metadata = OnnxMetadata(lm.plan, lm.operating_point, lm.icfg, lm.connectivity, lm.training_scans)
     data = with_metadata(onnx_bytes(lm.model, window, opset), metadata)
     with atomic_write(path) as tmp:
         tmp.write_bytes(data)

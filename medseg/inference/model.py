@@ -11,6 +11,7 @@ import torch
 
 from medseg.config.plan import Plan, Preprocessing
 from medseg.config.schema import InferenceConfig
+from medseg.data.profile import ProfileRange
 from medseg.errors import MedsegError
 from medseg.nn.checkpoint import Checkpoint, OperatingPoint, load_checkpoint
 from medseg.nn.ensemble import MeanProbability
@@ -31,6 +32,7 @@ class LoadedModel:
     icfg: InferenceConfig
     connectivity: int
     device: torch.device
+    training_scans: ProfileRange | None = None  # what predict compares each scan with (None: not known)
 
     @property
     def preprocess(self) -> Preprocessing:
@@ -97,7 +99,10 @@ def from_checkpoint(ckpt: Checkpoint, device: str = "auto") -> LoadedModel:
     model = build_network(ckpt)
     dev = pick_device(device)
     model.to(dev).eval()
-    return LoadedModel(model, checkpoint_plan(ckpt), ckpt.operating_point, cfg.inference, cfg.eval.connectivity, dev)
+    plan = checkpoint_plan(ckpt)
+    return LoadedModel(
+        model, plan, ckpt.operating_point, cfg.inference, cfg.eval.connectivity, dev, ckpt.training_scans
+    )
 
 
 def checkpoint_plan(ckpt: Checkpoint) -> Plan:
@@ -189,6 +194,7 @@ def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> Loade
     """
     first = from_checkpoint(ckpts[0], device)
     members = [first.model]
+    scans = first.training_scans
     for ckpt in ckpts[1:]:
         lm = from_checkpoint(ckpt, device)
         differs = [
@@ -203,4 +209,5 @@ def from_checkpoints(ckpts: Sequence[Checkpoint], device: str = "auto") -> Loade
                 "ensemble only runs of the same config (e.g. the folds of one medseg train --folds)"
             )
         members.append(lm.model)
-    return replace(first, model=MeanProbability(members).to(first.device).eval())
+        scans = scans.union(lm.training_scans) if scans is not None else lm.training_scans
+    return replace(first, model=MeanProbability(members).to(first.device).eval(), training_scans=scans)

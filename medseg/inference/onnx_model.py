@@ -4,9 +4,9 @@ An ONNX model written by ``medseg export`` (:mod:`medseg.inference.export`) maps
 ``image`` (B, C_in, X, Y, Z) to ``logits`` (B, C, X, Y, Z), batch and spatial sizes free (each a
 multiple of the plan's ``input_multiples``). Its ``metadata_props`` carry everything else
 ``predict`` needs (:class:`OnnxMetadata`): the plan (preprocessing: spacing, normalisation,
-channels, classes; the window size), the operating point, the sliding-window settings and the
-lesion connectivity, as JSON under ``medseg.*`` keys, with the class names and the spacing also
-under keys of their own for other readers.
+channels, classes; the window size), the operating point, the sliding-window settings, the
+lesion connectivity and the training scans' profile range, as JSON under ``medseg.*`` keys, with
+the class names and the spacing also under keys of their own for other readers.
 
 ``predict --engine onnxruntime`` wraps the session in :class:`OnnxWindows`, a torch module, so
 MONAI's sliding window, the Gaussian blending, mirror TTA and the way back to the scan's grid are
@@ -27,6 +27,7 @@ import torch
 from medseg import __version__
 from medseg.config.plan import Plan
 from medseg.config.schema import InferenceConfig
+from medseg.data.profile import ProfileRange
 from medseg.errors import MedsegError, missing_extra, shorten
 from medseg.inference.model import LoadedModel
 from medseg.nn.checkpoint import OperatingPoint
@@ -65,6 +66,7 @@ class OnnxMetadata:
     operating_point: OperatingPoint
     inference: InferenceConfig
     connectivity: int
+    training_scans: ProfileRange | None = None
 
     def to_props(self) -> dict[str, str]:
         """The ``metadata_props`` of the ONNX file (every value a string)."""
@@ -83,6 +85,11 @@ class OnnxMetadata:
             "mm, normalised as medseg.plan preprocess says",
             "medseg.output": f"{OUTPUT}: float32 (batch, class, x, y, z), one channel per medseg.classes; "
             "sigmoid = probability",
+            **(
+                {"medseg.training_scans": json.dumps(self.training_scans.to_dict())}
+                if self.training_scans is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -110,7 +117,8 @@ class OnnxMetadata:
         connectivity = props.get("medseg.connectivity", "")
         if connectivity not in {str(c) for c in CONNECTIVITIES}:
             _refuse(source, "medseg.connectivity", f"{shorten(connectivity, 20)!r} is not 6, 18 or 26")
-        return cls(plan, point, inference, int(connectivity))
+        scans = _json(props, "training_scans", source) if "medseg.training_scans" in props else None
+        return cls(plan, point, inference, int(connectivity), ProfileRange.from_dict(scans, source) if scans else None)
 
 
 def _json(props: Mapping[str, str], key: str, source: Path | str) -> Any:
@@ -210,7 +218,13 @@ def load_onnx_model(
     _check_signature(session, meta, source)
     icfg = meta.inference.model_copy(update={"amp": "off"})
     return LoadedModel(
-        OnnxWindows(session), meta.plan, meta.operating_point, icfg, meta.connectivity, torch.device("cpu")
+        OnnxWindows(session),
+        meta.plan,
+        meta.operating_point,
+        icfg,
+        meta.connectivity,
+        torch.device("cpu"),
+        meta.training_scans,
     )
 
 

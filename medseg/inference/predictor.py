@@ -18,6 +18,7 @@ import torch
 from monai.transforms import Compose
 
 from medseg.data.case import image_entry
+from medseg.data.profile import PROFILE_KEY
 from medseg.errors import MedsegError
 from medseg.inference.model import LoadedModel
 from medseg.inference.restore import restore_grid
@@ -30,11 +31,14 @@ from medseg.transforms.preprocess import preprocess
 
 @dataclass
 class Prediction:
-    """Outputs on the scan's own grid: ``prob`` float32 (X, Y, Z), ``mask`` uint8 (X, Y, Z)."""
+    """Outputs on the scan's own grid: ``prob`` float32 (X, Y, Z), ``mask`` uint8 (X, Y, Z);
+    ``unlike_training``: how the scan lies outside the training scans' profile range
+    (:meth:`medseg.data.profile.ProfileRange.unlike`; empty when it does not, or when unknown)."""
 
     prob: np.ndarray
     mask: np.ndarray
     affine: np.ndarray
+    unlike_training: tuple[str, ...] = ()
 
 
 def predict_classes(
@@ -67,7 +71,7 @@ def predict_classes(
         files = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
         image_path = files[0]
         _same_grid(files)
-        steps = preprocess(lm.preprocess, with_label=False, check_finite=True)
+        steps = preprocess(lm.preprocess, with_label=False, check_finite=True, profile=True)
         data = Compose(steps)({"image": image_entry(files)})
     except Exception as exc:  # MONAI wraps reader errors in RuntimeError with the whole chain
         root = _root(exc)
@@ -86,12 +90,13 @@ def predict_classes(
     min_mm3 = lm.operating_point.min_lesion_mm3 if min_lesion_mm3 is None else min_lesion_mm3
     fill = lm.icfg.fill_holes if fill_holes is None else fill_holes
     inside = _region_on_grid(region, shape, image_path)
+    unlike = tuple(lm.training_scans.unlike(data[PROFILE_KEY])) if lm.training_scans is not None else ()
     out = []
     for c in range(probs.shape[0]):
         prob_np = restore_grid(probs[c : c + 1], np.asarray(img.affine, dtype=float), affine, shape)
         min_voxels = max(min_mm3 / voxel_mm3, min_lesion_voxels)
         mask = binarize(prob_np, thr, min_voxels, lm.connectivity, fill, inside, min_confidence).astype(np.uint8)
-        out.append(Prediction(prob_np, mask, affine))
+        out.append(Prediction(prob_np, mask, affine, unlike))
     return out
 
 

@@ -25,7 +25,9 @@ The response has one row per scan: ``mask``, the uint8 mask (X, Y, Z) on the sca
 with its header, base64-encoded in the scan's format (NIfTI in: gzipped NIfTI ``.nii.gz`` out;
 NRRD in: NRRD out), and ``lesions``, the lesion table as JSON (a list of
 :func:`medseg.inference.lesion_table.lesion_rows` rows). A model with several lesion classes
-returns ``mask_<class>`` and ``lesions_<class>`` per class instead.
+returns ``mask_<class>`` and ``lesions_<class>`` per class instead. ``unlike_training`` is empty, or
+says how the scan lies outside the training scans' profile range (:mod:`medseg.data.profile`), as
+``medseg predict``'s warning does.
 
 Uploaded bytes are written into a temporary folder of the request (``medseg-serve-*`` in the
 system's temporary directory), where the masks are written too; it is removed when the request
@@ -156,6 +158,7 @@ def encode_outputs(preds: list[Prediction], reference: Path, folder: Path, lm: L
         save_like(pred.mask, reference, out)
         row[f"mask{name}"] = base64.b64encode(out.read_bytes()).decode("ascii")
         row[f"lesions{name}"] = json.dumps(lesion_rows(pred.mask, pred.prob, pred.affine, lm.connectivity))
+    row["unlike_training"] = "; ".join(preds[0].unlike_training)
     return row
 
 
@@ -166,7 +169,7 @@ def output_names(classes: tuple[str, ...]) -> list[str]:
 
 def output_columns(classes: tuple[str, ...]) -> list[str]:
     """The response's columns, in order."""
-    return [f"{kind}{name}" for name in output_names(classes) for kind in ("mask", "lesions")]
+    return [*(f"{kind}{name}" for name in output_names(classes) for kind in ("mask", "lesions")), "unlike_training"]
 
 
 def signature(pre: Preprocessing) -> ModelSignature:

@@ -3,7 +3,8 @@
 On disk it is a dict of plain tensors and JSON-like values (``{"format": FORMAT, ...}``), so it
 loads with ``torch.load(weights_only=True)``: pickled code is refused. It carries everything
 ``predict`` needs (the resolved config, the resolved plan (:class:`medseg.config.plan.Plan`) with its
-preprocessing, the operating point) and, in ``last.pt``,
+preprocessing, the operating point, the range of the training scans' profiles
+(:class:`medseg.data.profile.ProfileRange`)) and, in ``last.pt``,
 everything to resume (:class:`ResumeState`).
 
 Versions: ``medseg-checkpoint/1`` is the only on-disk format so far. Checkpoints written before
@@ -31,6 +32,7 @@ import torch
 from medseg.config.load import migrate
 from medseg.config.plan import Plan, Preprocessing, finite, refuse
 from medseg.config.schema import ExperimentConfig
+from medseg.data.profile import ProfileRange
 from medseg.errors import MedsegError
 from medseg.io.write import atomic_write
 
@@ -104,6 +106,7 @@ class Checkpoint:
     tracking_uri: str | None = None
     resume: ResumeState | None = None
     plan: Plan | None = None  # the run's resolved plan; None in checkpoints written before plans were stored
+    training_scans: ProfileRange | None = None  # the training scans' profile range; None before it was stored
     source: str | None = field(default=None, compare=False)  # the file it was read from (for messages); not saved
 
     def with_operating_point(self, point: OperatingPoint) -> Checkpoint:
@@ -127,6 +130,8 @@ class Checkpoint:
             payload["resume"] = asdict(self.resume)
         if self.plan is not None:
             payload["plan"] = self.plan.to_dict()
+        if self.training_scans is not None:
+            payload["training_scans"] = self.training_scans.to_dict()
         return payload
 
     @classmethod
@@ -159,6 +164,7 @@ class Checkpoint:
             point = OperatingPoint.from_dict(raw["operating_point"], source)
             resume = ResumeState(**raw["resume"]) if raw.get("resume") else None
             plan = Plan.from_dict(raw["plan"], source) if raw.get("plan") is not None else None
+            scans = raw.get("training_scans")
             return cls(
                 state,
                 config,
@@ -170,6 +176,7 @@ class Checkpoint:
                 raw.get("tracking_uri"),
                 resume,
                 plan,
+                ProfileRange.from_dict(scans, source) if scans is not None else None,
                 str(source),
             )
         except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError is a ValueError

@@ -26,6 +26,7 @@ from medseg.training.finetune import read_init_source
 from medseg.training.prepare import load_datasets, prepare
 from medseg.training.state import RunContext, TrainResult
 from medseg.training.trainer import Trainer
+from medseg.transforms.preprocess import training_profile
 
 
 def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = None) -> TrainResult:
@@ -44,8 +45,10 @@ def train(cfg: ExperimentConfig, progress: bool = True, resume: Path | None = No
     device, rank, world = _device_and_rank(cfg)
     set_determinism(cfg.train.seed, use_deterministic_algorithms=cfg.train.deterministic or None)
     datasets = load_datasets(cfg, train_cases, val_cases if rank == 0 else [], prep.plan)
+    scans = training_profile(prep.plan.preprocess, train_cases) if rank == 0 else None  # rank 0 writes checkpoints
     run_dir, tracker = _open_run(cfg, rank, world, resume, resumed)
-    trainer = Trainer(prep, datasets, device, RunContext(run_dir, tracker, rank, world, progress and rank == 0), init)
+    context = RunContext(run_dir, tracker, rank, world, progress and rank == 0)
+    trainer = Trainer(prep, datasets, device, context, init, scans)
     try:
         trainer.setup(resumed=resumed is not None)
         if resumed is not None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from medseg.config.load import flatten
 from medseg.config.plan import Plan
 from medseg.config.schema import ExperimentConfig
+from medseg.data.profile import ProfileRange
 from medseg.errors import MedsegError
 from medseg.inference.pyfunc import save_pyfunc
 from medseg.io.write import write_text
@@ -62,8 +63,10 @@ class Trainer:
         device: torch.device,
         run: RunContext,
         init: InitSource | None = None,
+        training_scans: ProfileRange | None = None,
     ) -> None:
         self.cfg: ExperimentConfig = prep.cfg
+        self.training_scans = training_scans  # stored in every checkpoint: predict compares each scan with it
         self.recorded_cfg = redact_config(self.cfg)  # what is written down: config.yaml, checkpoints, MLflow params
         self.prep, self.device, self.run, self.init = prep, device, run, init
         self.train_ds, self.val_ds = datasets
@@ -188,6 +191,7 @@ class Trainer:
             None if uri is None else redact_uri(uri),
             resume,
             plan,
+            self.training_scans,
         )
 
     def save_last(

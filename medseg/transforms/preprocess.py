@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from monai.transforms import (
     AsDiscreted,
+    Compose,
     CropForegroundd,
     EnsureChannelFirstd,
     EnsureTyped,
@@ -26,6 +28,8 @@ from monai.transforms import (
 )
 
 from medseg.config.plan import Preprocessing
+from medseg.data.case import Case, image_entry
+from medseg.data.profile import PROFILE_KEY, ProfileRange, scan_profile
 from medseg.errors import MedsegError
 from medseg.io.readers import SimpleITKReader
 from medseg.transforms.labels import SelectLesionClassesd
@@ -126,27 +130,21 @@ def preprocess(
     with_label: bool = True,
     check_finite: bool = False,
     lesion_classes: Sequence[Sequence[int]] | None = None,
+    profile: bool = False,
 ) -> list:
     """Deterministic transforms on ``{"image": path or [path per channel][, "label": path]}`` for
     the preprocessing ``pre`` (spacing, normalisation, background).
 
     Output: ``image`` float32 MetaTensor (C, X, Y, Z) in RAS at ``pre.spacing``; ``label`` (1, X, Y, Z)
     in {0, 1}, every non-zero value being lesion; with ``lesion_classes`` (label values per
-    class), ``label`` is (C, X, Y, Z), one channel per class.
+    class), ``label`` is (C, X, Y, Z), one channel per class; with ``profile``, the scan's
+    :class:`medseg.data.profile.ScanProfile` under ``PROFILE_KEY``.
     """
     keys = ["image", "label"] if with_label else ["image"]
     modes = ["bilinear", "nearest"] if with_label else ["bilinear"]
-    loader = LoadImaged(keys, image_only=True)
-    loader.register(SimpleITKReader())  # NRRD / MetaImage; NIfTI stays with nibabel
     steps = [
-        loader,
-        *([FiniteCheckd(["image"])] if check_finite else []),
-        EnsureChannelFirstd(keys),
-        *background_step(pre.background),
-        *([SelectLesionClassesd(["label"], lesion_classes)] if with_label and lesion_classes else []),
-        # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
-        # border, so fewer windows are run; the prediction is pasted back at inference.
-        CropForegroundd(keys, source_key="image", select_fn=nonzero, allow_smaller=True),
+        *body_steps(pre, keys, check_finite, lesion_classes if with_label else None),
+        *([ScanProfiled(["image"])] if profile else []),
         Orientationd(keys, axcodes="RAS"),
         Spacingd(keys, pixdim=tuple(pre.spacing), mode=modes),
         EnsureTyped(keys, dtype="float32", track_meta=True),
@@ -154,3 +152,43 @@ def preprocess(
     if with_label:
         steps.append(AsDiscreted("label", threshold=0.5))
     return steps + normalisation(pre)
+
+
+def body_steps(
+    pre: Preprocessing,
+    keys: Sequence[str],
+    check_finite: bool = False,
+    lesion_classes: Sequence[Sequence[int]] | None = None,
+) -> list:
+    """The first steps of :func:`preprocess`: read ``keys``, channel first, background to 0, crop to
+    the body; on the scan's own grid (``image`` (C, X, Y, Z))."""
+    loader = LoadImaged(list(keys), image_only=True)
+    loader.register(SimpleITKReader())  # NRRD / MetaImage; NIfTI stays with nibabel
+    return [
+        loader,
+        *([FiniteCheckd(["image"])] if check_finite else []),
+        EnsureChannelFirstd(list(keys)),
+        *background_step(pre.background),
+        *([SelectLesionClassesd(["label"], lesion_classes)] if lesion_classes else []),
+        # nnU-Net's crop to the non-zero region: skull-stripped / masked scans lose their empty
+        # border, so fewer windows are run; the prediction is pasted back at inference.
+        CropForegroundd(list(keys), source_key="image", select_fn=nonzero, allow_smaller=True),
+    ]
+
+
+class ScanProfiled(MapTransform):
+    """The :class:`medseg.data.profile.ScanProfile` of ``image`` (C, X, Y, Z MetaTensor on the scan's
+    own grid, background 0: after :func:`body_steps`) under ``data[PROFILE_KEY]``."""
+
+    def __call__(self, data: dict) -> dict:
+        d = dict(data)
+        img = d[self.keys[0]]
+        d[PROFILE_KEY] = scan_profile(img.numpy(), np.asarray(img.affine, dtype=float))
+        return d
+
+
+def training_profile(pre: Preprocessing, cases: Sequence[Case]) -> ProfileRange | None:
+    """The range of the profiles of ``cases`` (their images read once more, labels not), as
+    preprocessing ``pre`` sees them; None for no cases."""
+    steps = Compose([*body_steps(pre, ["image"]), ScanProfiled(["image"])])
+    return ProfileRange.of(steps({"image": image_entry(c.images)})[PROFILE_KEY] for c in cases)

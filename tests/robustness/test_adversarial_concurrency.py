@@ -320,6 +320,7 @@ def test_checkpoints_hold_the_tracking_uri_redacted(good_dataset):
         net=torch.nn.Linear(1, 1),
         prep=SimpleNamespace(plan=plan_of_config(cfg, ("image",))),
         run=SimpleNamespace(tracker=SimpleNamespace(run_id="r1", uri=SECRET_URI)),
+        training_scans=None,
     )
     ckpt = Trainer.checkpoint(trainer, 1, {})
     assert ckpt.tracking_uri == redact_uri(SECRET_URI) and ckpt.config.tracking.uri == redact_uri(SECRET_URI)

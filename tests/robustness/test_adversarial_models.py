@@ -276,7 +276,7 @@ def test_served_model_takes_bytes_and_writes_nothing_outside_its_temp_folder(tin
     before = listing(folder, cwd, tmp)
     out = model.predict(None, pd.DataFrame({"scan": [b64(scan), b64(nrrd)]}))
     assert listing(folder, cwd, tmp) == before  # nothing beside the scans, in the cwd, nor left in the temp folder
-    assert list(out.columns) == ["mask", "lesions"] and len(out) == 2
+    assert list(out.columns) == ["mask", "lesions", "unlike_training"] and len(out) == 2
     (cwd / "m.nii.gz").write_bytes(base64.b64decode(out["mask"][0]))
     mask, ref = nib.load(str(cwd / "m.nii.gz")), nib.load(str(scan))
     assert (
@@ -405,7 +405,7 @@ def test_logged_model_takes_base64_through_mlflow(tiny_checkpoint, good_scans, t
     example = pd.read_json(folder / "input_example.json", orient="split")
     assert list(example.columns) == ["scan"]
     out = loaded.predict(pd.DataFrame({"scan": [b64(good_scans[0])]}))
-    assert list(out.columns) == ["mask", "lesions"] and len(out) == 1
+    assert list(out.columns) == ["mask", "lesions", "unlike_training"] and len(out) == 1
     with pytest.raises(MlflowException, match="paths are refused"):
         loaded.predict(pd.DataFrame({"path": [str(good_scans[0])]}))
 
