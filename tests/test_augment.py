@@ -58,7 +58,21 @@ def test_spatial_transforms_keep_image_and_label_aligned(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["noise", "blur", "brightness", "contrast", "lowres", "gamma", "bias", "thick", "motion", "ghost", "faint"]
+    "name",
+    [
+        "noise",
+        "blur",
+        "brightness",
+        "contrast",
+        "lowres",
+        "gamma",
+        "bias",
+        "thick",
+        "motion",
+        "ghost",
+        "faint",
+        "renorm",
+    ],
 )
 def test_intensity_transforms_change_the_image_only(name):
     plain, changed = _patches(_only(name, 0.0)), _patches(_only(name, 1.0))
@@ -94,6 +108,8 @@ def test_presets():
     assert site.probs["bias"] > 0 and site.probs["thick"] > 0 and site.probs["edge"] > 0 and site.probs["ghost"] > 0
     assert site.probs["faint"] == nn.probs["faint"] == 0  # off unless asked for
     assert resolve(AugmentConfig(preset="nnunet", faint_prob=0.25)).probs["faint"] == 0.25
+    assert site.probs["renorm"] == nn.probs["renorm"] == 0
+    assert resolve(AugmentConfig(preset="nnunet", renorm_prob=0.3)).probs["renorm"] == 0.3
     assert site.gamma_range[0] < nn.gamma_range[0] and site.intensity_range > nn.intensity_range
     assert site.noise_variance > nn.noise_variance
 
@@ -290,3 +306,24 @@ def test_centre_cut_is_a_copy():
         assert torch.equal(out[key], data[key][:, 3:27, 3:27, 2:18])
         out[key] += 1
         assert not torch.equal(out[key], data[key][:, 3:27, 3:27, 2:18])
+
+
+def test_renorm_moves_the_body_by_one_affine_map_and_keeps_the_background():
+    """z -> (z - b) / a on the non-zero voxels of every channel, b and a within their ranges; 0 stays 0."""
+    from medseg.transforms.site import RENORM_SCALE, RENORM_SHIFT, RandRenormd
+
+    image = torch.zeros(2, 12, 12, 12)
+    image[0, 2:10, 2:10, 2:10] = torch.linspace(-2, 3, 512).reshape(8, 8, 8)
+    image[1, 2:10, 2:10, 2:10] = 1.0
+    step = RandRenormd(["image"], prob=1.0)
+    step.set_random_state(3)
+    out = step({"image": image})["image"]
+    assert torch.equal(out[:, image.abs().sum(0) == 0], torch.zeros(2, 12**3 - 512))
+    body = image[0, 2:10, 2:10, 2:10].ravel()
+    a, b = torch.linalg.lstsq(torch.stack([body, torch.ones_like(body)], 1), out[0, 2:10, 2:10, 2:10].ravel()[:, None])[
+        0
+    ]
+    scale, shift = 1 / float(a), -float(b) / float(a)  # out = (z - shift) / scale
+    assert RENORM_SCALE[0] <= scale <= RENORM_SCALE[1] and abs(shift) <= RENORM_SHIFT and abs(scale - 1) > 1e-3
+    assert torch.allclose(out[1, 2:10, 2:10, 2:10], (1.0 - torch.tensor(shift)) / scale, atol=1e-5)
+    assert torch.equal(RandRenormd(["image"], prob=0.0)({"image": image})["image"], image)

@@ -47,6 +47,7 @@ AUGMENTATIONS = (
     "motion",
     "ghost",
     "faint",
+    "renorm",
 )
 
 

@@ -179,7 +179,8 @@ class AugmentConfig(Section):
     mirroring; elastic deformation off, as in nnU-Net (set elastic_prob to use it).
     ``site``: nnunet plus what changes between hospitals: bias fields, wider brightness, contrast,
     gamma and noise, thick slices, a tighter or looser body mask, motion and ghosting.
-    ``faint_prob``, off in every preset, makes the labelled lesions fainter.
+    ``faint_prob``, off in every preset, makes the labelled lesions fainter; ``renorm_prob``, off
+    in every preset, moves the body's z-scores as another brain mask would.
     """
 
     preset: Literal["none", "light", "nnunet", "site"] = Field(
@@ -232,6 +233,13 @@ class AugmentConfig(Section):
         description="Fainter lesions: inside the labelled lesions the image is pulled towards the tissue around "
         "them, keeping 50-100 % of their contrast, as at a site where lesions are less conspicuous (off in every "
         "preset).",
+    )
+    renorm_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Another brain mask under the same z-score: the body's values z -> (z - b) / a, b within +-0.3, "
+        "a within 0.85-1.15 (off in every preset).",
     )
     intensity_prob: float | None = Field(
         None,
