@@ -268,6 +268,276 @@ def review_option() -> Any:
     return typer.Option(False, "--review", help=REVIEW_HELP)
 
 
+def predict_model_argument() -> Any:
+    """The MODEL argument of predict."""
+    return typer.Argument(
+        ...,
+        help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by "
+        "commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble "
+        "averaging their probabilities. With --engine onnxruntime: the model.onnx of medseg export.",
+    )
+
+
+def predict_inputs_argument() -> Any:
+    """The INPUTS argument of predict."""
+    return typer.Argument(
+        None,
+        help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last. "
+        "A folder of DICOM files is one scan (its series with the most slices), and so is each subfolder of a folder "
+        "that holds such folders.",
+    )
+
+
+def predict_out_option() -> Any:
+    """``--out`` of predict."""
+    return typer.Option(
+        ...,
+        "--out",
+        help=(
+            "Folder for the masks (same file names as the scans), per-lesion "
+            "tables and summary.csv; created when missing."
+        ),
+    )
+
+
+def threshold_option() -> Any:
+    """``--threshold`` of predict."""
+    return typer.Option(None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1).")
+
+
+def tta_option() -> Any:
+    """``--tta`` of predict."""
+    return typer.Option(
+        None,
+        "--tta/--no-tta",
+        help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 "
+        "scan on 2 CPU cores. Default: the model's setting (off).",
+    )
+
+
+def fill_holes_option() -> Any:
+    """``--fill-holes`` of predict."""
+    return typer.Option(
+        None,
+        "--fill-holes/--no-fill-holes",
+        help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's "
+        "inference.fill_holes.",
+    )
+
+
+def save_prob_option() -> Any:
+    """``--save-prob`` of predict."""
+    return typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255).")
+
+
+def save_instances_option() -> Any:
+    """``--save-instances`` of predict."""
+    return typer.Option(False, "--save-instances", help="Also write <case>_lesions: each lesion numbered.")
+
+
+def table_option() -> Any:
+    """``--table`` of predict."""
+    return typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json.")
+
+
+def skip_existing_option() -> Any:
+    """``--skip-existing`` of predict."""
+    return typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch).")
+
+
+def min_confidence_option() -> Any:
+    """``--min-confidence`` of predict."""
+    return typer.Option(
+        None,
+        "--min-confidence",
+        metavar="C",
+        min=0,
+        max=1,
+        help="Remove predicted lesions whose confidence (maximum probability) is below C; unlike a higher "
+        "--threshold, the lesions kept keep their whole extent.",
+    )
+
+
+def engine_option() -> Any:
+    """``--engine`` of predict."""
+    return typer.Option(
+        Engine.torch,
+        "--engine",
+        help="What runs the network: torch, or onnxruntime (MODEL: the model.onnx of medseg export; CPU, or CUDA "
+        "where onnxruntime has it); needs medseg[onnx].",
+    )
+
+
+def output_format_option() -> Any:
+    """``--output-format`` of predict."""
+    return typer.Option(
+        OutputFormat.nifti,
+        "--output-format",
+        help="nifti: the masks (NIfTI for DICOM scans). dicom-seg: also <case>_seg.dcm per DICOM scan, a DICOM "
+        "Segmentation referencing its series, one segment per lesion class; needs medseg[dicom].",
+    )
+
+
+def evaluate_pred_argument() -> Any:
+    """The PRED argument of evaluate."""
+    return typer.Argument(
+        ..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."
+    )
+
+
+def evaluate_ref_argument() -> Any:
+    """The REF argument of evaluate."""
+    return typer.Argument(
+        ...,
+        help=(
+            "Reference: a folder of labels (same file names as the predictions), one label file "
+            "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
+            "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP
+        ),
+    )
+
+
+def evaluate_out_option() -> Any:
+    """``--out`` of evaluate."""
+    return typer.Option(
+        None,
+        "--out",
+        help=(
+            "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), "
+            "summary.json "
+            "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes "
+            "the four "
+            "files of each class in <out>/<class>/."
+        ),
+    )
+
+
+def matching_option() -> Any:
+    """``--matching`` of evaluate."""
+    return typer.Option(
+        Matching.overlap,
+        "--matching",
+        help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold).",
+    )
+
+
+def match_threshold_option() -> Any:
+    """``--match-threshold`` of evaluate."""
+    return typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1).")
+
+
+def connectivity_option() -> Any:
+    """``--connectivity`` of evaluate."""
+    return typer.Option(
+        Connectivity.corners,
+        "--connectivity",
+        help=("Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours."),
+    )
+
+
+def dilate_option() -> Any:
+    """``--dilate`` of evaluate."""
+    return typer.Option(
+        0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."
+    )
+
+
+def empty_dice_option() -> Any:
+    """``--empty-dice`` of evaluate."""
+    return typer.Option(
+        EmptyDice.one,
+        "--empty-dice",
+        help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and "
+        "counted).",
+    )
+
+
+def one_to_one_option() -> Any:
+    """``--one-to-one`` of evaluate."""
+    return typer.Option(
+        False,
+        "--one-to-one",
+        help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one.",
+    )
+
+
+def hd95_empty_option() -> Any:
+    """``--hd95-empty`` of evaluate."""
+    return typer.Option(
+        None,
+        "--hd95-empty",
+        min=0,
+        help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out "
+        "of the median and counted.",
+    )
+
+
+def marks_option() -> Any:
+    """``--marks`` of evaluate."""
+    return typer.Option(
+        None,
+        "--marks",
+        help="Reviewer marks (the review_marks.json of medseg review): lesions.csv gets a review column (accept, "
+        "reject, stale) and summary.json the rejected false positives and FP per scan after review. Lesion ids are "
+        "the whole masks': not with --min-lesion-voxels, --min-lesion-mm3 or a BraTS --protocol.",
+    )
+
+
+def train_config_argument() -> Any:
+    """The CONFIG argument of train."""
+    return typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume).")
+
+
+def resume_option() -> Any:
+    """``--resume`` of train."""
+    return typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M "
+        "extends a finished run.",
+    )
+
+
+def init_from_option() -> Any:
+    """``--init-from`` of train."""
+    return typer.Option(
+        None,
+        "--init-from",
+        metavar="MODEL",
+        help="Fine-tune: start from this model's weights: a best.pt/last.pt, a run folder, runs:/<id>/model or "
+        "models:/<name>/<version> (sets train.init_from; see docs/how-to/finetune.md). Not with --resume.",
+    )
+
+
+def folds_option() -> Any:
+    """``--folds`` of train."""
+    return typer.Option(
+        None,
+        "--folds",
+        min=2,
+        help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per "
+        "fold, in <train.output_dir>/cv<N>-s<seed>/.",
+    )
+
+
+def fold_option() -> Any:
+    """``--fold`` of train."""
+    return typer.Option(
+        None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."
+    )
+
+
+def seeds_option() -> Any:
+    """``--seeds`` of train."""
+    return typer.Option(
+        None,
+        "--seeds",
+        min=2,
+        help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, "
+        "in <train.output_dir>/seeds<N>-s<seed>/.",
+    )
+
+
 def value(choice: Enum | None) -> str | None:
     """The plain string of a choice (None stays None): ``f"{Layout.msd}"`` would read ``Layout.msd``."""
     return None if choice is None else str(choice.value)

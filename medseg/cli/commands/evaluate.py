@@ -30,7 +30,6 @@ from medseg.cli.common import (
 )
 from medseg.cli.datasets import dataset_argument
 from medseg.cli.options import (
-    DATASET_HELP,
     Connectivity,
     EmptyDice,
     Layout,
@@ -38,11 +37,22 @@ from medseg.cli.options import (
     Protocol,
     Split,
     channel_option,
+    connectivity_option,
+    dilate_option,
+    empty_dice_option,
+    evaluate_out_option,
+    evaluate_pred_argument,
+    evaluate_ref_argument,
+    hd95_empty_option,
     label_option,
     layout_option,
     lesion_labels_option,
+    marks_option,
+    match_threshold_option,
+    matching_option,
     min_lesion_mm3_option,
     min_lesion_voxels_option,
+    one_to_one_option,
     protocol_option,
     quiet_option,
     review_option,
@@ -59,78 +69,26 @@ if TYPE_CHECKING:
 
 @user_errors
 def evaluate(
-    pred: Path = typer.Argument(
-        ..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."
-    ),
-    ref: str = typer.Argument(
-        ...,
-        help=(
-            "Reference: a folder of labels (same file names as the predictions), one label file "
-            "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
-            "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP
-        ),
-    ),
-    out: Path | None = typer.Option(
-        None,
-        "--out",
-        help=(
-            "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), "
-            "summary.json "
-            "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes "
-            "the four "
-            "files of each class in <out>/<class>/."
-        ),
-    ),
+    pred: Path = evaluate_pred_argument(),
+    ref: str = evaluate_ref_argument(),
+    out: Path | None = evaluate_out_option(),
     layout: Layout = layout_option(),
     channel: list[str] | None = channel_option(),
     label: str | None = label_option(),
     set_: list[str] | None = set_option(),
     split: Split | None = split_option(),
-    matching: Matching = typer.Option(
-        Matching.overlap,
-        "--matching",
-        help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold).",
-    ),
-    match_threshold: float | None = typer.Option(
-        None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1)."
-    ),
-    connectivity: Connectivity = typer.Option(
-        Connectivity.corners,
-        "--connectivity",
-        help=("Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours."),
-    ),
-    dilate: int = typer.Option(
-        0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."
-    ),
+    matching: Matching = matching_option(),
+    match_threshold: float | None = match_threshold_option(),
+    connectivity: Connectivity = connectivity_option(),
+    dilate: int = dilate_option(),
     min_lesion_voxels: int = min_lesion_voxels_option(0),
     min_lesion_mm3: float = min_lesion_mm3_option(0.0),
-    empty_dice: EmptyDice = typer.Option(
-        EmptyDice.one,
-        "--empty-dice",
-        help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and "
-        "counted).",
-    ),
-    one_to_one: bool = typer.Option(
-        False,
-        "--one-to-one",
-        help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one.",
-    ),
-    hd95_empty: float | None = typer.Option(
-        None,
-        "--hd95-empty",
-        min=0,
-        help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out "
-        "of the median and counted.",
-    ),
+    empty_dice: EmptyDice = empty_dice_option(),
+    one_to_one: bool = one_to_one_option(),
+    hd95_empty: float | None = hd95_empty_option(),
     lesion_labels: str | None = lesion_labels_option(),
     protocol: Protocol = protocol_option(),
-    marks: Path | None = typer.Option(
-        None,
-        "--marks",
-        help="Reviewer marks (the review_marks.json of medseg review): lesions.csv gets a review column (accept, "
-        "reject, stale) and summary.json the rejected false positives and FP per scan after review. Lesion ids are "
-        "the whole masks': not with --min-lesion-voxels, --min-lesion-mm3 or a BraTS --protocol.",
-    ),
+    marks: Path | None = marks_option(),
     review: bool = review_option(),
     tracking_uri: str | None = tracking_uri_option(),
     quiet: bool = quiet_option(),

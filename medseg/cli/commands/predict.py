@@ -27,16 +27,29 @@ from medseg.cli.options import (
     channel_option,
     dataset_option,
     device_option,
+    engine_option,
+    fill_holes_option,
     label_option,
     layout_option,
     mask_option,
+    min_confidence_option,
     min_lesion_mm3_option,
     min_lesion_voxels_option,
+    output_format_option,
+    predict_inputs_argument,
+    predict_model_argument,
+    predict_out_option,
     quiet_option,
     review_option,
+    save_instances_option,
+    save_prob_option,
     set_option,
+    skip_existing_option,
     split_option,
+    table_option,
+    threshold_option,
     tracking_uri_option,
+    tta_option,
     value,
 )
 from medseg.errors import MedsegError
@@ -44,26 +57,9 @@ from medseg.errors import MedsegError
 
 @user_errors
 def predict(
-    model: str = typer.Argument(
-        ...,
-        help="Checkpoint (best.pt), MLflow URI runs:/<id>/model or models:/<name>/<version>; several separated by "
-        "commas, or a folder of runs (every best.pt below it, e.g. the folds of train --folds): an ensemble "
-        "averaging their probabilities. With --engine onnxruntime: the model.onnx of medseg export.",
-    ),
-    inputs: list[str] | None = typer.Argument(
-        None,
-        help="Scan files, folders or globs (.nii, .nii.gz, .nrrd, .mha); single-channel, or 4D with the channels last. "
-        "A folder of DICOM files is one scan (its series with the most slices), and so is each subfolder of a folder "
-        "that holds such folders.",
-    ),
-    out: Path = typer.Option(
-        ...,
-        "--out",
-        help=(
-            "Folder for the masks (same file names as the scans), per-lesion "
-            "tables and summary.csv; created when missing."
-        ),
-    ),
+    model: str = predict_model_argument(),
+    inputs: list[str] | None = predict_inputs_argument(),
+    out: Path = predict_out_option(),
     dataset: str | None = dataset_option(),
     layout: Layout = layout_option(),
     channel: list[str] | None = channel_option(),
@@ -71,51 +67,19 @@ def predict(
     set_: list[str] | None = set_option(),
     split: Split | None = split_option(),
     device: str = device_option(),
-    threshold: float | None = typer.Option(
-        None, "--threshold", min=0, max=1, help="Override the model's probability threshold (0 to 1)."
-    ),
+    threshold: float | None = threshold_option(),
     min_lesion_mm3: float | None = min_lesion_mm3_option(None),
     min_lesion_voxels: int = min_lesion_voxels_option(0),
-    tta: bool | None = typer.Option(
-        None,
-        "--tta/--no-tta",
-        help="Mirror test-time augmentation (8 flips): about 8x the time, e.g. ~8 s instead of ~1 s per 96x96x64 "
-        "scan on 2 CPU cores. Default: the model's setting (off).",
-    ),
-    fill_holes: bool | None = typer.Option(
-        None,
-        "--fill-holes/--no-fill-holes",
-        help="Fill cavities enclosed by a predicted lesion (before --min-lesion-mm3). Default: the model's "
-        "inference.fill_holes.",
-    ),
-    save_prob: bool = typer.Option(False, "--save-prob", help="Also write <case>_prob (uint8, NIfTI scale 1/255)."),
-    save_instances: bool = typer.Option(
-        False, "--save-instances", help="Also write <case>_lesions: each lesion numbered."
-    ),
-    table: bool = typer.Option(True, "--table/--no-table", help="Per-lesion table <case>_lesions.csv/.json."),
-    skip_existing: bool = typer.Option(False, "--skip-existing", help="Skip scans whose mask exists (resume a batch)."),
+    tta: bool | None = tta_option(),
+    fill_holes: bool | None = fill_holes_option(),
+    save_prob: bool = save_prob_option(),
+    save_instances: bool = save_instances_option(),
+    table: bool = table_option(),
+    skip_existing: bool = skip_existing_option(),
     mask: str | None = mask_option(),
-    min_confidence: float | None = typer.Option(
-        None,
-        "--min-confidence",
-        metavar="C",
-        min=0,
-        max=1,
-        help="Remove predicted lesions whose confidence (maximum probability) is below C; unlike a higher "
-        "--threshold, the lesions kept keep their whole extent.",
-    ),
-    engine: Engine = typer.Option(
-        Engine.torch,
-        "--engine",
-        help="What runs the network: torch, or onnxruntime (MODEL: the model.onnx of medseg export; CPU, or CUDA "
-        "where onnxruntime has it); needs medseg[onnx].",
-    ),
-    output_format: OutputFormat = typer.Option(
-        OutputFormat.nifti,
-        "--output-format",
-        help="nifti: the masks (NIfTI for DICOM scans). dicom-seg: also <case>_seg.dcm per DICOM scan, a DICOM "
-        "Segmentation referencing its series, one segment per lesion class; needs medseg[dicom].",
-    ),
+    min_confidence: float | None = min_confidence_option(),
+    engine: Engine = engine_option(),
+    output_format: OutputFormat = output_format_option(),
     tracking_uri: str | None = tracking_uri_option(),
     review: bool = review_option(),
     quiet: bool = quiet_option(),

@@ -30,15 +30,21 @@ from medseg.cli.options import (
     channel_option,
     dataset_option,
     device_option,
+    fold_option,
+    folds_option,
+    init_from_option,
     label_option,
     layout_option,
     mask_option,
     protocol_option,
     quiet_option,
+    resume_option,
     seed_option,
+    seeds_option,
     set_option,
     split_option,
     tracking_uri_option,
+    train_config_argument,
     value,
 )
 from medseg.errors import MedsegError
@@ -49,38 +55,13 @@ if TYPE_CHECKING:
 
 @user_errors
 def train(
-    config: Path | None = typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume)."),
+    config: Path | None = train_config_argument(),
     set_: list[str] | None = set_option(),
-    resume: Path | None = typer.Option(
-        None,
-        "--resume",
-        help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M "
-        "extends a finished run.",
-    ),
-    init_from: str | None = typer.Option(
-        None,
-        "--init-from",
-        metavar="MODEL",
-        help="Fine-tune: start from this model's weights: a best.pt/last.pt, a run folder, runs:/<id>/model or "
-        "models:/<name>/<version> (sets train.init_from; see docs/how-to/finetune.md). Not with --resume.",
-    ),
-    folds: int | None = typer.Option(
-        None,
-        "--folds",
-        min=2,
-        help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per "
-        "fold, in <train.output_dir>/cv<N>-s<seed>/.",
-    ),
-    fold: int | None = typer.Option(
-        None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."
-    ),
-    seeds: int | None = typer.Option(
-        None,
-        "--seeds",
-        min=2,
-        help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, "
-        "in <train.output_dir>/seeds<N>-s<seed>/.",
-    ),
+    resume: Path | None = resume_option(),
+    init_from: str | None = init_from_option(),
+    folds: int | None = folds_option(),
+    fold: int | None = fold_option(),
+    seeds: int | None = seeds_option(),
     device: str | None = device_option(None),
     tracking_uri: str | None = tracking_uri_option(),
     quiet: bool = quiet_option(),
@@ -95,6 +76,40 @@ def train(
     from medseg.config.load import load_config
     from medseg.training.run import train as run_training
 
+    _check_train_arguments(config, resume, init_from, folds, fold, seeds)
+    overrides = run_overrides(set_, device, tracking_uri)
+    if init_from is not None:
+        overrides.append(f"train.init_from={json.dumps(init_from)}")  # a JSON string is a YAML string: as written
+    cfg = load_config(resume / "config.yaml" if resume is not None else config, overrides)
+    if seeds is not None:
+        _train_seeds(cfg, seeds, quiet)
+        return
+    if folds is not None:
+        _train_folds(cfg, folds, fold, quiet)
+        return
+    result = run_training(cfg, progress=not quiet, resume=resume)
+    if rank() > 0:
+        return
+    typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
+    typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
+    if result.run_id:
+        typer.echo(f"MLflow run id: {result.run_id} (model: runs:/{result.run_id}/model)")
+        typer.echo(f"open it with: {result.ui_command}")
+
+
+def _check_train_arguments(
+    config: Path | None,
+    resume: Path | None,
+    init_from: str | None,
+    folds: int | None,
+    fold: int | None,
+    seeds: int | None,
+) -> None:
+    """The combinations of ``train``'s arguments that mean nothing.
+
+    Raises:
+        MedsegError: naming the option and what to give instead.
+    """
     if (config is None) == (resume is None):
         raise MedsegError("give a CONFIG to start a run, or --resume RUN_DIR to continue one (not both)")
     if init_from is not None and resume is not None:
@@ -111,26 +126,8 @@ def train(
         raise MedsegError(
             "--seeds: not with --folds or --resume (the same --seeds command again continues a stopped ensemble)"
         )
-    overrides = run_overrides(set_, device, tracking_uri)
-    if init_from is not None:
-        overrides.append(f"train.init_from={json.dumps(init_from)}")  # a JSON string is a YAML string: as written
-    cfg = load_config(resume / "config.yaml" if resume is not None else config, overrides)
-    if seeds is not None:
-        _train_seeds(cfg, seeds, quiet)
-        return
-    if folds is not None:
-        if resume is not None:
-            raise MedsegError("--folds with --resume: the same --folds command again continues the stopped folds")
-        _train_folds(cfg, folds, fold, quiet)
-        return
-    result = run_training(cfg, progress=not quiet, resume=resume)
-    if rank() > 0:
-        return
-    typer.echo(f"best {cfg.train.select_metric} = {result.best_metric:.4f}")
-    typer.echo(f"checkpoints: {result.best_path} {result.last_path}")
-    if result.run_id:
-        typer.echo(f"MLflow run id: {result.run_id} (model: runs:/{result.run_id}/model)")
-        typer.echo(f"open it with: {result.ui_command}")
+    if folds is not None and resume is not None:
+        raise MedsegError("--folds with --resume: the same --folds command again continues the stopped folds")
 
 
 def _train_folds(cfg: ExperimentConfig, folds: int, fold: int | None, quiet: bool) -> None:
