@@ -4,7 +4,9 @@ and fails on a second name for a meaning, or on one name with two help texts).
 
 Choices are ``str`` enums, so ``--help`` lists them (``[auto|msd|...]``), shell completion offers
 them and the parser refuses anything else before a command starts. Each factory returns a fresh
-``typer.Option`` (a command's default value), so no two commands share one mutable object.
+``typer.Option`` (a command's default value), so no two commands share one mutable object. The
+options of one command only (``predict``'s ``--tta``, ``evaluate``'s ``--matching``, ...) have
+their factories here too, so that each command's signature is one line per option.
 """
 
 from __future__ import annotations
@@ -535,6 +537,38 @@ def seeds_option() -> Any:
         min=2,
         help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, "
         "in <train.output_dir>/seeds<N>-s<seed>/.",
+    )
+
+
+def tune_checkpoint_argument() -> Any:
+    """The CHECKPOINT argument of tune."""
+    return typer.Argument(
+        ...,
+        help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled "
+        "out-of-fold predictions of its folds).",
+    )
+
+
+def min_recall_option() -> Any:
+    """``--min-recall`` of tune."""
+    return typer.Option(
+        None,
+        "--min-recall",
+        min=0,
+        max=1,
+        help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1).",
+    )
+
+
+def max_fp_per_scan_option() -> Any:
+    """``--max-fp-per-scan`` of tune."""
+    return typer.Option(
+        None,
+        "--max-fp-per-scan",
+        metavar="K",
+        min=0,
+        help="Target: highest lesion recall with at most K false-positive lesions per validation scan (ties: higher "
+        "F1); none within K: the fewest FP per scan, with a warning. Not with --min-recall.",
     )
 
 

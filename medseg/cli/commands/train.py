@@ -36,6 +36,8 @@ from medseg.cli.options import (
     label_option,
     layout_option,
     mask_option,
+    max_fp_per_scan_option,
+    min_recall_option,
     protocol_option,
     quiet_option,
     resume_option,
@@ -45,6 +47,7 @@ from medseg.cli.options import (
     split_option,
     tracking_uri_option,
     train_config_argument,
+    tune_checkpoint_argument,
     value,
 )
 from medseg.errors import MedsegError
@@ -163,26 +166,9 @@ def _train_seeds(cfg: ExperimentConfig, seeds: int, quiet: bool) -> None:
 
 @user_errors
 def tune(
-    checkpoint: Path = typer.Argument(
-        ...,
-        help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled "
-        "out-of-fold predictions of its folds).",
-    ),
-    min_recall: float | None = typer.Option(
-        None,
-        "--min-recall",
-        min=0,
-        max=1,
-        help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1).",
-    ),
-    max_fp_per_scan: float | None = typer.Option(
-        None,
-        "--max-fp-per-scan",
-        metavar="K",
-        min=0,
-        help="Target: highest lesion recall with at most K false-positive lesions per validation scan (ties: higher "
-        "F1); none within K: the fewest FP per scan, with a warning. Not with --min-recall.",
-    ),
+    checkpoint: Path = tune_checkpoint_argument(),
+    min_recall: float | None = min_recall_option(),
+    max_fp_per_scan: float | None = max_fp_per_scan_option(),
     dataset: str | None = dataset_option(),
     layout: Layout = layout_option(),
     channel: list[str] | None = channel_option(),
