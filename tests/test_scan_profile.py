@@ -190,3 +190,5 @@ def test_the_onnx_export_carries_the_range(trained, tmp_path):
     assert OnnxMetadata.from_props(props, "model.onnx").training_scans == expected
     del props["medseg.training_scans"]
     assert OnnxMetadata.from_props(props, "model.onnx").training_scans is None
+    with pytest.raises(MedsegError, match="training_scans is not a profile range"):
+        OnnxMetadata.from_props({**props, "medseg.training_scans": "{}"}, "model.onnx")

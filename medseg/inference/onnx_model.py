@@ -118,7 +118,13 @@ class OnnxMetadata:
         if connectivity not in {str(c) for c in CONNECTIVITIES}:
             _refuse(source, "medseg.connectivity", f"{shorten(connectivity, 20)!r} is not 6, 18 or 26")
         scans = _json(props, "training_scans", source) if "medseg.training_scans" in props else None
-        return cls(plan, point, inference, int(connectivity), ProfileRange.from_dict(scans, source) if scans else None)
+        return cls(
+            plan,
+            point,
+            inference,
+            int(connectivity),
+            ProfileRange.from_dict(scans, source) if scans is not None else None,
+        )
 
 
 def _json(props: Mapping[str, str], key: str, source: Path | str) -> Any:
