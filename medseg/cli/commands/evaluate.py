@@ -5,8 +5,9 @@ Heavy imports (torch, monai, mlflow) happen inside the commands so ``medseg --he
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -30,6 +31,7 @@ from medseg.cli.common import (
 )
 from medseg.cli.datasets import dataset_argument
 from medseg.cli.options import (
+    DATASET_HELP,
     Connectivity,
     EmptyDice,
     Layout,
@@ -37,22 +39,11 @@ from medseg.cli.options import (
     Protocol,
     Split,
     channel_option,
-    connectivity_option,
-    dilate_option,
-    empty_dice_option,
-    evaluate_out_option,
-    evaluate_pred_argument,
-    evaluate_ref_argument,
-    hd95_empty_option,
     label_option,
     layout_option,
     lesion_labels_option,
-    marks_option,
-    match_threshold_option,
-    matching_option,
     min_lesion_mm3_option,
     min_lesion_voxels_option,
-    one_to_one_option,
     protocol_option,
     quiet_option,
     review_option,
@@ -65,6 +56,113 @@ from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
     from medseg.data.case import Case
+    from medseg.evaluation.reviewed import ReviewDecisions
+    from medseg.evaluation.tables import EvalOptions
+
+
+def connectivity_option() -> Any:
+    """``--connectivity`` of evaluate."""
+    return typer.Option(
+        Connectivity.corners,
+        "--connectivity",
+        help=("Voxels joined into one lesion through 6 (faces), 18 (edges) or 26 (corners) neighbours."),
+    )
+
+
+def dilate_option() -> Any:
+    """``--dilate`` of evaluate."""
+    return typer.Option(
+        0, "--dilate", min=0, help="overlap rule: grow each GT lesion by N voxels (on its own) before the overlap test."
+    )
+
+
+def empty_dice_option() -> Any:
+    """``--empty-dice`` of evaluate."""
+    return typer.Option(
+        EmptyDice.one,
+        "--empty-dice",
+        help="Dice of a case whose prediction and reference are both empty: 1, or nan (left out of the mean and "
+        "counted).",
+    )
+
+
+def evaluate_out_option() -> Any:
+    """``--out`` of evaluate."""
+    return typer.Option(
+        None,
+        "--out",
+        help=(
+            "Folder to write four files into (created when missing): cases.csv (per case), lesions.csv (per lesion), "
+            "summary.json "
+            "and froc.png (when every mask has its --save-prob map); for a config with several data.lesion_classes "
+            "the four "
+            "files of each class in <out>/<class>/."
+        ),
+    )
+
+
+def evaluate_pred_argument() -> Any:
+    """The PRED argument of evaluate."""
+    return typer.Argument(
+        ..., help="Folder of predicted masks, or one mask file (then REF is its reference label file)."
+    )
+
+
+def evaluate_ref_argument() -> Any:
+    """The REF argument of evaluate."""
+    return typer.Argument(
+        ...,
+        help=(
+            "Reference: a folder of labels (same file names as the predictions), one label file "
+            "(with a PRED file: that one case), or a dataset, its predictions named <case_id> "
+            "(<case_id>_<class> for a config with several data.lesion_classes). " + DATASET_HELP
+        ),
+    )
+
+
+def hd95_empty_option() -> Any:
+    """``--hd95-empty`` of evaluate."""
+    return typer.Option(
+        None,
+        "--hd95-empty",
+        min=0,
+        help="HD95 (mm) of a case where exactly one mask is empty: this penalty (BraTS 2023: 374); default: left out "
+        "of the median and counted.",
+    )
+
+
+def marks_option() -> Any:
+    """``--marks`` of evaluate."""
+    return typer.Option(
+        None,
+        "--marks",
+        help="Reviewer marks (the review_marks.json of medseg review): lesions.csv gets a review column (accept, "
+        "reject, stale) and summary.json the rejected false positives and FP per scan after review. Lesion ids are "
+        "the whole masks': not with --min-lesion-voxels, --min-lesion-mm3 or a BraTS --protocol.",
+    )
+
+
+def match_threshold_option() -> Any:
+    """``--match-threshold`` of evaluate."""
+    return typer.Option(None, "--match-threshold", help="iou/dsc threshold (default 0.5 / 0.1).")
+
+
+def matching_option() -> Any:
+    """``--matching`` of evaluate."""
+    return typer.Option(
+        Matching.overlap,
+        "--matching",
+        help="Lesion matching rule: overlap (a shared voxel), iou or dsc (over --match-threshold).",
+    )
+
+
+def one_to_one_option() -> Any:
+    """``--one-to-one`` of evaluate."""
+    return typer.Option(
+        False,
+        "--one-to-one",
+        help="Match each lesion to at most one (Hungarian on IoU, as panoptica/picai_eval) instead of many-to-one.",
+    )
 
 
 @user_errors
@@ -95,7 +193,6 @@ def evaluate(
 ) -> None:
     """Per-case Dice, HD95, volumes, lesion-wise TP/FP/FN, recall, precision, F1; per-lesion table;
     summary; FROC (recall at 1/8..8 FP per scan, CPM, PNG) when predict wrote --save-prob maps."""
-    from medseg.evaluation.evaluate import evaluate_dirs
     from medseg.evaluation.tables import EvalOptions
 
     check_exists(pred, "PRED", "folder or file of predicted masks")
@@ -111,28 +208,16 @@ def evaluate(
     check_review(review, out, classes)
     check_tracking(tracking_uri, out)
     decisions = read_decisions(marks, protocol.value, bool(min_lesion_voxels or min_lesion_mm3))
-    failed, summaries = [], []
-    for group, values in classes:
-        opts = EvalOptions(
-            rule,
-            dilate,
-            min_lesion_voxels,
-            min_lesion_mm3,
-            values,
-            empty_dice=float(empty_dice.value),
-            hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty,
-            protocol=protocol.value,
-        )
-        if group:
-            typer.echo(f"class {group} (label values {list(values or ())}):")
-        summary, rows, errors = evaluate_dirs(
-            pred, Path(ref), out, opts, cases, f"_{group}" if group else "", group, decisions
-        )
-        print_evaluation([] if quiet else rows, summary)
-        if decisions is not None:
-            print_review(summary)
-        failed += errors
-        summaries.append((group, summary))
+    base = EvalOptions(
+        rule,
+        dilate,
+        min_lesion_voxels,
+        min_lesion_mm3,
+        empty_dice=float(empty_dice.value),
+        hd95_one_empty=float("nan") if hd95_empty is None else hd95_empty,
+        protocol=protocol.value,
+    )
+    failed, summaries = evaluate_classes(pred, Path(ref), out, base, cases, classes, decisions, quiet)
     site = review_evaluation_step(pred, ref, cases, out, rule, dilate, classes[0][1], quiet) if review else None
     if tracking_uri is not None and out is not None:
         sources = {"pred": str(pred), "ref": str(ref), **({"marks": str(marks)} if marks else {})}
@@ -141,6 +226,36 @@ def evaluate(
         typer.echo(f"error: {line}", err=True)
     if failed:
         raise typer.Exit(1)
+
+
+def evaluate_classes(
+    pred: Path,
+    ref: Path,
+    out: Path | None,
+    base: EvalOptions,
+    cases: list[Case] | None,
+    classes: list[tuple[str, tuple[int, ...] | None]],
+    decisions: ReviewDecisions | None,
+    quiet: bool,
+) -> tuple[list[str], list[tuple[str, dict]]]:
+    """:func:`medseg.evaluation.evaluate.evaluate_dirs` once per lesion class (``base`` with the
+    class's reference label values), each printed; returns (error lines, [(class, summary)])."""
+    from medseg.evaluation.evaluate import evaluate_dirs
+
+    failed, summaries = [], []
+    for group, values in classes:
+        if group:
+            typer.echo(f"class {group} (label values {list(values or ())}):")
+        opts = replace(base, lesion_labels=values)
+        summary, rows, errors = evaluate_dirs(
+            pred, ref, out, opts, cases, f"_{group}" if group else "", group, decisions
+        )
+        print_evaluation([] if quiet else rows, summary)
+        if decisions is not None:
+            print_review(summary)
+        failed += errors
+        summaries.append((group, summary))
+    return failed, summaries
 
 
 def reference_classes(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -30,30 +30,108 @@ from medseg.cli.options import (
     channel_option,
     dataset_option,
     device_option,
-    fold_option,
-    folds_option,
-    init_from_option,
     label_option,
     layout_option,
     mask_option,
-    max_fp_per_scan_option,
-    min_recall_option,
     protocol_option,
     quiet_option,
-    resume_option,
     seed_option,
-    seeds_option,
     set_option,
     split_option,
     tracking_uri_option,
-    train_config_argument,
-    tune_checkpoint_argument,
     value,
 )
 from medseg.errors import MedsegError
 
 if TYPE_CHECKING:
     from medseg.config.schema import ExperimentConfig
+
+
+def fold_option() -> Any:
+    """``--fold`` of train."""
+    return typer.Option(
+        None, "--fold", min=0, help="With --folds: train only fold K (0-based); default every fold in turn."
+    )
+
+
+def folds_option() -> Any:
+    """``--folds`` of train."""
+    return typer.Option(
+        None,
+        "--folds",
+        min=2,
+        help="Cross-validation with N folds (by case, or by data.group_pattern): one MLflow parent run, a child per "
+        "fold, in <train.output_dir>/cv<N>-s<seed>/.",
+    )
+
+
+def init_from_option() -> Any:
+    """``--init-from`` of train."""
+    return typer.Option(
+        None,
+        "--init-from",
+        metavar="MODEL",
+        help="Fine-tune: start from this model's weights: a best.pt/last.pt, a run folder, runs:/<id>/model or "
+        "models:/<name>/<version> (sets train.init_from; see docs/how-to/finetune.md). Not with --resume.",
+    )
+
+
+def max_fp_per_scan_option() -> Any:
+    """``--max-fp-per-scan`` of tune."""
+    return typer.Option(
+        None,
+        "--max-fp-per-scan",
+        metavar="K",
+        min=0,
+        help="Target: highest lesion recall with at most K false-positive lesions per validation scan (ties: higher "
+        "F1); none within K: the fewest FP per scan, with a warning. Not with --min-recall.",
+    )
+
+
+def min_recall_option() -> Any:
+    """``--min-recall`` of tune."""
+    return typer.Option(
+        None,
+        "--min-recall",
+        min=0,
+        max=1,
+        help="Target: fewest FP per scan with lesion recall >= R (default: max lesion F1).",
+    )
+
+
+def resume_option() -> Any:
+    """``--resume`` of train."""
+    return typer.Option(
+        None,
+        "--resume",
+        help="Continue the run in this folder from its last.pt (same batches, same MLflow run); --set train.epochs=M "
+        "extends a finished run.",
+    )
+
+
+def seeds_option() -> Any:
+    """``--seeds`` of train."""
+    return typer.Option(
+        None,
+        "--seeds",
+        min=2,
+        help="A seed ensemble: the config trained N times (train.seed, +1, ...) on one split, one MLflow parent run, "
+        "in <train.output_dir>/seeds<N>-s<seed>/.",
+    )
+
+
+def train_config_argument() -> Any:
+    """The CONFIG argument of train."""
+    return typer.Argument(None, help="Experiment YAML, e.g. configs/demo.yaml (not with --resume).")
+
+
+def tune_checkpoint_argument() -> Any:
+    """The CHECKPOINT argument of tune."""
+    return typer.Argument(
+        ...,
+        help="best.pt of a training run (its validation cases are used), or a cross-validation folder (the pooled "
+        "out-of-fold predictions of its folds).",
+    )
 
 
 @user_errors
