@@ -94,6 +94,8 @@ def test_presets():
     assert resolve(AugmentConfig(preset="nnunet", faint_prob=0.25)).probs["faint"] == 0.25
     assert site.probs["renorm"] == nn.probs["renorm"] == 0
     assert resolve(AugmentConfig(preset="nnunet", renorm_prob=0.3)).probs["renorm"] == 0.3
+    assert site.probs["tail"] == nn.probs["tail"] == 0
+    assert resolve(AugmentConfig(preset="nnunet", tail_prob=0.3)).probs["tail"] == 0.3
     assert site.gamma_range[0] < nn.gamma_range[0] and site.intensity_range > nn.intensity_range
     assert site.noise_variance > nn.noise_variance
 
@@ -311,3 +313,30 @@ def test_renorm_moves_the_body_by_one_affine_map_and_keeps_the_background():
     assert RENORM_SCALE[0] <= scale <= RENORM_SCALE[1] and abs(shift) <= RENORM_SHIFT and abs(scale - 1) > 1e-3
     assert torch.allclose(out[1, 2:10, 2:10, 2:10], (1.0 - torch.tensor(shift)) / scale, atol=1e-5)
     assert torch.equal(RandRenormd(["image"], prob=0.0)({"image": image})["image"], image)
+
+
+def test_tail_scale_pulls_values_above_the_median_towards_it_and_keeps_their_order():
+    """Above the body's median m: z -> m + k (z - m), one k within TAIL_FACTORS; below m and the
+    background unchanged; a blank patch passes through."""
+    from medseg.transforms.site import TAIL_FACTORS, RandTailScaled
+
+    image = torch.zeros(2, 12, 12, 12)
+    image[0, 2:10, 2:10, 2:10] = torch.linspace(-2, 3, 512).reshape(8, 8, 8)
+    image[1, 2:10, 2:10, 2:10] = torch.linspace(0.5, 1.5, 512).reshape(8, 8, 8)
+    step = RandTailScaled(["image"], prob=1.0)
+    step.set_random_state(5)
+    out = step({"image": image})["image"]
+    body = image.abs().sum(0) > 0
+    assert torch.equal(out[:, ~body], torch.zeros(2, int((~body).sum())))
+    ks = []
+    for c in range(2):
+        z, y = image[c][body], out[c][body]
+        m = z.median()
+        assert torch.equal(y[z <= m], z[z <= m])
+        ks.append(((y[z > m] - m) / (z[z > m] - m)).mean())
+        assert torch.allclose((y[z > m] - m) / (z[z > m] - m), ks[-1].expand(int((z > m).sum())), atol=1e-4)
+        assert torch.all(torch.diff(y[torch.argsort(z)]) >= 0)  # the order of the tissues is kept
+    assert TAIL_FACTORS[0] <= float(ks[0]) < TAIL_FACTORS[1] and abs(float(ks[0] - ks[1])) < 1e-4
+    blank = {"image": torch.zeros(1, 4, 4, 4)}
+    assert torch.equal(RandTailScaled(["image"], prob=1.0)(blank)["image"], blank["image"])
+    assert torch.equal(RandTailScaled(["image"], prob=0.0)({"image": image})["image"], image)

@@ -48,6 +48,7 @@ AUGMENTATIONS = (
     "ghost",
     "faint",
     "renorm",
+    "tail",
 )
 
 

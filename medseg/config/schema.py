@@ -180,7 +180,8 @@ class AugmentConfig(Section):
     ``site``: nnunet plus what changes between hospitals: bias fields, wider brightness, contrast,
     gamma and noise, thick slices, a tighter or looser body mask, motion and ghosting.
     ``faint_prob``, off in every preset, makes the labelled lesions fainter; ``renorm_prob``, off
-    in every preset, moves the body's z-scores as another brain mask would.
+    in every preset, moves the body's z-scores as another brain mask would; ``tail_prob``, off in
+    every preset, lowers the contrast above the body's median.
     """
 
     preset: Literal["none", "light", "nnunet", "site"] = Field(
@@ -240,6 +241,13 @@ class AugmentConfig(Section):
         le=1,
         description="Another brain mask under the same z-score: the body's values z -> (z - b) / a, b within +-0.3, "
         "a within 0.85-1.15 (off in every preset).",
+    )
+    tail_prob: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Less contrast above the typical tissue: body values above the body's median m mapped "
+        "z -> m + k (z - m), k within 0.5-1.0, lesions and normal bright tissue alike (off in every preset).",
     )
     intensity_prob: float | None = Field(
         None,

@@ -29,7 +29,8 @@ around them x0.5-1 (:class:`medseg.transforms.site.RandFaintLesionsd`). Fainter 
 (they need the labels as drawn), then the mask edge (it needs the zero background), then the
 scanner effects, then nnU-Net's intensity transforms. ``augment.renorm_prob`` (off in every preset)
 moves the body's z-scores as another brain mask would (:class:`medseg.transforms.site.RandRenormd`),
-after the mask edge.
+after the mask edge; ``augment.tail_prob`` (off in every preset) lowers the contrast of everything
+above the body's median (:class:`medseg.transforms.site.RandTailScaled`), after that.
 
 ``light`` is medseg 0.2's augmentation: flips with ``augment.mirror_prob`` and, with
 ``augment.intensity_prob``, a +-10 % intensity scale and shift.
@@ -70,7 +71,7 @@ from medseg.config.plan import AUGMENTATIONS, Augmentation
 from medseg.config.schema import AugmentConfig
 from medseg.runtime.device import plain_tensor
 from medseg.transforms.sampling import INSTANCE_KEY, RandLesionCropd
-from medseg.transforms.site import RandBodyEdged, RandFaintLesionsd, RandRenormd, RandThickSlicesd
+from medseg.transforms.site import RandBodyEdged, RandFaintLesionsd, RandRenormd, RandTailScaled, RandThickSlicesd
 
 NNUNET = {
     "rotate": 0.2,
@@ -324,6 +325,8 @@ def _site(keys: list[str], aug: Augmentation) -> list:
         steps.append(RandBodyEdged(keys, p["edge"]))
     if p["renorm"] > 0:
         steps.append(RandRenormd(["image"], p["renorm"]))
+    if p["tail"] > 0:
+        steps.append(RandTailScaled(["image"], p["tail"]))
     if p["bias"] > 0:
         steps.append(RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.3), prob=p["bias"]))
     if p["thick"] > 0:

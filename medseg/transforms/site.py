@@ -16,6 +16,10 @@
   at their edge, the image is pulled towards the tissue around them. The labels stay: a faint
   lesion is still a lesion. Whole-image intensity transforms (gamma, contrast) move lesions and
   normal tissue together and cannot do this.
+- :class:`RandTailScaled`: less contrast above the typical tissue (another sequence or field
+  strength): every body value above the body's median is pulled towards it, lesions and normal
+  bright tissue alike, so their order is kept. MONAI's contrast and gamma transforms act on the
+  whole range, the background and the dark tissue included.
 
 Bias fields (MONAI ``RandBiasField``), motion and ghosting (TorchIO through MONAI's ``RandTorchIO``)
 come from the libraries (:mod:`medseg.transforms.augment`).
@@ -34,6 +38,7 @@ EDGE_VOXELS = (1, 3)
 FAINT_FACTORS = (0.5, 1.0)  # share of the lesions' contrast to their surroundings that is kept
 RENORM_SHIFT = 0.3  # z -> (z - b) / a on the body: b within +-0.3, a within 0.85-1.15
 RENORM_SCALE = (0.85, 1.15)
+TAIL_FACTORS = (0.5, 1.0)  # share of the distance above the body's median that is kept
 
 
 class RandRenormd(RandomizableTransform, MapTransform):
@@ -63,6 +68,38 @@ class RandRenormd(RandomizableTransform, MapTransform):
         image = image.clone() if isinstance(image, torch.Tensor) else torch.as_tensor(image).clone()
         body = (image != 0).any(0)
         image[:, body] = (image[:, body] - self.b) / self.a
+        d[self.keys[0]] = image
+        return d
+
+
+class RandTailScaled(RandomizableTransform, MapTransform):
+    """With probability ``prob``: in each channel of ``image`` (C, X, Y, Z) the body values (voxels
+    non-zero in any channel) above the body's median ``m`` mapped ``z -> m + k (z - m)``, ``k`` drawn
+    from ``factors`` (one draw for all channels); the rest, the background included, unchanged."""
+
+    def __init__(self, keys: Sequence[str], prob: float, factors: tuple[float, float] = TAIL_FACTORS) -> None:
+        RandomizableTransform.__init__(self, prob)
+        MapTransform.__init__(self, keys)
+        self.factors = factors
+        self.factor = factors[1]
+
+    def randomize(self, data: object = None) -> None:
+        super().randomize(None)
+        self.factor = float(self.R.uniform(*self.factors))
+
+    def __call__(self, data: dict) -> dict:
+        self.randomize()
+        if not self._do_transform:
+            return data
+        d = dict(data)
+        image = torch.as_tensor(d[self.keys[0]]).clone()
+        body = (image != 0).any(0)
+        if not body.any():
+            return data
+        for c in range(image.shape[0]):
+            values = image[c][body]
+            m = values.float().median().to(image.dtype)
+            image[c][body] = torch.where(values > m, m + self.factor * (values - m), values)
         d[self.keys[0]] = image
         return d
 
