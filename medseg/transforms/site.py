@@ -72,20 +72,29 @@ class RandRenormd(RandomizableTransform, MapTransform):
         return d
 
 
-class RandTailScaled(RandomizableTransform, MapTransform):
-    """With probability ``prob``: in each channel of ``image`` (C, X, Y, Z) the body values (voxels
-    non-zero in any channel) above the body's median ``m`` mapped ``z -> m + k (z - m)``, ``k`` drawn
-    from ``factors`` (one draw for all channels); the rest, the background included, unchanged."""
+class RandFactord(RandomizableTransform, MapTransform):
+    """With probability ``prob``, one factor drawn uniformly from ``factors`` (the subclass's
+    ``FACTORS`` unless given) per call, as ``self.factor``; the subclass's ``__call__`` applies it."""
 
-    def __init__(self, keys: Sequence[str], prob: float, factors: tuple[float, float] = TAIL_FACTORS) -> None:
+    FACTORS: tuple[float, float] = (1.0, 1.0)
+
+    def __init__(self, keys: Sequence[str], prob: float, factors: tuple[float, float] | None = None) -> None:
         RandomizableTransform.__init__(self, prob)
         MapTransform.__init__(self, keys)
-        self.factors = factors
-        self.factor = factors[1]
+        self.factors = factors or self.FACTORS
+        self.factor = self.factors[1]
 
     def randomize(self, data: object = None) -> None:
         super().randomize(None)
         self.factor = float(self.R.uniform(*self.factors))
+
+
+class RandTailScaled(RandFactord):
+    """With probability ``prob``: in each channel of ``image`` (C, X, Y, Z) the body values (voxels
+    non-zero in any channel) above the body's median ``m`` mapped ``z -> m + k (z - m)``, ``k`` drawn
+    from ``factors`` (one draw for all channels); the rest, the background included, unchanged."""
+
+    FACTORS = TAIL_FACTORS
 
     def __call__(self, data: dict) -> dict:
         self.randomize()
@@ -211,20 +220,12 @@ def faint_lesions(image: torch.Tensor, lesion: torch.Tensor, factor: float) -> t
     return out
 
 
-class RandFaintLesionsd(RandomizableTransform, MapTransform):
+class RandFaintLesionsd(RandFactord):
     """With probability ``prob``: :func:`faint_lesions` on ``image`` (C, X, Y, Z) with a factor drawn
     from ``factors``; the lesions are the voxels non-zero in any channel of the label. Keys: the
     image, then the label (not changed)."""
 
-    def __init__(self, keys: Sequence[str], prob: float, factors: tuple[float, float] = FAINT_FACTORS) -> None:
-        RandomizableTransform.__init__(self, prob)
-        MapTransform.__init__(self, keys)
-        self.factors = factors
-        self.factor = factors[1]
-
-    def randomize(self, data: object = None) -> None:
-        super().randomize(None)
-        self.factor = float(self.R.uniform(*self.factors))
+    FACTORS = FAINT_FACTORS
 
     def __call__(self, data: dict) -> dict:
         self.randomize()
