@@ -32,26 +32,14 @@ from pathlib import Path
 import numpy as np
 from heldout import evaluate_checkpoints
 from report import add_markdown_option, table, write_markdown
-from site_shift import CONFIG, HELD_OUT, SITES, VALIDATION, all_cases, direction_overrides
+from site_shift import CONFIG, HELD_OUT, SITES, VALIDATION, all_cases, brain_region, direction_overrides
 
 from medseg.config.load import load_config
 from medseg.data.case import Case
-from medseg.inference.region import read_region
 from medseg.training.run import train
 
 SOURCE = "source (MSLesSeg only)"
 SHOWN = (("lesion_recall", "recall"), ("fp_per_scan", "FP/scan"), ("lesion_f1", "F1"), ("dice", "Dice"))
-
-
-def brain_mask(case: Case) -> Path:
-    """The brain mask beside a Tabriz scan (``<id>_brainmask.nii.gz``, in the data's folder)."""
-    scan = Path(case.images[0])
-    return scan.parent / scan.name.replace("_FLAIR", "_brainmask")
-
-
-def brain_region(case: Case) -> np.ndarray:
-    """The brain mask of a Tabriz case on its scan's grid (X, Y, Z bool)."""
-    return read_region(brain_mask(case), Path(case.images[0]))
 
 
 def new_site_overrides(scans: list[str], out: Path, minutes: float, rehearse: bool = False) -> list[str]:

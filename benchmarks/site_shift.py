@@ -24,6 +24,13 @@ Every model is scored on both sites' held-out cases and, for MSLesSeg's held-out
            ``augment.faint_prob`` (medseg.transforms.site.faint_lesions): a model trained with it has
            seen such lesions
 
+and Tabriz's held-out patients (skull on) in two more ways, both with the brain masks shipped beside
+their scans (``ID_brainmask.nii.gz``):
+
+  brainmask  lesions outside the brain mask removed, as ``medseg predict --mask``
+  stripped   the scan skull-stripped by that mask (0 outside the brain), as a skull-stripping
+             pipeline at another site would deliver it: the same scan under another preprocessing
+
 Recipes (overrides of configs/ms_flair.yaml, each trained ``--minutes`` on 2 CPU cores, or ``--epochs``
 epochs whatever the time: the same work for every recipe on a machine shared with other jobs):
   today        the config as written (z-score inside the brain, nnunet augmentation)
@@ -67,6 +74,7 @@ from medseg.config.load import load_config
 from medseg.data.case import Case
 from medseg.data.sources.discover import from_config
 from medseg.data.split import run_split
+from medseg.inference.region import read_region
 from medseg.training.run import train
 from medseg.transforms.site import faint_lesions
 
@@ -94,6 +102,7 @@ RECIPES: dict[str, list[str]] = {
     "monai": [],
 }
 SHIFTS = ("bias", "contrast", "thick", "mask", "noise", "faint")
+TABRIZ_VARIANTS = ("brainmask", "stripped")
 FAINT = 0.5  # the share of the lesions' contrast the faint shift keeps
 
 
@@ -146,18 +155,58 @@ def shifted(case: Case, shift: str, folder: Path) -> Case:
     elif shift == "faint":
         lesion = torch.as_tensor(np.asarray(nib.load(str(case.label)).dataobj) > 0)
         x = faint_lesions(torch.as_tensor(x - x.min())[None], lesion, FAINT)[0].numpy() + x.min()
-    path = folder / f"{case.case_id}_{shift}.nii.gz"
+    return written(case, shift, x, img, folder)
+
+
+def brain_mask(case: Case) -> Path:
+    """The brain mask beside a Tabriz scan (``<id>_brainmask.nii.gz``, in the data's folder)."""
+    scan = Path(case.images[0])
+    return scan.parent / scan.name.replace("_FLAIR", "_brainmask")
+
+
+def brain_region(case: Case) -> np.ndarray:
+    """The brain mask of a Tabriz case on its scan's grid (X, Y, Z bool)."""
+    return read_region(brain_mask(case), Path(case.images[0]))
+
+
+def stripped(case: Case, folder: Path) -> Case:
+    """``case`` skull-stripped by its :func:`brain_region` (0 outside the brain), written under ``folder``."""
+    img = nib.load(str(case.images[0]))
+    x = np.where(brain_region(case), np.asarray(img.dataobj, dtype=np.float32), 0)
+    return written(case, "stripped", x, img, folder)
+
+
+def written(case: Case, name: str, x: np.ndarray, img: nib.Nifti1Image, folder: Path) -> Case:
+    """``case`` with its scan replaced by ``x`` (X, Y, Z) on the grid of ``img``, saved as float32
+    (an int16 header would quantise ``x``) to ``folder/<case>_<name>.nii.gz``; same label."""
+    out = nib.Nifti1Image(x.astype(np.float32), img.affine, img.header)
+    out.set_data_dtype(np.float32)
+    path = folder / f"{case.case_id}_{name}.nii.gz"
     folder.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(x.astype(np.float32), img.affine, img.header), str(path))
-    return Case(f"{case.case_id}_{shift}", (path,), case.label)
+    nib.save(out, str(path))
+    return Case(f"{case.case_id}_{name}", (path,), case.label)
 
 
 def eval_sets(cases: dict[str, Case], work: Path) -> dict[str, list[Case]]:
-    """Held-out sets: each site's held-out cases, then MSLesSeg's under each shift."""
+    """Held-out sets: each site's held-out cases, MSLesSeg's under each shift, Tabriz's with its
+    brain masks (:data:`TABRIZ_VARIANTS`)."""
     sets = {site: [cases[c] for c in ids] for site, ids in HELD_OUT.items()}
     for shift in SHIFTS:
         sets[f"msl+{shift}"] = [shifted(cases[c], shift, work / "shifted") for c in HELD_OUT["msl"]]
+    sets["tabriz+brainmask"] = sets["tabriz"]
+    sets["tabriz+stripped"] = [stripped(c, work / "shifted") for c in sets["tabriz"]]
     return sets
+
+
+def in_region(label: str, case: Case, mask: np.ndarray) -> np.ndarray:
+    """``mask`` (X, Y, Z) of ``case`` in set ``label``: inside the brain mask for ``tabriz+brainmask``."""
+    return mask & brain_region(case) if label == "tabriz+brainmask" else mask
+
+
+def scored(checkpoints: list[Path], label: str, cases: list[Case]) -> dict[str, float]:
+    """:func:`evaluate_checkpoints` of set ``label``; ``tabriz+brainmask`` keeps lesions inside the brain mask."""
+    region = brain_region if label == "tabriz+brainmask" else None
+    return evaluate_checkpoints(checkpoints, cases, region_of=region)
 
 
 def run_medseg(direction: str, recipe: str, out: Path, budget: tuple, sets: dict[str, list[Case]]) -> dict:
@@ -165,7 +214,7 @@ def run_medseg(direction: str, recipe: str, out: Path, budget: tuple, sets: dict
     start = time.perf_counter()
     best = train(cfg, progress=False).best_path
     used = (time.perf_counter() - start) / 60
-    return {name: evaluate_checkpoints([best], cs) | {"train_min": used} for name, cs in sets.items()}
+    return {name: scored([best], name, cs) | {"train_min": used} for name, cs in sets.items()}
 
 
 def run_monai(direction: str, out: Path, minutes: float, sets: dict[str, list[Case]]) -> dict:
@@ -175,7 +224,8 @@ def run_monai(direction: str, out: Path, minutes: float, sets: dict[str, list[Ca
     spacing, patch = cfg.preprocess.target_spacing, cfg.sampling.patch_size
     net, info = train_recipe(train_cases, val_cases, spacing, patch, minutes, cfg.train.seed, cfg.train.batch_size)
     return {
-        name: score([predict_recipe(net, c, spacing, patch) for c in cs], cs) | {"train_min": info["train_min"]}
+        name: score([in_region(name, c, predict_recipe(net, c, spacing, patch)) for c in cs], cs)
+        | {"train_min": info["train_min"]}
         for name, cs in sets.items()
     }
 
@@ -189,7 +239,7 @@ def run_fp_budget(folder: Path, budget: float, sets: dict[str, list[Case]]) -> d
     shutil.copy(best, tuned)
     chosen = run_tune(tuned, device="cpu", max_fp_per_scan=budget)["chosen"]
     point = {"threshold": float(chosen["threshold"]), "min_lesion_mm3": float(chosen["min_lesion_mm3"])}
-    return {name: evaluate_checkpoints([tuned], cs) | point for name, cs in sets.items()}
+    return {name: scored([tuned], name, cs) | point for name, cs in sets.items()}
 
 
 def run_models(models: list[str], rows: dict[str, dict], sets: dict[str, list[Case]], save: Callable[[], None]) -> None:
@@ -201,7 +251,7 @@ def run_models(models: list[str], rows: dict[str, dict], sets: dict[str, list[Ca
             raise SystemExit(f"--models {spec}: give NAME=PATH, PATH a best.pt or a folder of training runs")
         row = rows.setdefault(name, {})
         for label in [label for label in sets if label not in row]:  # a shift added since: scored now
-            row[label] = evaluate_checkpoints([Path(path)], sets[label])
+            row[label] = scored([Path(path)], label, sets[label])
             save()
         print(name, {s: round(r["lesion_f1"], 3) for s, r in rows[name].items()}, flush=True)
 
@@ -277,23 +327,17 @@ def main() -> None:
 
 
 def tables(rows: dict[str, dict]) -> str:
-    """Two Markdown tables: the held-out sites (recall, FP per scan, F1, Dice) and the simulated
-    shifts of MSLesSeg's held-out patient (F1 and FP per scan, and their means with the mean Dice), a
-    row per direction/recipe; "-" for a set a row was not scored on."""
+    """Three Markdown tables: the held-out sites (recall, FP per scan, F1, Dice), the simulated
+    shifts of MSLesSeg's held-out patient (F1 and FP per scan, and their means with the mean Dice) and
+    Tabriz's held-out patients with their brain masks, a row per direction/recipe; "-" for a set a
+    row was not scored on."""
     sites = [s for s in HELD_OUT if any(s in r for r in rows.values())]
-    shifts = sorted({s for r in rows.values() for s in r if "+" in s}, key=lambda s: SHIFTS.index(s.split("+")[1]))
+    shifts = sorted(
+        {s for r in rows.values() for s in r if s.startswith("msl+")}, key=lambda s: SHIFTS.index(s.split("+")[1])
+    )
+    variants = [f"tabriz+{v}" for v in TABRIZ_VARIANTS if any(f"tabriz+{v}" in r for r in rows.values())]
     header = ["trained on / recipe", *[f"{s} {c}" for s in sites for c in ("recall", "FP/scan", "F1", "Dice")]]
-    body = [
-        [
-            key,
-            *[
-                f"{r[s][c]:.2f}" if s in r else "-"
-                for s in sites
-                for c in ("lesion_recall", "fp_per_scan", "lesion_f1", "dice")
-            ],
-        ]
-        for key, r in rows.items()
-    ]
+    body = [site_cells(key, r, sites) for key, r in rows.items()]
     header2 = ["trained on / recipe", *[f"{s.split('+')[1]} F1 (FP)" for s in shifts], "mean F1 (FP), Dice"]
     body2 = [
         [
@@ -303,7 +347,19 @@ def tables(rows: dict[str, dict]) -> str:
         ]
         for key, r in rows.items()
     ]
-    return table(header, body) + "\n\nMSLesSeg P39_T1 under simulated shifts:\n\n" + table(header2, body2)
+    text = table(header, body) + "\n\nMSLesSeg P39_T1 under simulated shifts:\n\n" + table(header2, body2)
+    if variants:
+        header3 = ["trained on / recipe", *[f"{v} {c}" for v in variants for c in ("recall", "FP/scan", "F1", "Dice")]]
+        body3 = [site_cells(key, r, variants) for key, r in rows.items()]
+        text += "\n\nTabriz's held-out patients with their brain masks (benchmarks/site_shift.py):\n\n"
+        text += table(header3, body3)
+    return text
+
+
+def site_cells(key: str, row: dict, sets: list[str]) -> list[str]:
+    """Table cells of ``row``: its name, then recall, FP per scan, F1 and Dice of each of ``sets``."""
+    cells = ("lesion_recall", "fp_per_scan", "lesion_f1", "dice")
+    return [key, *[f"{row[s][c]:.2f}" if s in row else "-" for s in sets for c in cells]]
 
 
 def mean(row: dict, shifts: list[str]) -> str:

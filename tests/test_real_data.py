@@ -5,6 +5,7 @@ import csv
 import re
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
@@ -188,7 +189,7 @@ def test_new_site_rows_train_on_the_chosen_scans_and_never_on_a_held_out_one(rea
     monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
     monkeypatch.syspath_prepend(str(root / "benchmarks"))
     import new_site
-    from site_shift import CONFIG, HELD_OUT, all_cases
+    from site_shift import CONFIG, HELD_OUT, all_cases, brain_mask
 
     from medseg.data.split import run_split
 
@@ -201,4 +202,20 @@ def test_new_site_rows_train_on_the_chosen_scans_and_never_on_a_held_out_one(rea
         assert set(scans) <= trained and len(trained) == len(scans) + n_msl and not held & trained
         assert {c.case_id for c in val} == ({"tabriz_106639", "msl_P14_T3"} if rehearse else {"tabriz_106639"})
     held_out_tabriz = [all_cases()[c] for c in HELD_OUT["tabriz"]]
-    assert len(held_out_tabriz) == 3 and all(new_site.brain_mask(c).is_file() for c in held_out_tabriz)
+    assert len(held_out_tabriz) == 3 and all(brain_mask(c).is_file() for c in held_out_tabriz)
+
+
+@pytest.mark.real
+def test_site_shift_strips_tabriz_scans_by_their_brain_masks(real_data, monkeypatch, tmp_path):
+    """benchmarks/site_shift.py's ``tabriz+stripped`` set: each held-out Tabriz scan with 0 outside
+    its brain mask and its own values inside, on the scan's grid, with the scan's label."""
+    monkeypatch.setenv("MEDSEG_REAL_DATA", str(real_data))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from site_shift import HELD_OUT, all_cases, brain_region, stripped
+
+    case = all_cases()[HELD_OUT["tabriz"][0]]
+    out = stripped(case, tmp_path)
+    scan, strip = nib.load(str(case.images[0])), nib.load(str(out.images[0]))
+    x, y, brain = np.asarray(scan.dataobj, np.float32), np.asarray(strip.dataobj), brain_region(case)
+    assert out.label == case.label and np.allclose(strip.affine, scan.affine) and y.shape == x.shape
+    assert 0 < brain.mean() < 0.5 and np.array_equal(y[brain], x[brain]) and not y[~brain].any()
