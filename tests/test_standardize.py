@@ -61,6 +61,13 @@ def test_whitestripe_refuses_normalised_scans():
     img = np.where(img != 0, img - 300.0, 0).astype(np.float32)  # tissue below zero: not raw magnitudes
     with pytest.raises(MedsegError, match="raw MRI intensities"):
         _apply("whitestripe", img)
+    z = np.where(img != 0, (img - img[img != 0].mean()) / img[img != 0].std() + 0.3, 0).astype(np.float32)
+    with pytest.raises(MedsegError, match=r"\d+% of its foreground is below 0 .*raw MRI intensities"):
+        _apply("whitestripe", z)  # z-scored, normal tissue still positive: refused, not mis-scaled
+    ringing = np.where(img != 0, img + 300.0, 0).astype(np.float32)
+    edge = np.flatnonzero(img != 0)[: (img != 0).sum() // 100]
+    ringing.flat[edge] = -2.0  # 1 % of the foreground below 0, as spline ringing leaves: allowed
+    assert (ringing < 0).any() and np.isfinite(_apply("whitestripe", ringing)).all()
 
 
 def test_robust_centres_the_body_median_and_keeps_the_background():
