@@ -33,7 +33,8 @@ their scans (``ID_brainmask.nii.gz``):
 
 Recipes (overrides of configs/ms_flair.yaml, each trained ``--minutes`` on 2 CPU cores, or ``--epochs``
 epochs whatever the time: the same work for every recipe on a machine shared with other jobs):
-  today        the config as written (z-score inside the brain, nnunet augmentation)
+  today        the config as written (WhiteStripe over Otsu's head mask, nnunet augmentation)
+  zscore       preprocess.normalize=zscore_nonzero, background=min (the config before WhiteStripe)
   robust       preprocess.normalize=robust, background=otsu
   whitestripe  preprocess.normalize=whitestripe, background=otsu
   nyul         preprocess.normalize=nyul, background=otsu (landmarks fitted on the training cases)
@@ -93,6 +94,7 @@ HELD_OUT = by_site(list(_SPLIT.exclude_cases))
 VALIDATION = by_site(list(_SPLIT.val_cases))
 RECIPES: dict[str, list[str]] = {
     "today": [],
+    "zscore": ["preprocess.normalize=zscore_nonzero", "preprocess.background=min"],
     "robust": ["preprocess.normalize=robust", "preprocess.background=otsu"],
     "whitestripe": ["preprocess.normalize=whitestripe", "preprocess.background=otsu"],
     "nyul": ["preprocess.normalize=nyul", "preprocess.background=otsu"],
@@ -103,6 +105,7 @@ RECIPES: dict[str, list[str]] = {
 }
 SHIFTS = ("bias", "contrast", "thick", "mask", "noise", "faint")
 TABRIZ_VARIANTS = ("brainmask", "stripped")
+MASKED = "tabriz+brainmask"  # the set scored with the brain masks at predict time
 FAINT = 0.5  # the share of the lesions' contrast the faint shift keeps
 
 
@@ -193,19 +196,19 @@ def eval_sets(cases: dict[str, Case], work: Path) -> dict[str, list[Case]]:
     sets = {site: [cases[c] for c in ids] for site, ids in HELD_OUT.items()}
     for shift in SHIFTS:
         sets[f"msl+{shift}"] = [shifted(cases[c], shift, work / "shifted") for c in HELD_OUT["msl"]]
-    sets["tabriz+brainmask"] = sets["tabriz"]
+    sets[MASKED] = sets["tabriz"]
     sets["tabriz+stripped"] = [stripped(c, work / "shifted") for c in sets["tabriz"]]
     return sets
 
 
 def in_region(label: str, case: Case, mask: np.ndarray) -> np.ndarray:
     """``mask`` (X, Y, Z) of ``case`` in set ``label``: inside the brain mask for ``tabriz+brainmask``."""
-    return mask & brain_region(case) if label == "tabriz+brainmask" else mask
+    return mask & brain_region(case) if label == MASKED else mask
 
 
 def scored(checkpoints: list[Path], label: str, cases: list[Case]) -> dict[str, float]:
     """:func:`evaluate_checkpoints` of set ``label``; ``tabriz+brainmask`` keeps lesions inside the brain mask."""
-    region = brain_region if label == "tabriz+brainmask" else None
+    region = brain_region if label == MASKED else None
     return evaluate_checkpoints(checkpoints, cases, region_of=region)
 
 
