@@ -33,8 +33,7 @@ their scans (``ID_brainmask.nii.gz``):
 
 Recipes (overrides of configs/ms_flair.yaml, each trained ``--minutes`` on 2 CPU cores, or ``--epochs``
 epochs whatever the time: the same work for every recipe on a machine shared with other jobs):
-  today        the config as written (WhiteStripe over Otsu's head mask, nnunet augmentation)
-  zscore       preprocess.normalize=zscore_nonzero, background=min (the config before WhiteStripe)
+  today        the config as written (z-score inside the brain, nnunet augmentation)
   robust       preprocess.normalize=robust, background=otsu
   whitestripe  preprocess.normalize=whitestripe, background=otsu
   nyul         preprocess.normalize=nyul, background=otsu (landmarks fitted on the training cases)
@@ -94,7 +93,6 @@ HELD_OUT = by_site(list(_SPLIT.exclude_cases))
 VALIDATION = by_site(list(_SPLIT.val_cases))
 RECIPES: dict[str, list[str]] = {
     "today": [],
-    "zscore": ["preprocess.normalize=zscore_nonzero", "preprocess.background=min"],
     "robust": ["preprocess.normalize=robust", "preprocess.background=otsu"],
     "whitestripe": ["preprocess.normalize=whitestripe", "preprocess.background=otsu"],
     "nyul": ["preprocess.normalize=nyul", "preprocess.background=otsu"],
