@@ -102,8 +102,9 @@ RECIPES: dict[str, list[str]] = {
     "monai": [],
 }
 SHIFTS = ("bias", "contrast", "thick", "mask", "noise", "faint")
-TABRIZ_VARIANTS = ("brainmask", "stripped")
 MASKED = "tabriz+brainmask"  # the set scored with the brain masks at predict time
+STRIPPED = "tabriz+stripped"  # the set skull-stripped by them
+TABRIZ_VARIANTS = (MASKED, STRIPPED)
 FAINT = 0.5  # the share of the lesions' contrast the faint shift keeps
 
 
@@ -195,7 +196,7 @@ def eval_sets(cases: dict[str, Case], work: Path) -> dict[str, list[Case]]:
     for shift in SHIFTS:
         sets[f"msl+{shift}"] = [shifted(cases[c], shift, work / "shifted") for c in HELD_OUT["msl"]]
     sets[MASKED] = sets["tabriz"]
-    sets["tabriz+stripped"] = [stripped(c, work / "shifted") for c in sets["tabriz"]]
+    sets[STRIPPED] = [stripped(c, work / "shifted") for c in sets["tabriz"]]
     return sets
 
 
@@ -336,7 +337,7 @@ def tables(rows: dict[str, dict]) -> str:
     shifts = sorted(
         {s for r in rows.values() for s in r if s.startswith("msl+")}, key=lambda s: SHIFTS.index(s.split("+")[1])
     )
-    variants = [f"tabriz+{v}" for v in TABRIZ_VARIANTS if any(f"tabriz+{v}" in r for r in rows.values())]
+    variants = [v for v in TABRIZ_VARIANTS if any(v in r for r in rows.values())]
     header = ["trained on / recipe", *[f"{s} {c}" for s in sites for c in ("recall", "FP/scan", "F1", "Dice")]]
     body = [site_cells(key, r, sites) for key, r in rows.items()]
     header2 = ["trained on / recipe", *[f"{s.split('+')[1]} F1 (FP)" for s in shifts], "mean F1 (FP), Dice"]

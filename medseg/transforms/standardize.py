@@ -85,18 +85,16 @@ def raw_tissue_mean(values: np.ndarray, name: str) -> float:
         MedsegError: over :data:`MAX_NEGATIVE` of the foreground below 0, or normal tissue not positive.
     """
     negative = float(np.mean(values < 0))
-    mean = whitestripe_mean(values)
-    if negative > MAX_NEGATIVE or mean <= 0:
-        found = (
-            f"{negative:.0%} of its foreground is below 0"
-            if negative > MAX_NEGATIVE
-            else (f"its normal-tissue intensity is {mean:.3g}")
-        )
-        raise MedsegError(
-            f"{name}: {found} (already normalised?); preprocess.normalize whitestripe needs raw MRI "
-            "intensities, use robust or zscore_nonzero"
-        )
-    return mean
+    if negative > MAX_NEGATIVE:
+        found = f"{negative:.0%} of its foreground is below 0"
+    elif (mean := whitestripe_mean(values)) > 0:
+        return mean
+    else:
+        found = f"its normal-tissue intensity is {mean:.3g}"
+    raise MedsegError(
+        f"{name}: {found} (already normalised?); preprocess.normalize whitestripe needs raw MRI "
+        "intensities, use robust or zscore_nonzero"
+    )
 
 
 def scan_landmarks(values: np.ndarray) -> np.ndarray:
